@@ -1,0 +1,275 @@
+"""What gets written: the catalog, the audience, the prompts and the variants.
+
+A *slot* is (prompt, product, segment) or (prompt, product, customer). The database
+keeps two invariants about slots (see Variant.Meta.constraints):
+
+1. at most one published variant per slot;
+2. at most one variant per prompt version and slot, so a task that runs twice can
+   never write a second variant.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+
+class Brand(models.Model):
+    name = models.CharField(max_length=120, unique=True)
+    voice = models.TextField(help_text="The constant system prompt: who we are and how we speak.")
+    banned_phrases = models.JSONField(default=list, blank=True)
+    protected_terms = models.JSONField(
+        default=list, blank=True, help_text="Names that must appear verbatim, never translated."
+    )
+    created = models.DateTimeField(auto_now_add=True)
+    updated = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Product(models.Model):
+    sku = models.CharField(max_length=64, unique=True)
+    name = models.CharField(max_length=255)
+    category = models.CharField(max_length=120, blank=True)
+    subcategory = models.CharField(max_length=120, blank=True)
+    description = models.TextField(help_text="The base copy, as clean text.")
+    attributes = models.JSONField(default=dict, blank=True)
+    created = models.DateTimeField(auto_now_add=True)
+    updated = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["sku"]
+
+    def __str__(self) -> str:
+        return f"{self.sku} {self.name}"
+
+
+class Customer(models.Model):
+    external_id = models.CharField(max_length=128, unique=True)
+    language = models.CharField(max_length=16, default="en", help_text="Preferred language.")
+    attributes = models.JSONField(default=dict, blank=True)
+    created = models.DateTimeField(auto_now_add=True)
+    updated = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return self.external_id
+
+
+class Segment(models.Model):
+    slug = models.SlugField(max_length=200, unique=True)
+    name = models.CharField(max_length=255)
+    rules = models.JSONField(
+        default=dict, help_text='Attribute equality rules, e.g. {"value_tier": "high"}.'
+    )
+    member_count = models.PositiveIntegerField(default=0)
+    summary = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="Share of each value of the other attributes among the members.",
+    )
+    created = models.DateTimeField(auto_now_add=True)
+    updated = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["slug"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def matches(self, attributes: dict) -> bool:
+        return all(str(attributes.get(k)) == str(v) for k, v in self.rules.items())
+
+
+class Prompt(models.Model):
+    class Channel(models.TextChoices):
+        PRODUCT_PAGE = "product_page", "Product page"
+        EMAIL = "email", "E-mail"
+        APP = "app", "App"
+        AD = "ad", "Ad"
+
+    slug = models.SlugField(max_length=100, unique=True)
+    name = models.CharField(max_length=200)
+    brand = models.ForeignKey(Brand, on_delete=models.PROTECT, related_name="prompts")
+    channel = models.CharField(max_length=32, choices=Channel.choices, default=Channel.PRODUCT_PAGE)
+    max_length = models.PositiveIntegerField(default=600, help_text="Maximum characters of copy.")
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["slug"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def current_version(self) -> PromptVersion | None:
+        return self.versions.order_by("-number").first()
+
+
+class PromptVersion(models.Model):
+    """An immutable version of a prompt; editing a prompt saves a new one."""
+
+    prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="versions")
+    number = models.PositiveIntegerField()
+    template = models.TextField(help_text="Instruction template with {named} placeholders.")
+    model = models.CharField(max_length=120)
+    temperature = models.FloatField(default=0.7)
+    author = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    note = models.CharField(max_length=500, blank=True)
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["prompt", "-number"]
+        constraints = [
+            models.UniqueConstraint(fields=["prompt", "number"], name="prompt_version_number")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.prompt.slug} v{self.number}"
+
+
+class GenerationRun(models.Model):
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        RUNNING = "running", "Running"
+        FINISHED = "finished", "Finished"
+        FAILED = "failed", "Failed"
+        CANCELLED = "cancelled", "Cancelled"
+
+    prompt_version = models.ForeignKey(PromptVersion, on_delete=models.PROTECT, related_name="runs")
+    scope = models.JSONField(
+        default=dict, help_text="What the run covers: product SKUs and segment slugs."
+    )
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    total = models.PositiveIntegerField(default=0)
+    succeeded = models.PositiveIntegerField(default=0)
+    failed = models.PositiveIntegerField(default=0)
+    prompt_tokens = models.PositiveBigIntegerField(default=0)
+    completion_tokens = models.PositiveBigIntegerField(default=0)
+    cached_tokens = models.PositiveBigIntegerField(default=0)
+    error = models.TextField(blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    created = models.DateTimeField(auto_now_add=True)
+    started = models.DateTimeField(null=True, blank=True)
+    finished = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created"]
+
+    def __str__(self) -> str:
+        return f"Run {self.pk} of {self.prompt_version}"
+
+    @property
+    def done(self) -> int:
+        return self.succeeded + self.failed
+
+
+class VariantQuerySet(models.QuerySet):
+    def in_review(self) -> VariantQuerySet:
+        return self.filter(status=Variant.Status.IN_REVIEW)
+
+    def published(self) -> VariantQuerySet:
+        return self.filter(status=Variant.Status.PUBLISHED)
+
+    def for_slot(self, *, prompt, product, segment=None, customer=None) -> VariantQuerySet:
+        return self.filter(prompt=prompt, product=product, segment=segment, customer=customer)
+
+
+class Variant(models.Model):
+    """One generated text for one slot, and everything we know about how it was made.
+
+    queued → generating → in_review → published → retired
+                  │             ├→ rejected
+                  └→ failed     └→ superseded
+    """
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        GENERATING = "generating", "Generating"
+        IN_REVIEW = "in_review", "In review"
+        PUBLISHED = "published", "Published"
+        RETIRED = "retired", "Retired"
+        REJECTED = "rejected", "Rejected"
+        SUPERSEDED = "superseded", "Superseded"
+        FAILED = "failed", "Failed"
+
+    run = models.ForeignKey(
+        GenerationRun, null=True, blank=True, on_delete=models.SET_NULL, related_name="variants"
+    )
+    prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="variants")
+    prompt_version = models.ForeignKey(
+        PromptVersion, on_delete=models.PROTECT, related_name="variants"
+    )
+    product = models.ForeignKey(Product, on_delete=models.CASCADE, related_name="variants")
+    segment = models.ForeignKey(
+        Segment, null=True, blank=True, on_delete=models.CASCADE, related_name="variants"
+    )
+    customer = models.ForeignKey(
+        Customer, null=True, blank=True, on_delete=models.CASCADE, related_name="variants"
+    )
+    status = models.CharField(
+        max_length=16, choices=Status.choices, default=Status.QUEUED, db_index=True
+    )
+    text = models.TextField(blank=True, help_text="The copy as it stands (edited if edited).")
+    original_text = models.TextField(blank=True, help_text="The copy as the model wrote it.")
+    rationale = models.TextField(blank=True)
+    checks = models.JSONField(default=list, blank=True)
+    model = models.CharField(max_length=120, blank=True)
+    prompt_tokens = models.PositiveIntegerField(default=0)
+    completion_tokens = models.PositiveIntegerField(default=0)
+    cached_tokens = models.PositiveIntegerField(default=0)
+    latency_ms = models.PositiveIntegerField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    # Bumped on every decision, for optimistic checks when two reviewers race.
+    revision = models.PositiveIntegerField(default=0)
+    created = models.DateTimeField(auto_now_add=True)
+    updated = models.DateTimeField(auto_now=True)
+    generated = models.DateTimeField(null=True, blank=True)
+    published = models.DateTimeField(null=True, blank=True)
+
+    objects = VariantQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created", "-id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=(Q(segment__isnull=False) & Q(customer__isnull=True))
+                | (Q(segment__isnull=True) & Q(customer__isnull=False)),
+                name="variant_segment_xor_customer",
+            ),
+            models.UniqueConstraint(
+                fields=["prompt", "product", "segment"],
+                condition=Q(status="published", segment__isnull=False),
+                name="one_published_per_segment_slot",
+            ),
+            models.UniqueConstraint(
+                fields=["prompt", "product", "customer"],
+                condition=Q(status="published", customer__isnull=False),
+                name="one_published_per_customer_slot",
+            ),
+            models.UniqueConstraint(
+                fields=["prompt_version", "product", "segment"],
+                condition=Q(segment__isnull=False),
+                name="one_variant_per_version_segment_slot",
+            ),
+            models.UniqueConstraint(
+                fields=["prompt_version", "product", "customer"],
+                condition=Q(customer__isnull=False),
+                name="one_variant_per_version_customer_slot",
+            ),
+        ]
+        indexes = [models.Index(fields=["status", "-created"], name="variant_status_created")]
+
+    def __str__(self) -> str:
+        audience = self.segment or self.customer
+        return f"{self.prompt.slug} × {self.product.sku} × {audience} [{self.status}]"
+
+    @property
+    def audience(self) -> Segment | Customer:
+        return self.segment or self.customer

@@ -13,6 +13,9 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(environ.Env().str("HYPERPERS_VAR_DIR", default=str(BASE_DIR / "var")))
 
 env = environ.Env()
+# SQLite files and the embedded Redis socket live here; create it so that a fresh
+# clone runs without a setup step.
+VAR_DIR.mkdir(parents=True, exist_ok=True)
 
 DEBUG = env.bool("DEBUG", default=True)
 SECRET_KEY = env.str("SECRET_KEY", default="insecure-dev-key-change-me-in-production")
@@ -98,6 +101,9 @@ CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=600)
 CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=540)
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# One Redis may serve several instances (a demo beside a test run): the queue name
+# keeps their tasks apart.
+CELERY_TASK_DEFAULT_QUEUE = env.str("CELERY_TASK_DEFAULT_QUEUE", default="hyperpers")
 
 CACHES = {
     "default": {

@@ -1,0 +1,84 @@
+from django.contrib import admin
+
+from generation.models import (
+    Brand,
+    Customer,
+    GenerationRun,
+    Product,
+    Prompt,
+    PromptVersion,
+    Segment,
+    Variant,
+)
+
+
+@admin.register(Brand)
+class BrandAdmin(admin.ModelAdmin):
+    list_display = ["name", "updated"]
+
+
+@admin.register(Product)
+class ProductAdmin(admin.ModelAdmin):
+    list_display = ["sku", "name", "category", "subcategory", "updated"]
+    list_filter = ["category", "subcategory"]
+    search_fields = ["sku", "name"]
+
+
+@admin.register(Customer)
+class CustomerAdmin(admin.ModelAdmin):
+    list_display = ["external_id", "language", "updated"]
+    list_filter = ["language"]
+    search_fields = ["external_id"]
+
+
+@admin.register(Segment)
+class SegmentAdmin(admin.ModelAdmin):
+    list_display = ["slug", "name", "member_count", "updated"]
+    search_fields = ["slug", "name"]
+
+
+class PromptVersionInline(admin.TabularInline):
+    model = PromptVersion
+    fields = ["number", "model", "temperature", "author", "note", "created"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(Prompt)
+class PromptAdmin(admin.ModelAdmin):
+    list_display = ["slug", "name", "brand", "channel", "max_length"]
+    inlines = [PromptVersionInline]
+
+
+@admin.register(PromptVersion)
+class PromptVersionAdmin(admin.ModelAdmin):
+    """Versions are immutable: they can be read here, and new ones come from the editor."""
+
+    list_display = ["__str__", "model", "temperature", "author", "created"]
+    list_filter = ["prompt"]
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+
+@admin.register(GenerationRun)
+class GenerationRunAdmin(admin.ModelAdmin):
+    list_display = ["pk", "prompt_version", "status", "total", "succeeded", "failed", "created"]
+    list_filter = ["status"]
+    readonly_fields = ["started", "finished", "created"]
+
+
+@admin.register(Variant)
+class VariantAdmin(admin.ModelAdmin):
+    list_display = ["pk", "prompt_version", "product", "segment", "customer", "status", "created"]
+    list_filter = ["status", "prompt"]
+    search_fields = ["product__sku", "text"]
+    raw_id_fields = ["run", "product", "segment", "customer", "prompt_version"]
+    list_select_related = ["prompt_version__prompt", "product", "segment", "customer"]

@@ -1,0 +1,103 @@
+"""The demo's data: a fictional sports brand (hyperpers/demo/), users, a first run.
+
+Idempotent: a second load updates what is there and starts no second run.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+from django.db import transaction
+from rest_framework.authtoken.models import Token
+
+from generation import services
+from generation.models import Brand, GenerationRun, Product, Prompt, Variant
+
+DEMO_DIR = Path(__file__).resolve().parent / "demo"
+SEGMENT_BY = ["preferred_subcategory", "value_tier"]
+DEMO_USERS = {
+    # role: (username, password, group, staff)
+    "copywriter": ("copywriter", "copywriter-demo", "copywriter", False),
+    "marketing lead": ("lead", "lead-demo", "marketing lead", True),
+}
+API_USER = "delivery-demo"
+
+
+@dataclass
+class DemoSummary:
+    lines: list[str] = field(default_factory=list)
+    credentials: dict[str, tuple[str, str]] = field(default_factory=dict)
+    api_token: str = ""
+    example: tuple[str, str, str] = ("", "", "")
+
+
+def load(*, start_run: bool = True) -> DemoSummary:
+    summary = DemoSummary()
+    brand_data = json.loads((DEMO_DIR / "brand.json").read_text())
+    prompt_data = json.loads((DEMO_DIR / "prompt.json").read_text())
+
+    with transaction.atomic():
+        brand, _ = Brand.objects.update_or_create(
+            name=brand_data["name"],
+            defaults={
+                "voice": brand_data["voice"],
+                "banned_phrases": brand_data["banned_phrases"],
+                "protected_terms": brand_data["protected_terms"],
+            },
+        )
+        products = services.products_import(path=DEMO_DIR / "products.csv")
+        customers = services.customers_import(path=DEMO_DIR / "customers.jsonl")
+        segments = services.segments_build(by=SEGMENT_BY)
+        prompt, _ = Prompt.objects.get_or_create(
+            slug=prompt_data["slug"],
+            defaults={
+                "name": prompt_data["name"],
+                "brand": brand,
+                "channel": prompt_data["channel"],
+                "max_length": prompt_data["max_length"],
+            },
+        )
+        if prompt.current_version is None:
+            services.prompt_version_create(
+                prompt=prompt,
+                template=prompt_data["template"],
+                model=prompt_data["model"],
+                temperature=prompt_data["temperature"],
+                note=prompt_data.get("note", ""),
+            )
+        User = get_user_model()
+        for role, (username, password, group, staff) in DEMO_USERS.items():
+            user, created = User.objects.get_or_create(username=username)
+            if created:
+                user.set_password(password)
+                user.is_staff = staff
+                user.is_superuser = staff
+                user.save()
+            user.groups.add(Group.objects.get(name=group))
+            summary.credentials[role] = (username, password)
+        api_user, _ = User.objects.get_or_create(username=API_USER)
+        token, _ = Token.objects.get_or_create(user=api_user)
+        summary.api_token = token.key
+
+    summary.lines += [
+        f"brand: {brand.name}",
+        f"products: {products}",
+        f"customers: {customers}",
+        f"segments: {len(segments)} by {' × '.join(SEGMENT_BY)}",
+        f"prompt: {prompt.slug} ({prompt.current_version})",
+    ]
+    first_product = Product.objects.order_by("sku").first()
+    summary.example = (prompt.slug, first_product.sku, segments[0].slug)
+
+    if start_run:
+        if GenerationRun.objects.filter(prompt_version__prompt=prompt).exists():
+            in_review = Variant.objects.in_review().count()
+            summary.lines.append(f"runs: reusing existing ones ({in_review} variants in review)")
+        else:
+            run = services.run_create(prompt=prompt)
+            summary.lines.append(f"run {run.pk}: {run.total} slots queued for the worker")
+    return summary

@@ -1,0 +1,92 @@
+"""Shared fixtures: the embedded Redis, the offline writer over HTTP, a real worker."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+
+from hyperpers.embedded import start_redis, stop_process
+
+PROJECT_DIR = Path(__file__).resolve().parents[1]
+SHARED_DATA = PROJECT_DIR.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def redis_service():
+    """The embedded redis-server when REDIS_URL is unset; else the configured one."""
+    process = start_redis(settings.EMBEDDED_REDIS_SOCKET) if settings.USE_EMBEDDED_REDIS else None
+    yield
+    stop_process(process)
+
+
+@pytest.fixture
+def offline_writer(settings):
+    """The bundled offline writer on a free port, as the configured LLM endpoint."""
+    from generation.offline_writer import serve_in_thread
+
+    server, base_url = serve_in_thread()
+    settings.LLM_BASE_URL = base_url
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def luma_products() -> Path:
+    path = SHARED_DATA / "luma" / "configurable_products.csv"
+    if not path.exists():
+        pytest.skip(f"{path} is absent (../shared/data is only in this workplace)")
+    return path
+
+
+def _database_url() -> str:
+    from django.db import connection
+
+    db = connection.settings_dict
+    if db["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{db['NAME']}"
+    auth = db["USER"] + (f":{db['PASSWORD']}" if db["PASSWORD"] else "")
+    return f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
+@pytest.fixture
+def celery_worker_process(offline_writer, transactional_db, tmp_path):
+    """A real `celery worker` process on the test database, the broker and the writer.
+
+    It listens on a queue of its own, so a demo sharing the Redis never takes its tasks.
+    """
+    from hyperpers.celery import app
+
+    queue = f"test-{uuid.uuid4().hex[:8]}"
+    env = {
+        **os.environ,
+        "DATABASE_URL": _database_url(),
+        "LLM_BASE_URL": settings.LLM_BASE_URL,
+        "CELERY_TASK_DEFAULT_QUEUE": queue,
+    }
+    log = tmp_path / "worker.log"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "hyperpers", "worker", "--loglevel", "INFO",
+         "--concurrency", "2", "--hostname", f"{queue}@%h", "--without-gossip",
+         "--without-mingle", "--without-heartbeat"],
+        cwd=PROJECT_DIR, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    previous = app.conf.task_default_queue
+    app.conf.task_default_queue = queue
+    deadline = time.monotonic() + 60
+    while b"ready." not in log.read_bytes():
+        if process.poll() is not None or time.monotonic() > deadline:
+            stop_process(process)
+            pytest.fail(f"celery worker did not start:\n{log.read_text()}")
+        time.sleep(0.2)
+    yield process
+    app.conf.task_default_queue = previous
+    stop_process(process, timeout=20)
+    print(log.read_text()[-5000:])

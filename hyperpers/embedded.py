@@ -44,6 +44,7 @@ def start_redis(socket_path: Path, timeout: float = 10.0) -> subprocess.Popen | 
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
+        start_new_session=True,  # stopped by whoever started it, not by a stray Ctrl-C
     )  # fmt: skip
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -40,6 +40,10 @@ def _wait_http(url: str, timeout: float = 30.0) -> bool:
     return False
 
 
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
 class Command(BaseCommand):
     help = "Run the Hyperpers demo: embedded services, a worker, demo data and the web server."
 
@@ -51,6 +55,9 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, port: int, host: str, no_serve: bool, **options):
+        # `kill` (SIGTERM) stops the demo as cleanly as Ctrl-C does.
+        signal.signal(signal.SIGTERM, _interrupt)
+        signal.signal(signal.SIGINT, _interrupt)  # even when started in the background
         children: list[tuple[str, subprocess.Popen]] = []
         manage = [sys.executable, str(settings.BASE_DIR / "manage.py")]
         logs = settings.VAR_DIR / "logs"
@@ -58,8 +65,14 @@ class Command(BaseCommand):
 
         def spawn(name: str, argv: list[str]) -> subprocess.Popen:
             log = open(logs / f"{name}.log", "ab")  # noqa: SIM115 - the child owns it
+            # A session of its own: Ctrl-C reaches only the demo, which then stops
+            # the children in order (web, worker, writer, Redis).
             process = subprocess.Popen(
-                argv, cwd=settings.BASE_DIR, stdout=log, stderr=subprocess.STDOUT
+                argv,
+                cwd=settings.BASE_DIR,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
             children.append((name, process))
             self.stdout.write(f"  started {name} (pid {process.pid}), log: {log.name}")

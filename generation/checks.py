@@ -1,15 +1,24 @@
 """Automatic checks on generated copy. Each returns one result; none blocks review.
 
 A result is stored on the variant as {"name", "passed", "message"} so reviewers see
-exactly what failed and why.
+exactly what failed and why. The module also holds the scan for instruction-like text
+in the input data (`scan_for_injection`), which prompt rendering runs and whose
+findings come back here as the `input_injection` check.
 """
 
 from __future__ import annotations
 
 import re
+import threading
+import unicodedata
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
+from typing import Any
 
-from generation.models import Brand, Product, Prompt
+from django.conf import settings
+from django.conf.locale import LANG_INFO
+
+from generation.models import Brand, Customer, Product, Prompt, Segment
 
 
 @dataclass(frozen=True)
@@ -35,6 +44,11 @@ def check_protected_terms(text: str, *, terms: list[str]) -> CheckResult:
     return CheckResult("protected_terms", True, "All protected terms present verbatim")
 
 
+def _word_pattern(phrase: str) -> str:
+    # Whole words, and any run of whitespace where the phrase has a space.
+    return r"(?<!\w)" + r"\s+".join(map(re.escape, phrase.split())) + r"(?!\w)"
+
+
 def check_banned_phrases(text: str, *, phrases: list[str]) -> CheckResult:
     # Whole words only: "cure" is banned, "secure" is not.
     found = [p for p in phrases if p and re.search(rf"(?<!\w){re.escape(p)}(?!\w)", text, re.I)]
@@ -43,6 +57,143 @@ def check_banned_phrases(text: str, *, phrases: list[str]) -> CheckResult:
             "banned_phrases", False, "Contains: " + ", ".join(f"'{p}'" for p in found)
         )
     return CheckResult("banned_phrases", True, "No banned phrase")
+
+
+# --- language ---------------------------------------------------------------------
+
+# Fewer letters than this (after removing product and brand names) say too little.
+LANGUAGE_MIN_LETTERS = 20
+# Close languages (pt/gl, nl/af, da/nb) split the probability on short copy. If the
+# expected language is not the top guess but still has this much, the copy passes:
+# on 1,870 short UI and marketing strings in 12 languages this cut false failures
+# from 75 to 43, while a wrong language reached it in 10 of 19,745 pairs.
+LANGUAGE_AMBIGUOUS_MIN = 0.2
+# Codes we accept whose detector label differs.
+_LANGUAGE_ALIASES = {"nb": "no", "iw": "he", "in": "id", "fil": "tl"}
+
+_detector: Any = None
+_detector_lock = threading.Lock()
+
+
+def _language_detector():
+    """The py3langid identifier, loaded once per process (about 0.5 s, from its wheel)."""
+    global _detector
+    if _detector is None:
+        with _detector_lock:
+            if _detector is None:
+                # Imported here so processes that never check copy skip numpy.
+                from py3langid.langid import MODEL_FILE, LanguageIdentifier
+
+                # norm_probs turns scores into probabilities for the message and the
+                # ambiguity rule. classify/rank keep no state between calls, so one
+                # identifier serves all threads (we never call set_languages).
+                _detector = LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
+    return _detector
+
+
+def _language_name(code: str, share: float | None = None, suffix: str = "") -> str:
+    """'German (de)', or with a share 'German (de, 97% confident)'."""
+    name = (LANG_INFO.get(code) or {}).get("name")
+    detail = code if share is None else f"{code}, {share:.0%}{suffix}"
+    return f"{name} ({detail})" if name else detail
+
+
+def _primary_subtag(language: str) -> str:
+    code = re.split(r"[-_]", language.strip().lower(), maxsplit=1)[0]
+    return _LANGUAGE_ALIASES.get(code, code)
+
+
+def check_language(text: str, *, language: str, ignore: Iterable[str] = ()) -> CheckResult:
+    """Is the copy in `language`? Names in `ignore` (product, brand) are removed first."""
+    expected = _primary_subtag(language)
+    if not expected:
+        return CheckResult("language", True, "No language to check against")
+    for term in sorted({t for t in ignore if t}, key=len, reverse=True):
+        text = re.sub(re.escape(term), " ", text, flags=re.I)
+    if len(re.findall(r"[^\W\d_]", text)) < LANGUAGE_MIN_LETTERS:
+        return CheckResult("language", True, "too short to tell")
+
+    detector = _language_detector()
+    if expected not in detector.labels:
+        return CheckResult("language", True, f"Cannot check {_language_name(expected)}")
+    ranked = detector.rank(text)
+    top, top_share = ranked[0]
+    if top == "zxx":  # the model's label for "no linguistic content"
+        return CheckResult("language", True, "too short to tell")
+    expected_share = dict(ranked).get(expected, 0.0)
+    if top == expected:
+        return CheckResult(
+            "language", True, f"Written in {_language_name(top, top_share, ' confident')}"
+        )
+    if expected_share >= LANGUAGE_AMBIGUOUS_MIN:
+        return CheckResult(
+            "language",
+            True,
+            f"Probably {_language_name(expected, expected_share)}, "
+            f"could be {_language_name(top, top_share)}",
+        )
+    return CheckResult(
+        "language",
+        False,
+        f"Written in {_language_name(top, top_share, ' confident')}, "
+        f"expected {_language_name(expected)}",
+    )
+
+
+# --- personal data ----------------------------------------------------------------
+
+_EMAIL = re.compile(r"(?<![\w.+-])[\w.+-]+@[^\W_](?:[\w-]*\.)+[^\W\d_]{2,}(?!\w)")
+# A run of digits with the separators phone numbers use, possibly after + or (.
+# It may not continue a word or number ("NP-RUN-001", "1.5"), and stops at a line end.
+_DIGIT_RUN = re.compile(r"(?<![\w+./,-])(?:\+|\(\+?)?\d(?:[ \t().\/-]{0,3}\d)+\)?")
+# Formats without a trunk prefix (0) or country code: US/CA 555-123-4567,
+# ES 612 34 56 78 and 91 123 45 67, IT 333 123 4567.
+_GROUPED_LOCAL = re.compile(
+    r"\(?\d{3}\)?[ .-]\d{3}[ .-]\d{4}|\d{3} \d{2} \d{2} \d{2}|\d{2} \d{3} \d{2} \d{2}"
+)
+
+
+def _is_phone_number(candidate: str) -> bool:
+    """Decide on a digit run by its shape.
+
+    1. With a country code (+ or 00): 8 to 15 digits, as E.164 allows.
+    2. With a trunk prefix (0...): 9 to 12 digits, so dates like 01.05.2024 (8) are not.
+    3. Otherwise only the grouped local formats above; sizes, prices, years and
+       thousands ("10.000", "1 299") never have them.
+    """
+    digits = re.sub(r"\D", "", candidate)
+    bare = candidate.lstrip("(")
+    if bare.startswith("+") or digits.startswith("00"):
+        return 8 <= len(digits) <= 15
+    if digits.startswith("0"):
+        # The trunk prefix belongs to an area code: "030 ...", not a list "0 2 4 6 8 10".
+        return 9 <= len(digits) <= 12 and len(re.match(r"\D*(\d+)", candidate)[1]) >= 2
+    return _GROUPED_LOCAL.fullmatch(candidate) is not None
+
+
+def _mask(value: str) -> str:
+    """Enough to find it in the copy, not enough to leak it: a***@example.com, +49 3***."""
+    if "@" in value:
+        local, _, domain = value.partition("@")
+        return f"{local[:1]}***@{domain}"
+    return f"{value[:4].rstrip()}***" if len(value) > 5 else "***"
+
+
+def find_phone_numbers(text: str) -> list[str]:
+    return [m.group().strip() for m in _DIGIT_RUN.finditer(text) if _is_phone_number(m.group())]
+
+
+def check_personal_data(text: str, *, identifiers: Iterable[str] = ()) -> CheckResult:
+    """No e-mail address, phone number or customer identifier in the copy."""
+    found = [f"an e-mail address ({_mask(e)})" for e in dict.fromkeys(_EMAIL.findall(text))]
+    found += [f"a phone number ({_mask(p)})" for p in dict.fromkeys(find_phone_numbers(text))]
+    for identifier in dict.fromkeys(str(i).strip() for i in identifiers):
+        # Very short identifiers ("7", "ab") would match ordinary words and sizes.
+        if len(identifier) >= 4 and re.search(_word_pattern(identifier), text, re.I):
+            found.append(f"a customer identifier ({_mask(identifier)})")
+    if found:
+        return CheckResult("personal_data", False, "Contains " + "; ".join(found))
+    return CheckResult("personal_data", True, "No e-mail address, phone number or identifier")
 
 
 _PLACEHOLDER = re.compile(r"\{[a-z_][a-z0-9_]*\}", re.I)
@@ -55,15 +206,229 @@ def check_placeholders(text: str) -> CheckResult:
     return CheckResult("placeholders", True, "No unrendered placeholder")
 
 
-def run_checks(*, text: str, prompt: Prompt, brand: Brand, product: Product) -> list[dict]:
+# --- overreach --------------------------------------------------------------------
+
+# Copy naming a value fewer than this share of the segment has speaks to a minority.
+# Overridden by settings.CHECK_OVERREACH_MIN_SHARE.
+OVERREACH_MIN_SHARE = 0.5
+
+# Level and placeholder words: copy uses them in their ordinary sense ("high-wear
+# zones", "no seams"), so they do not name an attribute value.
+_GENERIC_VALUES = frozenset(
+    {"low", "medium", "mid", "high", "very", "none", "yes", "no", "true", "false", "other",
+     "others", "unknown", "n/a", "na", "null", "any", "all", "mixed", "not set",
+     "unspecified", "average", "moderate"}
+)  # fmt: skip
+# Attributes that identify a person are never summarised into a segment, and copy
+# must never name them anyway (the personal_data check covers that).
+PERSONAL_ATTRIBUTES = frozenset(
+    {"email", "e_mail", "phone", "mobile", "name", "first_name", "last_name", "address",
+     "street", "postcode", "zip", "birthdate", "date_of_birth", "ip", "external_id", "id",
+     "customer_id"}
+)  # fmt: skip
+
+
+def _can_be_named(value: str) -> bool:
+    """False for values copy cannot 'name': levels, numbers, ranges (25-34, 55+), stubs."""
+    value = value.strip()
+    if len(value) < 3 or not re.search(r"[^\W\d_]", value):
+        return False
+    if re.match(r"[<>≤≥~]?\s*\d", value):
+        return False
+    return not set(re.split(r"[\s/_-]+", value.lower())) <= _GENERIC_VALUES
+
+
+def overreach_min_share() -> float:
+    return float(getattr(settings, "CHECK_OVERREACH_MIN_SHARE", OVERREACH_MIN_SHARE))
+
+
+def check_overreach(
+    text: str,
+    *,
+    segment: Segment | None,
+    customer: Customer | None = None,
+    product: Product | None = None,
+    min_share: float | None = None,
+) -> CheckResult:
+    """Does the copy name an attribute value only a minority of the segment has?
+
+    1. One-to-one copy (a customer) cannot overreach.
+    2. Skip the rules' attributes and values (every member has them), personal
+       attributes, values that are not names, and values the product's own name,
+       category or description use (a running shoe may say "running shoes").
+    3. Flag each remaining value under `min_share` that the copy names as a whole
+       word, case-insensitive.
+    """
+    if customer is not None:
+        return CheckResult("overreach", True, "one-to-one copy")
+    if segment is None:
+        return CheckResult("overreach", True, "No segment to compare against")
+    threshold = overreach_min_share() if min_share is None else min_share
+    rule_values = {str(v).strip().lower() for v in segment.rules.values()}
+    product_text = (
+        " ".join([product.name, product.category, product.subcategory, product.description])
+        if product is not None
+        else ""
+    )
+    found = []
+    for attribute, shares in (segment.summary or {}).items():
+        if (
+            not isinstance(shares, dict)
+            or attribute in segment.rules
+            or attribute.lower() in PERSONAL_ATTRIBUTES
+        ):
+            continue
+        for value, share in shares.items():
+            value = str(value)
+            try:
+                share = float(share)
+            except (TypeError, ValueError):
+                continue
+            if (
+                share >= threshold
+                or value.strip().lower() in rule_values
+                or not _can_be_named(value)
+            ):
+                continue
+            pattern = _word_pattern(value)
+            if re.search(pattern, product_text, re.I) or not re.search(pattern, text, re.I):
+                continue
+            found.append(f"names '{value}' ({attribute}) which only {share:.0%} of the segment has")
+    if found:
+        message = "; ".join(found)
+        return CheckResult("overreach", False, message[0].upper() + message[1:])
+    return CheckResult(
+        "overreach", True, f"Names no value that fewer than {threshold:.0%} of the segment have"
+    )
+
+
+# --- instructions hidden in the input data ----------------------------------------
+
+_DET = r"(?:(?:all|any|the|your|my|these|those|every|of)\s+)*"
+_EARLIER = r"(?:previous|prior|above|earlier|preceding|foregoing|original|initial|system|former)"
+# Each pattern names an instruction explicitly, so product copy ("ignore the rain",
+# "acts as a windbreak", "reveals the trail") does not match.
+_INJECTION_PATTERNS = [
+    # ignore / disregard / forget / override ... previous instructions
+    rf"\b(?:ignore|disregard|forget|override|bypass)\s+{_DET}(?:{_EARLIER}\s+)+"
+    r"(?:instructions?|prompts?|rules|directions|guidelines|messages|context|text)\b",
+    rf"\b(?:ignore|disregard|forget|override|bypass)\s+(?:all|any|your|every)\s+{_DET}"
+    r"(?:instructions|prompts?|rules|guidelines)\b",
+    r"\bforget\s+(?:everything|all)\s+(?:above|before|previous|prior|earlier|"
+    r"(?:that\s+)?you(?:'ve|\s+have|\s+were|\s+was)?\s+(?:been\s+)?(?:told|said|instructed))",
+    # Not "you are now ready" nor "you are now a role model".
+    r"\byou\s+are\s+now\s+(?:(?:a|an|the|my)\s+(?:\w+\s+){0,3}?(?:assistant|ai|chatbot|bot|"
+    r"language\s+model|gpt|llm|administrator|admin|developer|hacker)\b|in\s+\w+\s+mode\b|"
+    r"(?:free|unrestricted|unfiltered|jailbroken|dan|no\s+longer)\b)",
+    r"\b(?:new|updated|revised|real)\s+(?:system\s+)?instructions\b",
+    r"\bsystem[\s-]?prompt\b",
+    r"\bact\s+as\s+(?:an?|the|my|your)\s+(?:\w+\s+){0,2}?(?:assistant|ai|chatbot|bot|"
+    r"language\s+model|llm|gpt|dan|system|administrator|admin|developer|hacker)\b",
+    r"(?m)^\s*(?:system|assistant|user|developer)\s*:",
+    r"<\|(?:im_start|im_end|system|user|assistant|endoftext)\|>|\[/?INST\]|<</?SYS>>",
+    r"<\s*/?\s*data\s*>",
+    r"(?:^|\s)#{3,}\s*(?:instructions?|system|new|task|prompt|rules?|important|assistant|"
+    r"user|response)\b",
+    r"\b(?:do\s+not|don't|never)\s+follow\s+(?:(?:the|your|any|these|those|previous|prior|"
+    r"above|brand|system)\s+)*(?:instructions|rules|guidelines|prompt|voice)\b",
+    r"\breveal\s+(?:(?:your|the|my|its|hidden)\s+)*(?:system\s+)?(?:prompt|instructions|"
+    r"api\s+keys?|password|credentials|configuration|guidelines)\b",
+    r"\bjailbr(?:eak|oken)\w*|\b(?:dan|developer|god)\s+mode\b",
+    # German, French, Spanish, Italian, Dutch
+    r"\bignorier(?:e|en|t)?\s+(?:(?:alle|die|deine|ihre|sämtliche|jegliche|bisherigen|"
+    r"vorherigen|vorigen|obigen|früheren|vorangegangenen)\s+)*(?:anweisungen|instruktionen)\b",
+    # "Vergiss alles, was du über Laufschuhe weißt" is a slogan; only what came before.
+    r"\bvergiss\s+(?:alles\s+(?:bisherige|vorherige|obige|davor|zuvor|was\s+(?:dir|du)\s+"
+    r"(?:gesagt|befohlen|aufgetragen))|(?:alle|deine)\s+(?:\w+\s+)?anweisungen)\b",
+    r"\bneue\s+anweisungen\b",
+    r"\bignore[rsz]?\s+(?:(?:toutes|tous|les|des|vos|tes|ces)\s+)*(?:instructions|consignes|"
+    r"directives)\b",
+    r"\boublie[rz]?\s+(?:toutes\s+)?(?:les|tes|vos)\s+(?:\w+\s+)?(?:instructions|consignes)\b|"
+    r"\boublie[rz]?\s+tout\s+ce\s+qui\s+(?:précède|a\s+été\s+dit)",
+    r"\bignor(?:a|e|en|ad|ar)\s+(?:(?:todas|todos|las|los|tus|sus|estas|esas|le|tutte|"
+    r"precedenti)\s+)*(?:instrucciones|indicaciones|órdenes|istruzioni)\b",
+    r"\bnegeer\s+(?:(?:alle|de|je|vorige|eerdere)\s+)*instructies\b",
+]
+_INJECTION = [re.compile(p, re.I) for p in _INJECTION_PATTERNS]
+# Zero-width characters could split a keyword ("ig\u200bnore") past the patterns.
+_INVISIBLE = re.compile(r"[\u00ad\u200b-\u200f\u2060-\u2064\ufeff]")
+
+
+def find_injection(text: str) -> str | None:
+    """The first instruction-like passage in a piece of input data, quoted, or None."""
+    if not text:
+        return None
+    text = _INVISIBLE.sub("", unicodedata.normalize("NFKC", text))
+    matches = [m for p in _INJECTION if (m := p.search(text))]
+    if not matches:
+        return None
+    first = min(matches, key=lambda m: m.start())
+    snippet = " ".join(first.group().split())[:60]
+    return f"'{snippet}'"
+
+
+def scan_for_injection(data: Any, path: str = "") -> list[str]:
+    """Findings like "audience.summary.city: 'ignore previous instructions'".
+
+    Walks dicts (keys too: segment summaries key values by name), lists and strings.
+    """
+    findings: list[str] = []
+    if isinstance(data, str):
+        if found := find_injection(data):
+            findings.append(f"{path or 'input'}: {found}")
+    elif isinstance(data, dict):
+        for key, value in data.items():
+            if isinstance(key, str) and (found := find_injection(key)):
+                findings.append(f"{path or 'input'}: {found}")
+            findings += scan_for_injection(value, f"{path}.{key}" if path else str(key))
+    elif isinstance(data, list | tuple):
+        for i, item in enumerate(data):
+            findings += scan_for_injection(item, f"{path}[{i}]")
+    return findings
+
+
+def check_input_injection(findings: Iterable[str], *, shown: int = 3) -> CheckResult:
+    findings = list(findings)
+    if not findings:
+        return CheckResult("input_injection", True, "No instruction-like text in the input data")
+    more = f" (and {len(findings) - shown} more)" if len(findings) > shown else ""
+    return CheckResult(
+        "input_injection",
+        False,
+        "The input data contains text that tries to instruct the model: "
+        + "; ".join(findings[:shown])
+        + more,
+    )
+
+
+# --- all checks -------------------------------------------------------------------
+
+
+def run_checks(
+    *,
+    text: str,
+    prompt: Prompt,
+    brand: Brand,
+    product: Product,
+    language: str,
+    segment: Segment | None = None,
+    customer: Customer | None = None,
+    identifiers: Iterable[str] = (),
+    input_findings: Iterable[str] = (),
+) -> list[dict]:
     # Brand terms are protected only where the product's own name or base copy uses
     # them: copy for a bag need not name every product line of the brand.
     source = f"{product.name}\n{product.description}"
     terms = [product.name] + [t for t in brand.protected_terms if t in source]
+    names = [product.name, brand.name, *brand.protected_terms]
     results = [
         check_length(text, max_length=prompt.max_length),
         check_protected_terms(text, terms=list(dict.fromkeys(terms))),
         check_banned_phrases(text, phrases=brand.banned_phrases),
+        check_language(text, language=language, ignore=names),
+        check_personal_data(text, identifiers=identifiers),
         check_placeholders(text),
+        check_overreach(text, segment=segment, customer=customer, product=product),
+        check_input_injection(input_findings),
     ]
     return [asdict(r) for r in results]

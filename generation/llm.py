@@ -20,6 +20,11 @@ class LLMError(Exception):
 
     transient = False
 
+    def __init__(self, message: str, *, retry_after: float | None = None, headers=None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.headers = dict(headers or {})
+
 
 class TransientLLMError(LLMError):
     """Worth retrying later: rate limits, 5xx, timeouts, dropped connections."""
@@ -28,7 +33,17 @@ class TransientLLMError(LLMError):
 
 
 class PermanentLLMError(LLMError):
-    """Retrying will not help: bad request, refused key, unknown model, no rationale."""
+    """Retrying will not help: bad request, refused content, malformed body."""
+
+
+class EndpointConfigError(PermanentLLMError):
+    """The endpoint refuses our configuration (key, model): every call will fail alike."""
+
+
+class NoRationaleError(LLMError):
+    """The answer lacks its rationale; another sample may have it, so worth a few retries."""
+
+    transient = True
 
 
 @dataclass(frozen=True)
@@ -40,6 +55,7 @@ class Completion:
     cached_tokens: int
     latency_ms: int
     response_id: str
+    headers: dict[str, str]
 
 
 @cache
@@ -52,23 +68,46 @@ def client() -> openai.OpenAI:
     return _client(settings.LLM_BASE_URL, settings.LLM_API_KEY, settings.LLM_TIMEOUT_SECONDS)
 
 
+def _retry_after(headers) -> float | None:
+    """Seconds the endpoint asks us to wait (retry-after-ms, then Retry-After)."""
+    if headers is None:
+        return None
+    try:
+        if headers.get("retry-after-ms"):
+            return float(headers["retry-after-ms"]) / 1000
+        if headers.get("retry-after"):
+            return float(headers["retry-after"])
+    except ValueError:
+        return None  # an HTTP date: rare from LLM endpoints; our backoff applies
+    return None
+
+
 def complete(*, messages: list[dict[str, str]], model: str, temperature: float) -> Completion:
+    """One chat completion; raise TransientLLMError, PermanentLLMError or a subclass."""
     started = time.perf_counter()
     try:
-        response = client().chat.completions.create(
+        raw = client().chat.completions.with_raw_response.create(
             model=model, messages=messages, temperature=temperature
         )
-    except (openai.APIConnectionError, openai.RateLimitError, openai.InternalServerError) as exc:
-        raise TransientLLMError(f"{type(exc).__name__}: {exc}") from exc
+        response = raw.parse()
     except openai.APIStatusError as exc:
-        if exc.status_code in (408, 409) or exc.status_code >= 500:
-            raise TransientLLMError(f"HTTP {exc.status_code}: {exc.message}") from exc
-        raise PermanentLLMError(f"HTTP {exc.status_code}: {exc.message}") from exc
-    except openai.APIResponseValidationError as exc:
+        headers = exc.response.headers
+        status = exc.status_code
+        message = f"HTTP {status}: {exc.message}"
+        if status == 429 or status in (408, 409) or status >= 500:
+            raise TransientLLMError(
+                message, retry_after=_retry_after(headers), headers=headers
+            ) from exc
+        if status in (401, 403) or (status == 404 and "model" in str(exc.message).lower()):
+            raise EndpointConfigError(message, headers=headers) from exc
+        raise PermanentLLMError(message, headers=headers) from exc
+    except openai.APIConnectionError as exc:  # includes timeouts
+        raise TransientLLMError(f"{type(exc).__name__}: {exc}") from exc
+    except (openai.APIResponseValidationError, ValueError) as exc:
         raise PermanentLLMError(f"Malformed response from the endpoint: {exc}") from exc
     latency_ms = round((time.perf_counter() - started) * 1000)
 
-    if not response.choices or response.choices[0].message.content is None:
+    if not getattr(response, "choices", None) or response.choices[0].message.content is None:
         raise PermanentLLMError("The endpoint returned no message content")
     usage = response.usage
     details = getattr(usage, "prompt_tokens_details", None) if usage else None
@@ -80,6 +119,7 @@ def complete(*, messages: list[dict[str, str]], model: str, temperature: float) 
         cached_tokens=(getattr(details, "cached_tokens", 0) or 0) if details else 0,
         latency_ms=latency_ms,
         response_id=response.id or "",
+        headers=dict(raw.headers),
     )
 
 
@@ -93,7 +133,7 @@ def split_rationale(content: str) -> tuple[str, str]:
     """
     matches = list(_RATIONALE.finditer(content))
     if not matches:
-        raise PermanentLLMError("The answer has no 'Rationale:' section")
+        raise NoRationaleError("The answer has no 'Rationale:' section")
     last = matches[-1]
     copy = content[: last.start()].strip()
     rationale = content[last.end() :].strip()

@@ -94,6 +94,12 @@ class Prompt(models.Model):
     brand = models.ForeignKey(Brand, on_delete=models.PROTECT, related_name="prompts")
     channel = models.CharField(max_length=32, choices=Channel.choices, default=Channel.PRODUCT_PAGE)
     max_length = models.PositiveIntegerField(default=600, help_text="Maximum characters of copy.")
+    allowed_attributes = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="Customer attributes that may reach the endpoint; empty: every attribute "
+        "that is not personal. Personal ones (e-mail, name, phone...) never do.",
+    )
     created = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -135,6 +141,7 @@ class GenerationRun(models.Model):
     class Status(models.TextChoices):
         PENDING = "pending", "Pending"
         RUNNING = "running", "Running"
+        PAUSED = "paused", "Paused (budget reached)"
         FINISHED = "finished", "Finished"
         FAILED = "failed", "Failed"
         CANCELLED = "cancelled", "Cancelled"
@@ -150,6 +157,14 @@ class GenerationRun(models.Model):
     prompt_tokens = models.PositiveBigIntegerField(default=0)
     completion_tokens = models.PositiveBigIntegerField(default=0)
     cached_tokens = models.PositiveBigIntegerField(default=0)
+    cost = models.DecimalField(max_digits=14, decimal_places=6, default=0)
+    budget = models.DecimalField(
+        max_digits=14, decimal_places=6, null=True, blank=True, help_text="US dollars; optional"
+    )
+    estimated_prompt_tokens = models.PositiveBigIntegerField(default=0)
+    estimated_completion_tokens = models.PositiveBigIntegerField(default=0)
+    estimated_cost = models.DecimalField(max_digits=14, decimal_places=6, null=True, blank=True)
+    note = models.CharField(max_length=300, blank=True, help_text="Why this run was started.")
     error = models.TextField(blank=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
@@ -167,6 +182,10 @@ class GenerationRun(models.Model):
     @property
     def done(self) -> int:
         return self.succeeded + self.failed
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in (self.Status.PENDING, self.Status.RUNNING)
 
 
 class VariantQuerySet(models.QuerySet):
@@ -219,13 +238,25 @@ class Variant(models.Model):
     original_text = models.TextField(blank=True, help_text="The copy as the model wrote it.")
     rationale = models.TextField(blank=True)
     checks = models.JSONField(default=list, blank=True)
+    # How many checks failed: the queue shows flagged variants first.
+    checks_failed = models.PositiveSmallIntegerField(default=0)
     model = models.CharField(max_length=120, blank=True)
     prompt_tokens = models.PositiveIntegerField(default=0)
     completion_tokens = models.PositiveIntegerField(default=0)
     cached_tokens = models.PositiveIntegerField(default=0)
     latency_ms = models.PositiveIntegerField(null=True, blank=True)
+    cost = models.DecimalField(max_digits=12, decimal_places=6, null=True, blank=True)
+    language = models.CharField(max_length=16, blank=True)
+    regeneration_note = models.TextField(
+        blank=True, help_text="A reviewer's course correction for the next generation."
+    )
     error = models.TextField(blank=True)
     attempts = models.PositiveSmallIntegerField(default=0)
+    # Who is generating it: the Celery task id that claimed it, and when. A task
+    # delivered again after its worker died reclaims its own variants; others wait
+    # until the lease ends.
+    claim = models.CharField(max_length=64, blank=True)
+    claimed_at = models.DateTimeField(null=True, blank=True)
     # Bumped on every decision, for optimistic checks when two reviewers race.
     revision = models.PositiveIntegerField(default=0)
     created = models.DateTimeField(auto_now_add=True)
@@ -264,7 +295,13 @@ class Variant(models.Model):
                 name="one_variant_per_version_customer_slot",
             ),
         ]
-        indexes = [models.Index(fields=["status", "-created"], name="variant_status_created")]
+        indexes = [
+            models.Index(fields=["status", "-created"], name="variant_status_created"),
+            models.Index(
+                fields=["status", "-checks_failed", "created", "id"], name="variant_queue_order"
+            ),
+            models.Index(fields=["run", "status"], name="variant_run_status"),
+        ]
 
     def __str__(self) -> str:
         audience = self.segment or self.customer

@@ -16,27 +16,48 @@ Phrasings are varied by a hash of the SKU and the audience, never at random, so 
 same request always gets the same answer (temperature is ignored). The rationale is
 written in English for the reviewer.
 
+It is also a test server for the generation engine, standing in for a real provider's
+behaviour under load: a latency (fixed, uniform jitter or log-normal), a concurrency
+limit and sliding-minute rpm/tpm limits answered with 429 and Retry-After, OpenAI's
+x-ratelimit-* headers, and injected faults (5xx, held requests, cut-off JSON, empty
+choices, no rationale, connection resets, the first N requests failing), drawn from a
+seedable RNG. WriterSettings lists them; they can be changed while it serves.
+
 Endpoints:
-- POST /v1/chat/completions (non-streaming; `n` and `max_tokens` are honoured)
+- POST /v1/chat/completions (non-streaming; `n` and `max_tokens` are honoured). The only
+  endpoint that is limited and fault-injected.
 - GET /v1/models and GET /v1/models/<id>
 - GET /_offline/requests: what the server has received, for tests; DELETE clears it.
+- GET /_offline/config: the settings; POST it a JSON object of settings to change
+  (an unknown setting or a bad value gets 400 naming it).
+- GET /_offline/stats: counters of completions (requests, completed, rejected_429,
+  errors_injected, ...) and in_flight/max_in_flight.
+- POST /_offline/reset: clear the records, counters and rate windows.
 When the server has an api_key, all of them need `Authorization: Bearer <key>`.
+Every response carries the x-ratelimit-* headers.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import hashlib
 import hmac
 import html
 import json
 import logging
 import math
+import random
 import re
+import socket
+import socketserver
+import struct
 import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -729,7 +750,191 @@ def estimate_tokens(text: str) -> int:
 
 
 # --------------------------------------------------------------------------------------
-# HTTP
+# HTTP: settings for latency, limits and faults
+
+
+FAULTS: tuple[str, ...] = ("reset", "timeout", "error_5xx", "malformed", "empty", "no_rationale")
+LATENCY_DISTRIBUTIONS: tuple[str, ...] = ("uniform", "lognormal")
+TIMEOUT_ACTIONS: tuple[str, ...] = ("504", "close")
+WINDOW_S = 60.0  # the sliding window of rpm_limit and tpm_limit
+# What the rate-limit headers report when no limit is set.
+UNLIMITED_REQUESTS = 10_000
+UNLIMITED_TOKENS = 10_000_000
+
+
+@dataclass(frozen=True)
+class WriterSettings:
+    """How the server behaves besides writing. Replaced whole, never changed in place, so a
+    request reads one consistent snapshot while POST /_offline/config swaps it."""
+
+    latency_ms: float = 0.0  # the delay of a completion (the median, for lognormal)
+    latency_jitter_ms: float = 0.0  # uniform: latency_ms ± this much
+    latency_distribution: str = "uniform"  # or "lognormal": median latency_ms, latency_sigma
+    latency_sigma: float = 0.5
+    seed: int | None = None  # seeds faults and latencies; None draws them unseeded
+    max_concurrency: int | None = None  # completions in flight at once, then 429
+    retry_after_s: float = 1.0  # Retry-After of a 429 for max_concurrency
+    rpm_limit: int | None = None  # requests per sliding minute, then 429
+    tpm_limit: int | None = None  # tokens (prompt + completion) per sliding minute
+    error_5xx_rate: float = 0.0  # 500, 502 or 503 with an OpenAI error body
+    timeout_rate: float = 0.0  # hold timeout_hold_s, then timeout_action
+    timeout_hold_s: float = 30.0
+    timeout_action: str = "504"  # or "close": close the connection without answering
+    malformed_rate: float = 0.0  # 200 whose body is cut-off JSON
+    empty_rate: float = 0.0  # 200 with choices: []
+    no_rationale_rate: float = 0.0  # 200 whose content has no "Rationale:" line
+    reset_rate: float = 0.0  # the connection is reset (RST) without an answer
+    fail_first_n: int = 0  # the next N completions get 503 (from start, reset or setting)
+    record: bool = True  # keep requests for server.requests and /_offline/requests
+    record_limit: int = 10_000  # only the last this many
+
+    def fault_rates(self) -> list[tuple[str, float]]:
+        return [(fault, getattr(self, f"{fault}_rate")) for fault in FAULTS]
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def non_defaults(self) -> dict[str, Any]:
+        default = WriterSettings()
+        return {k: v for k, v in self.as_dict().items() if getattr(default, k) != v}
+
+
+class SettingError(ValueError):
+    """An unknown setting or a bad value; `name` says which setting."""
+
+    def __init__(self, name: str, message: str, *, unknown: bool = False) -> None:
+        super().__init__(message)
+        self.name = name
+        self.unknown = unknown
+
+
+def _number(minimum: float, maximum: float | None = None) -> Callable[[Any], float]:
+    def check(value: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError("is not a number")
+        if not minimum <= value <= (math.inf if maximum is None else maximum):
+            bounds = (
+                f"from {minimum:g} to {maximum:g}" if maximum is not None else f">= {minimum:g}"
+            )
+            raise ValueError(f"is not a number {bounds}")
+        return float(value)
+
+    return check
+
+
+def _integer(minimum: int | None, *, optional: bool = False) -> Callable[[Any], int | None]:
+    def check(value: Any) -> int | None:
+        if value is None and optional:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError("is not an integer" + (" or null" if optional else ""))
+        if minimum is not None and value < minimum:
+            raise ValueError(f"is below {minimum}")
+        return value
+
+    return check
+
+
+def _choice(*options: str) -> Callable[[Any], str]:
+    def check(value: Any) -> str:
+        if str(value) not in options:
+            raise ValueError(f"is not one of {', '.join(options)}")
+        return str(value)
+
+    return check
+
+
+def _boolean(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError("is not true or false")
+    return value
+
+
+_CHECKS: dict[str, Callable[[Any], Any]] = {
+    "latency_ms": _number(0),
+    "latency_jitter_ms": _number(0),
+    "latency_distribution": _choice(*LATENCY_DISTRIBUTIONS),
+    "latency_sigma": _number(0),
+    "seed": _integer(None, optional=True),
+    "max_concurrency": _integer(1, optional=True),
+    "retry_after_s": _number(0),
+    "rpm_limit": _integer(1, optional=True),
+    "tpm_limit": _integer(1, optional=True),
+    **{f"{fault}_rate": _number(0, 1) for fault in FAULTS},
+    "timeout_hold_s": _number(0),
+    "timeout_action": _choice(*TIMEOUT_ACTIONS),
+    "fail_first_n": _integer(0),
+    "record": _boolean,
+    "record_limit": _integer(1),
+}
+SETTING_NAMES: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(WriterSettings))
+assert set(SETTING_NAMES) == set(_CHECKS), "every setting needs a check"
+
+
+def updated_settings(base: WriterSettings, changes: Mapping[str, Any]) -> WriterSettings:
+    """base with the changes, all checked first; SettingError names the first bad one."""
+    checked: dict[str, Any] = {}
+    for name, value in changes.items():
+        check = _CHECKS.get(name)
+        if check is None:
+            raise SettingError(
+                name,
+                f"Unknown setting '{name}'. Known settings: {', '.join(SETTING_NAMES)}.",
+                unknown=True,
+            )
+        try:
+            checked[name] = check(value)
+        except ValueError as exc:
+            raise SettingError(name, f"Invalid value for '{name}': {value!r} {exc}.") from None
+    settings = dataclasses.replace(base, **checked)
+    rates = {f"{fault}_rate": rate for fault, rate in settings.fault_rates() if rate}
+    if sum(rates.values()) > 1 + 1e-9:
+        name = next((n for n in checked if n in rates), next(iter(rates)))
+        listed = ", ".join(f"{n}={rate:g}" for n, rate in rates.items())
+        raise SettingError(
+            name,
+            f"The fault rates add up to more than 1 ({listed}); a request gets at most one "
+            "fault, so they may add up to 1 at most.",
+        )
+    return settings
+
+
+def draw_latency_ms(settings: WriterSettings, rng: random.Random) -> float:
+    """One completion's delay: latency_ms ± a uniform jitter, or log-normal around it."""
+    if settings.latency_distribution == "lognormal":
+        if settings.latency_ms <= 0:
+            return 0.0
+        return settings.latency_ms * math.exp(rng.gauss(0.0, settings.latency_sigma))
+    if settings.latency_jitter_ms:
+        jitter = settings.latency_jitter_ms
+        return max(0.0, settings.latency_ms + rng.uniform(-jitter, jitter))
+    return settings.latency_ms
+
+
+def draw_fault(settings: WriterSettings, rng: random.Random) -> str | None:
+    """The fault for one completion, or None. One draw, so the faults exclude each other."""
+    roll = rng.random()
+    for fault, rate in settings.fault_rates():
+        if roll < rate:
+            return fault
+        roll -= rate
+    return None
+
+
+def format_duration(seconds: float) -> str:
+    """A duration the way OpenAI's x-ratelimit-reset-* headers write it: 120ms, 8.64s, 1m0s."""
+    if seconds <= 0:
+        return "0s"
+    if seconds < 1:
+        return f"{math.ceil(seconds * 1000)}ms"
+    if seconds < 60:
+        return f"{seconds:.3g}s"
+    minutes, rest = divmod(seconds, 60)
+    return f"{int(minutes)}m{rest:.3g}s"
+
+
+# --------------------------------------------------------------------------------------
+# HTTP: the server
 
 
 class _APIError(Exception):
@@ -762,32 +967,102 @@ class _APIError(Exception):
         }
 
 
+class _RateLimited(_APIError):
+    """A 429; retry_after_s (None: retrying will not help) goes into Retry-After."""
+
+    def __init__(self, message: str, *, type_: str, retry_after_s: float | None) -> None:
+        super().__init__(429, message, type_=type_, code="rate_limit_exceeded")
+        self.retry_after_s = retry_after_s
+
+    def headers(self) -> list[tuple[str, str]]:
+        if self.retry_after_s is None:
+            return []
+        wait = max(0.0, self.retry_after_s)
+        return [
+            ("Retry-After", str(math.ceil(wait))),
+            ("retry-after-ms", str(math.ceil(wait * 1000))),
+        ]
+
+
+_INJECTED = " (fault injected by the offline writer)"
+_SERVER_ERRORS: dict[int, _APIError] = {
+    500: _APIError(
+        500, "The server had an error while processing your request. Sorry about that!" + _INJECTED,
+        type_="server_error",
+    ),
+    502: _APIError(502, "Bad gateway." + _INJECTED, type_="server_error", code="bad_gateway"),
+    503: _APIError(
+        503, "The server is overloaded or not ready yet." + _INJECTED, type_="server_error",
+        code="service_unavailable",
+    ),
+    504: _APIError(
+        504, "Gateway timeout: the upstream did not answer in time." + _INJECTED,
+        type_="server_error", code="gateway_timeout",
+    ),
+}  # fmt: skip
+_WARMING_UP = _APIError(
+    503, "The server is not ready yet (fail_first_n of the offline writer); please retry.",
+    type_="server_error", code="service_unavailable",
+)  # fmt: skip
+
+
+@dataclass
+class _Ticket:
+    """An admitted completion: what was drawn for it and its entry in the token window."""
+
+    fault: str | None
+    latency_s: float
+    error_status: int
+    tokens: list[float]  # [monotonic time, tokens]
+
+
 class OfflineWriterServer(ThreadingHTTPServer):
     """The offline writer's HTTP server. Run it with serve_forever() or serve_in_thread().
 
-    latency_ms is a fixed delay added to every chat completion; api_key=None accepts any
-    key (or none); models lists the model ids it answers for.
+    api_key=None accepts any key (or none); models lists the model ids it answers for;
+    verbose logs every request. The other keyword arguments are WriterSettings fields
+    (latency, limits, faults, recording); configure() and POST /_offline/config change
+    them while it serves. Only POST /v1/chat/completions is limited and fault-injected.
     """
 
     daemon_threads = True
+    # server_close() closes the connections instead of waiting for held or idle ones.
+    block_on_close = False
+    request_queue_size = 1024
 
     def __init__(
         self,
         address: tuple[str, int] = ("127.0.0.1", 0),
         *,
-        latency_ms: int = 0,
         api_key: str | None = None,
         models: Sequence[str] | None = None,
         verbose: bool = False,
+        **settings: Any,
     ) -> None:
-        self.latency_ms = max(0, latency_ms)
+        if unknown := [name for name in settings if name not in SETTING_NAMES]:
+            raise TypeError(
+                f"OfflineWriterServer() got an unexpected keyword argument {unknown[0]!r}"
+            )
+        self.settings = updated_settings(WriterSettings(), settings)
         self.api_key = api_key or None
         self.models: list[str] = list(models) if models else list(DEFAULT_MODELS)
         self.verbose = verbose
         self.started = int(time.time())
+        # One lock for the counters, the windows, the records and the RNG; each hold is short.
         self._lock = threading.Lock()
-        self._requests: list[dict[str, Any]] = []
+        self._closing = threading.Event()
+        self._connections: set[socket.socket] = set()
+        self._requests: deque[dict[str, Any]] = deque(maxlen=self.settings.record_limit)
+        self._rng = random.Random(self.settings.seed)
+        self._in_flight = 0
+        self._clear_counters()
         super().__init__(address, _Handler)
+
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind looks the host name up, which can stall on a bad resolver.
+        socketserver.TCPServer.server_bind(self)
+        host, port = self.server_address[:2]
+        self.server_name, self.server_port = str(host), port
 
     @property
     def base_url(self) -> str:
@@ -795,9 +1070,12 @@ class OfflineWriterServer(ThreadingHTTPServer):
         host = f"[{host}]" if ":" in str(host) else host
         return f"http://{host}:{port}/v1"
 
+    # ----------------------------------------------------------------------------------
+    # Records, settings and counters
+
     @property
     def requests(self) -> list[dict[str, Any]]:
-        """A snapshot of the requests received so far, oldest first."""
+        """A snapshot of the requests received (the last record_limit), oldest first."""
         with self._lock:
             return list(self._requests)
 
@@ -811,6 +1089,233 @@ class OfflineWriterServer(ThreadingHTTPServer):
         with self._lock:
             self._requests.append(entry)
 
+    def config(self) -> dict[str, Any]:
+        return self.settings.as_dict()
+
+    def configure(self, **changes: Any) -> dict[str, Any]:
+        """Change settings while serving and return them all; SettingError names a bad one.
+
+        Setting seed reseeds the RNG; setting fail_first_n fails the next N completions.
+        """
+        with self._lock:
+            settings = updated_settings(self.settings, changes)
+            if "seed" in changes:
+                self._rng.seed(settings.seed)
+            if "fail_first_n" in changes:
+                self._fail_remaining = settings.fail_first_n
+            if settings.record_limit != self._requests.maxlen:
+                self._requests = deque(self._requests, maxlen=settings.record_limit)
+            self.settings = settings
+        return settings.as_dict()
+
+    def stats(self) -> dict[str, Any]:
+        """Counters of chat completions since start or reset(), and the current load."""
+        with self._lock:
+            self._expire(time.monotonic())
+            return {
+                "requests": self._counts["requests"],
+                "completed": self._counts["completed"],
+                "rejected_429": sum(self._rejected.values()),
+                "rejected_by": dict(self._rejected),
+                "errors_injected": dict(self._injected),
+                "invalid": self._counts["invalid"],
+                "internal_errors": self._counts["internal_errors"],
+                "in_flight": self._in_flight,
+                "max_in_flight": self._max_in_flight,
+                "fail_first_n_remaining": self._fail_remaining,
+                "window": {"requests": len(self._request_window), "tokens": self._tokens_used},
+                "connections": {"opened": self._opened, "open": len(self._connections)},
+                "recorded": len(self._requests),
+            }
+
+    def reset(self) -> int:
+        """Clear the records, counters and rate windows; reseed. Returns the records cleared."""
+        with self._lock:
+            cleared = len(self._requests)
+            self._requests.clear()
+            self._clear_counters()
+            self._rng.seed(self.settings.seed)
+            return cleared
+
+    def _clear_counters(self) -> None:
+        self._counts = dict.fromkeys(("requests", "completed", "invalid", "internal_errors"), 0)
+        self._rejected = dict.fromkeys(("concurrency", "requests", "tokens"), 0)
+        self._injected = dict.fromkeys(("fail_first_n", *FAULTS), 0)
+        # Requests still in flight stay counted; their release() decrements.
+        self._max_in_flight = self._in_flight
+        self._fail_remaining = self.settings.fail_first_n
+        self._request_window: deque[float] = deque()
+        self._token_window: deque[list[float]] = deque()
+        self._tokens_used = 0.0
+        self._opened = 0
+
+    # ----------------------------------------------------------------------------------
+    # Admission: concurrency, rate windows, and what to draw for the request
+
+    def admit(self, settings: WriterSettings, *, prompt_tokens: int, model: str) -> _Ticket:
+        """Admit one completion or raise _RateLimited.
+
+        1. Refuse it when max_concurrency completions are in flight.
+        2. Refuse it when the last minute holds rpm_limit requests, or too many tokens
+           for its prompt to fit under tpm_limit; refusals do not count in the windows.
+        3. Count it in flight and in the windows; draw its fault and latency.
+        """
+        now = time.monotonic()
+        with self._lock:
+            self._counts["requests"] += 1
+            self._expire(now)
+            limit = settings.max_concurrency
+            if limit is not None and self._in_flight >= limit:
+                self._rejected["concurrency"] += 1
+                raise _RateLimited(
+                    f"Rate limit reached for {model} on concurrent requests: Limit {limit}, "
+                    f"In flight {self._in_flight}. Please try again in "
+                    f"{format_duration(settings.retry_after_s)}.",
+                    type_="requests", retry_after_s=settings.retry_after_s,
+                )  # fmt: skip
+            rpm, used = settings.rpm_limit, len(self._request_window)
+            if rpm is not None and used >= rpm:
+                # A slot frees when the request `rpm` places from the newest leaves.
+                wait = self._request_window[used - rpm] + WINDOW_S - now
+                self._rejected["requests"] += 1
+                raise _RateLimited(
+                    f"Rate limit reached for {model} on requests per min (RPM): Limit {rpm}, "
+                    f"Used {used}, Requested 1. Please try again in {format_duration(wait)}.",
+                    type_="requests", retry_after_s=wait,
+                )  # fmt: skip
+            tpm = settings.tpm_limit
+            if tpm is not None and self._tokens_used + prompt_tokens > tpm:
+                self._rejected["tokens"] += 1
+                if prompt_tokens > tpm:
+                    raise _RateLimited(
+                        f"Request too large for {model} on tokens per min (TPM): Limit {tpm}, "
+                        f"Requested {prompt_tokens}. The input must be shorter.",
+                        type_="tokens", retry_after_s=None,
+                    )  # fmt: skip
+                wait = self._tokens_free_in(now, tpm - prompt_tokens)
+                raise _RateLimited(
+                    f"Rate limit reached for {model} on tokens per min (TPM): Limit {tpm}, "
+                    f"Used {round(self._tokens_used)}, Requested {prompt_tokens}. Please try "
+                    f"again in {format_duration(wait)}.",
+                    type_="tokens", retry_after_s=wait,
+                )  # fmt: skip
+            self._in_flight += 1
+            self._max_in_flight = max(self._max_in_flight, self._in_flight)
+            self._request_window.append(now)
+            entry = [now, float(prompt_tokens)]
+            self._token_window.append(entry)
+            self._tokens_used += prompt_tokens
+            # Drawn in arrival order, so a seed repeats a sequential run exactly.
+            fault = draw_fault(settings, self._rng)
+            latency_s = draw_latency_ms(settings, self._rng) / 1000
+            status = self._rng.choice((500, 502, 503)) if fault == "error_5xx" else 0
+            if self._fail_remaining > 0:
+                self._fail_remaining -= 1
+                fault = "fail_first_n"
+            return _Ticket(fault, latency_s, status, entry)
+
+    def charge(self, ticket: _Ticket, completion_tokens: int) -> None:
+        """Add a completion's tokens to its entry in the token window, if still there."""
+        now = time.monotonic()
+        with self._lock:
+            self._expire(now)
+            if ticket.tokens[0] > now - WINDOW_S:
+                ticket.tokens[1] += completion_tokens
+                self._tokens_used += completion_tokens
+
+    def release(self, outcome: str) -> None:
+        """An admitted completion is answered (or dropped); count how."""
+        with self._lock:
+            self._in_flight -= 1
+            self._count(outcome)
+
+    def count_refused(self, outcome: str) -> None:
+        """A completion refused before admission (a bad key)."""
+        with self._lock:
+            self._counts["requests"] += 1
+            self._count(outcome)
+
+    def _count(self, outcome: str) -> None:
+        if outcome in self._injected:
+            self._injected[outcome] += 1
+        elif outcome in self._counts:
+            self._counts[outcome] += 1
+
+    def _expire(self, now: float) -> None:
+        cutoff = now - WINDOW_S
+        requests, tokens = self._request_window, self._token_window
+        while requests and requests[0] <= cutoff:
+            requests.popleft()
+        while tokens and tokens[0][0] <= cutoff:
+            self._tokens_used -= tokens.popleft()[1]
+
+    def _tokens_free_in(self, now: float, allowed: float) -> float:
+        """Seconds until the token window holds at most `allowed` tokens."""
+        used = self._tokens_used
+        for at, tokens in self._token_window:
+            used -= tokens
+            if used <= allowed:
+                return at + WINDOW_S - now
+        return WINDOW_S
+
+    def rate_limit_headers(self, settings: WriterSettings) -> list[tuple[str, str]]:
+        """OpenAI's x-ratelimit-* headers; reset-* is when the oldest entry leaves the window."""
+        now = time.monotonic()
+        with self._lock:
+            self._expire(now)
+            if settings.rpm_limit is None:
+                requests = (UNLIMITED_REQUESTS, UNLIMITED_REQUESTS - 1, "0s")
+            else:
+                window = self._request_window
+                reset = format_duration(window[0] + WINDOW_S - now) if window else "0s"
+                requests = (settings.rpm_limit, max(0, settings.rpm_limit - len(window)), reset)
+            if settings.tpm_limit is None:
+                tokens = (UNLIMITED_TOKENS, UNLIMITED_TOKENS - 1, "0s")
+            else:
+                window = self._token_window
+                reset = format_duration(window[0][0] + WINDOW_S - now) if window else "0s"
+                remaining = max(0, settings.tpm_limit - math.ceil(self._tokens_used))
+                tokens = (settings.tpm_limit, remaining, reset)
+        return [
+            ("x-ratelimit-limit-requests", str(requests[0])),
+            ("x-ratelimit-remaining-requests", str(requests[1])),
+            ("x-ratelimit-reset-requests", requests[2]),
+            ("x-ratelimit-limit-tokens", str(tokens[0])),
+            ("x-ratelimit-remaining-tokens", str(tokens[1])),
+            ("x-ratelimit-reset-tokens", tokens[2]),
+        ]
+
+    # ----------------------------------------------------------------------------------
+    # Connections and shutdown
+
+    def wait(self, seconds: float) -> bool:
+        """Sleep, unless the server closes first; whether the whole time passed."""
+        if seconds <= 0:
+            return not self._closing.is_set()
+        return not self._closing.wait(seconds)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._lock:
+            self._connections.add(request)
+            self._opened += 1
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._lock:
+            self._connections.discard(request)
+        super().shutdown_request(request)
+
+    def server_close(self) -> None:
+        # Wake held requests and end idle keep-alive connections, so no thread outlives
+        # the server by more than a moment.
+        self._closing.set()
+        with self._lock:
+            connections = list(self._connections)
+        for connection in connections:
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
+        super().server_close()
+
     def stop(self) -> None:
         """Stop serve_forever() (run in another thread) and close the socket."""
         self.shutdown()
@@ -823,10 +1328,24 @@ class OfflineWriterServer(ThreadingHTTPServer):
         super().handle_error(request, client_address)
 
 
+def _prompt_tokens(body: Any) -> int:
+    messages = body.get("messages") if isinstance(body, dict) else None
+    if not isinstance(messages, list):
+        return 0
+    text = "".join(message_text(m.get("content")) for m in messages if isinstance(m, Mapping))
+    return estimate_tokens(text)
+
+
+def _dumps(payload: Any) -> bytes:
+    return json.dumps(payload, ensure_ascii=False).encode()
+
+
 class _Handler(BaseHTTPRequestHandler):
     server: OfflineWriterServer
     protocol_version = "HTTP/1.1"
     timeout = 60  # an idle keep-alive connection holds a thread at most this long
+    # Each response goes out in one write; with Nagle off it does not wait for an ACK.
+    disable_nagle_algorithm = True
 
     def version_string(self) -> str:
         return "HyperpersOfflineWriter/1"
@@ -851,6 +1370,8 @@ class _Handler(BaseHTTPRequestHandler):
             super().log_message(format, *args)
 
     def _handle(self) -> None:
+        started = time.perf_counter()
+        self._admitted = False  # set while an admitted completion holds its place
         request_id = f"req_offline_{uuid.uuid4().hex}"
         try:
             raw = self._read_body()
@@ -858,7 +1379,7 @@ class _Handler(BaseHTTPRequestHandler):
             # The body's framing is broken, so the connection cannot be reused.
             self.close_connection = True
             error = _APIError(400, "The request body's length is not readable.")
-            self._send(400, error.body(), request_id)
+            self._send_json(400, error.body(), request_id, started)
             return
         path = unquote(urlsplit(self.path).path).rstrip("/") or "/"
         body: Any = None
@@ -868,7 +1389,7 @@ class _Handler(BaseHTTPRequestHandler):
                 body = json.loads(raw)
             except ValueError:
                 malformed = True
-        if path != "/_offline/requests":
+        if not path.startswith("/_offline/") and self.server.settings.record:
             headers = {
                 k.lower(): v
                 for k, v in self.headers.items()
@@ -877,19 +1398,17 @@ class _Handler(BaseHTTPRequestHandler):
             self.server.record(
                 {"method": self.command, "path": self.path, "body": body, "headers": headers}
             )
+        if path == "/v1/chat/completions" and self.command == "POST":
+            self._chat_completion(body, malformed, request_id, started)
+            return
         try:
             status, payload = self._route(path, body, malformed)
         except _APIError as exc:
             status, payload = exc.status, exc.body()
         except Exception:
             logger.exception("The offline writer failed on %s %s", self.command, self.path)
-            status, payload = (
-                500,
-                _APIError(
-                    500, "The offline writer hit an internal error.", type_="server_error"
-                ).body(),
-            )
-        self._send(status, payload, request_id)
+            status, payload = 500, self._internal_error().body()
+        self._send_json(status, payload, request_id, started)
 
     def _read_body(self) -> bytes:
         # Read the whole body even when the answer is an error, so that a kept-alive
@@ -905,9 +1424,141 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         return self.rfile.read(length) if length > 0 else b""
 
+    # ----------------------------------------------------------------------------------
+    # Chat completions: admission, faults, latency
+
+    def _chat_completion(self, body: Any, malformed: bool, request_id: str, started: float) -> None:
+        server = self.server
+        settings = server.settings  # one snapshot for the whole request
+        model = body.get("model") if isinstance(body, dict) else None
+        try:
+            self._authorize()
+        except _APIError as exc:
+            server.count_refused("invalid")
+            self._send_json(exc.status, exc.body(), request_id, started)
+            return
+        try:
+            ticket = server.admit(
+                settings,
+                prompt_tokens=_prompt_tokens(body),
+                model=model if isinstance(model, str) and model else "the model",
+            )
+        except _RateLimited as exc:
+            self._send_json(429, exc.body(), request_id, started, exc.headers())
+            return
+        self._outcome, self._admitted = "internal_errors", True
+        try:
+            self._answer_admitted(settings, ticket, body, malformed, request_id, started)
+        except Exception:
+            logger.exception("The offline writer failed on %s %s", self.command, self.path)
+            self._outcome = "internal_errors"
+            self._send_json(500, self._internal_error().body(), request_id, started)
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        """Leave in-flight and count the outcome, once, before the client hears anything.
+
+        Before, not after: a client that sends its next request the moment it has the
+        answer must not find this one still in flight (a false 429), and stats read then
+        must already count it.
+        """
+        if self._admitted:
+            self._admitted = False
+            self.server.release(self._outcome)
+
+    def _answer_admitted(
+        self,
+        settings: WriterSettings,
+        ticket: _Ticket,
+        body: Any,
+        malformed: bool,
+        request_id: str,
+        started: float,
+    ) -> None:
+        """Answer an admitted completion; self._outcome says how, for the counters.
+
+        1. fail_first_n: 503 at once. timeout: hold, then 504 or close.
+        2. A bad request: 4xx at once.
+        3. Compose, then wait out the drawn latency (counted from arrival).
+        4. reset and error_5xx replace the answer; empty, no_rationale and malformed
+           spoil it; otherwise it is sent as composed.
+        """
+        server = self.server
+        fault = ticket.fault
+        if fault == "fail_first_n":
+            self._outcome = fault
+            self._send_json(503, _WARMING_UP.body(), request_id, started)
+            return
+        if fault == "timeout":
+            self._outcome = fault
+            held = server.wait(settings.timeout_hold_s)
+            if held and settings.timeout_action == "504":
+                self._send_json(504, _SERVER_ERRORS[504].body(), request_id, started)
+            else:
+                self._drop_connection(reset=False)
+            return
+        try:
+            if malformed:
+                raise self._invalid_json()
+            payload = self._completion(body)
+        except _APIError as exc:
+            self._outcome = "invalid"
+            self._send_json(exc.status, exc.body(), request_id, started)
+            return
+        if not server.wait(ticket.latency_s - (time.perf_counter() - started)):
+            self._outcome = "closing"
+            self._drop_connection(reset=False)
+            return
+        if fault == "reset":
+            self._outcome = fault
+            self._drop_connection(reset=True)
+            return
+        if fault == "error_5xx":
+            self._outcome = fault
+            error = _SERVER_ERRORS[ticket.error_status]
+            self._send_json(error.status, error.body(), request_id, started)
+            return
+        server.charge(ticket, payload["usage"]["completion_tokens"])
+        if fault == "empty":
+            payload["choices"] = []
+        elif fault == "no_rationale":
+            for choice in payload["choices"]:
+                message = choice["message"]
+                message["content"] = message["content"].split("\n\nRationale:")[0]
+        data = _dumps(payload)
+        if fault == "malformed":
+            data = data[: len(data) // 2]  # cut off mid-object, as a dropped proxy would
+        self._outcome = fault or "completed"
+        self._send(200, data, request_id, started)
+
+    def _drop_connection(self, *, reset: bool) -> None:
+        """Close the connection without an answer: a TCP reset, or an orderly close."""
+        self._release()
+        self.close_connection = True
+        connection = self.connection
+        with contextlib.suppress(OSError):
+            if reset:
+                # A zero linger time makes close() send RST instead of FIN.
+                connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            else:
+                connection.shutdown(socket.SHUT_RDWR)
+        # The socket closes for real once rfile, which holds a reference, is closed too.
+        self.rfile.close()
+        connection.close()
+
+    # ----------------------------------------------------------------------------------
+    # Everything else: models and the control endpoints
+
     def _route(self, path: str, body: Any, malformed: bool) -> tuple[int, Any]:
-        known = {"/v1/chat/completions": {"POST"}, "/v1/models": {"GET"}}
-        known["/_offline/requests"] = {"GET", "DELETE"}
+        known = {
+            "/v1/chat/completions": {"POST"},
+            "/v1/models": {"GET"},
+            "/_offline/requests": {"GET", "DELETE"},
+            "/_offline/config": {"GET", "POST"},
+            "/_offline/stats": {"GET"},
+            "/_offline/reset": {"POST"},
+        }
         is_model = path.startswith("/v1/models/")
         if path not in known and not is_model:
             raise _APIError(404, f"Invalid URL ({self.command} {self.path})", code="unknown_url")
@@ -918,24 +1569,43 @@ class _Handler(BaseHTTPRequestHandler):
                 405, f"Method {self.command} is not allowed on {path}; use {', '.join(allowed)}",
                 code="method_not_allowed",
             )  # fmt: skip
+        server = self.server
         if is_model:
             model_id = path[len("/v1/models/") :]
             self._require_model(model_id)
             return 200, self._model(model_id)
         if path == "/v1/models":
-            return 200, {"object": "list", "data": [self._model(m) for m in self.server.models]}
+            return 200, {"object": "list", "data": [self._model(m) for m in server.models]}
         if path == "/_offline/requests":
             if self.command == "DELETE":
-                return 200, {"deleted": self.server.clear_requests()}
-            return 200, {"object": "list", "data": self.server.requests}
-        if malformed:
+                return 200, {"deleted": server.clear_requests()}
+            return 200, {"object": "list", "data": server.requests}
+        if path == "/_offline/stats":
+            return 200, server.stats()
+        if path == "/_offline/reset":
+            return 200, {"reset": True, "cleared_requests": server.reset()}
+        if self.command == "GET":  # /_offline/config
+            return 200, server.config()
+        if malformed or not isinstance(body, dict):
+            raise self._invalid_json()
+        try:
+            return 200, server.configure(**body)
+        except SettingError as exc:
             raise _APIError(
-                400,
-                "We could not parse the JSON body of your request. The offline writer "
-                "expects a JSON object.",
-                code="invalid_json",
-            )
-        return 200, self._completion(body)
+                400, str(exc), param=exc.name,
+                code="unknown_setting" if exc.unknown else "invalid_value",
+            ) from None  # fmt: skip
+
+    def _invalid_json(self) -> _APIError:
+        return _APIError(
+            400,
+            "We could not parse the JSON body of your request. The offline writer "
+            "expects a JSON object.",
+            code="invalid_json",
+        )
+
+    def _internal_error(self) -> _APIError:
+        return _APIError(500, "The offline writer hit an internal error.", type_="server_error")
 
     def _authorize(self) -> None:
         expected = self.server.api_key
@@ -998,14 +1668,12 @@ class _Handler(BaseHTTPRequestHandler):
             raise _APIError(400, "'n' must be an integer from 1 to 16.", param="n")
         self._require_model(model)
 
-        if self.server.latency_ms:
-            time.sleep(self.server.latency_ms / 1000)
         content = compose_reply(messages)
         finish_reason = "stop"
         max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
         if isinstance(max_tokens, int) and 0 < max_tokens < estimate_tokens(content):
             content, finish_reason = content[: max_tokens * 4], "length"
-        prompt_tokens = estimate_tokens("".join(message_text(m.get("content")) for m in messages))
+        prompt_tokens = _prompt_tokens(body)
         completion_tokens = estimate_tokens(content) * n
         return {
             "id": f"chatcmpl-offline-{uuid.uuid4().hex}",
@@ -1031,19 +1699,52 @@ class _Handler(BaseHTTPRequestHandler):
             "hyperpers_offline_writer": dict(METADATA),
         }
 
-    def _send(self, status: int, payload: Any, request_id: str) -> None:
-        data = json.dumps(payload, ensure_ascii=False).encode()
-        self.send_response(status, HTTPStatus(status).phrase)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.send_header("x-request-id", request_id)
-        self.send_header("x-ratelimit-limit-requests", "10000")
-        self.send_header("x-ratelimit-remaining-requests", "9999")
-        self.send_header("x-ratelimit-limit-tokens", "10000000")
-        self.send_header("x-ratelimit-remaining-tokens", "9999999")
-        self.send_header("x-hyperpers-offline-writer", "rules; not a language model")
-        self.end_headers()
-        self.wfile.write(data)
+    # ----------------------------------------------------------------------------------
+    # Writing responses
+
+    def _send_json(
+        self,
+        status: int,
+        payload: Any,
+        request_id: str,
+        started: float,
+        extra: Iterable[tuple[str, str]] = (),
+    ) -> None:
+        self._send(status, _dumps(payload), request_id, started, extra)
+
+    def _send(
+        self,
+        status: int,
+        data: bytes,
+        request_id: str,
+        started: float,
+        extra: Iterable[tuple[str, str]] = (),
+    ) -> None:
+        """Write the status line, headers and body in one write."""
+        headers = [
+            f"{self.protocol_version} {status} {HTTPStatus(status).phrase}",
+            f"Server: {self.version_string()}",
+            f"Date: {self.date_time_string()}",
+            "Content-Type: application/json",
+            f"Content-Length: {len(data)}",
+            f"x-request-id: {request_id}",
+            f"openai-processing-ms: {round((time.perf_counter() - started) * 1000)}",
+            *(f"{k}: {v}" for k, v in self.server.rate_limit_headers(self.server.settings)),
+            *(f"{k}: {v}" for k, v in extra),
+            "x-hyperpers-offline-writer: rules; not a language model",
+        ]
+        if self.close_connection:
+            headers.append("Connection: close")
+        head = ("\r\n".join(headers) + "\r\n\r\n").encode("latin-1")
+        self._release()
+        try:
+            self.wfile.write(head + data)
+        except OSError:
+            # The client gave up (its own timeout, say); this connection is done.
+            self.close_connection = True
+            return
+        if self.server.verbose:
+            self.log_request(status, len(data))
 
 
 def serve_in_thread(

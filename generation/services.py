@@ -5,15 +5,17 @@ from __future__ import annotations
 import logging
 from collections import Counter, defaultdict
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 
+import openai
+from django.conf import settings
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 from django.utils.text import slugify
 
-from generation import llm, prompting
-from generation.checks import run_checks
+from generation import engine, llm, pricing, prompting
 from generation.importers import read_customers, read_products
 from generation.models import (
     Customer,
@@ -184,14 +186,23 @@ def prompt_version_create(
     temperature: float = 0.7,
     author=None,
     note: str = "",
+    regenerate: bool = True,
 ) -> PromptVersion:
-    """Validate the template's placeholders, then save it as the prompt's next version."""
+    """Save a prompt's next version and, by default, regenerate its slots.
+
+    1. Validate the template's placeholders (an unknown one is an error naming it).
+    2. Save the version with the next number.
+    3. If the prompt already has variants: the older versions' variants still in
+       review (or queued) become superseded, published ones stay live until their
+       replacement is approved, and a run of the new version over the same slots
+       starts after commit.
+    """
     prompting.template_placeholders(template)
     if not 0 <= temperature <= 2:
         raise prompting.PromptTemplateError(f"Temperature {temperature} is outside 0–2")
     Prompt.objects.select_for_update().get(pk=prompt.pk)  # serialise version numbers
     last = prompt.versions.order_by("-number").values_list("number", flat=True).first()
-    return PromptVersion.objects.create(
+    version = PromptVersion.objects.create(
         prompt=prompt,
         number=(last or 0) + 1,
         template=template,
@@ -200,10 +211,100 @@ def prompt_version_create(
         author=author,
         note=note,
     )
+    if regenerate and last is not None:
+        prompt_regenerate(prompt=prompt, user=author)
+    return version
 
 
 class RunError(ValueError):
     pass
+
+
+@dataclass(frozen=True)
+class RunEstimate:
+    slots: int
+    prompt_tokens: int
+    completion_tokens: int
+    cost: Decimal | None
+
+    def __str__(self) -> str:
+        cost = f"${self.cost:,.4f}" if self.cost is not None else "unknown cost (no price)"
+        return (
+            f"{self.slots} slots, about {self.prompt_tokens:,} prompt + "
+            f"{self.completion_tokens:,} completion tokens, {cost}"
+        )
+
+
+ESTIMATE_SAMPLES = 12
+
+
+def run_estimate(
+    *, version: PromptVersion, products: list[Product], segments: list[Segment], slots: int
+) -> RunEstimate:
+    """Estimate a run's tokens and cost by rendering a sample of its slots."""
+    if not slots:
+        return RunEstimate(0, 0, 0, Decimal(0))
+    prompt = version.prompt
+    step = max(1, len(products) * len(segments) // ESTIMATE_SAMPLES)
+    pairs = [(p, s) for p in products for s in segments][::step][:ESTIMATE_SAMPLES]
+    per_slot = sum(
+        pricing.estimate_tokens(m["content"])
+        for product, segment in pairs
+        for m in prompting.render(
+            version=version, prompt=prompt, brand=prompt.brand, product=product, segment=segment
+        ).messages
+    ) / len(pairs)
+    prompt_tokens = round(per_slot * slots)
+    completion_tokens = pricing.estimate_completion_tokens(prompt.max_length) * slots
+    return RunEstimate(
+        slots,
+        prompt_tokens,
+        completion_tokens,
+        pricing.cost(
+            model=version.model, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens
+        ),
+    )
+
+
+def endpoint_check(*, model: str) -> None:
+    """Ask the endpoint whether our key and the model are good, before queueing anything.
+
+    Raise RunError naming the problem: unreachable endpoint, refused key, unknown model.
+    Endpoints that do not list models are given the benefit of the doubt.
+    """
+    client = llm.client()
+    try:
+        client.models.retrieve(model)
+        return
+    except openai.AuthenticationError as exc:
+        raise RunError(
+            f"The LLM endpoint at {settings.LLM_BASE_URL} refused the API key (HTTP 401): "
+            f"{exc.message}. Check LLM_API_KEY."
+        ) from exc
+    except openai.NotFoundError:
+        pass
+    except openai.APIConnectionError as exc:
+        raise RunError(f"Cannot reach the LLM endpoint at {settings.LLM_BASE_URL}: {exc}") from exc
+    except openai.APIStatusError:
+        return  # the endpoint does not serve /models/{id}; the run will tell
+    try:
+        offered = [m.id for m in client.models.list()]
+    except openai.APIError:
+        return
+    if model not in offered:
+        raise RunError(
+            f"The LLM endpoint at {settings.LLM_BASE_URL} has no model '{model}'. "
+            f"It offers: {', '.join(offered[:20]) or 'none'}."
+        )
+
+
+def queued_slots(version: PromptVersion, products: list[Product], segments: list[Segment]):
+    done = set(
+        Variant.objects.filter(prompt_version=version, segment__isnull=False).values_list(
+            "product_id", "segment_id"
+        )
+    )
+    return [(p, s) for p in products for s in segments if (p.pk, s.pk) not in done]
 
 
 def run_create(
@@ -212,12 +313,17 @@ def run_create(
     products: list[Product] | None = None,
     segments: list[Segment] | None = None,
     user=None,
+    budget: Decimal | None = None,
+    note: str = "",
+    check_endpoint: bool = True,
 ) -> GenerationRun:
     """Create a run of the prompt's current version over products × segments.
 
-    1. Refuse a prompt with no version and an empty scope, naming which.
+    1. Refuse a prompt with no version, an empty scope, a budget for a model with no
+       price, and an endpoint that refuses the key or the model, naming which.
     2. Create one queued variant per slot this version has not written yet (the
-       unique constraint per version and slot makes a second run skip them).
+       unique constraint per version and slot makes a second run skip them), with
+       the run's estimated tokens and cost.
     3. After commit, hand the run to Celery.
     """
     version = prompt.current_version
@@ -229,20 +335,33 @@ def run_create(
         raise RunError("The run covers no products; import products first")
     if not segments:
         raise RunError("The run covers no segments; build segments first")
+    if budget is not None:
+        if budget <= 0:
+            raise RunError("The budget must be more than $0")
+        try:
+            pricing.price_for(version.model)
+        except pricing.UnknownPrice as exc:
+            raise RunError(f"A budget needs a price: {exc}") from exc
+    if check_endpoint:
+        endpoint_check(model=version.model)
 
+    slots = queued_slots(version, products, segments)
+    estimate = run_estimate(version=version, products=products, segments=segments, slots=len(slots))
     with transaction.atomic():
         run = GenerationRun.objects.create(
             prompt_version=version,
             scope={"products": [p.sku for p in products], "segments": [s.slug for s in segments]},
             created_by=user,
+            budget=budget,
+            note=note,
+            total=len(slots),
+            estimated_prompt_tokens=estimate.prompt_tokens,
+            estimated_completion_tokens=estimate.completion_tokens,
+            estimated_cost=estimate.cost,
         )
-        done = set(
-            Variant.objects.filter(prompt_version=version, segment__isnull=False).values_list(
-                "product_id", "segment_id"
-            )
-        )
-        Variant.objects.bulk_create(
-            (
+        # In batches, so a 140,000-slot run never holds all its variants in memory.
+        for start in range(0, len(slots), BATCH_SIZE):
+            Variant.objects.bulk_create(
                 Variant(
                     run=run,
                     prompt=prompt,
@@ -251,141 +370,187 @@ def run_create(
                     segment=segment,
                     model=version.model,
                 )
-                for product in products
-                for segment in segments
-                if (product.pk, segment.pk) not in done
-            ),
-            batch_size=BATCH_SIZE,
-        )
-        run.total = run.variants.count()
+                for product, segment in slots[start : start + BATCH_SIZE]
+            )
         if run.total == 0:
             run.status = GenerationRun.Status.FINISHED
             run.finished = timezone.now()
-        run.save(update_fields=["total", "status", "finished"])
-        if run.total:
-            from generation.tasks import run_start
-
-            transaction.on_commit(lambda: run_start.delay(run.pk))
+            run.save(update_fields=["status", "finished"])
+        else:
+            _dispatch_on_commit(run)
     return run
 
 
-def run_start(*, run_id: int) -> list[int]:
-    """Mark the run running and return the ids of its variants still queued."""
+def _dispatch_on_commit(run: GenerationRun) -> None:
+    from generation.tasks import run_start
+
+    transaction.on_commit(lambda: run_start.delay(run.pk))
+
+
+def run_dispatch(*, run_id: int) -> int:
+    """Mark a pending run running; return how many drain tasks to start (0: none)."""
+    GenerationRun.objects.filter(pk=run_id, status=GenerationRun.Status.PENDING).update(
+        status=GenerationRun.Status.RUNNING, started=timezone.now()
+    )
+    run = GenerationRun.objects.filter(pk=run_id).first()
+    if run is None or run.status != GenerationRun.Status.RUNNING:
+        logger.info("run %s is gone or not running; nothing to start", run_id)
+        return 0
+    engine.finish_if_done(run_id)
+    return settings.GENERATION_TASKS_PER_RUN
+
+
+@transaction.atomic
+def run_cancel(*, run: GenerationRun) -> GenerationRun:
+    """Stop a run: queued variants stay queued (for a resume); calls in flight finish."""
     updated = GenerationRun.objects.filter(
-        pk=run_id, status__in=[GenerationRun.Status.PENDING, GenerationRun.Status.RUNNING]
-    ).update(status=GenerationRun.Status.RUNNING, started=timezone.now())
+        pk=run.pk,
+        status__in=[
+            GenerationRun.Status.PENDING,
+            GenerationRun.Status.RUNNING,
+            GenerationRun.Status.PAUSED,
+        ],
+    ).update(status=GenerationRun.Status.CANCELLED, error="Cancelled")
+    run.refresh_from_db()
     if not updated:
-        logger.info("run %s is not pending or running; nothing to start", run_id)
-        return []
-    return list(
-        Variant.objects.filter(run_id=run_id, status=Variant.Status.QUEUED).values_list(
-            "pk", flat=True
+        raise RunError(f"Run {run.pk} is {run.get_status_display().lower()}; nothing to cancel")
+    return run
+
+
+@transaction.atomic
+def run_resume(*, run: GenerationRun, budget: Decimal | None = None) -> GenerationRun:
+    """Continue a cancelled, paused or failed run from where it stopped."""
+    run = GenerationRun.objects.select_for_update().get(pk=run.pk)
+    if run.is_active or run.status == GenerationRun.Status.FINISHED:
+        raise RunError(f"Run {run.pk} is {run.get_status_display().lower()}; nothing to resume")
+    if budget is not None:
+        run.budget = budget
+    if run.budget is not None and run.cost >= run.budget:
+        raise RunError(
+            f"Run {run.pk} has spent ${run.cost:.4f} of its ${run.budget:.4f} budget; "
+            "raise the budget to resume"
         )
+    if run.status == GenerationRun.Status.FAILED:
+        endpoint_check(model=run.prompt_version.model)
+    run.status = GenerationRun.Status.PENDING
+    run.error = ""
+    run.save(update_fields=["status", "error", "budget"])
+    _dispatch_on_commit(run)
+    return run
+
+
+@transaction.atomic
+def run_retry_failed(*, run: GenerationRun) -> int:
+    """Queue a run's failed variants again; the run's counts move with them."""
+    run = GenerationRun.objects.select_for_update().get(pk=run.pk)
+    retried = Variant.objects.filter(run=run, status=Variant.Status.FAILED).update(
+        status=Variant.Status.QUEUED, error="", claim="", claimed_at=None
     )
+    if not retried:
+        return 0
+    run.failed -= retried
+    run.finished = None
+    run.error = ""
+    if not run.is_active:
+        run.status = GenerationRun.Status.PENDING
+    run.save(update_fields=["failed", "finished", "error", "status"])
+    _dispatch_on_commit(run)
+    return retried
 
 
-def _run_count(run_id: int | None, **increments) -> None:
-    if run_id is None:
-        return
-    GenerationRun.objects.filter(pk=run_id).update(**{k: F(k) + v for k, v in increments.items()})
-    # Finishing is a conditional UPDATE too, so two workers finishing the last two
-    # slots at once both try and exactly one succeeds.
-    GenerationRun.objects.filter(
-        pk=run_id,
-        status=GenerationRun.Status.RUNNING,
-        total__lte=F("succeeded") + F("failed"),
-    ).update(status=GenerationRun.Status.FINISHED, finished=timezone.now())
-
-
-def variant_generate(*, variant_id: int) -> Variant | None:
-    """Write one variant through the LLM endpoint.
-
-    1. Claim the variant (queued → generating) with a conditional UPDATE; if another
-       worker holds it or it is gone, return None.
-    2. Render the prompt, call the endpoint, split copy from rationale, run checks.
-    3. Store it as in review with usage and latency, and count it on the run.
-    A transient endpoint error puts the variant back in the queue and re-raises (the
-    task retries with backoff); a permanent one marks it failed with the reason.
-    """
-    claimed = Variant.objects.filter(pk=variant_id, status=Variant.Status.QUEUED).update(
-        status=Variant.Status.GENERATING, attempts=F("attempts") + 1
-    )
-    if not claimed:
-        logger.info("variant %s is not queued (gone or claimed); skipping", variant_id)
-        return None
-    variant = Variant.objects.select_related(
-        "prompt__brand", "prompt_version", "product", "segment", "customer"
-    ).get(pk=variant_id)
-    prompt = variant.prompt
-    try:
-        rendered = prompting.render(
-            version=variant.prompt_version,
-            prompt=prompt,
-            brand=prompt.brand,
-            product=variant.product,
-            segment=variant.segment,
-            customer=variant.customer,
+@transaction.atomic
+def variant_retry(*, variant: Variant) -> Variant:
+    """Queue one failed variant again (on its own, outside any run drain)."""
+    variant = Variant.objects.select_for_update().get(pk=variant.pk)
+    if variant.status != Variant.Status.FAILED:
+        raise RunError(
+            f"Variant {variant.pk} is {variant.get_status_display().lower()}, not failed"
         )
-        completion = llm.complete(
-            messages=rendered.messages,
-            model=variant.prompt_version.model,
-            temperature=variant.prompt_version.temperature,
-        )
-        copy, rationale = llm.split_rationale(completion.content)
-    except llm.TransientLLMError:
-        Variant.objects.filter(pk=variant_id, status=Variant.Status.GENERATING).update(
-            status=Variant.Status.QUEUED
-        )
-        raise
-    except (llm.PermanentLLMError, KeyError, ValueError) as exc:
-        variant_fail(variant_id=variant_id, reason=str(exc))
-        return None
+    if variant.run_id:
+        GenerationRun.objects.filter(pk=variant.run_id).update(failed=F("failed") - 1)
+    return _requeue_alone(variant, note=variant.regeneration_note)
 
-    variant.text = variant.original_text = copy
-    variant.rationale = rationale
-    variant.checks = run_checks(
-        text=copy, prompt=prompt, brand=prompt.brand, product=variant.product
-    )
-    variant.model = completion.model
-    variant.prompt_tokens = completion.prompt_tokens
-    variant.completion_tokens = completion.completion_tokens
-    variant.cached_tokens = completion.cached_tokens
-    variant.latency_ms = completion.latency_ms
+
+def _requeue_alone(variant: Variant, *, note: str) -> Variant:
+    """Queue a variant for generation on its own; it leaves its run's counts."""
+    from generation.tasks import generate_variants
+
+    variant.status = Variant.Status.QUEUED
+    variant.regeneration_note = note
     variant.error = ""
-    variant.status = Variant.Status.IN_REVIEW
-    variant.generated = timezone.now()
-    with transaction.atomic():
-        variant.save(
-            update_fields=[
-                "text", "original_text", "rationale", "checks", "model", "prompt_tokens",
-                "completion_tokens", "cached_tokens", "latency_ms", "error", "status",
-                "generated", "updated",
-            ]
-        )  # fmt: skip
-        _run_count(
-            variant.run_id,
-            succeeded=1,
-            prompt_tokens=completion.prompt_tokens,
-            completion_tokens=completion.completion_tokens,
-            cached_tokens=completion.cached_tokens,
-        )
+    variant.claim = ""
+    variant.claimed_at = None
+    variant.run = None
+    variant.save(
+        update_fields=["status", "regeneration_note", "error", "claim", "claimed_at", "run"]
+    )
+    pk = variant.pk
+    transaction.on_commit(lambda: generate_variants.delay([pk]))
     return variant
 
 
 @transaction.atomic
-def variant_fail(
-    *, variant_id: int, reason: str, from_status: str = Variant.Status.GENERATING
-) -> bool:
-    """Record a permanent failure and count it on the run; False if it was not `from_status`.
+def variant_regenerate(*, variant: Variant, note: str) -> Variant:
+    """Write an in-review variant again, with a reviewer's note as a course correction.
 
-    Transient errors put a variant back to queued, so a task that gives up after its
-    last retry fails it from there.
+    The variant keeps its row (one variant per version and slot); the text it had is
+    kept in the audit trail by the caller.
     """
-    updated = Variant.objects.filter(pk=variant_id, status=from_status).update(
-        status=Variant.Status.FAILED, error=reason[:2000], updated=timezone.now()
+    variant = Variant.objects.select_for_update().get(pk=variant.pk)
+    if variant.status not in (Variant.Status.IN_REVIEW, Variant.Status.REJECTED):
+        raise RunError(
+            f"Variant {variant.pk} is {variant.get_status_display().lower()}; "
+            "only variants in review or rejected can be regenerated"
+        )
+    if variant.run_id:
+        GenerationRun.objects.filter(pk=variant.run_id).update(succeeded=F("succeeded") - 1)
+    return _requeue_alone(variant, note=note.strip())
+
+
+def prompt_regenerate(*, prompt: Prompt, user=None) -> GenerationRun | None:
+    """Regenerate every slot of a prompt with its current version (after a new version).
+
+    Older versions' variants still queued or in review become superseded; published
+    ones stay live until the new version's replacement is approved.
+    """
+    version = prompt.current_version
+    GenerationRun.objects.filter(
+        prompt_version__prompt=prompt,
+        status__in=[
+            GenerationRun.Status.PENDING,
+            GenerationRun.Status.RUNNING,
+            GenerationRun.Status.PAUSED,
+        ],
+    ).exclude(prompt_version=version).update(
+        status=GenerationRun.Status.CANCELLED, error=f"Superseded by {version}"
     )
-    if updated:
-        run_id = Variant.objects.filter(pk=variant_id).values_list("run_id", flat=True).first()
-        _run_count(run_id, failed=1)
-        logger.warning("variant %s failed: %s", variant_id, reason)
-    return bool(updated)
+    older = Variant.objects.filter(prompt=prompt).exclude(prompt_version=version)
+    older.filter(status__in=[Variant.Status.IN_REVIEW, Variant.Status.QUEUED]).update(
+        status=Variant.Status.SUPERSEDED, updated=timezone.now()
+    )
+    slots = older.filter(segment__isnull=False).values("product_id", "segment_id").distinct()
+    product_ids = {s["product_id"] for s in slots}
+    segment_ids = {s["segment_id"] for s in slots}
+    if not product_ids:
+        return None
+    return run_create(
+        prompt=prompt,
+        products=list(Product.objects.filter(pk__in=product_ids)),
+        segments=list(Segment.objects.filter(pk__in=segment_ids)),
+        user=user,
+        note=f"Regeneration for {version}",
+        check_endpoint=False,
+    )
+
+
+def run_estimate_for(*, prompt: Prompt) -> RunEstimate:
+    """The estimate of a run of the prompt's current version over everything."""
+    version = prompt.current_version
+    if version is None:
+        raise RunError(f"Prompt '{prompt.slug}' has no version yet; save one first")
+    products = list(Product.objects.all())
+    segments = list(Segment.objects.filter(member_count__gt=0))
+    if not products or not segments:
+        raise RunError("Import products and build segments before estimating a run")
+    slots = len(queued_slots(version, products, segments))
+    return run_estimate(version=version, products=products, segments=segments, slots=slots)

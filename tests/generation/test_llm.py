@@ -1,6 +1,6 @@
 import pytest
 
-from generation.llm import PermanentLLMError, split_rationale
+from generation.llm import LLMError, split_rationale
 
 
 @pytest.mark.parametrize(
@@ -31,5 +31,5 @@ def test_split_rationale_uses_the_last_rationale_line():
     ],
 )
 def test_split_rationale_refuses_answers_without_both_parts(content, message):
-    with pytest.raises(PermanentLLMError, match=message):
+    with pytest.raises(LLMError, match=message):
         split_rationale(content)

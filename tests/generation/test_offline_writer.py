@@ -1,8 +1,15 @@
-"""The offline writer over HTTP, through the official openai client. No database."""
+"""The offline writer over HTTP, through the official openai client. No database.
+
+The client never retries (max_retries=0), so each test sees what the server sent.
+"""
 
 from __future__ import annotations
 
 import json
+import random
+import re
+import statistics
+import threading
 import urllib.error
 import urllib.request
 from typing import Any
@@ -10,7 +17,13 @@ from typing import Any
 import openai
 import pytest
 
-from generation.offline_writer import serve_in_thread
+from generation.management.commands.run_offline_writer import Command, writer_settings
+from generation.offline_writer import (
+    OfflineWriterServer,
+    WriterSettings,
+    draw_latency_ms,
+    serve_in_thread,
+)
 
 KEY = "test-key"
 NAME = "Chaz Kangeroo Hoodie"
@@ -261,3 +274,419 @@ def test_requests_are_recorded_without_the_authorization_header(writer, client):
     )
     with urllib.request.urlopen(request, timeout=5) as response:
         assert json.load(response)["data"] == [recorded]
+
+
+# --------------------------------------------------------------------------------------
+# The test server: limits, rate-limit headers, faults and runtime control
+
+
+@pytest.fixture
+def start_writer():
+    """Start writers with the given settings (no api key); stop them all afterwards."""
+    servers: list[OfflineWriterServer] = []
+
+    def start(**options: Any) -> OfflineWriterServer:
+        server, _base_url = serve_in_thread(**options)
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+def _client(server: OfflineWriterServer, **options: Any) -> openai.OpenAI:
+    return openai.OpenAI(base_url=server.base_url, api_key=KEY, max_retries=0, **options)
+
+
+def _complete(client: openai.OpenAI) -> Any:
+    return client.chat.completions.create(model="offline-writer-1", messages=_messages(_data()))
+
+
+def _control(
+    server: OfflineWriterServer, method: str, path: str, body: Any = None
+) -> tuple[int, Any]:
+    """(status, JSON) of a request to a control endpoint, as another process would send it."""
+    request = urllib.request.Request(
+        server.base_url.removesuffix("/v1") + path,
+        data=None if body is None else json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+        method=method,
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status, json.load(response)
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.load(exc)
+
+
+def _stats(server: OfflineWriterServer) -> dict[str, Any]:
+    status, stats = _control(server, "GET", "/_offline/stats")
+    assert status == 200
+    return stats
+
+
+def test_requests_beyond_max_concurrency_get_429_with_retry_after_at_once(start_writer):
+    server = start_writer(max_concurrency=2, latency_ms=300, retry_after_s=2)
+    client = _client(server)
+    start = threading.Barrier(6)
+    results: list[Any] = []
+
+    def call() -> None:
+        start.wait()
+        try:
+            results.append(_complete(client))
+        except openai.RateLimitError as exc:
+            results.append(exc)
+
+    threads = [threading.Thread(target=call) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    rejected = [r for r in results if isinstance(r, openai.RateLimitError)]
+    answered = len(results) - len(rejected)
+    assert answered >= 2 and rejected and len(results) == 6
+    for exc in rejected:
+        assert (exc.code, exc.type) == ("rate_limit_exceeded", "requests")
+        assert exc.response.headers["retry-after"] == "2"
+        assert exc.response.headers["retry-after-ms"] == "2000"
+        # Refused on arrival, not after the 300 ms the admitted ones take.
+        assert int(exc.response.headers["openai-processing-ms"]) < 300
+    stats = _stats(server)
+    assert stats["max_in_flight"] <= 2 and stats["in_flight"] == 0
+    assert stats["rejected_429"] == stats["rejected_by"]["concurrency"] == len(rejected)
+    assert stats["completed"] == answered and stats["requests"] == 6
+
+
+def test_a_client_that_waits_for_its_answer_never_finds_its_own_request_in_flight(start_writer):
+    server = start_writer(max_concurrency=1)
+    client = _client(server)
+
+    for _ in range(20):
+        _complete(client)
+
+    assert _stats(server)["rejected_429"] == 0
+
+
+def test_the_rpm_limit_answers_429_with_the_seconds_until_a_slot_frees(start_writer):
+    server = start_writer(rpm_limit=2)
+    client = _client(server)
+    _complete(client)
+    _complete(client)
+
+    with pytest.raises(openai.RateLimitError) as excinfo:
+        _complete(client)
+
+    exc = excinfo.value
+    assert (exc.code, exc.type) == ("rate_limit_exceeded", "requests")
+    assert "requests per min (RPM): Limit 2" in exc.message
+    assert 55 <= int(exc.response.headers["retry-after"]) <= 60
+    assert exc.response.headers["x-ratelimit-remaining-requests"] == "0"
+    assert _stats(server)["rejected_by"]["requests"] == 1
+
+
+def test_the_tpm_limit_answers_429_when_the_window_has_no_room_for_the_prompt(start_writer):
+    server = start_writer()
+    client = _client(server)
+    first = _complete(client)
+    _control(server, "POST", "/_offline/config", {"tpm_limit": first.usage.total_tokens + 10})
+
+    with pytest.raises(openai.RateLimitError) as excinfo:
+        _complete(client)
+
+    assert excinfo.value.type == "tokens" and "tokens per min (TPM)" in excinfo.value.message
+    assert 55 <= int(excinfo.value.response.headers["retry-after"]) <= 60
+    assert _stats(server)["rejected_by"]["tokens"] == 1
+
+
+def test_rate_limit_headers_count_down_the_remaining_requests_and_tokens(start_writer):
+    client = _client(start_writer(rpm_limit=100, tpm_limit=100_000))
+
+    first = client.chat.completions.with_raw_response.create(
+        model="offline-writer-1", messages=_messages(_data())
+    ).headers
+    second = client.chat.completions.with_raw_response.create(
+        model="offline-writer-1", messages=_messages(_data())
+    ).headers
+
+    assert first["x-ratelimit-limit-requests"] == "100"
+    assert first["x-ratelimit-limit-tokens"] == "100000"
+    assert (first["x-ratelimit-remaining-requests"], second["x-ratelimit-remaining-requests"]) == (
+        "99",
+        "98",
+    )
+    assert (
+        int(second["x-ratelimit-remaining-tokens"])
+        < int(first["x-ratelimit-remaining-tokens"])
+        < 100_000
+    )
+    duration = re.compile(r"\d+ms|\d+(\.\d+)?s|\d+m\d+(\.\d+)?s")
+    assert duration.fullmatch(first["x-ratelimit-reset-requests"])
+    assert duration.fullmatch(first["x-ratelimit-reset-tokens"])
+
+
+def test_without_limits_the_rate_limit_headers_report_large_static_numbers(client):
+    for _ in range(2):
+        headers = client.chat.completions.with_raw_response.create(
+            model="offline-writer-1", messages=_messages(_data())
+        ).headers
+        assert headers["x-ratelimit-limit-requests"] == "10000"
+        assert headers["x-ratelimit-remaining-requests"] == "9999"
+        assert headers["x-ratelimit-remaining-tokens"] == "9999999"
+
+
+def test_an_injected_5xx_is_an_internal_server_error_with_an_openai_error_body(start_writer):
+    server = start_writer(error_5xx_rate=1.0, seed=3)
+    client = _client(server)
+
+    for _ in range(4):
+        with pytest.raises(openai.InternalServerError) as excinfo:
+            _complete(client)
+        assert excinfo.value.status_code in (500, 502, 503)
+        assert excinfo.value.type == "server_error" and "injected" in excinfo.value.message
+
+    assert _stats(server)["errors_injected"]["error_5xx"] == 4
+
+
+def test_an_injected_timeout_holds_the_request_past_the_client_timeout(start_writer):
+    server = start_writer(timeout_rate=1.0, timeout_hold_s=10)
+
+    with pytest.raises(openai.APITimeoutError):
+        _complete(_client(server, timeout=0.2))
+
+    assert _stats(server)["in_flight"] == 1  # still held; stopping the server frees it
+
+
+def test_after_its_hold_a_timeout_answers_504_or_closes_the_connection(start_writer):
+    server = start_writer(timeout_rate=1.0, timeout_hold_s=0.05)
+    client = _client(server)
+
+    with pytest.raises(openai.InternalServerError) as excinfo:
+        _complete(client)
+    assert excinfo.value.status_code == 504
+
+    server.configure(timeout_action="close")
+    with pytest.raises(openai.APIConnectionError) as excinfo:
+        _complete(client)
+    assert not isinstance(excinfo.value, openai.APITimeoutError)
+    assert _stats(server)["errors_injected"]["timeout"] == 2
+
+
+def test_a_malformed_body_makes_the_openai_client_raise_a_json_decode_error(start_writer):
+    server = start_writer(malformed_rate=1.0)
+    client = _client(server)
+
+    # The client parses a JSON content type without checking; the ValueError escapes as is.
+    with pytest.raises(json.JSONDecodeError):
+        _complete(client)
+    raw = client.chat.completions.with_raw_response.create(
+        model="offline-writer-1", messages=_messages(_data())
+    )
+    assert raw.http_response.status_code == 200
+    assert raw.http_response.text.startswith('{"id": "chatcmpl-offline-')
+    assert _stats(server)["errors_injected"]["malformed"] == 2
+
+
+def test_an_empty_answer_is_a_completion_without_choices(start_writer):
+    server = start_writer(empty_rate=1.0)
+
+    response = _complete(_client(server))
+
+    assert response.choices == [] and response.usage.total_tokens > 0
+    assert _stats(server)["errors_injected"]["empty"] == 1
+
+
+def test_a_no_rationale_answer_is_the_copy_without_its_rationale_line(start_writer):
+    server = start_writer(no_rationale_rate=1.0)
+
+    content = _complete(_client(server)).choices[0].message.content
+
+    assert NAME in content and "Rationale:" not in content
+    assert _stats(server)["errors_injected"]["no_rationale"] == 1
+
+
+def test_a_reset_connection_is_an_api_connection_error_and_the_client_recovers(start_writer):
+    server = start_writer(reset_rate=1.0)
+    client = _client(server)
+
+    with pytest.raises(openai.APIConnectionError) as excinfo:
+        _complete(client)
+    assert not isinstance(excinfo.value, openai.APITimeoutError)
+
+    server.configure(reset_rate=0.0)
+    assert _complete(client).choices
+    assert _stats(server)["errors_injected"]["reset"] == 1
+
+
+def test_the_first_n_requests_get_503_and_the_rest_are_answered(start_writer):
+    server = start_writer(fail_first_n=2)
+    client = _client(server)
+
+    for _ in range(2):
+        with pytest.raises(openai.InternalServerError) as excinfo:
+            _complete(client)
+        assert excinfo.value.status_code == 503
+    assert _complete(client).choices
+
+    stats = _stats(server)
+    assert stats["errors_injected"]["fail_first_n"] == 2 and stats["completed"] == 1
+    assert stats["fail_first_n_remaining"] == 0
+
+
+def test_a_seed_repeats_the_same_faults(start_writer):
+    def outcomes(server: OfflineWriterServer) -> list[str]:
+        client, seen = _client(server), []
+        for _ in range(12):
+            try:
+                _complete(client)
+                seen.append("ok")
+            except openai.InternalServerError as exc:
+                seen.append(str(exc.status_code))
+        return seen
+
+    first = outcomes(start_writer(error_5xx_rate=0.5, seed=7))
+    second = outcomes(start_writer(error_5xx_rate=0.5, seed=7))
+
+    assert first == second and "ok" in first and set(first) - {"ok"}
+
+
+def test_latency_is_fixed_jittered_uniformly_or_lognormal_around_the_median():
+    rng = random.Random(1)
+    fixed = WriterSettings(latency_ms=100)
+    uniform = WriterSettings(latency_ms=100, latency_jitter_ms=20)
+    lognormal = WriterSettings(latency_ms=100, latency_distribution="lognormal")
+
+    assert {draw_latency_ms(fixed, rng) for _ in range(50)} == {100}
+    draws = [draw_latency_ms(uniform, rng) for _ in range(500)]
+    assert 80 <= min(draws) < 85 and 115 < max(draws) <= 120
+    draws = [draw_latency_ms(lognormal, rng) for _ in range(2001)]
+    assert 90 < statistics.median(draws) < 110 and max(draws) > 200
+
+
+def test_posting_config_changes_the_next_request(start_writer):
+    server = start_writer()
+    client = _client(server)
+
+    status, config = _control(server, "POST", "/_offline/config", {"error_5xx_rate": 1.0})
+    assert status == 200 and config["error_5xx_rate"] == 1.0
+    with pytest.raises(openai.InternalServerError):
+        _complete(client)
+
+    _control(server, "POST", "/_offline/config", {"error_5xx_rate": 0, "latency_ms": 5})
+    assert _complete(client).choices
+    status, config = _control(server, "GET", "/_offline/config")
+    assert (config["error_5xx_rate"], config["latency_ms"], config["max_concurrency"]) == (
+        0,
+        5,
+        None,
+    )
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ({"latency": 5}, "latency"),
+        ({"error_5xx_rate": 1.5}, "error_5xx_rate"),
+        ({"max_concurrency": 0}, "max_concurrency"),
+        ({"timeout_action": "hang"}, "timeout_action"),
+        ({"latency_ms": 5, "reset_rate": 0.6, "empty_rate": 0.6}, "reset_rate"),
+    ],
+)
+def test_an_unknown_or_bad_setting_gets_400_naming_it_and_changes_nothing(
+    start_writer, change, named
+):
+    server = start_writer()
+
+    status, body = _control(server, "POST", "/_offline/config", change)
+
+    assert status == 400
+    assert body["error"]["param"] == named and named in body["error"]["message"]
+    assert server.config() == WriterSettings().as_dict()
+
+
+def test_control_endpoints_are_neither_limited_nor_faulted(start_writer):
+    server = start_writer(rpm_limit=1, max_concurrency=1, fail_first_n=5, error_5xx_rate=1.0)
+    client = _client(server)
+    with pytest.raises(openai.InternalServerError):
+        _complete(client)
+
+    for _ in range(3):
+        assert _control(server, "GET", "/_offline/stats")[0] == 200
+        assert _control(server, "GET", "/_offline/config")[0] == 200
+
+    with pytest.raises(openai.RateLimitError):
+        _complete(client)
+    assert _stats(server)["requests"] == 2
+
+
+def test_stats_count_the_outcomes_and_reset_clears_them_with_the_records(start_writer):
+    server = start_writer()
+    client = _client(server)
+    _complete(client)
+    _complete(client)
+    server.configure(empty_rate=1.0)
+    _complete(client)
+
+    stats = _stats(server)
+    assert (stats["requests"], stats["completed"], stats["errors_injected"]["empty"]) == (3, 2, 1)
+    assert (stats["in_flight"], stats["max_in_flight"], stats["rejected_429"]) == (0, 1, 0)
+    assert len(server.requests) == 3
+
+    status, body = _control(server, "POST", "/_offline/reset")
+
+    assert status == 200 and body["cleared_requests"] == 3
+    stats = _stats(server)
+    assert (stats["requests"], stats["completed"], stats["errors_injected"]["empty"]) == (0, 0, 0)
+    assert server.requests == []
+
+
+def test_the_openai_client_keeps_one_connection_alive_across_requests(start_writer):
+    server = start_writer()
+    client = _client(server)
+
+    for _ in range(5):
+        _complete(client)
+
+    assert server.stats()["connections"]["opened"] == 1
+
+
+def test_recording_keeps_only_the_last_record_limit_requests_or_none(start_writer):
+    capped = start_writer(record_limit=3)
+    client = _client(capped)
+    for language in ("en", "de", "fr", "es", "it"):
+        client.chat.completions.create(
+            model="offline-writer-1", messages=_messages(_data(language=language))
+        )
+    languages = [json.loads(r["body"]["messages"][1]["content"].split("<data>")[1].split(
+        "</data>")[0])["language"] for r in capped.requests]  # fmt: skip
+    assert languages == ["fr", "es", "it"]
+
+    unrecorded = start_writer(record=False)
+    _complete(_client(unrecorded))
+    assert unrecorded.requests == []
+    assert _control(unrecorded, "GET", "/_offline/requests")[1]["data"] == []
+
+
+def test_the_command_flags_become_writer_settings():
+    parser = Command().create_parser("manage.py", "run_offline_writer")
+    flags = (
+        "--latency-ms 250 --latency-jitter-ms 50 --max-concurrency 8 --rpm 600 --tpm 90000 "
+        "--error-5xx-rate 0.1 --timeout-rate 0.05 --timeout-hold-s 2 --malformed-rate 0.01 "
+        "--empty-rate 0.01 --no-rationale-rate 0.02 --reset-rate 0.01 --fail-first-n 3 "
+        "--seed 7 --no-record"
+    )
+    options = vars(parser.parse_args(flags.split()))
+
+    server = OfflineWriterServer(**writer_settings(options))
+    server.server_close()
+
+    assert server.settings == WriterSettings(
+        latency_ms=250, latency_jitter_ms=50, max_concurrency=8, rpm_limit=600, tpm_limit=90_000,
+        error_5xx_rate=0.1, timeout_rate=0.05, timeout_hold_s=2, malformed_rate=0.01,
+        empty_rate=0.01, no_rationale_rate=0.02, reset_rate=0.01, fail_first_n=3, seed=7,
+        record=False,
+    )  # fmt: skip
+    assert writer_settings(vars(parser.parse_args([]))) == {}

@@ -4,7 +4,6 @@ import pytest
 
 from generation import services
 from generation.importers import ImportFileError
-from generation.llm import TransientLLMError
 from generation.models import Customer, GenerationRun, Product, Segment, Variant
 from generation.prompting import PromptTemplateError
 from tests.factories import (
@@ -13,7 +12,6 @@ from tests.factories import (
     PromptFactory,
     PromptVersionFactory,
     SegmentFactory,
-    VariantFactory,
 )
 
 pytestmark = pytest.mark.django_db
@@ -116,7 +114,7 @@ def test_prompt_versions_number_up_and_refuse_unknown_placeholders():
     assert prompt.versions.count() == 2
 
 
-def test_run_refuses_a_prompt_without_version_or_an_empty_scope():
+def test_run_refuses_a_prompt_without_version_or_an_empty_scope(offline_writer):
     with pytest.raises(services.RunError, match="no version"):
         services.run_create(prompt=PromptFactory(), products=[ProductFactory()])
     version = PromptVersionFactory()
@@ -127,7 +125,9 @@ def test_run_refuses_a_prompt_without_version_or_an_empty_scope():
     assert not GenerationRun.objects.exists()
 
 
-def test_run_queues_each_slot_once_and_enqueues_after_commit(django_capture_on_commit_callbacks):
+def test_run_queues_each_slot_once_and_enqueues_after_commit(
+    offline_writer, django_capture_on_commit_callbacks
+):
     version = PromptVersionFactory()
     products, segments = ProductFactory.create_batch(3), SegmentFactory.create_batch(2)
 
@@ -138,83 +138,3 @@ def test_run_queues_each_slot_once_and_enqueues_after_commit(django_capture_on_c
     assert run.total == 6 and len(callbacks) == 1
     assert again.total == 0 and again.status == GenerationRun.Status.FINISHED
     assert Variant.objects.filter(status=Variant.Status.QUEUED).count() == 6
-
-
-def _queued_run(n_products=1):
-    version = PromptVersionFactory()
-    run = services.run_create(
-        prompt=version.prompt,
-        products=ProductFactory.create_batch(n_products),
-        segments=[SegmentFactory()],
-    )
-    services.run_start(run_id=run.pk)
-    return run
-
-
-def test_generating_stores_copy_rationale_usage_and_finishes_the_run(offline_writer):
-    run = _queued_run()
-    variant = run.variants.get()
-
-    services.variant_generate(variant_id=variant.pk)
-
-    variant.refresh_from_db()
-    run.refresh_from_db()
-    assert variant.status == Variant.Status.IN_REVIEW
-    assert variant.product.name in variant.text
-    assert "Rationale" not in variant.text and variant.rationale
-    assert variant.prompt_tokens > 0 and variant.completion_tokens > 0
-    assert variant.latency_ms is not None
-    assert {c["name"] for c in variant.checks} >= {"length", "protected_terms"}
-    assert (run.status, run.succeeded, run.prompt_tokens) == (
-        GenerationRun.Status.FINISHED,
-        1,
-        variant.prompt_tokens,
-    )
-    assert len(offline_writer.requests) == 1
-
-
-def test_generating_twice_writes_once(offline_writer):
-    variant = _queued_run().variants.get()
-    services.variant_generate(variant_id=variant.pk)
-    assert services.variant_generate(variant_id=variant.pk) is None
-    assert len(offline_writer.requests) == 1
-
-
-def test_an_unknown_model_fails_the_variant_with_the_reason(offline_writer):
-    run = _queued_run()
-    run.prompt_version.model = "no-such-model"
-    run.prompt_version.save()
-    variant = run.variants.get()
-
-    services.variant_generate(variant_id=variant.pk)
-
-    variant.refresh_from_db()
-    run.refresh_from_db()
-    assert variant.status == Variant.Status.FAILED
-    assert "404" in variant.error and "no-such-model" in variant.error
-    assert (run.failed, run.status) == (1, GenerationRun.Status.FINISHED)
-
-
-def test_an_unreachable_endpoint_puts_the_variant_back_in_the_queue(settings):
-    settings.LLM_BASE_URL = "http://127.0.0.1:9/v1"  # discard port: nothing listens
-    variant = _queued_run().variants.get()
-    with pytest.raises(TransientLLMError):
-        services.variant_generate(variant_id=variant.pk)
-    variant.refresh_from_db()
-    assert (variant.status, variant.attempts) == (Variant.Status.QUEUED, 1)
-
-
-def test_a_missing_variant_is_skipped_quietly():
-    assert services.variant_generate(variant_id=999_999) is None
-
-
-def test_giving_up_after_retries_fails_a_queued_variant_and_counts_it():
-    run = _queued_run()
-    variant = run.variants.get()
-    assert services.variant_fail(
-        variant_id=variant.pk, reason="Gave up", from_status=Variant.Status.QUEUED
-    )
-    run.refresh_from_db()
-    assert run.failed == 1
-    assert not services.variant_fail(variant_id=variant.pk, reason="again")
-    assert VariantFactory._meta.model.objects.get(pk=variant.pk).error == "Gave up"

@@ -1,0 +1,452 @@
+"""The generation engine: keeps many LLM calls in flight, writes results in batches.
+
+One Celery task drains a run (several tasks drain one run in parallel, on any number
+of workers). Inside a task:
+
+1. the main thread claims queued variants with a conditional UPDATE (status queued →
+   generating, claim = the task id), renders their prompts, and hands them to a pool
+   of threads, keeping GENERATION_THREADS_PER_TASK calls in flight;
+2. each thread takes a slot from the endpoint's shared limiter (Redis), calls the
+   endpoint, retries transient errors with backoff and jitter, splits copy from
+   rationale and runs the checks; threads never touch the database;
+3. the main thread writes finished variants back every half second, each UPDATE
+   conditional on the variant still being claimed by this task, and adds the counts
+   to the run in the same transaction, so the run's counts are always exact.
+
+A task delivered again after its worker died reclaims the variants it had claimed;
+variants claimed by a task that never comes back are reclaimed after the lease.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import defaultdict, deque
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from datetime import timedelta
+from decimal import Decimal
+
+import tenacity
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from generation import checks, llm, pricing, prompting
+from generation.limiter import EndpointLimiter, LimiterTimeout, endpoint_limiter, redis_client
+from generation.models import GenerationRun, Variant
+
+logger = logging.getLogger(__name__)
+
+FLUSH_SECONDS = 0.5
+FLUSH_SIZE = 200
+
+
+@dataclass
+class Job:
+    """A claimed variant, rendered and ready to send."""
+
+    variant: Variant
+    messages: list[dict[str, str]]
+    language: str
+    findings: list[str]
+    estimated_prompt_tokens: int
+    estimated_completion_tokens: int
+    estimated_cost: Decimal | None
+
+
+@dataclass
+class Outcome:
+    job: Job
+    kind: str  # "done", "failed", "release" (back to the queue), "config" (stop the run)
+    completion: llm.Completion | None = None
+    copy: str = ""
+    rationale: str = ""
+    checks: list[dict] = field(default_factory=list)
+    error: str = ""
+    cost: Decimal | None = None
+
+
+def _backoff(retry_state: tenacity.RetryCallState) -> float:
+    """Exponential backoff with full jitter, never shorter than the endpoint's Retry-After."""
+    jitter = tenacity.wait_random_exponential(multiplier=0.5, max=settings.LLM_BACKOFF_MAX_SECONDS)
+    exc = retry_state.outcome.exception() if retry_state.outcome else None
+    retry_after = getattr(exc, "retry_after", None) or 0
+    return max(retry_after, jitter(retry_state))
+
+
+def call(job: Job, limiter: EndpointLimiter, stop: threading.Event) -> Outcome:
+    """Send one job to the endpoint, retrying transient errors; never raises."""
+    version = job.variant.prompt_version
+
+    def pause_everyone(retry_state: tenacity.RetryCallState) -> None:
+        exc = retry_state.outcome.exception()
+        if getattr(exc, "retry_after", None):
+            limiter.pause(exc.retry_after)
+
+    retrying = tenacity.Retrying(
+        retry=tenacity.retry_if_exception(lambda e: isinstance(e, llm.LLMError) and e.transient),
+        wait=_backoff,
+        stop=tenacity.stop_after_attempt(settings.LLM_MAX_ATTEMPTS),
+        before_sleep=pause_everyone,
+        sleep=lambda seconds: stop.wait(seconds),
+        reraise=True,
+    )
+    attempts = 0
+    try:
+        for attempt in retrying:
+            with attempt:
+                attempts += 1
+                if stop.is_set() and attempts > 1:
+                    return Outcome(job, "release", error="Run stopped")
+                with limiter.slot(tokens=job.estimated_prompt_tokens):
+                    completion = llm.complete(
+                        messages=job.messages, model=version.model, temperature=version.temperature
+                    )
+                limiter.observe(completion.headers)
+                copy, rationale = llm.split_rationale(completion.content)
+    except llm.EndpointConfigError as exc:
+        return Outcome(job, "config", error=str(exc))
+    except llm.LLMError as exc:
+        prefix = f"Gave up after {attempts} attempts: " if exc.transient else ""
+        return Outcome(job, "failed", error=f"{prefix}{exc}")
+    except LimiterTimeout as exc:
+        return Outcome(job, "release", error=str(exc))
+
+    variant = job.variant
+    prompt = variant.prompt
+    return Outcome(
+        job,
+        "done",
+        completion=completion,
+        copy=copy,
+        rationale=rationale,
+        checks=checks.run_checks(
+            text=copy,
+            prompt=prompt,
+            brand=prompt.brand,
+            product=variant.product,
+            language=job.language,
+            segment=variant.segment,
+            customer=variant.customer,
+            identifiers=[variant.customer.external_id] if variant.customer else [],
+            input_findings=job.findings,
+        ),
+        cost=pricing.cost(
+            model=version.model,
+            prompt_tokens=completion.prompt_tokens,
+            completion_tokens=completion.completion_tokens,
+            cached_tokens=completion.cached_tokens,
+        ),
+    )
+
+
+def prepare(variant: Variant) -> Job:
+    prompt = variant.prompt
+    rendered = prompting.render(
+        version=variant.prompt_version,
+        prompt=prompt,
+        brand=prompt.brand,
+        product=variant.product,
+        segment=variant.segment,
+        customer=variant.customer,
+        course_correction=variant.regeneration_note,
+    )
+    prompt_tokens = sum(pricing.estimate_tokens(m["content"]) for m in rendered.messages)
+    completion_tokens = pricing.estimate_completion_tokens(prompt.max_length)
+    return Job(
+        variant=variant,
+        messages=rendered.messages,
+        language=rendered.language,
+        findings=rendered.findings,
+        estimated_prompt_tokens=prompt_tokens,
+        estimated_completion_tokens=completion_tokens,
+        estimated_cost=pricing.cost(
+            model=variant.prompt_version.model,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+        ),
+    )
+
+
+class Budget:
+    """A run's spending, shared by every task draining it, in Redis (micro-dollars).
+
+    A call reserves its estimated cost before it starts and settles the difference
+    when it ends, so parallel tasks together stop before the budget is exceeded.
+    """
+
+    def __init__(self, run: GenerationRun) -> None:
+        self.limit = int(run.budget * 1_000_000)
+        self.key = f"hyperpers:run:{run.pk}:spent"
+        self.redis = redis_client()
+        # After a Redis restart the spending is re-read from the database.
+        self.redis.set(self.key, int(run.cost * 1_000_000), nx=True)
+
+    def reserve(self, amount: Decimal | None) -> bool:
+        micro = int((amount or 0) * 1_000_000)
+        if self.redis.incrby(self.key, micro) > self.limit:
+            self.redis.decrby(self.key, micro)
+            return False
+        return True
+
+    def settle(self, reserved: Decimal | None, actual: Decimal | None) -> None:
+        delta = int(((actual or 0) - (reserved or 0)) * 1_000_000)
+        if delta:
+            self.redis.incrby(self.key, delta)
+
+
+class Drain:
+    def __init__(self, *, claim: str, run_id: int | None, variant_ids: list[int] | None) -> None:
+        self.claim = claim
+        self.run_id = run_id
+        self.variant_ids = variant_ids
+        self.threads = settings.GENERATION_THREADS_PER_TASK
+        self.stop = threading.Event()
+        self.ready: deque[Job] = deque()
+        self.in_flight: dict[Future, Job] = {}
+        self.outcomes: list[Outcome] = []
+        self.exhausted = False
+        self.first_claim = True
+        self.budget: Budget | None = None
+        self.written = 0
+        if run_id is not None:
+            run = GenerationRun.objects.filter(pk=run_id).first()
+            if run is None:
+                logger.info("run %s is gone; nothing to drain", run_id)
+                self.exhausted = True
+            elif run.budget is not None:
+                self.budget = Budget(run)
+
+    def run(self) -> int:
+        limiter = endpoint_limiter()
+        last_flush = time.monotonic()
+        with ThreadPoolExecutor(self.threads, thread_name_prefix="llm") as pool:
+            while True:
+                self._refill()
+                self._submit(pool, limiter)
+                if not self.in_flight:
+                    break
+                done, _ = wait(self.in_flight, timeout=FLUSH_SECONDS, return_when=FIRST_COMPLETED)
+                for future in done:
+                    self.in_flight.pop(future)
+                    self.outcomes.append(future.result())
+                due = time.monotonic() - last_flush > FLUSH_SECONDS
+                if due or len(self.outcomes) >= FLUSH_SIZE:
+                    self._flush()
+                    last_flush = time.monotonic()
+            self._flush()
+            self._release_ready()
+        return self.written
+
+    def _refill(self) -> None:
+        if self.stop.is_set() or self.exhausted or len(self.ready) >= self.threads:
+            return
+        variants = claim(
+            claim_id=self.claim,
+            run_id=self.run_id,
+            variant_ids=self.variant_ids,
+            limit=2 * self.threads - len(self.ready),
+            reclaim_own=self.first_claim,
+        )
+        self.first_claim = False
+        if not variants or self.variant_ids is not None:
+            self.exhausted = True
+        for variant in variants:
+            try:
+                self.ready.append(prepare(variant))
+            except (KeyError, ValueError, IndexError) as exc:
+                # A template that renders badly fails its variant, not the task.
+                job = Job(variant, [], "", [], 0, 0, None)
+                self.outcomes.append(Outcome(job, "failed", error=f"Prompt rendering: {exc}"))
+
+    def _submit(self, pool: ThreadPoolExecutor, limiter: EndpointLimiter) -> None:
+        while self.ready and len(self.in_flight) < self.threads and not self.stop.is_set():
+            job = self.ready[0]
+            if self.budget is not None and not self.budget.reserve(job.estimated_cost):
+                self._pause_for_budget()
+                return
+            self.ready.popleft()
+            self.in_flight[pool.submit(call, job, limiter, self.stop)] = job
+
+    def _pause_for_budget(self) -> None:
+        self.stop.set()
+        GenerationRun.objects.filter(pk=self.run_id, status=GenerationRun.Status.RUNNING).update(
+            status=GenerationRun.Status.PAUSED,
+            error="Paused before exceeding the budget; raise the budget and resume to continue.",
+        )
+
+    def _flush(self) -> None:
+        if not self.outcomes:
+            self._check_run()
+            return
+        outcomes, self.outcomes = self.outcomes, []
+        self.written += write_outcomes(outcomes, claim_id=self.claim)
+        if self.budget is not None:
+            for outcome in outcomes:
+                self.budget.settle(outcome.job.estimated_cost, outcome.cost)
+        config = next((o for o in outcomes if o.kind == "config"), None)
+        if config is not None:
+            self.stop.set()
+            GenerationRun.objects.filter(pk=config.job.variant.run_id).exclude(
+                status=GenerationRun.Status.CANCELLED
+            ).update(
+                status=GenerationRun.Status.FAILED,
+                error=f"The endpoint refused the run's configuration: {config.error}. "
+                "Fix LLM_BASE_URL, LLM_API_KEY or the prompt's model, then resume.",
+            )
+        self._check_run()
+
+    def _check_run(self) -> None:
+        if self.run_id is None or self.stop.is_set():
+            return
+        status = GenerationRun.objects.filter(pk=self.run_id).values_list("status", flat=True)
+        if status.first() != GenerationRun.Status.RUNNING:
+            self.stop.set()
+
+    def _release_ready(self) -> None:
+        release([job.variant.pk for job in self.ready], claim_id=self.claim)
+        self.ready.clear()
+
+
+def claim(
+    *,
+    claim_id: str,
+    run_id: int | None,
+    variant_ids: list[int] | None,
+    limit: int,
+    reclaim_own: bool,
+) -> list[Variant]:
+    """Claim up to `limit` variants (of a running run, or given ids) for this task."""
+    now = timezone.now()
+    claimable = Q(status=Variant.Status.QUEUED) | Q(
+        status=Variant.Status.GENERATING,
+        claimed_at__lt=now - timedelta(seconds=settings.GENERATION_LEASE_SECONDS),
+    )
+    if reclaim_own:  # delivered again after the worker died: take back what it held
+        claimable |= Q(status=Variant.Status.GENERATING, claim=claim_id)
+    candidates = Variant.objects.filter(claimable)
+    if variant_ids is not None:
+        candidates = candidates.filter(pk__in=variant_ids)
+    else:
+        candidates = candidates.filter(run_id=run_id, run__status=GenerationRun.Status.RUNNING)
+    with transaction.atomic():
+        if connection.features.has_select_for_update_skip_locked:
+            candidates = candidates.select_for_update(skip_locked=True, of=("self",))
+        ids = list(candidates.order_by("pk").values_list("pk", flat=True)[:limit])
+        if not ids:
+            return []
+        Variant.objects.filter(claimable, pk__in=ids).update(
+            status=Variant.Status.GENERATING,
+            claim=claim_id,
+            claimed_at=now,
+            attempts=F("attempts") + 1,
+        )
+    return list(
+        Variant.objects.filter(pk__in=ids, status=Variant.Status.GENERATING, claim=claim_id)
+        .select_related("prompt__brand", "prompt_version", "product", "segment", "customer")
+        .order_by("pk")
+    )
+
+
+def release(variant_ids: list[int], *, claim_id: str) -> int:
+    if not variant_ids:
+        return 0
+    return Variant.objects.filter(
+        pk__in=variant_ids, status=Variant.Status.GENERATING, claim=claim_id
+    ).update(status=Variant.Status.QUEUED, claim="", claimed_at=None)
+
+
+@transaction.atomic
+def write_outcomes(outcomes: list[Outcome], *, claim_id: str) -> int:
+    """Write finished calls; each UPDATE holds only if this task still owns the variant.
+
+    Returns how many variants reached a final state here. Counts go to each run in
+    the same transaction, so they never drift from the variants.
+    """
+    now = timezone.now()
+    counts: dict[int, dict[str, int | Decimal]] = defaultdict(
+        lambda: {
+            "succeeded": 0,
+            "failed": 0,
+            "prompt_tokens": 0,
+            "completion_tokens": 0,
+            "cached_tokens": 0,
+            "cost": Decimal(0),
+        }
+    )
+    written = 0
+    for outcome in outcomes:
+        variant = outcome.job.variant
+        owned = Variant.objects.filter(
+            pk=variant.pk, status=Variant.Status.GENERATING, claim=claim_id
+        )
+        if outcome.kind == "done":
+            completion = outcome.completion
+            updated = owned.update(
+                status=Variant.Status.IN_REVIEW,
+                text=outcome.copy,
+                original_text=outcome.copy,
+                rationale=outcome.rationale,
+                checks=outcome.checks,
+                checks_failed=sum(not c["passed"] for c in outcome.checks),
+                model=completion.model,
+                language=outcome.job.language,
+                prompt_tokens=completion.prompt_tokens,
+                completion_tokens=completion.completion_tokens,
+                cached_tokens=completion.cached_tokens,
+                latency_ms=completion.latency_ms,
+                cost=outcome.cost,
+                error="",
+                claim="",
+                claimed_at=None,
+                generated=now,
+                updated=now,
+            )
+            if updated and variant.run_id:
+                c = counts[variant.run_id]
+                c["succeeded"] += 1
+                c["prompt_tokens"] += completion.prompt_tokens
+                c["completion_tokens"] += completion.completion_tokens
+                c["cached_tokens"] += completion.cached_tokens
+                c["cost"] += outcome.cost or 0
+        elif outcome.kind == "failed":
+            updated = owned.update(
+                status=Variant.Status.FAILED,
+                error=outcome.error[:2000],
+                claim="",
+                claimed_at=None,
+                updated=now,
+            )
+            if updated and variant.run_id:
+                counts[variant.run_id]["failed"] += 1
+            if updated:
+                logger.warning("variant %s failed: %s", variant.pk, outcome.error)
+        else:  # release or config: back to the queue, for a resume
+            updated = owned.update(status=Variant.Status.QUEUED, claim="", claimed_at=None)
+            updated = 0
+        written += updated
+    for run_id, c in counts.items():
+        GenerationRun.objects.filter(pk=run_id).update(**{k: F(k) + v for k, v in c.items()})
+        finish_if_done(run_id)
+    return written
+
+
+def finish_if_done(run_id: int) -> None:
+    # A conditional UPDATE: two tasks finishing the last two slots at once both try
+    # and exactly one succeeds.
+    GenerationRun.objects.filter(
+        pk=run_id,
+        status=GenerationRun.Status.RUNNING,
+        total__lte=F("succeeded") + F("failed"),
+    ).update(status=GenerationRun.Status.FINISHED, finished=timezone.now())
+
+
+def drain_run(*, run_id: int, claim_id: str) -> int:
+    return Drain(claim=claim_id, run_id=run_id, variant_ids=None).run()
+
+
+def generate_variants(*, variant_ids: list[int], claim_id: str) -> int:
+    return Drain(claim=claim_id, run_id=None, variant_ids=variant_ids).run()

@@ -1,0 +1,13 @@
+"""Loaded by pytest before Django (`-p tests.environment` in pyproject.toml).
+
+Each test session gets an embedded Redis and a SQLite test database of its own (when
+REDIS_URL and DATABASE_URL are unset), so two sessions, or a session beside a running
+demo, never stop each other's Redis or drop each other's tables.
+"""
+
+import os
+from pathlib import Path
+
+_var = Path(__file__).resolve().parents[1] / "var"
+os.environ.setdefault("EMBEDDED_REDIS_SOCKET", str(_var / f"redis-test-{os.getpid()}.sock"))
+os.environ.setdefault("SQLITE_TEST_NAME", str(_var / f"test-{os.getpid()}.sqlite3"))

@@ -1,0 +1,289 @@
+"""The engine against the offline writer over real HTTP (tasks called directly)."""
+
+import threading
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+from django.utils import timezone
+
+from generation import engine, services
+from generation.models import GenerationRun, Variant
+from tests.conftest import configure_writer
+from tests.factories import ProductFactory, PromptVersionFactory, SegmentFactory
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def fast_engine(settings):
+    settings.GENERATION_THREADS_PER_TASK = 4
+    settings.LLM_CONCURRENCY = 4
+    settings.LLM_MAX_ATTEMPTS = 3
+    settings.LLM_BACKOFF_MAX_SECONDS = 0.05
+
+
+def _run(products=2, segments=2, **kwargs) -> GenerationRun:
+    version = PromptVersionFactory()
+    run = services.run_create(
+        prompt=version.prompt,
+        products=ProductFactory.create_batch(products),
+        segments=SegmentFactory.create_batch(segments),
+        **kwargs,
+    )
+    services.run_dispatch(run_id=run.pk)
+    run.refresh_from_db()
+    return run
+
+
+def _completions(server) -> list[dict]:
+    return [r for r in server.requests if r["path"].endswith("/chat/completions")]
+
+
+def _counts(run):
+    run.refresh_from_db()
+    return run.status, run.succeeded, run.failed, run.total
+
+
+def test_a_drain_writes_every_slot_once_with_exact_counts(offline_writer):
+    run = _run(products=3, segments=3)
+
+    written = engine.drain_run(run_id=run.pk, claim_id="task-1")
+
+    assert written == 9
+    assert _counts(run) == ("finished", 9, 0, 9)
+    variants = Variant.objects.filter(run=run)
+    assert set(variants.values_list("status", flat=True)) == {"in_review"}
+    assert run.prompt_tokens == sum(v.prompt_tokens for v in variants) > 0
+    assert run.cost == sum(v.cost for v in variants) > 0
+    assert len(_completions(offline_writer)) == 9
+    assert all(v.language == "en" and v.checks for v in variants)
+
+
+@pytest.mark.django_db(transaction=True)  # the drains run on their own connections
+def test_two_drains_on_one_run_never_write_a_slot_twice(offline_writer):
+    configure_writer(offline_writer, latency_ms=20)
+    run = _run(products=6, segments=4)
+    threads = [
+        threading.Thread(target=engine.drain_run, kwargs={"run_id": run.pk, "claim_id": f"t{i}"})
+        for i in range(2)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert _counts(run) == ("finished", 24, 0, 24)
+    assert len(_completions(offline_writer)) == 24
+
+
+def test_transient_errors_are_retried_until_they_pass(offline_writer):
+    configure_writer(offline_writer, fail_first_n=2)
+    run = _run(products=1, segments=1)
+    engine.drain_run(run_id=run.pk, claim_id="t")
+    assert _counts(run) == ("finished", 1, 0, 1)
+    assert len(_completions(offline_writer)) == 3
+
+
+def test_the_shared_limiter_keeps_calls_under_the_endpoint_limit(offline_writer, settings):
+    settings.LLM_CONCURRENCY = 2
+    configure_writer(offline_writer, latency_ms=30, max_concurrency=2)
+    run = _run(products=4, segments=3)
+    engine.drain_run(run_id=run.pk, claim_id="t")
+    assert _counts(run) == ("finished", 12, 0, 12)
+    stats = offline_writer.stats()
+    assert stats["rejected_429"] == 0 and stats["max_in_flight"] <= 2
+
+
+def test_429_with_retry_after_is_waited_out(offline_writer, settings):
+    settings.LLM_CONCURRENCY = 8  # more than the endpoint allows: it will answer 429
+    configure_writer(offline_writer, latency_ms=30, max_concurrency=1, retry_after_s=0.05)
+    settings.GENERATION_THREADS_PER_TASK = 4
+    settings.LLM_MAX_ATTEMPTS = 20
+    run = _run(products=2, segments=2)
+    engine.drain_run(run_id=run.pk, claim_id="t")
+    assert _counts(run) == ("finished", 4, 0, 4)
+
+
+@pytest.mark.parametrize(
+    ("fault", "reason"),
+    [
+        ("malformed_rate", "Malformed"),
+        ("empty_rate", "no message content"),
+        ("no_rationale_rate", "Gave up after 3 attempts"),
+        ("error_5xx_rate", "Gave up after 3 attempts"),
+    ],
+)
+def test_permanent_failures_are_recorded_with_a_reason(offline_writer, fault, reason):
+    configure_writer(offline_writer, **{fault: 1.0})
+    run = _run(products=1, segments=2)
+    engine.drain_run(run_id=run.pk, claim_id="t")
+    assert _counts(run) == ("finished", 0, 2, 2)
+    for variant in Variant.objects.filter(run=run):
+        assert variant.status == "failed" and reason in variant.error
+
+
+def test_retrying_failed_variants_completes_the_run_with_exact_counts(
+    offline_writer, django_capture_on_commit_callbacks
+):
+    configure_writer(offline_writer, malformed_rate=1.0)
+    run = _run(products=2, segments=1)
+    engine.drain_run(run_id=run.pk, claim_id="t1")
+    assert _counts(run) == ("finished", 0, 2, 2)
+
+    configure_writer(offline_writer, malformed_rate=0.0)
+    with django_capture_on_commit_callbacks():
+        assert services.run_retry_failed(run=run) == 2
+    services.run_dispatch(run_id=run.pk)
+    engine.drain_run(run_id=run.pk, claim_id="t2")
+    assert _counts(run) == ("finished", 2, 0, 2)
+
+
+@pytest.fixture
+def keyed_writer(settings):
+    """An offline writer that accepts only the key 'right'."""
+    from generation.offline_writer import serve_in_thread
+
+    server, base_url = serve_in_thread(api_key="right")
+    settings.LLM_BASE_URL = base_url
+    settings.LLM_API_KEY = "right"
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_refused_key_fails_the_run_and_keeps_its_slots_queued(keyed_writer, settings):
+    run = _run(products=2, segments=1)
+    settings.LLM_API_KEY = "wrong"
+    engine.drain_run(run_id=run.pk, claim_id="t")
+    run.refresh_from_db()
+    assert run.status == "failed" and "401" in run.error and "LLM_API_KEY" in run.error
+    assert (run.succeeded, run.failed) == (0, 0)
+    assert set(Variant.objects.filter(run=run).values_list("status", flat=True)) == {"queued"}
+
+
+def test_a_cancelled_run_is_not_drained_and_resumes_where_it_stopped(
+    offline_writer, django_capture_on_commit_callbacks
+):
+    run = _run(products=2, segments=1)
+    services.run_cancel(run=run)
+    assert engine.drain_run(run_id=run.pk, claim_id="t") == 0
+    assert _completions(offline_writer) == []
+    with django_capture_on_commit_callbacks() as callbacks:
+        services.run_resume(run=run)
+    assert len(callbacks) == 1
+    services.run_dispatch(run_id=run.pk)
+    engine.drain_run(run_id=run.pk, claim_id="t")
+    assert _counts(run) == ("finished", 2, 0, 2)
+
+
+def test_a_budget_pauses_the_run_before_it_is_exceeded(
+    offline_writer, settings, django_capture_on_commit_callbacks
+):
+    settings.GENERATION_THREADS_PER_TASK = 1
+    run = _run(products=10, segments=1, budget=Decimal("0.0006"))
+    engine.drain_run(run_id=run.pk, claim_id="t")
+    run.refresh_from_db()
+    assert run.status == "paused" and "budget" in run.error
+    assert 0 < run.succeeded < 10
+    assert run.cost <= run.budget
+
+    with django_capture_on_commit_callbacks():
+        services.run_resume(run=run, budget=Decimal("1"))
+    services.run_dispatch(run_id=run.pk)
+    engine.drain_run(run_id=run.pk, claim_id="t2")
+    assert _counts(run) == ("finished", 10, 0, 10)
+
+
+def test_a_task_delivered_again_takes_back_its_own_claims(offline_writer):
+    run = _run(products=2, segments=1)
+    held = engine.claim(
+        claim_id="dead-task", run_id=run.pk, variant_ids=None, limit=1, reclaim_own=False
+    )
+    assert len(held) == 1  # then the worker was killed before writing
+
+    engine.drain_run(run_id=run.pk, claim_id="other-task")
+    assert _counts(run) == ("running", 1, 0, 2)  # the held slot is not taken by others
+
+    engine.drain_run(run_id=run.pk, claim_id="dead-task")
+    assert _counts(run) == ("finished", 2, 0, 2)
+
+
+def test_claims_of_a_task_that_never_returns_are_taken_after_the_lease(offline_writer):
+    run = _run(products=1, segments=1)
+    engine.claim(claim_id="gone", run_id=run.pk, variant_ids=None, limit=1, reclaim_own=False)
+    Variant.objects.filter(run=run).update(claimed_at=timezone.now() - timedelta(hours=1))
+    engine.drain_run(run_id=run.pk, claim_id="new")
+    assert _counts(run) == ("finished", 1, 0, 1)
+
+
+def test_endpoint_check_names_a_refused_key_an_unknown_model_and_no_endpoint(
+    keyed_writer, settings
+):
+    with pytest.raises(services.RunError, match=r"no model 'gpt-9'.*offline-writer-1"):
+        services.endpoint_check(model="gpt-9")
+    settings.LLM_API_KEY = "wrong"
+    with pytest.raises(services.RunError, match="refused the API key"):
+        services.endpoint_check(model="offline-writer-1")
+    settings.LLM_BASE_URL = "http://127.0.0.1:9/v1"
+    with pytest.raises(services.RunError, match="Cannot reach"):
+        services.endpoint_check(model="offline-writer-1")
+
+
+def test_a_run_over_an_unknown_model_queues_nothing(offline_writer):
+    version = PromptVersionFactory(model="gpt-9")
+    with pytest.raises(services.RunError, match="gpt-9"):
+        services.run_create(
+            prompt=version.prompt, products=[ProductFactory()], segments=[SegmentFactory()]
+        )
+    assert not Variant.objects.exists() and not GenerationRun.objects.exists()
+
+
+def test_the_estimate_is_shown_before_the_run(offline_writer):
+    run = _run(products=2, segments=3)
+    assert run.total == 6
+    assert run.estimated_prompt_tokens > 0 and run.estimated_cost > 0
+
+
+def test_a_new_prompt_version_supersedes_in_review_variants_and_regenerates(
+    offline_writer, django_capture_on_commit_callbacks
+):
+    run = _run(products=2, segments=1)
+    engine.drain_run(run_id=run.pk, claim_id="t")
+    live, in_review = Variant.objects.filter(run=run).order_by("pk")
+    Variant.objects.filter(pk=live.pk).update(status=Variant.Status.PUBLISHED)
+
+    with django_capture_on_commit_callbacks():
+        version = services.prompt_version_create(
+            prompt=run.prompt_version.prompt,
+            template="Shorter: {product_name} for {segment_name}",
+            model="offline-writer-1",
+        )
+    regeneration = GenerationRun.objects.get(prompt_version=version)
+    live.refresh_from_db()
+    in_review.refresh_from_db()
+    assert (live.status, in_review.status) == ("published", "superseded")
+    assert regeneration.total == 2
+
+    services.run_dispatch(run_id=regeneration.pk)
+    engine.drain_run(run_id=regeneration.pk, claim_id="t2")
+    assert _counts(regeneration) == ("finished", 2, 0, 2)
+    live.refresh_from_db()
+    assert live.status == "published"  # until its replacement is approved
+
+
+def test_a_reviewer_note_reaches_the_prompt_as_a_course_correction(
+    offline_writer, django_capture_on_commit_callbacks
+):
+    run = _run(products=1, segments=1)
+    engine.drain_run(run_id=run.pk, claim_id="t")
+    variant = Variant.objects.get(run=run)
+    with django_capture_on_commit_callbacks():
+        services.variant_regenerate(variant=variant, note="Make it shorter")
+    engine.generate_variants(variant_ids=[variant.pk], claim_id="t2")
+
+    variant.refresh_from_db()
+    assert variant.status == "in_review"
+    sent = _completions(offline_writer)[-1]["body"]["messages"][-1]["content"]
+    assert '"course_correction": "Make it shorter"' in sent
+    run.refresh_from_db()
+    assert run.succeeded == 0  # the regenerated variant left the run's counts

@@ -244,14 +244,17 @@ class Drain:
     def _refill(self) -> None:
         if self.stop.is_set() or self.exhausted or len(self.ready) >= self.threads:
             return
-        variants = claim(
+        variants = []
+        if self.first_claim:
+            # Delivered again after its worker died: first take back all it held.
+            variants = reclaim_own(claim_id=self.claim)
+            self.first_claim = False
+        variants += claim(
             claim_id=self.claim,
             run_id=self.run_id,
             variant_ids=self.variant_ids,
-            limit=2 * self.threads - len(self.ready),
-            reclaim_own=self.first_claim,
+            limit=max(0, 2 * self.threads - len(self.ready) - len(variants)),
         )
-        self.first_claim = False
         if not variants or self.variant_ids is not None:
             self.exhausted = True
         for variant in variants:
@@ -317,16 +320,15 @@ def claim(
     run_id: int | None,
     variant_ids: list[int] | None,
     limit: int,
-    reclaim_own: bool,
 ) -> list[Variant]:
     """Claim up to `limit` variants (of a running run, or given ids) for this task."""
+    if limit <= 0:
+        return []
     now = timezone.now()
     claimable = Q(status=Variant.Status.QUEUED) | Q(
         status=Variant.Status.GENERATING,
         claimed_at__lt=now - timedelta(seconds=settings.GENERATION_LEASE_SECONDS),
     )
-    if reclaim_own:  # delivered again after the worker died: take back what it held
-        claimable |= Q(status=Variant.Status.GENERATING, claim=claim_id)
     candidates = Variant.objects.filter(claimable)
     if variant_ids is not None:
         candidates = candidates.filter(pk__in=variant_ids)
@@ -344,8 +346,19 @@ def claim(
             claimed_at=now,
             attempts=F("attempts") + 1,
         )
+    return _claimed(Variant.objects.filter(pk__in=ids), claim_id)
+
+
+def reclaim_own(*, claim_id: str) -> list[Variant]:
+    """The variants a task with this id had claimed (it is running again), re-leased."""
+    held = Variant.objects.filter(status=Variant.Status.GENERATING, claim=claim_id)
+    held.update(claimed_at=timezone.now())
+    return _claimed(held, claim_id)
+
+
+def _claimed(variants, claim_id: str) -> list[Variant]:
     return list(
-        Variant.objects.filter(pk__in=ids, status=Variant.Status.GENERATING, claim=claim_id)
+        variants.filter(status=Variant.Status.GENERATING, claim=claim_id)
         .select_related("prompt__brand", "prompt_version", "product", "segment", "customer")
         .order_by("pk")
     )

@@ -72,36 +72,51 @@ def _database_url() -> str:
 
 
 @pytest.fixture
-def celery_worker_process(offline_writer, transactional_db, tmp_path):
-    """A real `celery worker` process on the test database, the broker and the writer.
+def start_worker(offline_writer, transactional_db, tmp_path):
+    """Start real `celery worker` processes on the test database, broker and writer.
 
-    It listens on a queue of its own, so a demo sharing the Redis never takes its tasks.
+    They listen on a queue of their own, so a demo sharing the Redis never takes
+    their tasks. Each runs in its own session so a test can SIGKILL it whole.
     """
     from hyperpers.celery import app
 
     queue = f"test-{uuid.uuid4().hex[:8]}"
-    env = {
-        **os.environ,
-        "DATABASE_URL": _database_url(),
-        "LLM_BASE_URL": settings.LLM_BASE_URL,
-        "CELERY_TASK_DEFAULT_QUEUE": queue,
-    }
-    log = tmp_path / "worker.log"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "hyperpers", "worker", "--loglevel", "INFO",
-         "--concurrency", "2", "--hostname", f"{queue}@%h", "--without-gossip",
-         "--without-mingle", "--without-heartbeat"],
-        cwd=PROJECT_DIR, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT,
-    )  # fmt: skip
+    started: list[tuple[subprocess.Popen, Path]] = []
+
+    def start(name: str = "w1", **env_overrides) -> subprocess.Popen:
+        env = {
+            **os.environ,
+            "DATABASE_URL": _database_url(),
+            "LLM_BASE_URL": settings.LLM_BASE_URL,
+            "EMBEDDED_REDIS_SOCKET": str(settings.EMBEDDED_REDIS_SOCKET),
+            "CELERY_TASK_DEFAULT_QUEUE": queue,
+            **{k: str(v) for k, v in env_overrides.items()},
+        }
+        log = tmp_path / f"worker-{name}-{len(started)}.log"
+        process = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "hyperpers", "worker", "--loglevel", "INFO",
+             "--concurrency", "2", "--hostname", f"{name}-{queue}@%h", "--without-gossip",
+             "--without-mingle", "--without-heartbeat"],
+            cwd=PROJECT_DIR, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+        started.append((process, log))
+        deadline = time.monotonic() + 60
+        while b"ready." not in log.read_bytes():
+            if process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"celery worker did not start:\n{log.read_text()}")
+            time.sleep(0.2)
+        return process
+
     previous = app.conf.task_default_queue
     app.conf.task_default_queue = queue
-    deadline = time.monotonic() + 60
-    while b"ready." not in log.read_bytes():
-        if process.poll() is not None or time.monotonic() > deadline:
-            stop_process(process)
-            pytest.fail(f"celery worker did not start:\n{log.read_text()}")
-        time.sleep(0.2)
-    yield process
+    yield start
     app.conf.task_default_queue = previous
-    stop_process(process, timeout=20)
-    print(log.read_text()[-5000:])
+    for process, log in started:
+        stop_process(process, timeout=20)
+        print(f"--- {log.name}\n{log.read_text()[-3000:]}")
+
+
+@pytest.fixture
+def celery_worker_process(start_worker):
+    return start_worker()

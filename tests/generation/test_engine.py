@@ -196,9 +196,7 @@ def test_a_budget_pauses_the_run_before_it_is_exceeded(
 
 def test_a_task_delivered_again_takes_back_its_own_claims(offline_writer):
     run = _run(products=2, segments=1)
-    held = engine.claim(
-        claim_id="dead-task", run_id=run.pk, variant_ids=None, limit=1, reclaim_own=False
-    )
+    held = engine.claim(claim_id="dead-task", run_id=run.pk, variant_ids=None, limit=1)
     assert len(held) == 1  # then the worker was killed before writing
 
     engine.drain_run(run_id=run.pk, claim_id="other-task")
@@ -210,7 +208,7 @@ def test_a_task_delivered_again_takes_back_its_own_claims(offline_writer):
 
 def test_claims_of_a_task_that_never_returns_are_taken_after_the_lease(offline_writer):
     run = _run(products=1, segments=1)
-    engine.claim(claim_id="gone", run_id=run.pk, variant_ids=None, limit=1, reclaim_own=False)
+    engine.claim(claim_id="gone", run_id=run.pk, variant_ids=None, limit=1)
     Variant.objects.filter(run=run).update(claimed_at=timezone.now() - timedelta(hours=1))
     engine.drain_run(run_id=run.pk, claim_id="new")
     assert _counts(run) == ("finished", 1, 0, 1)

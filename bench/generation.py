@@ -1,0 +1,903 @@
+"""Throughput and memory of the generation engine, through real parts.
+
+Real PostgreSQL and Redis, real `celery worker` processes, the offline writer as a
+separate process over HTTP. Prints one figure a line (`name: value (target ...)`) and
+asserts nothing: the machine is shared and noisy, so read the header first.
+
+    .venv/bin/python -m bench.generation            # everything, about 10 minutes
+    .venv/bin/python -m bench.generation --help     # sizes, configs, what to skip
+
+Measurements, in order (each on a clean variants table and a flushed Redis db):
+
+1. endpoint_limited: the writer answers in 500 ms and allows 64 calls in flight, so
+   the best possible is 128 variants/s; each worker config given is tried in turn.
+2. sequential_baseline: render and call one slot at a time in this process.
+3. zero_latency: the writer answers at once with no limit; what the engine itself
+   costs per variant on this machine.
+4. memory: peak RSS of the workers over a 14,000-slot run against a 140,000-slot
+   run sampled for the same wall-clock time, then cancelled.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import resource
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+import urllib.request
+import uuid
+from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+BENCH_SKU = "BENCH-"
+
+
+# ----------------------------------------------------------------------------------
+# Options and environment
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """One `celery worker` with `processes` prefork children, each draining one task."""
+
+    processes: int
+    threads: int
+    tasks: int
+
+    @classmethod
+    def parse(cls, spec: str) -> WorkerConfig:
+        """'2x32' (--concurrency 2, 32 threads a task, 2 tasks a run) or '2x32x4'."""
+        parts = [int(p) for p in spec.lower().split("x")]
+        if len(parts) not in (2, 3) or min(parts) < 1:
+            raise argparse.ArgumentTypeError(f"{spec!r}: write PROCESSESxTHREADS[xTASKS]")
+        processes, threads = parts[:2]
+        return cls(processes, threads, parts[2] if len(parts) == 3 else processes)
+
+    def __str__(self) -> str:
+        return (
+            f"1 celery worker --concurrency {self.processes} (prefork), "
+            f"GENERATION_THREADS_PER_TASK={self.threads}, "
+            f"GENERATION_TASKS_PER_RUN={self.tasks}"
+        )
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.generation",
+        description="Benchmark the generation engine through real workers (prints, never asserts).",
+    )
+    parser.add_argument(
+        "--database-url",
+        default=os.environ.get(
+            "DATABASE_URL", "postgres://postgres@127.0.0.1:5432/hyperpers_bench"
+        ),
+    )
+    parser.add_argument(
+        "--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/2")
+    )
+    parser.add_argument("--segments", type=int, default=14, help="Segments per run (default 14).")
+    parser.add_argument(
+        "--slots", type=int, default=2500, help="Slots of each endpoint-limited run."
+    )
+    parser.add_argument("--latency-ms", type=float, default=500.0)
+    parser.add_argument("--endpoint-concurrency", type=int, default=64)
+    parser.add_argument(
+        "--limited-configs",
+        type=WorkerConfig.parse,
+        nargs="+",
+        default=[WorkerConfig.parse("2x32"), WorkerConfig.parse("1x64")],
+        help="Worker configs to try against the limited endpoint (PROCESSESxTHREADS[xTASKS]).",
+    )
+    parser.add_argument("--sequential-slots", type=int, default=20)
+    parser.add_argument("--zero-slots", type=int, default=6000)
+    parser.add_argument(
+        "--zero-configs",
+        type=WorkerConfig.parse,
+        nargs="+",
+        default=[WorkerConfig.parse("2x16"), WorkerConfig.parse("2x32")],
+        help="Worker configs to try against the zero-latency endpoint.",
+    )
+    parser.add_argument("--memory-small", type=int, default=14_000, help="Slots of the short run.")
+    parser.add_argument("--memory-large", type=int, default=140_000, help="Slots of the long run.")
+    parser.add_argument(
+        "--memory-config",
+        type=WorkerConfig.parse,
+        default=None,
+        help="Worker config of the memory runs (default: the best zero-latency one).",
+    )
+    parser.add_argument(
+        "--stall-seconds",
+        type=float,
+        default=60.0,
+        help="Give up waiting on a run that has written nothing for this long.",
+    )
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help="Run workers with DEBUG=true (Django then keeps a log of queries; off by default, "
+        "as in production).",
+    )
+    for name in ("limited", "sequential", "zero", "memory"):
+        parser.add_argument(f"--skip-{name}", action="store_true")
+    return parser.parse_args(argv)
+
+
+def bench_environment(args: argparse.Namespace, queue: str) -> dict[str, str]:
+    """What the bench process and every subprocess share (engine settings come per worker)."""
+    return {
+        "DJANGO_SETTINGS_MODULE": "hyperpers.settings",
+        "DATABASE_URL": args.database_url,
+        "REDIS_URL": args.redis_url,
+        "CELERY_TASK_DEFAULT_QUEUE": queue,
+        "DEBUG": "true" if args.debug else "false",
+        "LOG_LEVEL": "WARNING",
+        "LLM_CONCURRENCY": str(args.endpoint_concurrency),
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
+def ensure_database(url: str) -> bool:
+    """Create the database named in `url` if it is missing; True when created."""
+    import psycopg
+    from psycopg import sql
+
+    parts = urllib.parse.urlsplit(url)
+    name = parts.path.lstrip("/")
+    admin = urllib.parse.urlunsplit(parts._replace(path="/postgres"))
+    with psycopg.connect(admin, autocommit=True) as conn:
+        if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
+            return False
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        return True
+
+
+# ----------------------------------------------------------------------------------
+# Processes: the offline writer, celery workers, /proc sampling
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def stop(process: subprocess.Popen, timeout: float) -> None:
+    """SIGTERM (a celery warm shutdown), then SIGKILL the process group we started."""
+    if process.poll() is None:
+        process.terminate()
+        with suppress(subprocess.TimeoutExpired):
+            process.wait(timeout)
+    # Each subprocess leads a session of its own: this reaches its pool children too.
+    with suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+
+def descendants(roots: list[int]) -> list[int]:
+    """The roots and every process below them, read from /proc."""
+    children: dict[int, list[int]] = defaultdict(list)
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry.name}/stat").read_text()
+        except OSError:
+            continue
+        children[int(stat.rsplit(")", 1)[1].split()[1])].append(int(entry.name))
+    found, todo = [], list(roots)
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo.extend(children.get(pid, []))
+    return found
+
+
+def rss_bytes(pids: list[int]) -> int:
+    total = 0
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) * 1024
+                    break
+        except OSError:
+            continue  # gone between the listing and the read
+    return total
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / CLOCK_TICKS
+
+
+def pids_named(name: str) -> list[int]:
+    found = []
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                if Path(f"/proc/{entry.name}/comm").read_text().strip() == name:
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+class RssSampler:
+    """Sum VmRSS over the workers' process trees every `interval` seconds, in a thread."""
+
+    def __init__(self, roots: list[int], interval: float = 0.5) -> None:
+        self.roots = roots
+        self.interval = interval
+        self.samples: list[tuple[float, int]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
+
+    def __enter__(self) -> RssSampler:
+        self.started = time.monotonic()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while True:
+            self.samples.append(
+                (time.monotonic() - self.started, rss_bytes(descendants(self.roots)))
+            )
+            if self._stop.wait(self.interval):
+                return
+
+    def window(self, start: float, end: float) -> list[tuple[float, int]]:
+        return [(t, rss) for t, rss in self.samples if start <= t <= end]
+
+
+def peak_mb(samples: list[tuple[float, int]]) -> float:
+    return max((rss for _, rss in samples), default=0) / 2**20
+
+
+def slope_mb_per_minute(samples: list[tuple[float, int]]) -> float:
+    """Least-squares slope of RSS over time."""
+    if len(samples) < 2:
+        return float("nan")
+    n = len(samples)
+    mean_t = sum(t for t, _ in samples) / n
+    mean_r = sum(r for _, r in samples) / n
+    var = sum((t - mean_t) ** 2 for t, _ in samples)
+    cov = sum((t - mean_t) * (r - mean_r) for t, r in samples)
+    return cov / var / 2**20 * 60 if var else float("nan")
+
+
+class Writer:
+    """The offline writer as its own process, driven over HTTP like any endpoint."""
+
+    def __init__(self, env: dict[str, str], logs: Path, *, latency_ms: float, limit: int) -> None:
+        self.port = free_port()
+        self.root = f"http://127.0.0.1:{self.port}"
+        self.base_url = f"{self.root}/v1"
+        self.log = logs / "writer.log"
+        command = [
+            PYTHON, "manage.py", "run_offline_writer", "--port", str(self.port),
+            "--latency-ms", str(latency_ms), "--max-concurrency", str(limit), "--no-record",
+        ]  # fmt: skip
+        self.process = subprocess.Popen(
+            command,
+            cwd=PROJECT_DIR,
+            env=env,
+            stdout=self.log.open("wb"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                self.stats()
+                return
+            except OSError:
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"the offline writer did not start:\n{self.log.read_text()}"
+                    ) from None
+                time.sleep(0.2)
+
+    def _call(self, path: str, payload: dict[str, Any] | None = None) -> dict[str, Any]:
+        data = None if payload is None else json.dumps(payload).encode()
+        request = urllib.request.Request(
+            self.root + path,
+            data=data,
+            headers={"Content-Type": "application/json"},
+            method="GET" if payload is None else "POST",
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.loads(response.read())
+
+    def stats(self) -> dict[str, Any]:
+        return self._call("/_offline/stats")
+
+    def configure(self, **changes: Any) -> dict[str, Any]:
+        return self._call("/_offline/config", changes)
+
+    def reset(self) -> None:
+        self._call("/_offline/reset", {})
+
+    def cpu_seconds(self) -> float:
+        return cpu_seconds(descendants([self.process.pid]))
+
+    def close(self) -> None:
+        stop(self.process, timeout=10)
+
+
+class Workers:
+    """One `celery worker` on the bench queue with a given engine config."""
+
+    def __init__(self, env: dict[str, str], logs: Path, config: WorkerConfig) -> None:
+        self.config = config
+        self.log = logs / f"worker-{config.processes}x{config.threads}x{config.tasks}.log"
+        env = {
+            **env,
+            "GENERATION_THREADS_PER_TASK": str(config.threads),
+            "GENERATION_TASKS_PER_RUN": str(config.tasks),
+            "LOG_LEVEL": "INFO",
+        }
+        command = [
+            PYTHON, "-m", "celery", "-A", "hyperpers", "worker", "--loglevel", "INFO",
+            "--pool", "prefork", "--concurrency", str(config.processes),
+            "--hostname", f"bench-{uuid.uuid4().hex[:6]}@%h",
+            "--without-gossip", "--without-mingle", "--without-heartbeat",
+        ]  # fmt: skip
+        self.process = subprocess.Popen(
+            command,
+            cwd=PROJECT_DIR,
+            env=env,
+            stdout=self.log.open("ab"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 60
+        while b"ready." not in self.log.read_bytes():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"celery worker did not start:\n{self.log.read_text()}")
+            time.sleep(0.2)
+
+    @property
+    def pids(self) -> list[int]:
+        return descendants([self.process.pid])
+
+    def close(self) -> None:
+        # A warm shutdown lets drain tasks write what they hold; they stop within a
+        # flush once their run is no longer running.
+        stop(self.process, timeout=60)
+
+
+# ----------------------------------------------------------------------------------
+# Data and runs (Django is set up by then)
+
+
+def reset_state(redis_url: str) -> None:
+    """An empty variants table and Redis db, so that every measurement starts alike.
+
+    Only while no worker runs: the flush also empties the broker queue and the
+    limiter's semaphore.
+    """
+    import redis
+    from django.db import connection
+
+    from generation.models import GenerationRun, Variant
+
+    with connection.cursor() as cursor:
+        cursor.execute(f"TRUNCATE {Variant._meta.db_table}, {GenerationRun._meta.db_table} CASCADE")
+    redis.Redis.from_url(redis_url).flushdb()
+
+
+def seed(*, products: int, segments: int) -> tuple[Any, list[Any], list[Any]]:
+    """The bench's brand, prompt (one version), products and segments, created in bulk."""
+    from django.db import transaction
+
+    from generation.models import Brand, Product, Prompt, PromptVersion, Segment
+
+    template = (PROJECT_DIR / "hyperpers" / "demo" / "prompt.json").read_text()
+    with transaction.atomic():
+        brand, _ = Brand.objects.get_or_create(
+            name="Benchpace",
+            defaults={
+                "voice": "You write for Benchpace, a sports brand. Warm, direct, practical; "
+                "no urgency, no superlatives, no medical claims.",
+                "banned_phrases": ["miracle", "guaranteed results", "limited time only"],
+                "protected_terms": ["Benchpace"],
+            },
+        )
+        prompt, _ = Prompt.objects.get_or_create(
+            slug="bench-product-page",
+            defaults={"name": "Bench product page", "brand": brand, "max_length": 600},
+        )
+        if prompt.current_version is None:
+            PromptVersion.objects.create(
+                prompt=prompt,
+                number=1,
+                template=json.loads(template)["template"],
+                model="offline-writer-1",
+                temperature=0.7,
+            )
+        have = Product.objects.filter(sku__startswith=BENCH_SKU).count()
+        Product.objects.bulk_create(
+            (
+                Product(
+                    sku=f"{BENCH_SKU}{i:06d}",
+                    name=f"Benchpace Trail Runner {i}",
+                    category="Run",
+                    subcategory="Running Shoes",
+                    description=(
+                        f"A cushioned trail shoe, model {i}. The mesh upper drains quickly "
+                        "and a rock plate under the forefoot takes the sting out of stony "
+                        "descents. Lugs of 4 mm grip mud and loose gravel, and a padded "
+                        "collar holds the heel without pressure points."
+                    ),
+                    attributes={"price": "129.00", "material": "mesh, EVA foam, rubber"},
+                )
+                for i in range(have, products)
+            ),
+            batch_size=2000,
+        )
+        tiers, bands = ["high", "mid", "low"], ["18-24", "25-34", "35-44", "45-54", "55+"]
+        Segment.objects.bulk_create(
+            (
+                Segment(
+                    slug=f"bench-{i:03d}",
+                    name=f"Bench {tiers[i % 3]} value × {bands[i % 5]}",
+                    rules={"value_tier": tiers[i % 3], "age_band": bands[i % 5]},
+                    member_count=100 + i,
+                    summary={
+                        "language": {"en": 0.9, "de": 0.1},
+                        "region": {"north": 0.6, "south": 0.4},
+                        "activity": {"running": 0.7, "hiking": 0.3},
+                    },
+                )
+                for i in range(segments)
+            ),
+            ignore_conflicts=True,
+        )
+    return (
+        prompt,
+        list(Product.objects.filter(sku__startswith=BENCH_SKU).order_by("sku")[:products]),
+        list(Segment.objects.filter(slug__startswith="bench-").order_by("slug")[:segments]),
+    )
+
+
+@dataclass
+class RunResult:
+    slots: int
+    create_seconds: float
+    seconds: float  # from calling run_create to the run's end (or to giving up)
+    status: str
+    succeeded: int
+    failed: int
+    run_id: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def per_second(self) -> float:
+        return self.succeeded / self.seconds if self.seconds else 0.0
+
+
+def timed_run(
+    prompt: Any,
+    products: list[Any],
+    segments: list[Any],
+    *,
+    stall_seconds: float,
+    stop_after: float | None = None,
+) -> RunResult:
+    """Create a run and poll the database until it ends, stalls or `stop_after` passes.
+
+    `stop_after` counts from run_create's return (when the workers may start).
+    """
+    from generation import services
+    from generation.models import GenerationRun
+
+    ended = {GenerationRun.Status.FINISHED, GenerationRun.Status.FAILED}
+    ended |= {GenerationRun.Status.CANCELLED, GenerationRun.Status.PAUSED}
+    started = time.perf_counter()
+    run = services.run_create(prompt=prompt, products=products, segments=segments)
+    created = time.perf_counter()
+    last_done, last_change = -1, created
+    while True:
+        row = GenerationRun.objects.values("status", "succeeded", "failed").get(pk=run.pk)
+        now = time.perf_counter()
+        if row["status"] in ended:
+            break
+        if stop_after is not None and now - created >= stop_after:
+            break
+        done = row["succeeded"] + row["failed"]
+        if done != last_done:
+            last_done, last_change = done, now
+        elif now - last_change > stall_seconds:
+            row["status"] = f"stalled ({done} of {run.total} after {now - started:.0f}s)"
+            break
+        time.sleep(0.1)
+    return RunResult(
+        slots=run.total,
+        create_seconds=created - started,
+        seconds=now - started,
+        status=row["status"],
+        succeeded=row["succeeded"],
+        failed=row["failed"],
+        run_id=run.pk,
+    )
+
+
+def drain_after_cancel(run_id: int, timeout: float = 120.0) -> float:
+    """Cancel the run and wait until no variant of it is held by a worker."""
+    from generation import services
+    from generation.models import GenerationRun, Variant
+
+    started = time.perf_counter()
+    services.run_cancel(run=GenerationRun.objects.get(pk=run_id))
+    while time.perf_counter() - started < timeout:
+        if not Variant.objects.filter(run_id=run_id, status=Variant.Status.GENERATING).exists():
+            break
+        time.sleep(0.2)
+    return time.perf_counter() - started
+
+
+# ----------------------------------------------------------------------------------
+# Output
+
+
+def figure(name: str, value: Any, target: str | None = None, met: bool | None = None) -> None:
+    if isinstance(value, float):
+        value = f"{value:.3g}" if abs(value) < 10 else f"{value:.1f}"
+    suffix = ""
+    if target is not None:
+        verdict = "" if met is None else (", met" if met else ", NOT met")
+        suffix = f" (target {target}{verdict})"
+    print(f"{name}: {value}{suffix}", flush=True)
+
+
+def section(title: str) -> None:
+    print(f"\n== {title} ==", flush=True)
+
+
+def run_line(label: str, result: RunResult) -> None:
+    print(
+        f"  {label}: {result.succeeded} ok + {result.failed} failed of {result.slots} in "
+        f"{result.seconds:.1f}s (run_create {result.create_seconds:.1f}s) → "
+        f"{result.per_second:.1f} variants/s, status {result.status}",
+        flush=True,
+    )
+
+
+@contextmanager
+def cpu_meter(workers: Workers, writer: Writer) -> Iterator[dict[str, float]]:
+    """Cores used by each party while the block runs (postgres and redis: all of theirs)."""
+    parties = {
+        "workers": lambda: cpu_seconds(workers.pids),
+        "writer": writer.cpu_seconds,
+        "postgres": lambda: cpu_seconds(pids_named("postgres")),
+        "redis": lambda: cpu_seconds(pids_named("redis-server")),
+        "bench": lambda: cpu_seconds([os.getpid()]),
+    }
+    before = {name: read() for name, read in parties.items()}
+    started = time.perf_counter()
+    used: dict[str, float] = {}
+    yield used
+    elapsed = time.perf_counter() - started
+    for name, read in parties.items():
+        used[name] = max(0.0, read() - before[name]) / elapsed
+
+
+def cores_line(used: dict[str, float]) -> str:
+    return ", ".join(f"{name} {cores:.2f}" for name, cores in used.items())
+
+
+# ----------------------------------------------------------------------------------
+# The measurements
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace, env: dict[str, str], logs: Path) -> None:
+        self.args = args
+        self.env = env
+        self.logs = logs
+        self.writer: Writer | None = None
+        self.workers: Workers | None = None
+        self.prompt: Any = None
+        self.products: list[Any] = []
+        self.segments: list[Any] = []
+        self.limited_best: RunResult | None = None
+        self.zero_best: WorkerConfig | None = None
+
+    def products_for(self, slots: int) -> list[Any]:
+        return self.products[: math.ceil(slots / len(self.segments))]
+
+    def start_workers(self, config: WorkerConfig) -> Workers:
+        self.stop_workers()
+        reset_state(self.args.redis_url)
+        self.workers = Workers(self.env, self.logs, config)
+        return self.workers
+
+    def stop_workers(self) -> None:
+        if self.workers is not None:
+            workers, self.workers = self.workers, None
+            workers.close()
+
+    def close(self) -> None:
+        try:
+            self.stop_workers()
+        finally:
+            if self.writer is not None:
+                self.writer.close()
+
+    def run_on(self, config: WorkerConfig, slots: int) -> tuple[RunResult, dict[str, float]]:
+        workers = self.start_workers(config)
+        assert self.writer is not None
+        self.writer.reset()
+        with cpu_meter(workers, self.writer) as used:
+            result = timed_run(
+                self.prompt,
+                self.products_for(slots),
+                self.segments,
+                stall_seconds=self.args.stall_seconds,
+            )
+        result.extra["writer"] = self.writer.stats()
+        return result, used
+
+    def endpoint_limited(self) -> None:
+        args = self.args
+        limit = args.endpoint_concurrency / (args.latency_ms / 1000)
+        section(
+            f"endpoint_limited: writer --latency-ms {args.latency_ms:g} --max-concurrency "
+            f"{args.endpoint_concurrency} --no-record, LLM_CONCURRENCY={args.endpoint_concurrency}"
+        )
+        tried: list[tuple[WorkerConfig, RunResult, dict[str, float]]] = []
+        for config in args.limited_configs:
+            result, used = self.run_on(config, args.slots)
+            stats = result.extra["writer"]
+            run_line(str(config), result)
+            print(
+                f"    writer: rejected_429 {stats['rejected_429']}, max_in_flight "
+                f"{stats['max_in_flight']}; cores: {cores_line(used)}",
+                flush=True,
+            )
+            tried.append((config, result, used))
+        self.stop_workers()
+        config, best, used = max(tried, key=lambda t: t[1].per_second)
+        self.limited_best = best
+        stats = best.extra["writer"]
+        figure("config", str(config))
+        figure("slots", best.slots)
+        figure("seconds", best.seconds)
+        figure("variants_per_second", best.per_second)
+        figure("endpoint_limit_per_second", limit)
+        ratio = best.per_second / limit
+        figure("ratio_to_endpoint_limit", ratio, ">= 0.9", ratio >= 0.9)
+        figure("failed", best.failed)
+        figure("writer_requests", stats["requests"])
+        figure("writer_completed", stats["completed"])
+        figure("writer_rejected_429", stats["rejected_429"], "0", stats["rejected_429"] == 0)
+        figure(
+            "writer_max_in_flight",
+            stats["max_in_flight"],
+            f"<= {args.endpoint_concurrency}",
+            stats["max_in_flight"] <= args.endpoint_concurrency,
+        )
+        figure("cores_used", cores_line(used))
+
+    def sequential_baseline(self) -> None:
+        from generation import llm, prompting
+
+        args = self.args
+        section(f"sequential_baseline: render + llm.complete one at a time, {args.latency_ms:g} ms")
+        assert self.writer is not None
+        version = self.prompt.current_version
+        pairs = [(p, s) for p in self.products for s in self.segments][: args.sequential_slots]
+        started = time.perf_counter()
+        for product, segment in pairs:
+            rendered = prompting.render(
+                version=version,
+                prompt=self.prompt,
+                brand=self.prompt.brand,
+                product=product,
+                segment=segment,
+            )
+            llm.complete(
+                messages=rendered.messages, model=version.model, temperature=version.temperature
+            )
+        elapsed = time.perf_counter() - started
+        per_second = len(pairs) / elapsed
+        figure("slots", len(pairs))
+        figure("seconds", elapsed)
+        figure("variants_per_second", per_second)
+        if self.limited_best is not None:
+            speedup = self.limited_best.per_second / per_second
+            figure("speedup_vs_sequential", speedup, ">= 50", speedup >= 50)
+
+    def zero_latency(self) -> None:
+        args = self.args
+        section("zero_latency: writer latency 0, no concurrency limit")
+        assert self.writer is not None
+        tried: list[tuple[WorkerConfig, RunResult, dict[str, float]]] = []
+        for config in args.zero_configs:
+            result, used = self.run_on(config, args.zero_slots)
+            run_line(str(config), result)
+            print(f"    cores: {cores_line(used)}", flush=True)
+            tried.append((config, result, used))
+        self.stop_workers()
+        config, best, used = max(tried, key=lambda t: t[1].per_second)
+        self.zero_best = config
+        figure("config", str(config))
+        figure("slots", best.slots)
+        figure("seconds", best.seconds)
+        figure("failed", best.failed)
+        figure("overhead_variants_per_second", best.per_second, ">= 150", best.per_second >= 150)
+        figure("cpu_ms_per_variant_workers", used["workers"] * best.seconds / best.succeeded * 1000)
+        figure("cores_used", cores_line(used))
+
+    def memory(self) -> None:
+        args = self.args
+        config = args.memory_config or self.zero_best or args.zero_configs[0]
+        section(f"memory: {args.memory_small} slots to completion vs {args.memory_large} slots")
+        figure("config", str(config))
+
+        workers = self.start_workers(config)
+        with RssSampler([workers.process.pid]) as small_rss:
+            small = timed_run(
+                self.prompt,
+                self.products_for(args.memory_small),
+                self.segments,
+                stall_seconds=args.stall_seconds,
+            )
+        run_line(f"{args.memory_small // 1000}k", small)
+        duration = small.seconds
+
+        workers = self.start_workers(config)
+        with RssSampler([workers.process.pid]) as large_rss:
+            large = timed_run(
+                self.prompt,
+                self.products_for(args.memory_large),
+                self.segments,
+                stall_seconds=args.stall_seconds,
+                stop_after=duration - small.create_seconds,
+            )
+            # The window of the long run: as long as the short run took, from when
+            # its variants were there for the workers to take.
+            window_start = large.create_seconds
+            window_end = window_start + duration - small.create_seconds
+            run_line(f"{args.memory_large // 1000}k (sampled, then cancelled)", large)
+            drained = drain_after_cancel(large.run_id)
+        self.stop_workers()
+
+        small_peak = peak_mb(small_rss.samples)
+        large_samples = large_rss.window(0, window_end)
+        large_peak = peak_mb(large_samples)
+        half = (window_start + window_end) / 2
+        figure("peak_worker_rss_mb_14k", small_peak)
+        figure("peak_worker_rss_mb_140k", large_peak)
+        ratio = large_peak / small_peak if small_peak else float("nan")
+        figure("rss_ratio_140k_to_14k", ratio, "<= 1.1", ratio <= 1.1)
+        figure(
+            "rss_slope_mb_per_min_140k_second_half",
+            slope_mb_per_minute(large_rss.window(half, window_end)),
+        )
+        figure(
+            "rss_slope_mb_per_min_14k_second_half",
+            slope_mb_per_minute(small_rss.window(small.seconds / 2, small.seconds)),
+        )
+        figure("sampled_seconds", window_end - window_start)
+        figure("rss_samples_14k", len(small_rss.samples))
+        figure("rss_samples_140k", len(large_samples))
+        figure("peak_worker_rss_mb_140k_incl_drain", peak_mb(large_rss.samples))
+        figure("run_create_seconds_140k", large.create_seconds)
+        figure("drain_after_cancel_seconds", drained)
+        figure(
+            "bench_process_peak_rss_mb",
+            resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        )
+
+    def run(self) -> None:
+        args = self.args
+        limit = args.endpoint_concurrency
+        self.writer = Writer(self.env, self.logs, latency_ms=args.latency_ms, limit=limit)
+        os.environ["LLM_BASE_URL"] = self.env["LLM_BASE_URL"] = self.writer.base_url
+        setup_django(args)
+        needed = max(
+            0 if args.skip_limited else args.slots,
+            0 if args.skip_zero else args.zero_slots,
+            0 if args.skip_memory else max(args.memory_small, args.memory_large),
+            args.sequential_slots,
+        )
+        started = time.perf_counter()
+        reset_state(args.redis_url)
+        self.prompt, self.products, self.segments = seed(
+            products=math.ceil(needed / args.segments), segments=args.segments
+        )
+        print(
+            f"data: {len(self.products)} products × {len(self.segments)} segments "
+            f"ready in {time.perf_counter() - started:.1f}s; logs in {self.logs}",
+            flush=True,
+        )
+        if not args.skip_limited:
+            self.endpoint_limited()
+        if not args.skip_sequential:
+            self.sequential_baseline()
+        self.writer.configure(latency_ms=0, max_concurrency=None)
+        if not args.skip_zero:
+            self.zero_latency()
+        if not args.skip_memory:
+            self.memory()
+
+
+def setup_django(args: argparse.Namespace) -> None:
+    import django
+    from django.core.management import call_command
+
+    django.setup()
+    call_command("migrate", verbosity=0)
+
+
+def header(args: argparse.Namespace, created: bool) -> None:
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"machine: nproc {os.cpu_count()}, load average {load}")
+    print(f"python: {sys.version.split()[0]}, pid {os.getpid()}")
+    print(f"database: {args.database_url}{' (created)' if created else ''}")
+    print(f"redis: {args.redis_url} (flushed before each measurement)")
+    print(f"DEBUG: {args.debug}", flush=True)
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    queue = f"bench-{uuid.uuid4().hex[:8]}"
+    env = bench_environment(args, queue)
+    os.environ.update(env)
+    env = {**os.environ, **env}
+    signal.signal(signal.SIGTERM, _terminate)
+    created = ensure_database(args.database_url)
+    header(args, created)
+    logs = Path(tempfile.mkdtemp(prefix="hyperpers-bench-"))
+    bench = Bench(args, env, logs)
+    started = time.perf_counter()
+    try:
+        bench.run()
+    except KeyboardInterrupt:
+        print("\ninterrupted; stopping the writer and the workers", flush=True)
+        return 130
+    finally:
+        bench.close()
+        load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+        print(f"\ntotal: {time.perf_counter() - started:.0f}s, load average {load}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    # Run as a file, this directory would come first on sys.path and this module
+    # would shadow the `generation` app.
+    here = Path(__file__).resolve().parent
+    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != here]
+    sys.path.insert(0, str(PROJECT_DIR))
+    sys.exit(main())

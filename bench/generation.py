@@ -36,8 +36,8 @@ import urllib.parse
 import urllib.request
 import uuid
 from collections import defaultdict
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -495,11 +495,19 @@ class RunResult:
     succeeded: int
     failed: int
     run_id: int
+    progress: list[tuple[float, int]] = field(default_factory=list)  # (seconds, done)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def per_second(self) -> float:
         return self.succeeded / self.seconds if self.seconds else 0.0
+
+    def steady_per_second(self, low: float = 0.1, high: float = 0.9) -> float:
+        """Variants/s between `low` and `high` of the slots done: without ramp-up and tail."""
+        marks = [(t, d) for t, d in self.progress if low * self.slots <= d <= high * self.slots]
+        if len(marks) < 2 or marks[-1][0] == marks[0][0]:
+            return float("nan")
+        return (marks[-1][1] - marks[0][1]) / (marks[-1][0] - marks[0][0])
 
 
 def timed_run(
@@ -523,9 +531,11 @@ def timed_run(
     run = services.run_create(prompt=prompt, products=products, segments=segments)
     created = time.perf_counter()
     last_done, last_change = -1, created
+    progress = []
     while True:
         row = GenerationRun.objects.values("status", "succeeded", "failed").get(pk=run.pk)
         now = time.perf_counter()
+        progress.append((now - started, row["succeeded"] + row["failed"]))
         if row["status"] in ended:
             break
         if stop_after is not None and now - created >= stop_after:
@@ -545,7 +555,17 @@ def timed_run(
         succeeded=row["succeeded"],
         failed=row["failed"],
         run_id=run.pk,
+        progress=progress,
     )
+
+
+def mean_latency_ms(run_id: int) -> float:
+    """The mean time of a call as the workers saw it (Variant.latency_ms)."""
+    from django.db.models import Avg
+
+    from generation.models import Variant
+
+    return Variant.objects.filter(run_id=run_id).aggregate(m=Avg("latency_ms"))["m"] or 0.0
 
 
 def drain_after_cancel(run_id: int, timeout: float = 120.0) -> float:
@@ -584,28 +604,78 @@ def run_line(label: str, result: RunResult) -> None:
     print(
         f"  {label}: {result.succeeded} ok + {result.failed} failed of {result.slots} in "
         f"{result.seconds:.1f}s (run_create {result.create_seconds:.1f}s) → "
-        f"{result.per_second:.1f} variants/s, status {result.status}",
+        f"{result.per_second:.1f} variants/s ({result.steady_per_second():.1f} between 10% "
+        f"and 90% done), status {result.status}",
         flush=True,
     )
+    if "mean_in_flight" in result.extra:
+        print(
+            f"    writer: mean in flight {result.extra['mean_in_flight']:.1f}, "
+            f"mean call as the worker saw it {result.extra['latency_ms']:.0f} ms",
+            flush=True,
+        )
 
 
-@contextmanager
-def cpu_meter(workers: Workers, writer: Writer) -> Iterator[dict[str, float]]:
-    """Cores used by each party while the block runs (postgres and redis: all of theirs)."""
-    parties = {
-        "workers": lambda: cpu_seconds(workers.pids),
-        "writer": writer.cpu_seconds,
-        "postgres": lambda: cpu_seconds(pids_named("postgres")),
-        "redis": lambda: cpu_seconds(pids_named("redis-server")),
-        "bench": lambda: cpu_seconds([os.getpid()]),
-    }
-    before = {name: read() for name, read in parties.items()}
-    started = time.perf_counter()
-    used: dict[str, float] = {}
-    yield used
-    elapsed = time.perf_counter() - started
-    for name, read in parties.items():
-        used[name] = max(0.0, read() - before[name]) / elapsed
+class Meter:
+    """While a run goes: the writer's calls in flight, and the cores each party uses.
+
+    CPU is read per process every `interval`, so processes that end during the run
+    (a database backend closes with its task) still count, less their last interval.
+    PostgreSQL and Redis count whole, whoever else uses them.
+    """
+
+    def __init__(self, workers: Workers, writer: Writer, interval: float = 0.25) -> None:
+        self.writer = writer
+        self.interval = interval
+        self.parties: dict[str, Callable[[], list[int]]] = {
+            "workers": lambda: workers.pids,
+            "writer": lambda: descendants([writer.process.pid]),
+            "postgres": lambda: pids_named("postgres"),
+            "redis": lambda: pids_named("redis-server"),
+            "bench": lambda: [os.getpid()],
+        }
+        self.first: dict[tuple[str, int], float] = {}
+        self.last: dict[tuple[str, int], float] = {}
+        self.in_flight: list[int] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="meter", daemon=True)
+
+    def __enter__(self) -> Meter:
+        self._sample(initial=True)
+        self.started = time.perf_counter()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._sample(initial=False)
+        self.elapsed = time.perf_counter() - self.started
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._sample(initial=False)
+            with suppress(OSError):
+                self.in_flight.append(self.writer.stats()["in_flight"])
+
+    def _sample(self, *, initial: bool) -> None:
+        for name, pids in self.parties.items():
+            for pid in pids():
+                used = cpu_seconds([pid])
+                # A process first seen during the run used all its CPU during it.
+                self.first.setdefault((name, pid), used if initial else 0.0)
+                self.last[(name, pid)] = used
+
+    @property
+    def cores(self) -> dict[str, float]:
+        used: dict[str, float] = dict.fromkeys(self.parties, 0.0)
+        for key, last in self.last.items():
+            used[key[0]] += max(0.0, last - self.first[key])
+        return {name: seconds / self.elapsed for name, seconds in used.items()}
+
+    @property
+    def mean_in_flight(self) -> float:
+        return sum(self.in_flight) / len(self.in_flight) if self.in_flight else float("nan")
 
 
 def cores_line(used: dict[str, float]) -> str:
@@ -654,7 +724,7 @@ class Bench:
         workers = self.start_workers(config)
         assert self.writer is not None
         self.writer.reset()
-        with cpu_meter(workers, self.writer) as used:
+        with Meter(workers, self.writer) as meter:
             result = timed_run(
                 self.prompt,
                 self.products_for(slots),
@@ -662,7 +732,9 @@ class Bench:
                 stall_seconds=self.args.stall_seconds,
             )
         result.extra["writer"] = self.writer.stats()
-        return result, used
+        result.extra["mean_in_flight"] = meter.mean_in_flight
+        result.extra["latency_ms"] = mean_latency_ms(result.run_id)
+        return result, meter.cores
 
     def endpoint_limited(self) -> None:
         args = self.args
@@ -690,6 +762,7 @@ class Bench:
         figure("slots", best.slots)
         figure("seconds", best.seconds)
         figure("variants_per_second", best.per_second)
+        figure("variants_per_second_10_to_90_percent_done", best.steady_per_second())
         figure("endpoint_limit_per_second", limit)
         ratio = best.per_second / limit
         figure("ratio_to_endpoint_limit", ratio, ">= 0.9", ratio >= 0.9)

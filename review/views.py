@@ -186,6 +186,10 @@ def run_action(request: HttpRequest, pk: int, action: str) -> HttpResponse:
         elif action == "retry-failed":
             n = generation_services.run_retry_failed(run=run)
             messages.success(request, f"{n} failed variant{'s' if n != 1 else ''} queued again")
+        elif action == "retry-variant":
+            variant = get_object_or_404(Variant, pk=request.POST.get("variant"), run=run)
+            generation_services.variant_retry(variant=variant)
+            messages.success(request, f"Variant {variant.pk} queued again")
         else:
             raise Http404(f"No run action '{action}'")
     except InvalidOperation:

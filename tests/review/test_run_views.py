@@ -118,6 +118,19 @@ def test_the_progress_partial_polls_while_the_run_is_active(client, copywriter):
     assert "hx-trigger" not in body.content.decode()
 
 
+def test_a_lead_retries_one_failed_variant(client, lead, django_capture_on_commit_callbacks):
+    run = RunFactory(status=GenerationRun.Status.FINISHED, total=1, failed=1)
+    variant = VariantFactory(run=run, status=Variant.Status.FAILED, error="HTTP 400")
+    with django_capture_on_commit_callbacks() as callbacks:
+        response = client.post(
+            reverse("review:run-action", args=[run.pk, "retry-variant"]), {"variant": variant.pk}
+        )
+    assert response.status_code == 302 and len(callbacks) == 1
+    variant.refresh_from_db()
+    run.refresh_from_db()
+    assert (variant.status, variant.error, run.failed) == ("queued", "", 0)
+
+
 def test_an_unknown_run_action_is_404(client, lead):
     run = RunFactory()
     assert client.post(reverse("review:run-action", args=[run.pk, "explode"])).status_code == 404

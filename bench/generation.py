@@ -54,25 +54,39 @@ BENCH_SKU = "BENCH-"
 
 @dataclass(frozen=True)
 class WorkerConfig:
-    """One `celery worker` with `processes` prefork children, each draining one task."""
+    """`workers` celery workers with `processes` prefork children each; a run fans out to
+    `tasks` drain tasks of `threads` threads each."""
 
+    workers: int
     processes: int
     threads: int
     tasks: int
 
     @classmethod
     def parse(cls, spec: str) -> WorkerConfig:
-        """'2x32' (--concurrency 2, 32 threads a task, 2 tasks a run) or '2x32x4'."""
-        parts = [int(p) for p in spec.lower().split("x")]
-        if len(parts) not in (2, 3) or min(parts) < 1:
-            raise argparse.ArgumentTypeError(f"{spec!r}: write PROCESSESxTHREADS[xTASKS]")
-        processes, threads = parts[:2]
-        return cls(processes, threads, parts[2] if len(parts) == 3 else processes)
+        """'1x2x32': 1 worker, --concurrency 2, 32 threads a task, tasks = 1 × 2; or
+        '1x2x32x4' for 4 tasks a run."""
+        try:
+            parts = [int(p) for p in spec.lower().split("x")]
+        except ValueError:
+            parts = []
+        if len(parts) not in (3, 4) or min(parts) < 1:
+            raise argparse.ArgumentTypeError(
+                f"{spec!r}: write WORKERSxPROCESSESxTHREADS[xTASKS], e.g. 1x2x32"
+            )
+        workers, processes, threads = parts[:3]
+        return cls(
+            workers, processes, threads, parts[3] if len(parts) == 4 else workers * processes
+        )
+
+    @property
+    def spec(self) -> str:
+        return f"{self.workers}x{self.processes}x{self.threads}x{self.tasks}"
 
     def __str__(self) -> str:
         return (
-            f"1 celery worker --concurrency {self.processes} (prefork), "
-            f"GENERATION_THREADS_PER_TASK={self.threads}, "
+            f"{self.spec}: {self.workers} celery worker(s) --concurrency {self.processes} "
+            f"(prefork), GENERATION_THREADS_PER_TASK={self.threads}, "
             f"GENERATION_TASKS_PER_RUN={self.tasks}"
         )
 
@@ -101,8 +115,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--limited-configs",
         type=WorkerConfig.parse,
         nargs="+",
-        default=[WorkerConfig.parse("2x32"), WorkerConfig.parse("1x64")],
-        help="Worker configs to try against the limited endpoint (PROCESSESxTHREADS[xTASKS]).",
+        default=[WorkerConfig.parse("1x2x32"), WorkerConfig.parse("2x2x16")],
+        help="Worker configs to try against the limited endpoint: "
+        "WORKERSxPROCESSESxTHREADS[xTASKS].",
     )
     parser.add_argument("--sequential-slots", type=int, default=20)
     parser.add_argument("--zero-slots", type=int, default=6000)
@@ -110,7 +125,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--zero-configs",
         type=WorkerConfig.parse,
         nargs="+",
-        default=[WorkerConfig.parse("2x16"), WorkerConfig.parse("2x32")],
+        default=[WorkerConfig.parse("1x2x16"), WorkerConfig.parse("2x2x8")],
         help="Worker configs to try against the zero-latency endpoint.",
     )
     parser.add_argument("--memory-small", type=int, default=14_000, help="Slots of the short run.")
@@ -132,6 +147,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="Run workers with DEBUG=true (Django then keeps a log of queries; off by default, "
         "as in production).",
+    )
+    parser.add_argument(
+        "--cold",
+        action="store_true",
+        help="Time each run on new workers, without the warm-up run before it.",
+    )
+    parser.add_argument(
+        "--celery-app",
+        default="hyperpers",
+        help="The workers' -A app; a module of your own (on PYTHONPATH) can patch the engine "
+        "to measure a candidate change without editing it.",
     )
     for name in ("limited", "sequential", "zero", "memory"):
         parser.add_argument(f"--skip-{name}", action="store_true")
@@ -311,6 +337,13 @@ class Writer:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+        try:
+            self._wait_ready()
+        except BaseException:  # Ctrl-C while it starts: it must not outlive us
+            self.close()
+            raise
+
+    def _wait_ready(self) -> None:
         deadline = time.monotonic() + 60
         while True:
             try:
@@ -351,64 +384,92 @@ class Writer:
 
 
 class Workers:
-    """One `celery worker` on the bench queue with a given engine config."""
+    """`celery worker` processes on the bench queue with one engine config."""
 
-    def __init__(self, env: dict[str, str], logs: Path, config: WorkerConfig) -> None:
+    def __init__(
+        self, env: dict[str, str], logs: Path, config: WorkerConfig, *, app: str = "hyperpers"
+    ) -> None:
         self.config = config
-        self.log = logs / f"worker-{config.processes}x{config.threads}x{config.tasks}.log"
         env = {
             **env,
             "GENERATION_THREADS_PER_TASK": str(config.threads),
             "GENERATION_TASKS_PER_RUN": str(config.tasks),
             "LOG_LEVEL": "INFO",
         }
-        command = [
-            PYTHON, "-m", "celery", "-A", "hyperpers", "worker", "--loglevel", "INFO",
-            "--pool", "prefork", "--concurrency", str(config.processes),
-            "--hostname", f"bench-{uuid.uuid4().hex[:6]}@%h",
-            "--without-gossip", "--without-mingle", "--without-heartbeat",
-        ]  # fmt: skip
-        self.process = subprocess.Popen(
-            command,
-            cwd=PROJECT_DIR,
-            env=env,
-            stdout=self.log.open("ab"),
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        self.processes: list[tuple[subprocess.Popen, Path]] = []
+        try:
+            self._start(env, logs, app)
+        except BaseException:  # Ctrl-C while they start: none must outlive us
+            self.close()
+            raise
+
+    def _start(self, env: dict[str, str], logs: Path, app: str) -> None:
+        config = self.config
+        for n in range(config.workers):
+            log = logs / f"worker-{config.spec}-{n}.log"
+            command = [
+                PYTHON, "-m", "celery", "-A", app, "worker", "--loglevel", "INFO",
+                "--pool", "prefork", "--concurrency", str(config.processes),
+                "--hostname", f"bench-{uuid.uuid4().hex[:6]}@%h",
+                "--without-gossip", "--without-mingle", "--without-heartbeat",
+            ]  # fmt: skip
+            process = subprocess.Popen(
+                command,
+                cwd=PROJECT_DIR,
+                env=env,
+                stdout=log.open("ab"),
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+            self.processes.append((process, log))
         deadline = time.monotonic() + 60
-        while b"ready." not in self.log.read_bytes():
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"celery worker did not start:\n{self.log.read_text()}")
-            time.sleep(0.2)
+        for process, log in self.processes:
+            while b"ready." not in log.read_bytes():
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"celery worker did not start:\n{log.read_text()}")
+                time.sleep(0.2)
+
+    @property
+    def roots(self) -> list[int]:
+        return [process.pid for process, _ in self.processes]
 
     @property
     def pids(self) -> list[int]:
-        return descendants([self.process.pid])
+        return descendants(self.roots)
 
     def close(self) -> None:
         # A warm shutdown lets drain tasks write what they hold; they stop within a
         # flush once their run is no longer running.
-        stop(self.process, timeout=60)
+        for process, _ in self.processes:
+            if process.poll() is None:
+                process.terminate()
+        for process, _ in self.processes:
+            stop(process, timeout=60)
 
 
 # ----------------------------------------------------------------------------------
 # Data and runs (Django is set up by then)
 
 
-def reset_state(redis_url: str) -> None:
-    """An empty variants table and Redis db, so that every measurement starts alike.
-
-    Only while no worker runs: the flush also empties the broker queue and the
-    limiter's semaphore.
-    """
-    import redis
+def truncate_runs() -> None:
+    """Empty the variants and runs tables (and what references them)."""
     from django.db import connection
 
     from generation.models import GenerationRun, Variant
 
     with connection.cursor() as cursor:
         cursor.execute(f"TRUNCATE {Variant._meta.db_table}, {GenerationRun._meta.db_table} CASCADE")
+
+
+def reset_state(redis_url: str) -> None:
+    """Empty variants and runs tables and Redis db, so every measurement starts alike.
+
+    Only while no worker runs: the flush also empties the broker queue, the queue's
+    bindings and the limiter's semaphore.
+    """
+    import redis
+
+    truncate_runs()
     redis.Redis.from_url(redis_url).flushdb()
 
 
@@ -502,6 +563,17 @@ class RunResult:
     def per_second(self) -> float:
         return self.succeeded / self.seconds if self.seconds else 0.0
 
+    @property
+    def first_write_seconds(self) -> float:
+        """From calling run_create to the first variant written."""
+        return next((t for t, done in self.progress if done), float("nan"))
+
+    @property
+    def tail_seconds(self) -> float:
+        """From 90% of the slots done to the end."""
+        mark = next((t for t, done in self.progress if done >= 0.9 * self.slots), None)
+        return self.seconds - mark if mark is not None else float("nan")
+
     def steady_per_second(self, low: float = 0.1, high: float = 0.9) -> float:
         """Variants/s between `low` and `high` of the slots done: without ramp-up and tail."""
         marks = [(t, d) for t, d in self.progress if low * self.slots <= d <= high * self.slots]
@@ -559,6 +631,16 @@ def timed_run(
     )
 
 
+def cancel_active_runs() -> None:
+    from generation import services
+    from generation.models import GenerationRun
+
+    active = [GenerationRun.Status.PENDING, GenerationRun.Status.RUNNING]
+    for run in GenerationRun.objects.filter(status__in=active):
+        with suppress(services.RunError):
+            services.run_cancel(run=run)
+
+
 def mean_latency_ms(run_id: int) -> float:
     """The mean time of a call as the workers saw it (Variant.latency_ms)."""
     from django.db.models import Avg
@@ -608,6 +690,18 @@ def run_line(label: str, result: RunResult) -> None:
         f"and 90% done), status {result.status}",
         flush=True,
     )
+    print(
+        f"    first variant written after {result.first_write_seconds:.1f}s, "
+        f"last 10% took {result.tail_seconds:.1f}s",
+        flush=True,
+    )
+    warmup = result.extra.get("warmup")
+    if warmup is not None:
+        print(
+            f"    after a warm-up run of {warmup.slots} slots in {warmup.seconds:.1f}s "
+            f"(first variant written after {warmup.first_write_seconds:.1f}s)",
+            flush=True,
+        )
     if "mean_in_flight" in result.extra:
         print(
             f"    writer: mean in flight {result.extra['mean_in_flight']:.1f}, "
@@ -698,6 +792,7 @@ class Bench:
         self.segments: list[Any] = []
         self.limited_best: RunResult | None = None
         self.zero_best: WorkerConfig | None = None
+        self.django_ready = False
 
     def products_for(self, slots: int) -> list[Any]:
         return self.products[: math.ceil(slots / len(self.segments))]
@@ -705,7 +800,7 @@ class Bench:
     def start_workers(self, config: WorkerConfig) -> Workers:
         self.stop_workers()
         reset_state(self.args.redis_url)
-        self.workers = Workers(self.env, self.logs, config)
+        self.workers = Workers(self.env, self.logs, config, app=self.args.celery_app)
         return self.workers
 
     def stop_workers(self) -> None:
@@ -715,6 +810,15 @@ class Bench:
 
     def close(self) -> None:
         try:
+            if self.django_ready and self.workers is not None:
+                # Interrupted mid-run: drain tasks stop within a flush of a cancel,
+                # so the workers' warm shutdown is quick.
+                cancel_active_runs()
+        finally:
+            self._stop_all()
+
+    def _stop_all(self) -> None:
+        try:
             self.stop_workers()
         finally:
             if self.writer is not None:
@@ -723,6 +827,18 @@ class Bench:
     def run_on(self, config: WorkerConfig, slots: int) -> tuple[RunResult, dict[str, float]]:
         workers = self.start_workers(config)
         assert self.writer is not None
+        warmup = None
+        if not self.args.cold:
+            # New worker processes load the language model, build the client's types
+            # and open their connections on their first calls; long-lived workers in
+            # production have done so long before a run.
+            warmup = timed_run(
+                self.prompt,
+                self.products_for(2 * config.workers * config.processes * config.threads),
+                self.segments,
+                stall_seconds=self.args.stall_seconds,
+            )
+            truncate_runs()
         self.writer.reset()
         with Meter(workers, self.writer) as meter:
             result = timed_run(
@@ -734,6 +850,7 @@ class Bench:
         result.extra["writer"] = self.writer.stats()
         result.extra["mean_in_flight"] = meter.mean_in_flight
         result.extra["latency_ms"] = mean_latency_ms(result.run_id)
+        result.extra["warmup"] = warmup
         return result, meter.cores
 
     def endpoint_limited(self) -> None:
@@ -763,6 +880,8 @@ class Bench:
         figure("seconds", best.seconds)
         figure("variants_per_second", best.per_second)
         figure("variants_per_second_10_to_90_percent_done", best.steady_per_second())
+        figure("first_write_seconds", best.first_write_seconds)
+        figure("last_10_percent_seconds", best.tail_seconds)
         figure("endpoint_limit_per_second", limit)
         ratio = best.per_second / limit
         figure("ratio_to_endpoint_limit", ratio, ">= 0.9", ratio >= 0.9)
@@ -835,7 +954,7 @@ class Bench:
         figure("config", str(config))
 
         workers = self.start_workers(config)
-        with RssSampler([workers.process.pid]) as small_rss:
+        with RssSampler(workers.roots) as small_rss:
             small = timed_run(
                 self.prompt,
                 self.products_for(args.memory_small),
@@ -846,7 +965,7 @@ class Bench:
         duration = small.seconds
 
         workers = self.start_workers(config)
-        with RssSampler([workers.process.pid]) as large_rss:
+        with RssSampler(workers.roots) as large_rss:
             large = timed_run(
                 self.prompt,
                 self.products_for(args.memory_large),
@@ -879,6 +998,11 @@ class Bench:
             slope_mb_per_minute(small_rss.window(small.seconds / 2, small.seconds)),
         )
         figure("sampled_seconds", window_end - window_start)
+        small_rate = small.succeeded / (small.seconds - small.create_seconds)
+        large_rate = large.succeeded / (window_end - window_start)
+        figure("variants_per_second_14k", small_rate)
+        figure("variants_per_second_140k_same_window", large_rate)
+        figure("throughput_ratio_140k_to_14k", large_rate / small_rate if small_rate else 0.0)
         figure("rss_samples_14k", len(small_rss.samples))
         figure("rss_samples_140k", len(large_samples))
         figure("peak_worker_rss_mb_140k_incl_drain", peak_mb(large_rss.samples))
@@ -895,6 +1019,8 @@ class Bench:
         self.writer = Writer(self.env, self.logs, latency_ms=args.latency_ms, limit=limit)
         os.environ["LLM_BASE_URL"] = self.env["LLM_BASE_URL"] = self.writer.base_url
         setup_django(args)
+        self.django_ready = True
+        print(database_line(), flush=True)
         needed = max(
             0 if args.skip_limited else args.slots,
             0 if args.skip_zero else args.zero_slots,
@@ -939,6 +1065,18 @@ def header(args: argparse.Namespace, created: bool) -> None:
     print(f"DEBUG: {args.debug}", flush=True)
 
 
+def database_line() -> str:
+    """What the planner has to go on: without autovacuum, no statistics on new rows."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW server_version")
+        version = cursor.fetchone()[0]
+        cursor.execute("SHOW autovacuum")
+        autovacuum = cursor.fetchone()[0]
+    return f"postgresql: {version}, autovacuum {autovacuum}"
+
+
 def _terminate(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
@@ -950,6 +1088,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.update(env)
     env = {**os.environ, **env}
     signal.signal(signal.SIGTERM, _terminate)
+    # Started in the background by a shell, SIGINT may come in ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     created = ensure_database(args.database_url)
     header(args, created)
     logs = Path(tempfile.mkdtemp(prefix="hyperpers-bench-"))

@@ -13,6 +13,7 @@ class ReviewEvent(models.Model):
         REJECT = "reject", "Rejected"
         REGENERATE = "regenerate", "Asked for regeneration"
         RETIRE = "retire", "Retired (replaced)"
+        UNDO = "undo", "Undid a decision"
 
     variant = models.ForeignKey(
         "generation.Variant", on_delete=models.CASCADE, related_name="review_events"

@@ -1,6 +1,9 @@
-"""Writes with side effects in the review domain: decisions and publishing."""
+"""Writes with side effects in the review domain: decisions, their undo, and publishing."""
 
 from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 
 from django.db import transaction
 from django.utils import timezone
@@ -8,13 +11,50 @@ from django.utils import timezone
 from generation.models import Variant
 from review.models import ReviewEvent
 
+# The decisions a reviewer can take back (see decision_undo).
+UNDOABLE = (ReviewEvent.Action.APPROVE, ReviewEvent.Action.EDIT, ReviewEvent.Action.REJECT)
+
 
 class DecisionError(ValueError):
     """A decision that cannot be taken on the variant as it stands now."""
 
 
-def _lock_in_review(variant: Variant) -> Variant:
+class StaleDecision(DecisionError):
+    """A decision made on an older revision of the variant than the one stored."""
+
+
+def _replaced_by(pk: int) -> str:
+    # The retire event's reason names the replacement; decision_undo finds it by this.
+    return f"Replaced by variant {pk}"
+
+
+def _who(user) -> str:
+    return user.get_username() if user is not None else "the system"
+
+
+def _stale_message(variant: Variant, user=None) -> str:
+    last = variant.review_events.select_related("user").order_by("-id").first()
+    if last is None:
+        return (
+            f"This variant changed since you opened it: it is now "
+            f"{variant.get_status_display().lower()}"
+        )
+    at = timezone.localtime(last.created).strftime("%H:%M")
+    action = last.get_action_display().lower()
+    if user is not None and last.user_id == user.pk:
+        return f"You decided this variant at {at}, perhaps in another tab: {action}"
+    return f"Someone else decided this variant at {at}: {action} by {_who(last.user)}"
+
+
+def _lock_in_review(variant: Variant, revision: int | None = None, user=None) -> Variant:
+    """Lock the variant's row; refuse unless it is in review (and at `revision`, if given).
+
+    The revision is what the reviewer saw: every decision bumps it, so a form made
+    before someone else's decision carries an older one.
+    """
     locked = Variant.objects.select_for_update().get(pk=variant.pk)
+    if revision is not None and locked.revision != revision:
+        raise StaleDecision(_stale_message(locked, user))
     if locked.status != Variant.Status.IN_REVIEW:
         raise DecisionError(
             f"Variant {locked.pk} is {locked.get_status_display().lower()}, not in review; "
@@ -23,18 +63,8 @@ def _lock_in_review(variant: Variant) -> Variant:
     return locked
 
 
-@transaction.atomic
-def variant_approve(*, variant: Variant, user, text: str | None = None) -> Variant:
-    """Publish a variant in review, optionally with edited text.
-
-    1. Lock the variant; refuse unless it is still in review.
-    2. Retire the slot's published variant, if any (the live one stays live until
-       this moment, and the unique constraint allows only one published per slot).
-    3. Publish, keeping the model's original text, and record the decision.
-    """
-    variant = _lock_in_review(variant)
-    now = timezone.now()
-    live = (
+def _live_in_slot(variant: Variant):
+    return (
         Variant.objects.select_for_update()
         .published()
         .for_slot(
@@ -45,7 +75,23 @@ def variant_approve(*, variant: Variant, user, text: str | None = None) -> Varia
         )
         .exclude(pk=variant.pk)
     )
-    for old in live:
+
+
+@transaction.atomic
+def variant_approve(
+    *, variant: Variant, user, text: str | None = None, revision: int | None = None
+) -> Variant:
+    """Publish a variant in review, optionally with edited text.
+
+    1. Lock the variant; refuse unless it is still in review (and, when `revision`
+       is given, unless nobody decided it since the reviewer saw it).
+    2. Retire the slot's published variant, if any (the live one stays live until
+       this moment, and the unique constraint allows only one published per slot).
+    3. Publish, keeping the model's original text, and record the decision.
+    """
+    variant = _lock_in_review(variant, revision, user)
+    now = timezone.now()
+    for old in _live_in_slot(variant):
         old.status = Variant.Status.RETIRED
         old.revision += 1
         old.save(update_fields=["status", "revision", "updated"])
@@ -53,7 +99,7 @@ def variant_approve(*, variant: Variant, user, text: str | None = None) -> Varia
             variant=old,
             user=user,
             action=ReviewEvent.Action.RETIRE,
-            reason=f"Replaced by variant {variant.pk}",
+            reason=_replaced_by(variant.pk),
         )
 
     text_before = variant.text
@@ -75,12 +121,12 @@ def variant_approve(*, variant: Variant, user, text: str | None = None) -> Varia
 
 
 @transaction.atomic
-def variant_reject(*, variant: Variant, user, reason: str) -> Variant:
+def variant_reject(*, variant: Variant, user, reason: str, revision: int | None = None) -> Variant:
     """Reject a variant in review with a reason; the slot's live variant is untouched."""
     reason = reason.strip()
     if not reason:
         raise DecisionError("Give a reason for rejecting")
-    variant = _lock_in_review(variant)
+    variant = _lock_in_review(variant, revision, user)
     variant.status = Variant.Status.REJECTED
     variant.revision += 1
     variant.save(update_fields=["status", "revision", "updated"])
@@ -96,14 +142,19 @@ def variant_reject(*, variant: Variant, user, reason: str) -> Variant:
 
 
 @transaction.atomic
-def variant_request_regeneration(*, variant: Variant, user, note: str) -> Variant:
+def variant_request_regeneration(
+    *, variant: Variant, user, note: str, revision: int | None = None
+) -> Variant:
     """Ask for a variant to be written again; the note reaches the prompt.
 
-    The text it had is kept in the audit trail (the variant keeps its row).
+    The text it had is kept in the audit trail (the variant keeps its row). The
+    revision is bumped so that a form showing the old text cannot approve the new one.
     """
     from generation.services import RunError, variant_regenerate
 
-    variant = _lock_in_review(variant)
+    variant = _lock_in_review(variant, revision, user)
+    variant.revision += 1
+    variant.save(update_fields=["revision", "updated"])
     ReviewEvent.objects.create(
         variant=variant,
         user=user,
@@ -115,3 +166,126 @@ def variant_request_regeneration(*, variant: Variant, user, note: str) -> Varian
         return variant_regenerate(variant=variant, note=note)
     except RunError as exc:
         raise DecisionError(str(exc)) from exc
+
+
+@dataclass
+class BulkResult:
+    decided: list[Variant] = field(default_factory=list)
+    refused: list[tuple[int, str]] = field(default_factory=list)  # (variant pk, why)
+
+
+@transaction.atomic
+def variants_decide(
+    *,
+    variants: Iterable[Variant],
+    user,
+    action: str,
+    reason: str = "",
+    revisions: dict[int, int] | None = None,
+) -> BulkResult:
+    """Approve or reject several variants: one decision service call per variant.
+
+    All in one transaction, each in a savepoint of its own, so a variant that is
+    refused (decided by someone else, stale revision) leaves the others decided.
+    """
+    if action not in ("approve", "reject"):
+        raise DecisionError(f"No bulk action '{action}'; approve or reject")
+    if action == "reject" and not reason.strip():
+        raise DecisionError("Give a reason for rejecting")
+    revisions = revisions or {}
+    result = BulkResult()
+    for variant in variants:
+        revision = revisions.get(variant.pk)
+        try:
+            with transaction.atomic():
+                if action == "approve":
+                    decided = variant_approve(variant=variant, user=user, revision=revision)
+                else:
+                    decided = variant_reject(
+                        variant=variant, user=user, reason=reason, revision=revision
+                    )
+        except DecisionError as exc:
+            result.refused.append((variant.pk, str(exc)))
+        else:
+            result.decided.append(decided)
+    return result
+
+
+@transaction.atomic
+def decision_undo(*, event: ReviewEvent, user) -> Variant:
+    """Take back the user's most recent decision, if nothing happened to the variant since.
+
+    1. Refuse unless `event` is an approval, edit or rejection by `user`, and their
+       latest one.
+    2. Lock the variant; refuse if anything happened to it since (a later event,
+       or a status other than the one the decision left it in).
+    3. Put it back in review: an edit gets its text back; an approval or edit
+       publishes again the variant it retired, if that one was left alone since.
+    4. Record an "undo" event on the variant (and on the variant made live again).
+    """
+    if event.user_id != getattr(user, "pk", None) or event.action not in UNDOABLE:
+        raise DecisionError("You can only undo your own approvals, edits and rejections")
+    latest = (
+        ReviewEvent.objects.filter(user=user, action__in=UNDOABLE)
+        .order_by("-id")
+        .values_list("pk", flat=True)
+        .first()
+    )
+    if latest != event.pk:
+        raise DecisionError("Only your most recent decision can be undone")
+
+    variant = Variant.objects.select_for_update().get(pk=event.variant_id)
+    left_as = (
+        Variant.Status.REJECTED if event.action == ReviewEvent.Action.REJECT
+        else Variant.Status.PUBLISHED
+    )  # fmt: skip
+    if variant.review_events.filter(pk__gt=event.pk).exists():
+        raise DecisionError(f"Too late to undo. {_stale_message(variant, user)}")
+    if variant.status != left_as:
+        raise DecisionError(
+            f"Too late to undo: variant {variant.pk} is {variant.get_status_display().lower()} now"
+        )
+
+    restored = None
+    if left_as == Variant.Status.PUBLISHED:
+        retire = (
+            ReviewEvent.objects.filter(
+                action=ReviewEvent.Action.RETIRE, reason=_replaced_by(variant.pk), pk__lt=event.pk
+            )
+            .order_by("-id")
+            .first()
+        )
+        if retire is not None:
+            previous = Variant.objects.select_for_update().get(pk=retire.variant_id)
+            untouched = not previous.review_events.filter(pk__gt=retire.pk).exists()
+            if untouched and previous.status == Variant.Status.RETIRED:
+                restored = previous
+
+    text_before = variant.text
+    if event.action == ReviewEvent.Action.EDIT:
+        variant.text = event.text_before
+    variant.status = Variant.Status.IN_REVIEW
+    variant.published = None
+    variant.revision += 1
+    # Unpublish first: the slot may hold only one published variant at a time.
+    variant.save(update_fields=["text", "status", "published", "revision", "updated"])
+    at = timezone.localtime(event.created).strftime("%H:%M")
+    ReviewEvent.objects.create(
+        variant=variant,
+        user=user,
+        action=ReviewEvent.Action.UNDO,
+        reason=f"Undid “{event.get_action_display()}” of {at}",
+        text_before=text_before,
+        text_after=variant.text,
+    )
+    if restored is not None:
+        restored.status = Variant.Status.PUBLISHED
+        restored.revision += 1
+        restored.save(update_fields=["status", "revision", "updated"])
+        ReviewEvent.objects.create(
+            variant=restored,
+            user=user,
+            action=ReviewEvent.Action.UNDO,
+            reason=f"Live again: the approval of variant {variant.pk} was undone",
+        )
+    return variant

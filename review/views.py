@@ -7,18 +7,26 @@ from decimal import Decimal, InvalidOperation
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
-from django.core.paginator import Paginator
+from django.db.models import Exists, OuterRef
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.vary import vary_on_headers
+from django_htmx.http import push_url
 
+from generation import prompting
 from generation import services as generation_services
-from generation.models import GenerationRun, Prompt, Variant
+from generation.models import GenerationRun, Prompt, Segment, Variant
 from generation.services import RunError
+from review import queue as q
 from review import services
+from review.models import ReviewEvent
 
 REVIEWER_GROUPS = ("copywriter", "marketing lead")
-PAGE_SIZE = 20
+PAGE_SIZE = q.PAGE_SIZE
+BULK_MAX = 100  # a page holds 20; this only bounds what a hand-made request can ask
+VARIANT_RELATED = ("product", "segment", "customer", "prompt", "prompt_version__prompt", "run")
 
 
 def require_reviewer(request: HttpRequest) -> None:
@@ -28,37 +36,225 @@ def require_reviewer(request: HttpRequest) -> None:
     raise PermissionDenied("Only copywriters, marketing leads and staff review variants")
 
 
+def _partial(request: HttpRequest) -> bool:
+    # A history restore (back button, cache miss) asks for the whole page.
+    return bool(request.htmx) and not request.htmx.history_restore_request
+
+
+def _prepare(variant: Variant) -> Variant:
+    """Split the checks for display: failed ones are flagged and shown first."""
+    checks = q.checks_failed_first(variant.checks)
+    variant.failed_checks = [c for c in checks if not c.get("passed", True)]
+    variant.passed_checks = [c for c in checks if c.get("passed", True)]
+    variant.sorted_checks = checks
+    return variant
+
+
+def _last_decision(user) -> ReviewEvent | None:
+    """The user's most recent decision, if nothing happened to its variant since."""
+    event = (
+        ReviewEvent.objects.filter(user=user, action__in=services.UNDOABLE)
+        .annotate(
+            moved_on=Exists(
+                ReviewEvent.objects.filter(variant=OuterRef("variant"), pk__gt=OuterRef("pk"))
+            )
+        )
+        .select_related("variant__product")
+        .order_by("-id")
+        .first()
+    )
+    return None if event is None or event.moved_on else event
+
+
+def _queue_context(request: HttpRequest, **extra) -> dict:
+    form = q.QueueFilters(request.GET)
+    values = form.values()
+    variants = q.variants_filtered(values).select_related(*VARIANT_RELATED)
+    after = q.Key.parse(request.GET.get("after"))
+    before = q.Key.parse(request.GET.get("before"))
+    page = q.page_fetch(variants, after=after, before=before)
+    for variant in page.variants:
+        _prepare(variant)
+    counts = q.status_counts(values)
+    tabs = [
+        {
+            "status": status,
+            "label": label,
+            "count": counts.get(status, 0),
+            "qs": q.querystring(values, status=status),
+            "current": status == values["status"],
+        }
+        for status, label in Variant.Status.choices
+        if counts.get(status) or status in (Variant.Status.IN_REVIEW, values["status"])
+    ]
+    runs = list(GenerationRun.objects.select_related("prompt_version__prompt")[:30])
+    segments = list(Segment.objects.only("slug", "name", "rules", "summary").order_by("slug"))
+    # The languages the audience speaks, from what the segments already hold (no
+    # DISTINCT over the variants table on every page).
+    languages = {str(s.rules["language"]) for s in segments if "language" in s.rules}
+    for s in segments:
+        languages.update(str(k) for k in (s.summary.get("language") or {}))
+    if values.get("language"):
+        languages.add(values["language"])
+    cursor = {"after": after and str(after), "before": before and str(before)}
+    return {
+        "form": form,
+        "f": values,
+        "qs": q.querystring(values),
+        "page_qs": q.querystring(values, **cursor),
+        "page": page,
+        "entries": q.queue_entries(page.variants),
+        "total": counts.get(values["status"], 0),
+        "tabs": tabs,
+        "next_qs": q.querystring(values, after=str(page.next_key)) if page.next_key else "",
+        "previous_qs": (
+            q.querystring(values, before=str(page.previous_key)) if page.previous_key else ""
+        ),
+        "runs": runs,
+        "run_listed": any(r.pk == values.get("run") for r in runs),
+        "prompts": list(Prompt.objects.only("slug", "name").order_by("slug")),
+        "segments": segments,
+        "languages": sorted(languages),
+        "checks": q.CHECK_NAMES,
+        "statuses": Variant.Status.choices,
+        "reject_reasons": q.REJECT_REASONS,
+        "last_decision": _last_decision(request.user),
+        "target": "row",
+        **extra,
+    }
+
+
 @login_required
 @require_GET
+@vary_on_headers("HX-Request")
 def queue(request: HttpRequest) -> HttpResponse:
     require_reviewer(request)
-    variants = (
-        Variant.objects.in_review()
-        .select_related("product", "segment", "customer", "prompt", "prompt_version__prompt")
-        .order_by("-checks_failed", "created", "id")
-    )
-    page = Paginator(variants, PAGE_SIZE).get_page(request.GET.get("page"))
-    return render(
-        request,
-        "review/queue.html",
-        {
-            "page": page,
-            "in_review_count": page.paginator.count,
-            "runs": GenerationRun.objects.select_related("prompt_version__prompt")[:3],
-        },
+    context = _queue_context(request)
+    if not _partial(request):
+        return render(request, "review/queue.html", context)
+    # The filter form sends every field, empty ones too; the address bar gets the
+    # same page's tidy URL instead.
+    return push_url(
+        render(request, "review/queue.html#queue", context),
+        f"{reverse('review:queue')}?{context['page_qs']}",
     )
 
 
-def _decided(request: HttpRequest, variant: Variant, error: str = "") -> HttpResponse:
-    if request.htmx:
-        return render(
-            request, "review/queue.html#variant-row", {"variant": variant, "error": error}
+def _focus_context(request: HttpRequest, variant: Variant, **extra) -> dict:
+    values = q.QueueFilters(request.GET).values()
+    previous, following = q.neighbours(q.variants_filtered(values), variant)
+    live = (
+        Variant.objects.published()
+        .for_slot(
+            prompt=variant.prompt_id,
+            product=variant.product_id,
+            segment=variant.segment_id,
+            customer=variant.customer_id,
         )
-    if error:
-        messages.error(request, error)
+        .exclude(pk=variant.pk)
+        .first()
+    )
+    events = list(variant.review_events.select_related("user").order_by("-id"))
+    for event in events:
+        changed = event.text_after and event.text_after != event.text_before
+        event.diff = q.word_diff(event.text_before, event.text_after) if changed else None
+    if variant.segment is not None:
+        audience = q.segment_summary(variant.segment.summary)
     else:
-        messages.success(request, f"Variant {variant.pk}: {variant.get_status_display()}")
-    return redirect("review:queue")
+        attributes = prompting.allowed_attributes(variant.prompt, variant.customer.attributes)
+        audience = q.segment_summary({k: {str(v): 1} for k, v in attributes.items()})
+    last = _last_decision(request.user)
+    qs = q.querystring(values)
+    return {
+        "variant": _prepare(variant),
+        "f": values,
+        "qs": qs,
+        "diff": q.word_diff(variant.product.description, variant.text),
+        "edit_diff": (
+            q.word_diff(variant.original_text, variant.text)
+            if variant.original_text and variant.original_text != variant.text
+            else None
+        ),
+        "audience": audience,
+        "live": live,
+        "events": events,
+        "previous": previous,
+        "next": following,
+        "queue_url": f"{reverse('review:queue')}?{qs}",
+        "reject_reasons": q.REJECT_REASONS,
+        "undo_event": last if last is not None and last.variant_id == variant.pk else None,
+        "target": "focus",
+        **extra,
+    }
+
+
+@login_required
+@require_GET
+@vary_on_headers("HX-Request")
+def variant_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    require_reviewer(request)
+    variant = get_object_or_404(Variant.objects.select_related(*VARIANT_RELATED), pk=pk)
+    template = "review/variant.html#focus" if _partial(request) else "review/variant.html"
+    return render(request, template, _focus_context(request, variant))
+
+
+def _decided(
+    request: HttpRequest,
+    variant: Variant,
+    *,
+    error: str = "",
+    kept_text: str = "",
+    notice: str = "",
+) -> HttpResponse:
+    """Answer a decision: the updated row or focus region over HTMX; else a redirect.
+
+    A refused decision without HTMX shows the focus page with the message (and the
+    text the reviewer typed), rather than redirecting it away.
+    """
+    variant = Variant.objects.select_related(*VARIANT_RELATED).get(pk=variant.pk)
+    view = request.POST.get("view")
+    from_focus = view == "focus"
+    if view == "queue" and _partial(request):  # the queue's "last decision" bar
+        context = _queue_context(request, queue_notice=notice, queue_error=error)
+        return render(request, "review/queue.html#queue", context)
+    undo_event = None
+    if not error:
+        latest = variant.review_events.order_by("-id").first()
+        if latest and latest.user_id == request.user.pk and latest.action in services.UNDOABLE:
+            undo_event = latest
+    extra = {"error": error, "kept_text": kept_text, "notice": notice}
+    if request.htmx:
+        if from_focus:
+            context = _focus_context(request, variant, **extra)
+            context["undo_event"] = undo_event
+            return render(request, "review/variant.html#focus", context)
+        context = {
+            "variant": _prepare(variant),
+            "qs": q.querystring(q.QueueFilters(request.GET).values()),
+            "reject_reasons": q.REJECT_REASONS,
+            "undo_event": undo_event,
+            "target": "row",
+            **extra,
+        }
+        return render(request, "review/queue.html#variant-row", context)
+    if error and view == "queue":
+        messages.error(request, error)
+    elif error:
+        return render(request, "review/variant.html", _focus_context(request, variant, **extra))
+    else:
+        messages.success(request, notice or f"Variant {variant.pk}: {variant.get_status_display()}")
+    qs = q.querystring(q.QueueFilters(request.GET).values())
+    if from_focus:
+        return redirect(f"{reverse('review:variant', args=[variant.pk])}?{qs}")
+    return redirect(f"{reverse('review:queue')}?{qs}" if request.GET else reverse("review:queue"))
+
+
+def _revision(request: HttpRequest) -> int | None:
+    """The revision the reviewer saw; None (no check) when the form did not send one."""
+    try:
+        return int(request.POST["revision"])
+    except (KeyError, ValueError):
+        return None
 
 
 @login_required
@@ -68,10 +264,11 @@ def approve(request: HttpRequest, pk: int) -> HttpResponse:
     variant = get_object_or_404(Variant, pk=pk)
     text = request.POST.get("text")
     try:
-        variant = services.variant_approve(variant=variant, user=request.user, text=text)
+        variant = services.variant_approve(
+            variant=variant, user=request.user, text=text, revision=_revision(request)
+        )
     except services.DecisionError as exc:
-        variant.refresh_from_db()
-        return _decided(request, variant, str(exc))
+        return _decided(request, variant, error=str(exc), kept_text=text or "")
     return _decided(request, variant)
 
 
@@ -82,12 +279,14 @@ def regenerate(request: HttpRequest, pk: int) -> HttpResponse:
     variant = get_object_or_404(Variant, pk=pk)
     try:
         variant = services.variant_request_regeneration(
-            variant=variant, user=request.user, note=request.POST.get("note", "")
+            variant=variant,
+            user=request.user,
+            note=request.POST.get("note", ""),
+            revision=_revision(request),
         )
     except services.DecisionError as exc:
-        variant.refresh_from_db()
-        return _decided(request, variant, str(exc))
-    return _decided(request, variant)
+        return _decided(request, variant, error=str(exc))
+    return _decided(request, variant, notice=f"Variant {variant.pk} is being written again")
 
 
 @login_required
@@ -95,14 +294,72 @@ def regenerate(request: HttpRequest, pk: int) -> HttpResponse:
 def reject(request: HttpRequest, pk: int) -> HttpResponse:
     require_reviewer(request)
     variant = get_object_or_404(Variant, pk=pk)
+    reason = q.reject_reason(request.POST.get("reason", ""), request.POST.get("detail", ""))
     try:
         variant = services.variant_reject(
-            variant=variant, user=request.user, reason=request.POST.get("reason", "")
+            variant=variant, user=request.user, reason=reason, revision=_revision(request)
         )
     except services.DecisionError as exc:
-        variant.refresh_from_db()
-        return _decided(request, variant, str(exc))
+        return _decided(request, variant, error=str(exc))
     return _decided(request, variant)
+
+
+@login_required
+@require_POST
+def undo(request: HttpRequest, pk: int) -> HttpResponse:
+    require_reviewer(request)
+    event = get_object_or_404(ReviewEvent, pk=pk)
+    try:
+        variant = services.decision_undo(event=event, user=request.user)
+    except services.DecisionError as exc:
+        return _decided(request, event.variant, error=str(exc))
+    return _decided(request, variant, notice=f"Undone: variant {variant.pk} is back in review")
+
+
+@login_required
+@require_POST
+def bulk(request: HttpRequest) -> HttpResponse:
+    """Approve or reject the selected variants; answer with the queue and what happened."""
+    require_reviewer(request)
+    ids = [int(i) for i in request.POST.getlist("ids") if i.isdigit()]
+    revisions = {}
+    for pk in ids:
+        raw = request.POST.get(f"rev-{pk}", "")
+        if raw.isdigit():
+            revisions[pk] = int(raw)
+    action = request.POST.get("action", "")
+    reason = q.reject_reason(request.POST.get("reason", ""), request.POST.get("detail", ""))
+    report: dict = {"error": "", "decided": [], "refused": []}
+    if not ids:
+        report["error"] = "Select at least one variant first"
+    elif len(ids) > BULK_MAX:
+        report["error"] = f"Decide at most {BULK_MAX} variants at once"
+    else:
+        variants = list(Variant.objects.filter(pk__in=ids).order_by("pk"))
+        try:
+            result = services.variants_decide(
+                variants=variants,
+                user=request.user,
+                action=action,
+                reason=reason,
+                revisions=revisions,
+            )
+        except services.DecisionError as exc:
+            report["error"] = str(exc)
+        else:
+            report["decided"] = result.decided
+            report["refused"] = result.refused
+            report["action"] = "approved" if action == "approve" else "rejected"
+    if _partial(request):
+        return render(request, "review/queue.html#queue", _queue_context(request, bulk=report))
+    if report["error"]:
+        messages.error(request, report["error"])
+    else:
+        n = len(report["decided"])
+        messages.success(request, f"{n} variant{'s' if n != 1 else ''} {report['action']}")
+        for pk, why in report["refused"]:
+            messages.error(request, f"Variant {pk} refused: {why}")
+    return redirect(f"{reverse('review:queue')}?{request.GET.urlencode()}")
 
 
 def require_lead(request: HttpRequest) -> None:

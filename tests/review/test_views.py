@@ -50,8 +50,10 @@ def test_reviewers_see_variants_in_review_beside_the_base_copy(client, group):
 def test_the_queue_page_query_count_does_not_grow_with_variants(
     client, copywriter, django_assert_max_num_queries
 ):
+    # session, user, role, page, status counts, runs, segments, prompts, last
+    # decision, and the nav's groups: none of them per row.
     VariantFactory.create_batch(25)
-    with django_assert_max_num_queries(8):
+    with django_assert_max_num_queries(12):
         client.get(QUEUE)
 
 

@@ -1,0 +1,411 @@
+"""The review queue's reads: filters, keyset pages, near-duplicate groups, word diffs.
+
+Nothing here writes; decisions go through review/services.py.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from difflib import SequenceMatcher
+from urllib.parse import urlencode
+
+from django import forms
+from django.db import connection
+from django.db.models import BooleanField, Count, Q, QuerySet
+from django.db.models.expressions import RawSQL
+
+from generation.models import Variant
+
+PAGE_SIZE = 20
+
+# The checks generation/checks.py runs, in its order, with what a reviewer calls them.
+CHECK_NAMES = {
+    "length": "Length",
+    "protected_terms": "Protected terms",
+    "banned_phrases": "Banned phrases",
+    "language": "Language",
+    "personal_data": "Personal data",
+    "placeholders": "Placeholders",
+    "overreach": "Overreach (minority of the segment)",
+    "input_injection": "Instructions in the input",
+}
+
+REJECT_REASONS = (
+    "Off brand",
+    "Factually wrong",
+    "Wrong language",
+    "Too long",
+    "Targets a minority of the segment",
+    "Other",
+)
+
+FILTER_FIELDS = ("status", "prompt", "product", "segment", "language", "check", "run")
+
+
+class QueueFilters(forms.Form):
+    """The queue's GET form. Invalid values are reported and left out, never a 400."""
+
+    status = forms.ChoiceField(choices=Variant.Status.choices, required=False)
+    prompt = forms.SlugField(required=False, max_length=100)
+    product = forms.CharField(required=False, max_length=100, strip=True)
+    segment = forms.SlugField(required=False, max_length=200)
+    language = forms.RegexField(regex=r"^[A-Za-z]{2,3}([_-][A-Za-z0-9]{2,8})?$", required=False)
+    check = forms.ChoiceField(choices=[("", "any"), *CHECK_NAMES.items()], required=False)
+    run = forms.IntegerField(required=False, min_value=1)
+
+    def values(self) -> dict:
+        """The valid, non-empty filters; status defaults to in review."""
+        self.is_valid()
+        cleaned = getattr(self, "cleaned_data", {})
+        values = {k: cleaned[k] for k in FILTER_FIELDS if cleaned.get(k) not in (None, "")}
+        return {"status": values.pop("status", Variant.Status.IN_REVIEW), **values}
+
+
+def querystring(values: dict, **overrides) -> str:
+    """The filters as a query string, for links that keep them; None drops a key."""
+    merged = {**values, **overrides}
+    return urlencode({k: v for k, v in merged.items() if v not in (None, "")})
+
+
+def _failed_check(name: str) -> Q:
+    """Variants whose check `name` failed (checks is a list of {name, passed, message})."""
+    if connection.features.supports_json_field_contains:
+        return Q(checks__contains=[{"name": name, "passed": False}])
+    # SQLite has no JSON containment: look through the list with json_each.
+    # The table name is ours; the check name goes in as a parameter.
+    table = Variant._meta.db_table
+    return Q(
+        RawSQL(
+            f"EXISTS (SELECT 1 FROM json_each({table}.checks) AS c "
+            "WHERE json_extract(c.value, '$.name') = %s AND json_extract(c.value, '$.passed') = 0)",
+            [name],
+            output_field=BooleanField(),
+        )
+    )
+
+
+def variants_filtered(values: dict, *, status: bool = True) -> QuerySet[Variant]:
+    """The variants the filters select; `status=False` leaves the status filter out."""
+    qs = Variant.objects.all()
+    if status and values.get("status"):
+        qs = qs.filter(status=values["status"])
+    if values.get("prompt"):
+        qs = qs.filter(prompt__slug=values["prompt"])
+    if values.get("product"):
+        term = values["product"]
+        qs = qs.filter(Q(product__sku__istartswith=term) | Q(product__name__icontains=term))
+    if values.get("segment"):
+        qs = qs.filter(segment__slug=values["segment"])
+    if values.get("language"):
+        qs = qs.filter(language=values["language"])
+    if values.get("check"):
+        # checks_failed first: it excludes most rows before the JSON is looked at.
+        qs = qs.filter(checks_failed__gt=0).filter(_failed_check(values["check"]))
+    if values.get("run"):
+        qs = qs.filter(run_id=values["run"])
+    return qs
+
+
+def status_counts(values: dict) -> dict[str, int]:
+    """How many variants of each status the other filters select: one GROUP BY."""
+    rows = (
+        variants_filtered(values, status=False)
+        .order_by()
+        .values_list("status")
+        .annotate(n=Count("id"))
+    )
+    return dict(rows)
+
+
+# --- keyset pagination ---------------------------------------------------------------
+#
+# The queue is ordered by (checks_failed desc, created, id), which the
+# variant_queue_order index (status, -checks_failed, created, id) serves. A page is
+# "the 20 rows after this key", not "rows 2000 to 2020": the database seeks to the key
+# instead of counting past every earlier row (OFFSET), so the last page of 100,000
+# variants costs what the first does, and the page count needs no COUNT(*) over the
+# filtered table (the per-status GROUP BY gives the total shown). It also suits a
+# queue that drains while people work: decided variants leave the filter, and an
+# offset would then skip the rows that moved up; a key never does.
+#
+# The order mixes directions, so "after (cf, created, id)" is asked as two range
+# scans of the index rather than one OR that no index can serve: the rest of the
+# rows with the same checks_failed, then the rows with fewer.
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+ORDER = ("-checks_failed", "created", "id")
+
+
+@dataclass(frozen=True)
+class Key:
+    checks_failed: int
+    created: datetime
+    pk: int
+
+    @classmethod
+    def of(cls, variant: Variant) -> Key:
+        return cls(variant.checks_failed, variant.created, variant.pk)
+
+    @classmethod
+    def parse(cls, text: str | None) -> Key | None:
+        """Read a key from a URL ("2.1718000000000000.42"); None if it is not one."""
+        match = re.fullmatch(r"(\d{1,4})\.(\d{1,20})\.(\d{1,20})", text or "")
+        if not match:
+            return None
+        failed, micros, pk = (int(g) for g in match.groups())
+        try:
+            return cls(failed, EPOCH + timedelta(microseconds=micros), pk)
+        except OverflowError:
+            return None
+
+    def __str__(self) -> str:
+        micros = (self.created - EPOCH) // timedelta(microseconds=1)
+        return f"{self.checks_failed}.{micros}.{self.pk}"
+
+
+def _after(qs: QuerySet[Variant], key: Key, limit: int) -> list[Variant]:
+    rows = list(
+        qs.filter(checks_failed=key.checks_failed, created__gte=key.created)
+        .exclude(created=key.created, pk__lte=key.pk)
+        .order_by("created", "id")[:limit]
+    )
+    if len(rows) < limit:
+        rows += qs.filter(checks_failed__lt=key.checks_failed).order_by(*ORDER)[: limit - len(rows)]
+    return rows
+
+
+def _before(qs: QuerySet[Variant], key: Key, limit: int) -> list[Variant]:
+    """The `limit` rows before `key`, nearest first."""
+    rows = list(
+        qs.filter(checks_failed=key.checks_failed, created__lte=key.created)
+        .exclude(created=key.created, pk__gte=key.pk)
+        .order_by("-created", "-id")[:limit]
+    )
+    if len(rows) < limit:
+        rows += qs.filter(checks_failed__gt=key.checks_failed).order_by(
+            "checks_failed", "-created", "-id"
+        )[: limit - len(rows)]
+    return rows
+
+
+@dataclass
+class QueuePage:
+    variants: list[Variant]
+    next_key: Key | None = None
+    previous_key: Key | None = None
+    first: bool = True
+
+
+def page_fetch(
+    qs: QuerySet[Variant], *, after: Key | None = None, before: Key | None = None,
+    size: int = PAGE_SIZE,
+) -> QueuePage:  # fmt: skip
+    """One page of the queue after or before a key (or the first page); 1–2 queries."""
+    if before is not None:
+        rows = _before(qs, before, size + 1)
+        if len(rows) < size:  # back at the start, and rows have left: show the first page
+            return page_fetch(qs, size=size)
+        has_previous = len(rows) > size
+        rows = rows[:size][::-1]
+        return QueuePage(
+            rows,
+            next_key=Key.of(rows[-1]),
+            previous_key=Key.of(rows[0]) if has_previous else None,
+            first=not has_previous,
+        )
+    if after is not None:
+        rows = _after(qs, after, size + 1)
+    else:
+        rows = list(qs.order_by(*ORDER)[: size + 1])
+    has_next = len(rows) > size
+    rows = rows[:size]
+    return QueuePage(
+        rows,
+        next_key=Key.of(rows[-1]) if has_next else None,
+        previous_key=Key.of(rows[0]) if after is not None and rows else None,
+        first=after is None,
+    )
+
+
+def neighbours(qs: QuerySet[Variant], variant: Variant) -> tuple[Variant | None, Variant | None]:
+    """The variants before and after `variant` in the queue's order (for j/k)."""
+    key = Key.of(variant)
+    previous = _before(qs, key, 1)
+    following = _after(qs, key, 1)
+    return (previous[0] if previous else None), (following[0] if following else None)
+
+
+# --- near-duplicates -------------------------------------------------------------------
+
+SHINGLE = 3
+JACCARD_MIN = 0.85
+RATIO_MIN = 0.9
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"\w+", text.lower())
+
+
+def _shingles(words: list[str]) -> set[tuple[str, ...]]:
+    return {tuple(words[i : i + SHINGLE]) for i in range(max(1, len(words) - SHINGLE + 1))}
+
+
+def near_identical(a: str, b: str) -> bool:
+    """Word-shingle Jaccard ≥ 0.85, or a difflib ratio on words ≥ 0.9 (short texts)."""
+    wa, wb = _words(a), _words(b)
+    sa, sb = _shingles(wa), _shingles(wb)
+    if len(sa & sb) / len(sa | sb) >= JACCARD_MIN:
+        return True
+    matcher = SequenceMatcher(None, wa, wb, autojunk=False)
+    return (
+        matcher.real_quick_ratio() >= RATIO_MIN
+        and matcher.quick_ratio() >= RATIO_MIN
+        and matcher.ratio() >= RATIO_MIN
+    )
+
+
+@dataclass
+class QueueEntry:
+    """A variant, or a group of near-identical ones, as the queue shows it."""
+
+    variants: list[Variant] = field(default_factory=list)
+
+    @property
+    def is_group(self) -> bool:
+        return len(self.variants) > 1
+
+    @property
+    def first(self) -> Variant:
+        return self.variants[0]
+
+
+def queue_entries(variants: list[Variant]) -> list[QueueEntry]:
+    """Group the page's near-identical variants in review of one product and prompt version.
+
+    Only the page's variants are compared, and only within a product and version, so
+    the work is bounded by the page size (at most 190 pairs for 20 variants). A group
+    takes the place of its first member; the others move up beside it.
+    """
+    parent = list(range(len(variants)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    buckets: dict[tuple, list[int]] = {}
+    for i, v in enumerate(variants):
+        if v.status == Variant.Status.IN_REVIEW:
+            buckets.setdefault((v.product_id, v.prompt_version_id), []).append(i)
+    for members in buckets.values():
+        for n, i in enumerate(members):
+            for j in members[n + 1 :]:
+                if root(i) != root(j) and near_identical(variants[i].text, variants[j].text):
+                    parent[root(j)] = root(i)
+
+    entries: dict[int, QueueEntry] = {}
+    for i, v in enumerate(variants):
+        entries.setdefault(root(i), QueueEntry()).variants.append(v)
+    return list(entries.values())
+
+
+# --- word diff -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WordDiff:
+    """Runs of text marked "same", "del" or "ins"; the template escapes every run."""
+
+    left: list[tuple[str, str]]  # the old text: same and del
+    right: list[tuple[str, str]]  # the new text: same and ins
+    inline: list[tuple[str, str]]  # both in one: same, del, ins
+    changed: bool
+
+
+def _tokens(text: str) -> list[str]:
+    """Words with the whitespace after them; leading whitespace is its own token."""
+    tokens = re.findall(r"\S+\s*", text)
+    lead = text[: len(text) - len(text.lstrip())]
+    return [lead, *tokens] if lead else tokens
+
+
+def _push(runs: list[tuple[str, str]], kind: str, text: str) -> None:
+    """Add a run, merging it into the last one of the same kind.
+
+    A marked run ends at its last word: the whitespace after it is plain text.
+    """
+    trailing = ""
+    if kind != "same":
+        core = text.rstrip()
+        text, trailing = core, text[len(core) :]
+    for kind_, text_ in ((kind, text), ("same", trailing)):
+        if not text_:
+            continue
+        if runs and runs[-1][0] == kind_:
+            runs[-1] = (kind_, runs[-1][1] + text_)
+        else:
+            runs.append((kind_, text_))
+
+
+def word_diff(before: str, after: str) -> WordDiff:
+    """Compare two texts word by word (difflib), keeping their whitespace."""
+    a, b = _tokens(before or ""), _tokens(after or "")
+    matcher = SequenceMatcher(None, [t.strip() for t in a], [t.strip() for t in b], autojunk=False)
+    left: list[tuple[str, str]] = []
+    right: list[tuple[str, str]] = []
+    inline: list[tuple[str, str]] = []
+    for op, i1, i2, j1, j2 in matcher.get_opcodes():
+        old, new = "".join(a[i1:i2]), "".join(b[j1:j2])
+        if op == "equal":
+            _push(left, "same", old)
+            _push(right, "same", new)
+            _push(inline, "same", new)
+            continue
+        _push(left, "del", old)
+        _push(right, "ins", new)
+        if old:
+            _push(inline, "del", old if not new else old.rstrip() + " ")
+        _push(inline, "ins", new)
+    changed = any(kind != "same" for kind, _ in inline)
+    return WordDiff(left, right, inline, changed)
+
+
+# --- what the focus view shows about a variant ---------------------------------------
+
+
+def checks_failed_first(checks: list[dict]) -> list[dict]:
+    return sorted(checks or [], key=lambda c: bool(c.get("passed", True)))
+
+
+def segment_summary(summary: dict, *, top: int = 3) -> list[dict]:
+    """Each attribute's `top` most common values among the members, with their shares."""
+    rows = []
+    for attribute, shares in sorted((summary or {}).items()):
+        if not isinstance(shares, dict):
+            continue
+        ordered = sorted(shares.items(), key=lambda kv: -float(kv[1] or 0))
+        rows.append(
+            {
+                "attribute": attribute,
+                "values": [(value, round(float(share) * 100)) for value, share in ordered[:top]],
+                "more": max(0, len(ordered) - top),
+            }
+        )
+    return rows
+
+
+def reject_reason(choice: str, detail: str) -> str:
+    """The reason recorded: a listed reason and the reviewer's words after it.
+
+    A reason not in the list (an older form, a script) is kept as free text; "Other"
+    needs words; an empty one is left to variant_reject to refuse.
+    """
+    choice, detail = (choice or "").strip(), (detail or "").strip()
+    if choice == "Other":
+        return f"Other: {detail}" if detail else ""
+    if choice and detail:
+        return f"{choice}: {detail}"
+    return choice or detail

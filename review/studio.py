@@ -1,0 +1,429 @@
+"""HTML and HTMX views of the marketing lead's side: the brand voice editor and the prompt
+studio (preview, try on samples, impact, save, history and rollback).
+
+They live apart from review/views.py only because two people built the two sides at
+the same time; the conventions are the same (permission, validate, service, render),
+and so are the forms' home here rather than a forms.py. Every view is for marketing
+leads and staff. Preview, try and impact write nothing; save and rollback go through
+generation.services and regenerate the prompt's slots.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+
+from django import forms
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.db.models import Count, Max, OuterRef, Subquery
+from django.http import Http404, HttpRequest, HttpResponse, QueryDict
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django_htmx.http import HttpResponseClientRedirect
+
+from generation import pricing, services
+from generation.models import Brand, Product, Prompt, PromptVersion, Segment, Variant
+from generation.prompting import OUTPUT_RULES, PLACEHOLDERS, PromptTemplateError
+from generation.prompting import template_placeholders as placeholders_in
+from review.views import require_lead
+
+STUDIO_ERRORS = (PromptTemplateError, services.StudioError, services.RunError)
+# Products offered as suggestions beside the SKU fields; any SKU can be typed.
+PRODUCT_SUGGESTIONS = 500
+HISTORY_SIZE = 50
+
+
+def _lines(text: str) -> list[str]:
+    return text.splitlines()
+
+
+class BrandForm(forms.Form):
+    voice = forms.CharField(
+        widget=forms.Textarea,
+        error_messages={"required": "The brand voice cannot be empty"},
+    )
+    banned_phrases = forms.CharField(widget=forms.Textarea, required=False)
+    protected_terms = forms.CharField(widget=forms.Textarea, required=False)
+
+    def clean_banned_phrases(self) -> list[str]:
+        return _lines(self.cleaned_data["banned_phrases"])
+
+    def clean_protected_terms(self) -> list[str]:
+        return _lines(self.cleaned_data["protected_terms"])
+
+
+class DraftForm(forms.Form):
+    template = forms.CharField(widget=forms.Textarea, strip=False)
+    model = forms.CharField(max_length=120)
+    temperature = forms.FloatField(min_value=0, max_value=2)
+    note = forms.CharField(max_length=500, required=False)
+
+    def clean_template(self) -> str:
+        # Browsers send a textarea's line ends as CRLF; versions and their diffs use LF.
+        return self.cleaned_data["template"].replace("\r\n", "\n")
+
+
+def _form_error(form: forms.Form) -> str:
+    parts = []
+    for name, errors in form.errors.items():
+        label = f"{name.capitalize()}: " if name in form.fields else ""
+        parts += [f"{label}{error}" for error in errors]
+    return "; ".join(parts)
+
+
+# --- Brand voice ----------------------------------------------------------------------
+
+
+def _brand_form(brand: Brand) -> BrandForm:
+    return BrandForm(
+        initial={
+            "voice": brand.voice,
+            "banned_phrases": "\n".join(brand.banned_phrases),
+            "protected_terms": "\n".join(brand.protected_terms),
+        }
+    )
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def brand_edit(request: HttpRequest) -> HttpResponse:
+    require_lead(request)
+    brands = list(Brand.objects.order_by("name"))
+    if not brands:
+        raise Http404("No brand yet: load the demo data or add one in the admin")
+    chosen = request.POST.get("brand") or request.GET.get("brand")
+    brand = next((b for b in brands if str(b.pk) == chosen), brands[0])
+    saved = False
+    if request.method == "POST":
+        form = BrandForm(request.POST)
+        if form.is_valid():
+            try:
+                services.brand_update(brand=brand, user=request.user, **form.cleaned_data)
+            except services.BrandError as exc:
+                form.add_error(None, str(exc))
+            else:
+                if not request.htmx:
+                    messages.success(request, f"Saved the voice and word lists of {brand.name}")
+                    return redirect(f"{reverse('review:brand')}?brand={brand.pk}")
+                form, saved = _brand_form(brand), True
+    else:
+        form = _brand_form(brand)
+    context = {
+        "brand": brand,
+        "brands": brands,
+        "form": form,
+        "saved": saved,
+        "output_rules": OUTPUT_RULES,
+        "prompts": brand.prompts.order_by("slug"),
+    }
+    template = "review/brand.html#brand-form" if request.htmx else "review/brand.html"
+    return render(request, template, context)
+
+
+# --- Prompt list ------------------------------------------------------------------------
+
+
+@login_required
+@require_GET
+def prompt_list(request: HttpRequest) -> HttpResponse:
+    require_lead(request)
+    current = PromptVersion.objects.filter(prompt=OuterRef("pk")).order_by("-number")
+    prompts = list(
+        Prompt.objects.select_related("brand")
+        .annotate(
+            current_number=Max("versions__number"),
+            current_model=Subquery(current.values("model")[:1]),
+        )
+        .order_by("slug")
+    )
+    counts: dict[int, dict[str, int]] = {}
+    for row in (
+        Variant.objects.filter(status__in=[Variant.Status.IN_REVIEW, Variant.Status.PUBLISHED])
+        .values("prompt_id", "status")
+        .annotate(n=Count("pk"))
+        .order_by()
+    ):
+        counts.setdefault(row["prompt_id"], {})[row["status"]] = row["n"]
+    for prompt in prompts:
+        prompt.counts = counts.get(prompt.pk, {})
+    return render(request, "review/studio_list.html", {"prompts": prompts})
+
+
+# --- Prompt studio -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    version: PromptVersion
+    previous: PromptVersion | None
+    diff: list[tuple[str, str]]  # (kind, line): kind is add, del, hunk or same
+    changes: list[str]  # model and temperature changes, in words
+    can_roll_back: bool  # not the current version, nor the same as it
+
+
+def version_diff(older: PromptVersion | None, newer: PromptVersion) -> list[tuple[str, str]]:
+    """The template's unified diff from `older` to `newer`, line by line with its kind."""
+    if older is None:
+        return []
+    kinds = {"+": "add", "-": "del", "@": "hunk", " ": "same"}
+    lines = difflib.unified_diff(
+        older.template.splitlines(), newer.template.splitlines(), lineterm="", n=2
+    )
+    return [(kinds.get(line[:1], "same"), line) for line in lines if line[:3] not in ("---", "+++")]
+
+
+def _history(prompt: Prompt) -> list[HistoryEntry]:
+    versions = list(
+        prompt.versions.select_related("author").order_by("-number")[: HISTORY_SIZE + 1]
+    )
+    entries = []
+
+    def writes(v: PromptVersion) -> tuple:
+        return (v.template, v.model, v.temperature)
+
+    for version, previous in zip(versions, [*versions[1:], None], strict=True):
+        changes = []
+        if previous is not None and previous.model != version.model:
+            changes.append(f"model {previous.model} → {version.model}")
+        if previous is not None and previous.temperature != version.temperature:
+            changes.append(f"temperature {previous.temperature} → {version.temperature}")
+        entries.append(
+            HistoryEntry(
+                version,
+                previous,
+                version_diff(previous, version),
+                changes,
+                can_roll_back=writes(version) != writes(versions[0]),
+            )
+        )
+    return entries[:HISTORY_SIZE]
+
+
+def _prompt(slug: str) -> Prompt:
+    return get_object_or_404(Prompt.objects.select_related("brand"), slug=slug)
+
+
+def _initial_form(prompt: Prompt) -> DraftForm:
+    current = prompt.current_version
+    return DraftForm(
+        initial={
+            "template": current.template if current else "",
+            "model": current.model if current else settings.LLM_DEFAULT_MODEL,
+            "temperature": current.temperature if current else 0.7,
+            "note": "",
+        }
+    )
+
+
+def _slot(sku: str, slug: str) -> tuple[Product, Segment]:
+    sku, slug = sku.strip(), slug.strip()
+    if not sku or not slug:
+        raise services.StudioError("Choose both a product (its SKU) and a segment")
+    product = Product.objects.filter(sku=sku).first()
+    if product is None:
+        raise services.StudioError(f"No product with SKU '{sku}'")
+    segment = Segment.objects.filter(slug=slug).first()
+    if segment is None:
+        raise services.StudioError(f"No segment '{slug}'")
+    return product, segment
+
+
+def _sample_rows(data: QueryDict) -> list[tuple[str, str]]:
+    """The try rows as typed (SKU, segment slug), blank rows left out."""
+    rows = zip(data.getlist("sample_product"), data.getlist("sample_segment"), strict=False)
+    return [(sku.strip(), slug.strip()) for sku, slug in rows if sku.strip() or slug.strip()]
+
+
+def _sample_pairs(data: QueryDict) -> list[tuple[Product, Segment]]:
+    pairs = []
+    for number, (sku, slug) in enumerate(_sample_rows(data), start=1):
+        try:
+            pairs.append(_slot(sku, slug))
+        except services.StudioError as exc:
+            raise services.StudioError(f"Sample {number}: {exc}") from exc
+    return pairs
+
+
+def _studio_context(request: HttpRequest, prompt: Prompt, form: DraftForm) -> dict:
+    data = request.POST
+    template = form["template"].value() or ""
+    try:
+        used = set(placeholders_in(template))
+    except PromptTemplateError:
+        used = set()
+    rows = _sample_rows(data)
+    preview_product, preview_segment = data.get("preview_product"), data.get("preview_segment")
+    if preview_product is None and preview_segment is None:
+        first = services.prompt_sample_pairs(prompt=prompt, count=1)
+        preview_product, preview_segment = (
+            (first[0][0].sku, first[0][1].slug) if first else ("", "")
+        )
+    history = _history(prompt)
+    return {
+        "prompt": prompt,
+        "form": form,
+        "current": history[0].version if history else None,
+        "history": history,
+        "placeholders": [(name, text, name in used) for name, text in PLACEHOLDERS.items()],
+        "segments": Segment.objects.order_by("-member_count", "slug"),
+        "products": Product.objects.order_by("sku").only("sku", "name")[:PRODUCT_SUGGESTIONS],
+        "models": sorted(settings.LLM_PRICES),
+        "preview_product": preview_product,
+        "preview_segment": preview_segment,
+        "sample_rows": rows + [("", "")] * (services.TRY_MAX_SAMPLES - len(rows)),
+        "max_samples": services.TRY_MAX_SAMPLES,
+    }
+
+
+def _respond(
+    request: HttpRequest, prompt: Prompt, form: DraftForm, partial: str, context: dict
+) -> HttpResponse:
+    """The partial (named after its hx-target id) to HTMX, else the whole studio page."""
+    if request.htmx:
+        return render(
+            request, f"review/studio.html#{partial}", {"prompt": prompt, "form": form, **context}
+        )
+    return render(
+        request, "review/studio.html", {**_studio_context(request, prompt, form), **context}
+    )
+
+
+@login_required
+@require_GET
+def studio(request: HttpRequest, slug: str) -> HttpResponse:
+    require_lead(request)
+    prompt = _prompt(slug)
+    form = _initial_form(prompt)
+    return render(request, "review/studio.html", _studio_context(request, prompt, form))
+
+
+@login_required
+@require_POST
+def studio_preview(request: HttpRequest, slug: str) -> HttpResponse:
+    require_lead(request)
+    prompt = _prompt(slug)
+    form = DraftForm(request.POST)
+    context: dict = {}
+    try:
+        product, segment = _slot(
+            request.POST.get("preview_product", ""), request.POST.get("preview_segment", "")
+        )
+        rendered = services.prompt_preview(
+            prompt=prompt,
+            template=request.POST.get("template", "").replace("\r\n", "\n"),
+            product=product,
+            segment=segment,
+        )
+        context |= {
+            "rendered": rendered,
+            "preview_slot": (product, segment),
+            "preview_tokens": sum(pricing.estimate_tokens(m["content"]) for m in rendered.messages),
+        }
+    except STUDIO_ERRORS as exc:
+        context["preview_error"] = str(exc)
+    return _respond(request, prompt, form, "preview", context)
+
+
+@login_required
+@require_POST
+def studio_try(request: HttpRequest, slug: str) -> HttpResponse:
+    require_lead(request)
+    prompt = _prompt(slug)
+    form = DraftForm(request.POST)
+    context: dict = {}
+    if not form.is_valid():
+        context["try_error"] = _form_error(form)
+        return _respond(request, prompt, form, "try-results", context)
+    try:
+        context["results"] = services.prompt_try(
+            prompt=prompt,
+            template=form.cleaned_data["template"],
+            model=form.cleaned_data["model"],
+            temperature=form.cleaned_data["temperature"],
+            pairs=_sample_pairs(request.POST),
+        )
+    except STUDIO_ERRORS as exc:
+        context["try_error"] = str(exc)
+    return _respond(request, prompt, form, "try-results", context)
+
+
+@login_required
+@require_POST
+def studio_impact(request: HttpRequest, slug: str) -> HttpResponse:
+    """The first step of a save: what it would regenerate and cost, and the Save button."""
+    require_lead(request)
+    prompt = _prompt(slug)
+    form = DraftForm(request.POST)
+    context: dict = {}
+    if not form.is_valid():
+        context["impact_error"] = _form_error(form)
+        return _respond(request, prompt, form, "impact", context)
+    try:
+        context["impact"] = services.prompt_impact(
+            prompt=prompt,
+            template=form.cleaned_data["template"],
+            model=form.cleaned_data["model"],
+            temperature=form.cleaned_data["temperature"],
+        )
+    except STUDIO_ERRORS as exc:
+        context["impact_error"] = str(exc)
+    return _respond(request, prompt, form, "impact", context)
+
+
+def _saved(request: HttpRequest, prompt: Prompt, version: PromptVersion) -> HttpResponse:
+    """Off to the regeneration run, so the lead sees the new variants arrive."""
+    run = version.runs.order_by("-pk").first()
+    if run is not None:
+        slots = f"{run.total} slot{'s' if run.total != 1 else ''}"
+        messages.success(request, f"Saved {version}; run {run.pk} regenerates {slots}")
+        url = reverse("review:run", args=[run.pk])
+    else:
+        messages.success(request, f"Saved {version}; there were no variants to regenerate")
+        url = reverse("review:studio", args=[prompt.slug])
+    return HttpResponseClientRedirect(url) if request.htmx else redirect(url)
+
+
+@login_required
+@require_POST
+def studio_save(request: HttpRequest, slug: str) -> HttpResponse:
+    require_lead(request)
+    prompt = _prompt(slug)
+    form = DraftForm(request.POST)
+    context: dict = {}
+    if not form.is_valid():
+        context["impact_error"] = _form_error(form)
+        return _respond(request, prompt, form, "impact", context)
+    try:
+        version = services.prompt_save(prompt=prompt, user=request.user, **form.cleaned_data)
+    except STUDIO_ERRORS as exc:
+        context["impact_error"] = str(exc)
+        return _respond(request, prompt, form, "impact", context)
+    return _saved(request, prompt, version)
+
+
+@login_required
+@require_POST
+def studio_rollback(request: HttpRequest, slug: str, number: int) -> HttpResponse:
+    """Roll back in two steps like a save: first the impact, then `confirm` saves."""
+    require_lead(request)
+    prompt = _prompt(slug)
+    version = get_object_or_404(PromptVersion, prompt=prompt, number=number)
+    # The editor keeps what was typed in it when it sent this; a history form sends nothing.
+    form = DraftForm(request.POST) if "template" in request.POST else _initial_form(prompt)
+    context: dict = {"rollback": version}
+    try:
+        if "confirm" in request.POST:
+            new = services.prompt_rollback(prompt=prompt, version=version, user=request.user)
+            return _saved(request, prompt, new)
+        context["impact"] = services.prompt_impact(
+            prompt=prompt,
+            template=version.template,
+            model=version.model,
+            temperature=version.temperature,
+        )
+    except STUDIO_ERRORS as exc:
+        context["impact_error"] = str(exc)
+    return _respond(request, prompt, form, "impact", context)

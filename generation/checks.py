@@ -91,6 +91,11 @@ def _language_detector():
     return _detector
 
 
+def warm_up() -> None:
+    """Load the language model now (worker start) rather than on the first variant."""
+    _language_detector()
+
+
 def _language_name(code: str, share: float | None = None, suffix: str = "") -> str:
     """'German (de)', or with a share 'German (de, 97% confident)'."""
     name = (LANG_INFO.get(code) or {}).get("name")

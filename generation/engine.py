@@ -40,8 +40,14 @@ from generation.models import GenerationRun, Variant
 
 logger = logging.getLogger(__name__)
 
+WRITTEN_FIELDS = [
+    "status", "text", "original_text", "rationale", "checks", "checks_failed", "model",
+    "language", "prompt_tokens", "completion_tokens", "cached_tokens", "latency_ms", "cost",
+    "error", "claim", "claimed_at", "generated", "updated",
+]  # fmt: skip
 FLUSH_SECONDS = 0.5
 FLUSH_SIZE = 200
+LEASE_CHECK_SECONDS = 60
 
 
 @dataclass
@@ -99,7 +105,9 @@ def call(job: Job, limiter: EndpointLimiter, stop: threading.Event) -> Outcome:
         for attempt in retrying:
             with attempt:
                 attempts += 1
-                if stop.is_set() and attempts > 1:
+                # Jobs wait in the pool's queue; one whose run stopped meanwhile, or
+                # that is between retries, goes back to the queue untouched.
+                if stop.is_set():
                     return Outcome(job, "release", error="Run stopped")
                 with limiter.slot(tokens=job.estimated_prompt_tokens):
                     completion = llm.complete(
@@ -212,10 +220,13 @@ class Drain:
         self.first_claim = True
         self.budget: Budget | None = None
         self.written = 0
+        self.deadline = time.monotonic() + settings.GENERATION_TASK_SECONDS
+        self.continue_later = False
+        self.next_lease_check = 0.0
         if run_id is not None:
             run = GenerationRun.objects.filter(pk=run_id).first()
-            if run is None:
-                logger.info("run %s is gone; nothing to drain", run_id)
+            if run is None or run.status != GenerationRun.Status.RUNNING:
+                logger.info("run %s is gone or not running; nothing to drain", run_id)
                 self.exhausted = True
             elif run.budget is not None:
                 self.budget = Budget(run)
@@ -244,16 +255,25 @@ class Drain:
     def _refill(self) -> None:
         if self.stop.is_set() or self.exhausted or len(self.ready) >= self.threads:
             return
+        if time.monotonic() > self.deadline:
+            # Bounded task time: finish what is in flight, hand the rest to a new task.
+            self.exhausted = self.continue_later = True
+            return
         variants = []
         if self.first_claim:
             # Delivered again after its worker died: first take back all it held.
             variants = reclaim_own(claim_id=self.claim)
             self.first_claim = False
+        # Leases of vanished workers are looked for now and then, not on every claim.
+        expired = time.monotonic() > self.next_lease_check
+        if expired:
+            self.next_lease_check = time.monotonic() + LEASE_CHECK_SECONDS
         variants += claim(
             claim_id=self.claim,
             run_id=self.run_id,
             variant_ids=self.variant_ids,
             limit=max(0, 2 * self.threads - len(self.ready) - len(variants)),
+            expired=expired,
         )
         if not variants or self.variant_ids is not None:
             self.exhausted = True
@@ -266,7 +286,9 @@ class Drain:
                 self.outcomes.append(Outcome(job, "failed", error=f"Prompt rendering: {exc}"))
 
     def _submit(self, pool: ThreadPoolExecutor, limiter: EndpointLimiter) -> None:
-        while self.ready and len(self.in_flight) < self.threads and not self.stop.is_set():
+        # Up to twice the threads: a thread that finishes a call takes the next job at
+        # once instead of waiting for the main thread to come back from a flush.
+        while self.ready and len(self.in_flight) < 2 * self.threads and not self.stop.is_set():
             job = self.ready[0]
             if self.budget is not None and not self.budget.reserve(job.estimated_cost):
                 self._pause_for_budget()
@@ -320,20 +342,27 @@ def claim(
     run_id: int | None,
     variant_ids: list[int] | None,
     limit: int,
+    expired: bool = True,
 ) -> list[Variant]:
-    """Claim up to `limit` variants (of a running run, or given ids) for this task."""
+    """Claim up to `limit` variants (of a run, or given ids) for this task.
+
+    Queued variants are found through the partial index on (run, id) where queued;
+    with `expired`, variants whose claim's lease ended are claimable too.
+    """
     if limit <= 0:
         return []
     now = timezone.now()
-    claimable = Q(status=Variant.Status.QUEUED) | Q(
-        status=Variant.Status.GENERATING,
-        claimed_at__lt=now - timedelta(seconds=settings.GENERATION_LEASE_SECONDS),
-    )
+    claimable = Q(status=Variant.Status.QUEUED)
+    if expired:
+        claimable |= Q(
+            status=Variant.Status.GENERATING,
+            claimed_at__lt=now - timedelta(seconds=settings.GENERATION_LEASE_SECONDS),
+        )
     candidates = Variant.objects.filter(claimable)
     if variant_ids is not None:
         candidates = candidates.filter(pk__in=variant_ids)
     else:
-        candidates = candidates.filter(run_id=run_id, run__status=GenerationRun.Status.RUNNING)
+        candidates = candidates.filter(run_id=run_id)
     with transaction.atomic():
         if connection.features.has_select_for_update_skip_locked:
             candidates = candidates.select_for_update(skip_locked=True, of=("self",))
@@ -391,42 +420,59 @@ def write_outcomes(outcomes: list[Outcome], *, claim_id: str) -> int:
         }
     )
     written = 0
-    for outcome in outcomes:
-        variant = outcome.job.variant
-        owned = Variant.objects.filter(
-            pk=variant.pk, status=Variant.Status.GENERATING, claim=claim_id
-        )
-        if outcome.kind == "done":
+    done = {o.job.variant.pk: o for o in outcomes if o.kind == "done"}
+    if done:
+        # One locked read of what this task still owns, then one bulk UPDATE that is
+        # itself still conditional on the claim.
+        owned = Variant.objects.filter(status=Variant.Status.GENERATING, claim=claim_id)
+        still_ours = set(owned.select_for_update().filter(pk__in=done).values_list("pk", flat=True))
+        rows = []
+        for pk in sorted(still_ours):
+            outcome = done[pk]
             completion = outcome.completion
-            updated = owned.update(
-                status=Variant.Status.IN_REVIEW,
-                text=outcome.copy,
-                original_text=outcome.copy,
-                rationale=outcome.rationale,
-                checks=outcome.checks,
-                checks_failed=sum(not c["passed"] for c in outcome.checks),
-                model=completion.model,
-                language=outcome.job.language,
-                prompt_tokens=completion.prompt_tokens,
-                completion_tokens=completion.completion_tokens,
-                cached_tokens=completion.cached_tokens,
-                latency_ms=completion.latency_ms,
-                cost=outcome.cost,
-                error="",
-                claim="",
-                claimed_at=None,
-                generated=now,
-                updated=now,
+            rows.append(
+                Variant(
+                    pk=pk,
+                    status=Variant.Status.IN_REVIEW,
+                    text=outcome.copy,
+                    original_text=outcome.copy,
+                    rationale=outcome.rationale,
+                    checks=outcome.checks,
+                    checks_failed=sum(not c["passed"] for c in outcome.checks),
+                    model=completion.model,
+                    language=outcome.job.language,
+                    prompt_tokens=completion.prompt_tokens,
+                    completion_tokens=completion.completion_tokens,
+                    cached_tokens=completion.cached_tokens,
+                    latency_ms=completion.latency_ms,
+                    cost=outcome.cost,
+                    error="",
+                    claim="",
+                    claimed_at=None,
+                    generated=now,
+                    updated=now,
+                )
             )
-            if updated and variant.run_id:
-                c = counts[variant.run_id]
+            run_id = outcome.job.variant.run_id
+            if run_id:
+                c = counts[run_id]
                 c["succeeded"] += 1
                 c["prompt_tokens"] += completion.prompt_tokens
                 c["completion_tokens"] += completion.completion_tokens
                 c["cached_tokens"] += completion.cached_tokens
                 c["cost"] += outcome.cost or 0
-        elif outcome.kind == "failed":
-            updated = owned.update(
+        if rows:
+            owned.bulk_update(rows, WRITTEN_FIELDS, batch_size=FLUSH_SIZE)
+        written += len(rows)
+    for outcome in outcomes:
+        if outcome.kind == "done":
+            continue
+        variant = outcome.job.variant
+        owned_one = Variant.objects.filter(
+            pk=variant.pk, status=Variant.Status.GENERATING, claim=claim_id
+        )
+        if outcome.kind == "failed":
+            updated = owned_one.update(
                 status=Variant.Status.FAILED,
                 error=outcome.error[:2000],
                 claim="",
@@ -437,10 +483,9 @@ def write_outcomes(outcomes: list[Outcome], *, claim_id: str) -> int:
                 counts[variant.run_id]["failed"] += 1
             if updated:
                 logger.warning("variant %s failed: %s", variant.pk, outcome.error)
+                written += 1
         else:  # release or config: back to the queue, for a resume
-            updated = owned.update(status=Variant.Status.QUEUED, claim="", claimed_at=None)
-            updated = 0
-        written += updated
+            owned_one.update(status=Variant.Status.QUEUED, claim="", claimed_at=None)
     for run_id, c in counts.items():
         GenerationRun.objects.filter(pk=run_id).update(**{k: F(k) + v for k, v in c.items()})
         finish_if_done(run_id)
@@ -457,8 +502,11 @@ def finish_if_done(run_id: int) -> None:
     ).update(status=GenerationRun.Status.FINISHED, finished=timezone.now())
 
 
-def drain_run(*, run_id: int, claim_id: str) -> int:
-    return Drain(claim=claim_id, run_id=run_id, variant_ids=None).run()
+def drain_run(*, run_id: int, claim_id: str) -> bool:
+    """Drain a run for up to GENERATION_TASK_SECONDS; True if a new task should go on."""
+    drain = Drain(claim=claim_id, run_id=run_id, variant_ids=None)
+    drain.run()
+    return drain.continue_later
 
 
 def generate_variants(*, variant_ids: list[int], claim_id: str) -> int:

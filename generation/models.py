@@ -301,6 +301,10 @@ class Variant(models.Model):
                 fields=["status", "-checks_failed", "created", "id"], name="variant_queue_order"
             ),
             models.Index(fields=["run", "status"], name="variant_run_status"),
+            # What generation tasks claim from: a run's queued variants in id order.
+            models.Index(
+                fields=["run", "id"], condition=Q(status="queued"), name="variant_run_queued"
+            ),
         ]
 
     def __str__(self) -> str:

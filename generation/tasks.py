@@ -20,8 +20,11 @@ def run_start(run_id: int) -> int:
 # acks_late + reject_on_worker_lost: a task whose worker is killed is delivered
 # again, with the same id, and takes back the variants it had claimed.
 @shared_task(bind=True, acks_late=True, reject_on_worker_lost=True)
-def run_drain(self, run_id: int) -> int:
-    return engine.drain_run(run_id=run_id, claim_id=self.request.id)
+def run_drain(self, run_id: int) -> None:
+    # A drain works for a bounded time (under the task time limits, and so a big run
+    # moves between workers as they come and go), then hands over to a new task.
+    if engine.drain_run(run_id=run_id, claim_id=self.request.id):
+        run_drain.delay(run_id)
 
 
 @shared_task(bind=True, acks_late=True, reject_on_worker_lost=True)

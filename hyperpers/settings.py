@@ -146,6 +146,9 @@ LLM_TPM = env.int("LLM_TPM", default=None)
 # tasks a run fans out to; LLM_CONCURRENCY caps the total across all of them.
 GENERATION_THREADS_PER_TASK = env.int("GENERATION_THREADS_PER_TASK", default=16)
 GENERATION_TASKS_PER_RUN = env.int("GENERATION_TASKS_PER_RUN", default=4)
+# A generation task works this long, then hands its run over to a fresh task
+# (keep it well under CELERY_TASK_SOFT_TIME_LIMIT).
+GENERATION_TASK_SECONDS = env.int("GENERATION_TASK_SECONDS", default=240)
 # A variant claimed by a worker that died is reclaimed after this long.
 GENERATION_LEASE_SECONDS = env.int("GENERATION_LEASE_SECONDS", default=900)
 # Copy that names an attribute value fewer than this share of its segment has fails

@@ -48,9 +48,8 @@ def _counts(run):
 def test_a_drain_writes_every_slot_once_with_exact_counts(offline_writer):
     run = _run(products=3, segments=3)
 
-    written = engine.drain_run(run_id=run.pk, claim_id="task-1")
+    assert engine.drain_run(run_id=run.pk, claim_id="task-1") is False  # nothing left
 
-    assert written == 9
     assert _counts(run) == ("finished", 9, 0, 9)
     variants = Variant.objects.filter(run=run)
     assert set(variants.values_list("status", flat=True)) == {"in_review"}
@@ -166,7 +165,7 @@ def test_a_cancelled_run_is_not_drained_and_resumes_where_it_stopped(
 ):
     run = _run(products=2, segments=1)
     services.run_cancel(run=run)
-    assert engine.drain_run(run_id=run.pk, claim_id="t") == 0
+    engine.drain_run(run_id=run.pk, claim_id="t")
     assert _completions(offline_writer) == []
     with django_capture_on_commit_callbacks() as callbacks:
         services.run_resume(run=run)
@@ -203,6 +202,16 @@ def test_a_task_delivered_again_takes_back_its_own_claims(offline_writer):
     assert _counts(run) == ("running", 1, 0, 2)  # the held slot is not taken by others
 
     engine.drain_run(run_id=run.pk, claim_id="dead-task")
+    assert _counts(run) == ("finished", 2, 0, 2)
+
+
+def test_a_drain_hands_over_to_a_new_task_when_its_time_is_up(offline_writer, settings):
+    settings.GENERATION_TASK_SECONDS = 0
+    run = _run(products=2, segments=1)
+    assert engine.drain_run(run_id=run.pk, claim_id="t") is True
+    assert Variant.objects.filter(run=run, status="queued").count() == 2
+    settings.GENERATION_TASK_SECONDS = 60
+    assert engine.drain_run(run_id=run.pk, claim_id="t2") is False
     assert _counts(run) == ("finished", 2, 0, 2)
 
 

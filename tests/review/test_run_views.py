@@ -109,9 +109,7 @@ def test_the_progress_partial_polls_while_the_run_is_active(client, copywriter):
     run = RunFactory(status=GenerationRun.Status.RUNNING, total=3)
     response = client.get(reverse("review:run", args=[run.pk]), headers={"HX-Request": "true"})
     body = response.content.decode()
-    assert (
-        body.lstrip().startswith('<section id="run-progress"') and 'hx-trigger="every 2s"' in body
-    )
+    assert body.lstrip().startswith('<div id="run-progress"') and 'hx-trigger="every 2s"' in body
     run.status = GenerationRun.Status.FINISHED
     run.save()
     body = client.get(reverse("review:run", args=[run.pk]), headers={"HX-Request": "true"})

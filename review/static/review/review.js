@@ -198,7 +198,12 @@
     if (!row) return;
     const decided = !row.classList.contains("status-in_review");
     const wasCurrent = row.dataset.variant === currentId;
-    if (decided && !row.querySelector(".actions > .error")) lastDecidedId = row.dataset.variant;
+    if (decided && !row.querySelector(".actions > .error")) {
+      // Only the latest decision can be undone: drop the older row's Undo button.
+      const previous = lastDecidedId && lastDecidedId !== row.dataset.variant ? rowById(lastDecidedId) : null;
+      if (previous) previous.querySelectorAll("form.undo-form").forEach((form) => form.remove());
+      lastDecidedId = row.dataset.variant;
+    }
     if (!wasCurrent) return;
     // A decision moves the selection on, so the next key works on the next variant.
     if (decided && !row.querySelector(".actions > .error")) {

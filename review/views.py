@@ -26,7 +26,9 @@ from review.models import ReviewEvent
 REVIEWER_GROUPS = ("copywriter", "marketing lead")
 PAGE_SIZE = q.PAGE_SIZE
 BULK_MAX = 100  # a page holds 20; this only bounds what a hand-made request can ask
-VARIANT_RELATED = ("product", "segment", "customer", "prompt", "prompt_version__prompt", "run")
+# Every join costs PostgreSQL planning time (eight tables made the queue page's plan
+# take 30 ms for a 0.6 ms query): join only what the templates show.
+VARIANT_RELATED = ("product", "segment", "customer", "prompt_version__prompt")
 
 
 def require_reviewer(request: HttpRequest) -> None:
@@ -152,6 +154,7 @@ def _focus_context(request: HttpRequest, variant: Variant, **extra) -> dict:
             customer=variant.customer_id,
         )
         .exclude(pk=variant.pk)
+        .select_related("prompt_version__prompt")
         .first()
     )
     events = list(variant.review_events.select_related("user").order_by("-id"))
@@ -161,7 +164,9 @@ def _focus_context(request: HttpRequest, variant: Variant, **extra) -> dict:
     if variant.segment is not None:
         audience = q.segment_summary(variant.segment.summary)
     else:
-        attributes = prompting.allowed_attributes(variant.prompt, variant.customer.attributes)
+        attributes = prompting.allowed_attributes(
+            variant.prompt_version.prompt, variant.customer.attributes
+        )
         audience = q.segment_summary({k: {str(v): 1} for k, v in attributes.items()})
     last = _last_decision(request.user)
     qs = q.querystring(values)

@@ -7,7 +7,7 @@ from decimal import Decimal, InvalidOperation
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
-from django.db.models import Exists, OuterRef
+from django.db.models import Count, Exists, OuterRef
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -426,9 +426,20 @@ def run_detail(request: HttpRequest, pk: int) -> HttpResponse:
         .select_related("product", "segment")
         .order_by("pk")[:50]
     )
+    # Where the run's variants are now (in review, published, rejected...): one GROUP BY.
+    by_status = dict(
+        Variant.objects.filter(run=run).order_by().values_list("status").annotate(n=Count("id"))
+    )
+    statuses = [
+        (label, by_status[value]) for value, label in Variant.Status.choices if value in by_status
+    ]
     template = "review/run.html#run-progress" if request.htmx else "review/run.html"
     is_lead = request.user.is_staff or request.user.groups.filter(name="marketing lead").exists()
-    return render(request, template, {"run": run, "failures": failures, "is_lead": is_lead})
+    return render(
+        request,
+        template,
+        {"run": run, "failures": failures, "is_lead": is_lead, "statuses": statuses},
+    )
 
 
 @login_required

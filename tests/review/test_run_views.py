@@ -97,7 +97,9 @@ def test_a_bad_budget_is_named(client, lead):
 def test_a_lead_cancels_and_sees_failures_with_reasons(client, lead):
     run = RunFactory(status=GenerationRun.Status.RUNNING, total=2, failed=1)
     VariantFactory(run=run, status=Variant.Status.FAILED, error="HTTP 400: bad request <x>")
+    VariantFactory(run=run, status=Variant.Status.PUBLISHED)
     body = client.get(reverse("review:run", args=[run.pk])).content.decode()
+    assert "Published 1 · Failed 1" in body
     assert "HTTP 400: bad request &lt;x&gt;" in body and "Retry 1 failed" in body
     response = client.post(reverse("review:run-action", args=[run.pk, "cancel"]))
     assert response.status_code == 302

@@ -48,6 +48,7 @@ WRITTEN_FIELDS = [
 FLUSH_SECONDS = 0.5
 FLUSH_SIZE = 200
 LEASE_CHECK_SECONDS = 60
+BUDGET_KEY_SECONDS = 30 * 24 * 3600
 
 
 @dataclass
@@ -188,10 +189,12 @@ class Budget:
 
     def __init__(self, run: GenerationRun) -> None:
         self.limit = int(run.budget * 1_000_000)
-        self.key = f"hyperpers:run:{run.pk}:spent"
+        # The creation time makes the key unique even if the database is reset and run
+        # ids start again while Redis keeps its keys.
+        self.key = f"hyperpers:run:{run.pk}:{run.created.timestamp():.6f}:spent"
         self.redis = redis_client()
         # After a Redis restart the spending is re-read from the database.
-        self.redis.set(self.key, int(run.cost * 1_000_000), nx=True)
+        self.redis.set(self.key, int(run.cost * 1_000_000), nx=True, ex=BUDGET_KEY_SECONDS)
 
     def reserve(self, amount: Decimal | None) -> bool:
         micro = int((amount or 0) * 1_000_000)

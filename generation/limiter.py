@@ -53,7 +53,7 @@ def redis_client() -> redis.Redis:
     return redis.Redis.from_url(settings.REDIS_URL)
 
 
-def _limits_uri(url: str) -> str:
+def limits_uri(url: str) -> str:
     # redis-py spells a socket unix:///path; the limits library redis+unix:///path.
     return re.sub(r"^unix://", "redis+unix://", url).split("?")[0]
 
@@ -80,7 +80,7 @@ class EndpointLimiter:
         self.rpm = RateLimitItemPerMinute(rpm) if rpm else None
         self.tpm = RateLimitItemPerMinute(tpm) if tpm else None
         self.windows = (
-            SlidingWindowCounterRateLimiter(storage_from_string(_limits_uri(settings.REDIS_URL)))
+            SlidingWindowCounterRateLimiter(storage_from_string(limits_uri(settings.REDIS_URL)))
             if (rpm or tpm)
             else None
         )

@@ -11,6 +11,7 @@ keeps two invariants about slots (see Variant.Meta.constraints):
 from __future__ import annotations
 
 from django.conf import settings
+from django.core.validators import MaxValueValidator
 from django.db import models
 from django.db.models import Q
 
@@ -100,6 +101,12 @@ class Prompt(models.Model):
         help_text="Customer attributes that may reach the endpoint; empty: every attribute "
         "that is not personal. Personal ones (e-mail, name, phone...) never do.",
     )
+    holdout_percent = models.PositiveSmallIntegerField(
+        default=10,
+        validators=[MaxValueValidator(50)],
+        help_text="Share of identified customers (0-50%) who keep seeing the base copy even "
+        "where a variant is live: the control group the variants are measured against.",
+    )
     created = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -125,6 +132,11 @@ class PromptVersion(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
     )
     note = models.CharField(max_length=500, blank=True)
+    examples = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="Approved copy that performed well, shown to the model as examples.",
+    )
     created = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -257,6 +269,9 @@ class Variant(models.Model):
     # until the lease ends.
     claim = models.CharField(max_length=64, blank=True)
     claimed_at = models.DateTimeField(null=True, blank=True)
+    # Set when engagement shows the variant doing significantly worse than the
+    # base copy (review.metrics); cleared by the next decision on it.
+    underperforming = models.BooleanField(default=False)
     # Bumped on every decision, for optimistic checks when two reviewers race.
     revision = models.PositiveIntegerField(default=0)
     created = models.DateTimeField(auto_now_add=True)

@@ -32,6 +32,8 @@ INSTALLED_APPS = [
     "template_partials",
     "rest_framework",
     "rest_framework.authtoken",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     "hyperpers",
     "generation",
     "review",
@@ -183,16 +185,40 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = env.str("STATIC_ROOT", default=str(BASE_DIR / "staticfiles"))
 # Front-end packages come from npm (package.json) and are served as our own files.
-STATICFILES_DIRS = [("vendor/htmx", BASE_DIR / "node_modules" / "htmx.org" / "dist")]
+STATICFILES_DIRS = [
+    ("vendor/htmx", BASE_DIR / "node_modules" / "htmx.org" / "dist"),
+    ("vendor/chartjs", BASE_DIR / "node_modules" / "chart.js" / "dist"),
+]
 
+# Delivery systems authenticate with an API token (review.ApiToken, "Bearer hp_..."),
+# people with their session or their personal DRF token ("Token ...").
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
+        "review.auth.ApiTokenAuthentication",
         "rest_framework.authentication.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
 }
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Hyperpers API",
+    "DESCRIPTION": "Live copy for delivery systems, engagement ingestion, and the review "
+    "workflow (imports, segments, runs, variants, decisions).",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+}
+# Live copy: how long clients and CDNs may cache a response (seconds).
+DELIVERY_MAX_AGE = env.int("DELIVERY_MAX_AGE", default=60)
+# Products in one batch request (a product listing page).
+DELIVERY_BATCH_MAX = env.int("DELIVERY_BATCH_MAX", default=100)
+# Engagement events in one POST.
+ENGAGEMENT_BATCH_MAX = env.int("ENGAGEMENT_BATCH_MAX", default=1000)
 
 LOGGING = {
     "version": 1,

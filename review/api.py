@@ -1,58 +1,283 @@
-"""The delivery REST API: live copy for delivery systems (web shops, apps, journeys)."""
+"""The REST API: live copy for delivery systems, and the engagement they post back."""
 
 from __future__ import annotations
 
-from rest_framework import serializers
-from rest_framework.exceptions import NotFound
+import hashlib
+import json
+
+from django.conf import settings
+from django.utils import timezone
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import serializers, status
+from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from generation.models import Product, Prompt, Segment, Variant
+from review import delivery, services
+from review.auth import CanPostEvents, CanReadLive, TokenRateThrottle, request_token
+from review.models import EngagementEvent
+
+
+class ApiTokenScheme(OpenApiAuthenticationExtension):
+    target_class = "review.auth.ApiTokenAuthentication"
+    name = "apiToken"
+
+    def get_security_definition(self, auto_schema):
+        return {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "An API token from the admin: read tokens for live copy, "
+            "write tokens for engagement and imports.",
+        }
+
+
+# ---------------------------------------------------------------- live copy
 
 
 class LiveQuerySerializer(serializers.Serializer):
-    prompt = serializers.SlugField(help_text="The prompt's slug, e.g. product-page")
+    prompt = serializers.SlugField(max_length=100, help_text="The prompt's slug, e.g. product-page")
     product = serializers.CharField(max_length=64, help_text="The product's SKU")
-    segment = serializers.SlugField(max_length=200, help_text="The segment's slug")
+    segment = serializers.SlugField(
+        max_length=200, required=False, help_text="A segment's slug (or give a customer)"
+    )
+    customer = serializers.CharField(
+        max_length=128,
+        required=False,
+        help_text="A customer's id: their segment is resolved from their attributes",
+    )
+    variant = serializers.IntegerField(
+        min_value=1,
+        required=False,
+        help_text="Pin this variant (it must have been live), e.g. to re-render a sent e-mail",
+    )
+
+    def validate(self, attrs: dict) -> dict:
+        if ("segment" in attrs) == ("customer" in attrs):
+            raise ValidationError({"segment": "Give either a segment or a customer, not both."})
+        return attrs
 
 
-class LiveView(APIView):
-    """GET the live copy of a placement: the published variant, or the base copy."""
+class LiveBatchQuerySerializer(LiveQuerySerializer):
+    product = None
+    variant = None
+    products = serializers.CharField(
+        max_length=64 * 100, help_text="Comma-separated SKUs, in the order to return them"
+    )
 
+    def validate_products(self, value: str) -> list[str]:
+        skus = [s.strip() for s in value.split(",") if s.strip()]
+        if not skus:
+            raise ValidationError("List at least one SKU.")
+        if len(skus) > settings.DELIVERY_BATCH_MAX:
+            raise ValidationError(
+                f"At most {settings.DELIVERY_BATCH_MAX} products a request; got {len(skus)}."
+            )
+        return list(dict.fromkeys(skus))
+
+
+class LiveCopySerializer(serializers.Serializer):
+    """What a delivery system shows, and what it quotes when it posts engagement."""
+
+    prompt = serializers.CharField()
+    product = serializers.CharField()
+    segment = serializers.CharField(allow_null=True)
+    customer = serializers.CharField(allow_null=True)
+    variant_id = serializers.IntegerField(allow_null=True)
+    prompt_version = serializers.IntegerField(allow_null=True)
+    source = serializers.ChoiceField(["pinned", "customer", "segment", "base_copy"])
+    fallback = serializers.BooleanField(help_text="True when this is the product's base copy")
+    fallback_reason = serializers.ChoiceField(
+        ["no_live_variant", "holdout", "no_matching_segment"], allow_null=True
+    )
+    text = serializers.CharField()
+    exposure_id = serializers.CharField(help_text="Quote it in engagement events")
+
+
+class LiveBatchSerializer(serializers.Serializer):
+    results = LiveCopySerializer(many=True)
+
+
+def _cached(request: Request, body: dict, *, private: bool) -> Response:
+    """Answer with an ETag of the body; 304 when the client already has it."""
+    etag = '"' + hashlib.sha1(json.dumps(body, sort_keys=True).encode()).hexdigest()[:24] + '"'
+    matches = etag in [t.strip() for t in request.headers.get("If-None-Match", "").split(",")]
+    response = Response(status=status.HTTP_304_NOT_MODIFIED) if matches else Response(body)
+    response["ETag"] = etag
+    scope = "private" if private else "public"
+    response["Cache-Control"] = f"{scope}, max-age={settings.DELIVERY_MAX_AGE}"
+    response["Vary"] = "Authorization, Cookie"
+    return response
+
+
+class _LiveBase(APIView):
+    permission_classes = [CanReadLive]
+    throttle_classes = [TokenRateThrottle]
+
+    def _resolve(self, query: dict, skus: list[str]) -> list[delivery.Live]:
+        try:
+            return delivery.live_copy(
+                prompt_slug=query["prompt"],
+                skus=skus,
+                segment_slug=query.get("segment"),
+                customer_id=query.get("customer"),
+                pinned_variant_id=query.get("variant"),
+            )
+        except delivery.DeliveryError as exc:
+            raise NotFound(str(exc)) from exc
+
+
+class LiveView(_LiveBase):
+    @extend_schema(
+        summary="The live copy of one product for a segment or a customer",
+        parameters=[LiveQuerySerializer],
+        responses={
+            200: LiveCopySerializer,
+            304: OpenApiResponse(description="Not modified (If-None-Match)"),
+            400: OpenApiResponse(description="A parameter is missing or invalid"),
+            404: OpenApiResponse(description="The prompt, product, audience or variant is unknown"),
+        },
+    )
     def get(self, request: Request) -> Response:
         query = LiveQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
-        slug, sku, segment_slug = (
-            query.validated_data[k] for k in ("prompt", "product", "segment")
-        )
-        prompt = Prompt.objects.filter(slug=slug).first()
-        if prompt is None:
-            raise NotFound(f"Unknown prompt '{slug}'")
-        product = Product.objects.filter(sku=sku).first()
-        if product is None:
-            raise NotFound(f"Unknown product '{sku}'")
-        segment = Segment.objects.filter(slug=segment_slug).first()
-        if segment is None:
-            raise NotFound(f"Unknown segment '{segment_slug}'")
+        (live,) = self._resolve(query.validated_data, [query.validated_data["product"]])
+        return _cached(request, live.as_dict(), private=live.customer is not None)
 
-        live = (
-            Variant.objects.published()
-            .for_slot(prompt=prompt, product=product, segment=segment)
-            .select_related("prompt_version")
-            .first()
-        )
-        body = {"prompt": prompt.slug, "product": product.sku, "segment": segment.slug}
-        if live is None:
-            return Response(
-                {**body, "fallback": True, "variant_id": None, "text": product.description}
+
+class LiveBatchView(_LiveBase):
+    @extend_schema(
+        summary="The live copy of many products for one customer or segment (a listing page)",
+        parameters=[LiveBatchQuerySerializer],
+        responses={
+            200: LiveBatchSerializer,
+            304: OpenApiResponse(description="Not modified (If-None-Match)"),
+            400: OpenApiResponse(description="A parameter is missing or invalid"),
+            404: OpenApiResponse(description="The prompt, a product or the audience is unknown"),
+        },
+    )
+    def get(self, request: Request) -> Response:
+        query = LiveBatchQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        results = self._resolve(query.validated_data, query.validated_data["products"])
+        body = {"results": [live.as_dict() for live in results]}
+        return _cached(request, body, private="customer" in query.validated_data)
+
+
+# ---------------------------------------------------------------- engagement
+
+
+class EventSerializer(serializers.Serializer):
+    event_id = serializers.CharField(
+        max_length=128, help_text="Your id for the event; sending it again counts it once"
+    )
+    type = serializers.ChoiceField(EngagementEvent.Kind.choices)
+    exposure_id = serializers.CharField(
+        max_length=200, help_text="From the live copy response that was shown"
+    )
+    occurred = serializers.DateTimeField(
+        required=False, help_text="When it happened (ISO 8601); default: when received"
+    )
+    value = serializers.DecimalField(
+        max_digits=12,
+        decimal_places=2,
+        min_value=0,
+        required=False,
+        allow_null=True,
+        help_text="A conversion's value",
+    )
+
+    def validate_exposure_id(self, value: str) -> delivery.Exposure:
+        try:
+            return delivery.Exposure.decode(value)
+        except ValueError as exc:
+            raise ValidationError(f"{exc}.") from exc
+
+    def validate_occurred(self, value):
+        if value > timezone.now() + timezone.timedelta(minutes=10):
+            raise ValidationError("Is in the future.")
+        return value
+
+    def validate(self, attrs: dict) -> dict:
+        if attrs.get("value") is not None and attrs["type"] != EngagementEvent.Kind.CONVERSION:
+            raise ValidationError({"value": "Only a conversion has a value."})
+        return attrs
+
+
+class EventBatchSerializer(serializers.Serializer):
+    events = EventSerializer(many=True, allow_empty=False)
+
+    def to_internal_value(self, data):
+        # Count before validating each one: a huge batch is refused without the work.
+        events = data.get("events") if isinstance(data, dict) else None
+        if isinstance(events, list) and len(events) > settings.ENGAGEMENT_BATCH_MAX:
+            raise ValidationError(
+                {
+                    "events": [
+                        f"At most {settings.ENGAGEMENT_BATCH_MAX} events a request; "
+                        f"got {len(events)}."
+                    ]
+                }
             )
+        return super().to_internal_value(data)
+
+
+class EventsReceivedSerializer(serializers.Serializer):
+    received = serializers.IntegerField(help_text="Events in the request")
+    recorded = serializers.IntegerField(help_text="Events new to us, now counted")
+    duplicates = serializers.IntegerField(help_text="Events we already had (counted once)")
+
+
+def _flatten(errors, prefix: str = "") -> dict[str, list[str]]:
+    """{'events': [{}, {'type': [...]}]} → {'events[1].type': [...]}: the field, named."""
+    flat: dict[str, list[str]] = {}
+    if isinstance(errors, dict):
+        for key, value in errors.items():
+            if isinstance(key, int):  # a list's errors, by index
+                name = f"{prefix}[{key}]"
+            else:
+                name = key if not prefix else f"{prefix}.{key}"
+            if key == "non_field_errors" and prefix:
+                name = prefix
+            flat.update(_flatten(value, name))
+    elif isinstance(errors, list) and errors and not isinstance(errors[0], str):
+        for index, value in enumerate(errors):
+            flat.update(_flatten(value, f"{prefix}[{index}]"))
+    elif errors:
+        flat[prefix or "non_field_errors"] = [str(e) for e in errors]
+    return flat
+
+
+class EventsView(APIView):
+    permission_classes = [CanPostEvents]
+    throttle_classes = [TokenRateThrottle]
+
+    @extend_schema(
+        summary="Post impressions, clicks and conversions: one event, or a batch",
+        request=EventBatchSerializer,
+        responses={
+            200: EventsReceivedSerializer,
+            400: OpenApiResponse(description="An event is invalid; the field is named"),
+        },
+    )
+    def post(self, request: Request) -> Response:
+        data = request.data
+        # One event may come bare; a batch comes as {"events": [...]} or a bare list.
+        if isinstance(data, list):
+            data = {"events": data}
+        elif isinstance(data, dict) and "events" not in data:
+            data = {"events": [data]}
+        batch = EventBatchSerializer(data=data)
+        if not batch.is_valid():
+            raise ValidationError(_flatten(batch.errors))
+        try:
+            recorded = services.engagement_record(
+                events=batch.validated_data["events"], token=request_token(request)
+            )
+        except services.EngagementError as exc:
+            raise ValidationError(exc.errors) from exc
+        received = len(batch.validated_data["events"])
         return Response(
-            {
-                **body,
-                "fallback": False,
-                "variant_id": live.pk,
-                "prompt_version": live.prompt_version.number,
-                "text": live.text,
-            }
+            {"received": received, "recorded": recorded, "duplicates": received - recorded}
         )

@@ -32,3 +32,89 @@ class ReviewEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_action_display()} variant {self.variant_id} by {self.user}"
+
+
+class ApiToken(models.Model):
+    """A delivery system's key to the API. Only a hash is stored: the key is shown once.
+
+    Read tokens fetch live copy; write tokens post engagement and imports. Each has
+    its own rate limit, counted in Redis so that every web process shares it.
+    """
+
+    class Kind(models.TextChoices):
+        READ = "read", "Read: live copy for delivery"
+        WRITE = "write", "Write: engagement events and imports"
+
+    name = models.CharField(max_length=100, help_text="Who uses it, e.g. 'web shop (prod)'.")
+    kind = models.CharField(max_length=8, choices=Kind.choices, default=Kind.READ)
+    prefix = models.CharField(max_length=16, editable=False, help_text="Shown to tell keys apart.")
+    key_hash = models.CharField(max_length=64, unique=True, editable=False)
+    rate_per_minute = models.PositiveIntegerField(
+        default=6000, help_text="Requests a minute before the API answers 429."
+    )
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, editable=False
+    )
+    created = models.DateTimeField(auto_now_add=True)
+    revoked = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.kind}, {self.prefix}…)"
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked is None
+
+
+class EngagementEvent(models.Model):
+    """An impression, click or conversion a delivery system posted back.
+
+    What was shown comes from the exposure id the live endpoint handed out, so a
+    client cannot attribute an event to copy it was never served. `variant` is null
+    when the base copy was shown: those events are the control.
+    """
+
+    class Kind(models.TextChoices):
+        IMPRESSION = "impression", "Impression"
+        CLICK = "click", "Click"
+        CONVERSION = "conversion", "Conversion"
+
+    event_id = models.CharField(max_length=128, unique=True, help_text="The client's id.")
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    exposure_id = models.CharField(max_length=200)
+    prompt = models.ForeignKey("generation.Prompt", on_delete=models.CASCADE, related_name="+")
+    product = models.ForeignKey("generation.Product", on_delete=models.CASCADE, related_name="+")
+    segment = models.ForeignKey(
+        "generation.Segment", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    customer = models.ForeignKey(
+        "generation.Customer", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    variant = models.ForeignKey(
+        "generation.Variant",
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="engagement_events",
+    )
+    value = models.DecimalField(
+        max_digits=12, decimal_places=2, null=True, blank=True, help_text="Conversion value."
+    )
+    occurred = models.DateTimeField(help_text="When it happened, as the client saw it.")
+    received = models.DateTimeField(auto_now_add=True)
+    token = models.ForeignKey(
+        ApiToken, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["-occurred", "-id"]
+        indexes = [
+            models.Index(fields=["prompt", "variant", "kind"], name="engagement_prompt_variant"),
+            models.Index(fields=["occurred"], name="engagement_occurred"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.event_id}"

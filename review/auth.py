@@ -1,0 +1,176 @@
+"""API tokens for delivery systems: authentication, what each kind may do, rate limits.
+
+A token is `hp_<kind letter>_<secret>`; only its SHA-256 is stored, so a stolen
+database does not leak working keys, and the admin shows the key once, on creation.
+A token is not a user: requests made with one carry a `TokenClient` as
+`request.user`, so views written for people (the review UI, the workflow API) never
+mistake a web shop for a copywriter.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+from dataclasses import dataclass
+from functools import cache
+
+from django.conf import settings
+from limits import RateLimitItemPerMinute
+from limits.storage import storage_from_string
+from limits.strategies import FixedWindowRateLimiter
+from rest_framework import exceptions
+from rest_framework.authentication import BaseAuthentication, get_authorization_header
+from rest_framework.permissions import BasePermission
+from rest_framework.request import Request
+
+from generation.limiter import limits_uri
+from review.models import ApiToken
+
+KEYWORD = b"bearer"
+PREFIX = "hp_"
+
+
+def token_digest(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def api_token_create(
+    *, name: str, kind: str, rate_per_minute: int | None = None, created_by=None
+) -> tuple[ApiToken, str]:
+    """Create a token and return it with its key, which is never stored nor shown again."""
+    key = f"{PREFIX}{kind[0]}_{secrets.token_urlsafe(32)}"
+    token = ApiToken(
+        name=name,
+        kind=kind,
+        prefix=key[:10],
+        key_hash=token_digest(key),
+        created_by=created_by,
+    )
+    if rate_per_minute is not None:
+        token.rate_per_minute = rate_per_minute
+    token.full_clean()
+    token.save()
+    return token, key
+
+
+@dataclass(frozen=True)
+class TokenClient:
+    """`request.user` for a request made with an API token: authenticated, nobody's account."""
+
+    token: ApiToken
+
+    is_authenticated = True
+    is_anonymous = False
+    is_staff = False
+    is_superuser = False
+
+    @property
+    def pk(self) -> None:
+        return None
+
+    def __str__(self) -> str:
+        return f"API token {self.token.name}"
+
+    def has_perm(self, perm: str, obj=None) -> bool:
+        return False
+
+    def has_perms(self, perms, obj=None) -> bool:
+        return False
+
+    @property
+    def groups(self):  # a token belongs to no group: every group check says no
+        from django.contrib.auth.models import Group
+
+        return Group.objects.none()
+
+
+class ApiTokenAuthentication(BaseAuthentication):
+    """`Authorization: Bearer hp_...`; anything else is left to the next authenticator."""
+
+    def authenticate(self, request: Request) -> tuple[TokenClient, ApiToken] | None:
+        header = get_authorization_header(request).split()
+        if not header or header[0].lower() != KEYWORD:
+            return None
+        if len(header) != 2:
+            raise exceptions.AuthenticationFailed(
+                "Authorization header must be 'Bearer <token>', with no spaces in the token."
+            )
+        try:
+            key = header[1].decode()
+        except UnicodeError as exc:
+            raise exceptions.AuthenticationFailed(
+                "The token has characters it cannot have."
+            ) from exc
+        token = ApiToken.objects.filter(key_hash=token_digest(key)).first()
+        if token is None:
+            raise exceptions.AuthenticationFailed("Unknown API token.")
+        if not token.is_active:
+            raise exceptions.AuthenticationFailed(f"API token '{token.name}' was revoked.")
+        return TokenClient(token), token
+
+    def authenticate_header(self, request: Request) -> str:
+        return 'Bearer realm="api"'
+
+
+def request_token(request: Request) -> ApiToken | None:
+    return request.auth if isinstance(request.auth, ApiToken) else None
+
+
+def is_person(request: Request) -> bool:
+    user = request.user
+    return bool(user and user.is_authenticated and not isinstance(user, TokenClient))
+
+
+class CanReadLive(BasePermission):
+    """Live copy: read tokens, and people signed in (to preview what shops get)."""
+
+    message = "Live copy needs a read token (write tokens only post events and imports)."
+
+    def has_permission(self, request: Request, view) -> bool:
+        token = request_token(request)
+        if token is not None:
+            return token.kind == ApiToken.Kind.READ
+        return is_person(request)
+
+
+class CanPostEvents(BasePermission):
+    """Engagement: write tokens only; people never post engagement by hand."""
+
+    message = "Posting engagement needs a write token."
+
+    def has_permission(self, request: Request, view) -> bool:
+        token = request_token(request)
+        return token is not None and token.kind == ApiToken.Kind.WRITE
+
+
+@cache
+def _rate_limiter() -> FixedWindowRateLimiter:
+    return FixedWindowRateLimiter(storage_from_string(limits_uri(settings.REDIS_URL)))
+
+
+class TokenRateThrottle:
+    """Each token's requests a minute, counted in Redis across every web process.
+
+    A DRF throttle: requests made by people are not throttled here.
+    """
+
+    def __init__(self) -> None:
+        self._wait: float | None = None
+
+    def allow_request(self, request: Request, view) -> bool:
+        token = request_token(request)
+        if token is None:
+            return True
+        item = RateLimitItemPerMinute(token.rate_per_minute)
+        # Keyed by the hash, not the row id: ids come back after a database reset
+        # while Redis still holds the old counts.
+        limiter = _rate_limiter()
+        if limiter.hit(item, "api-token", token.key_hash):
+            return True
+        reset_at, _remaining = limiter.get_window_stats(item, "api-token", token.key_hash)
+        self._wait = max(1.0, reset_at - time.time())
+        return False
+
+    def wait(self) -> float | None:
+        return self._wait

@@ -41,7 +41,16 @@ REJECT_REASONS = (
     "Other",
 )
 
-FILTER_FIELDS = ("status", "prompt", "product", "segment", "language", "check", "run")
+FILTER_FIELDS = (
+    "status",
+    "prompt",
+    "product",
+    "segment",
+    "language",
+    "check",
+    "run",
+    "underperforming",
+)
 
 
 class QueueFilters(forms.Form):
@@ -54,12 +63,14 @@ class QueueFilters(forms.Form):
     language = forms.RegexField(regex=r"^[A-Za-z]{2,3}([_-][A-Za-z0-9]{2,8})?$", required=False)
     check = forms.ChoiceField(choices=[("", "any"), *CHECK_NAMES.items()], required=False)
     run = forms.IntegerField(required=False, min_value=1)
+    # Flagged by review.metrics: doing significantly worse than the base copy.
+    underperforming = forms.BooleanField(required=False)
 
     def values(self) -> dict:
         """The valid, non-empty filters; status defaults to in review."""
         self.is_valid()
         cleaned = getattr(self, "cleaned_data", {})
-        values = {k: cleaned[k] for k in FILTER_FIELDS if cleaned.get(k) not in (None, "")}
+        values = {k: cleaned[k] for k in FILTER_FIELDS if cleaned.get(k) not in (None, "", False)}
         return {"status": values.pop("status", Variant.Status.IN_REVIEW), **values}
 
 
@@ -105,6 +116,8 @@ def variants_filtered(values: dict, *, status: bool = True) -> QuerySet[Variant]
         qs = qs.filter(checks_failed__gt=0).filter(_failed_check(values["check"]))
     if values.get("run"):
         qs = qs.filter(run_id=values["run"])
+    if values.get("underperforming"):
+        qs = qs.filter(underperforming=True)
     return qs
 
 

@@ -15,6 +15,9 @@ urlpatterns = [
     path("runs/new/", views.run_new, name="run-new"),
     path("runs/<int:pk>/", views.run_detail, name="run"),
     path("runs/<int:pk>/<slug:action>/", views.run_action, name="run-action"),
+    path("metrics/", views.metrics_dashboard, name="metrics"),
+    path("metrics.csv", views.metrics_csv, name="metrics-csv"),
+    path("metrics/flag/", views.metrics_flag, name="metrics-flag"),
     # The marketing lead's side (review/studio.py)
     path("brand/", studio.brand_edit, name="brand"),
     path("prompts/", studio.prompt_list, name="prompts"),

@@ -118,3 +118,65 @@ class VariantFactory(factory.django.DjangoModelFactory):
     original_text = factory.SelfAttribute("text")
     rationale = "The segment values durability."
     model = "offline-writer-1"
+
+
+def _now():
+    from django.utils import timezone
+
+    return timezone.now()
+
+
+class EngagementEventFactory(factory.django.DjangoModelFactory):
+    """An impression of a variant by default; `variant=None` (with prompt and product)
+    is the base copy shown: the control."""
+
+    class Meta:
+        model = "review.EngagementEvent"
+
+    event_id = factory.Sequence(lambda n: f"event-{n}")
+    kind = "impression"
+    variant = factory.SubFactory(VariantFactory, status=Variant.Status.PUBLISHED)
+    prompt = factory.LazyAttribute(lambda o: o.variant.prompt)
+    product = factory.LazyAttribute(lambda o: o.variant.product)
+    segment = factory.LazyAttribute(lambda o: o.variant.segment if o.variant else None)
+    exposure_id = factory.Sequence(lambda n: f"exposure-{n}")
+    occurred = factory.LazyFunction(_now)
+
+
+def engagement_create(
+    *,
+    variant=None,
+    prompt=None,
+    product=None,
+    segment=None,
+    impressions: int = 0,
+    clicks: int = 0,
+    conversions: int = 0,
+    value: str = "10.00",
+) -> None:
+    """Record counts of events for one variant (or, with variant=None, for the base copy
+    of prompt × product × segment) in one bulk insert."""
+    import uuid
+
+    from review.models import EngagementEvent
+
+    if variant is not None:
+        prompt, product = variant.prompt, variant.product
+        segment = segment or variant.segment
+    kinds = [("impression", impressions), ("click", clicks), ("conversion", conversions)]
+    now = _now()
+    EngagementEvent.objects.bulk_create(
+        EngagementEvent(
+            event_id=f"bulk-{uuid.uuid4().hex}",
+            kind=kind,
+            exposure_id="test",
+            prompt=prompt,
+            product=product,
+            segment=segment,
+            variant=variant,
+            value=value if kind == "conversion" else None,
+            occurred=now,
+        )
+        for kind, n in kinds
+        for _ in range(n)
+    )

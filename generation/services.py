@@ -182,6 +182,30 @@ def segments_build(*, by: list[str]) -> list[Segment]:
     return built
 
 
+EXAMPLES_MAX = 5
+EXAMPLE_MAX_CHARS = 2000
+
+
+def prompt_examples(*, prompt: Prompt, examples: list[str] | None) -> list[str]:
+    """The examples a new version of `prompt` gets: the current version's when None,
+    else these, stripped, without blanks or repeats. Raise PromptTemplateError when
+    there are too many or one is too long (every slot's prompt carries them)."""
+    if examples is None:
+        current = prompt.current_version
+        return list(current.examples) if current is not None else []
+    cleaned = list(dict.fromkeys(e.strip() for e in examples if e and e.strip()))
+    if len(cleaned) > EXAMPLES_MAX:
+        raise prompting.PromptTemplateError(
+            f"Choose at most {EXAMPLES_MAX} examples, not {len(cleaned)}"
+        )
+    for number, example in enumerate(cleaned, start=1):
+        if len(example) > EXAMPLE_MAX_CHARS:
+            raise prompting.PromptTemplateError(
+                f"Example {number} is {len(example)} characters; at most {EXAMPLE_MAX_CHARS}"
+            )
+    return cleaned
+
+
 @transaction.atomic
 def prompt_version_create(
     *,
@@ -192,10 +216,13 @@ def prompt_version_create(
     author=None,
     note: str = "",
     regenerate: bool = True,
+    examples: list[str] | None = None,
 ) -> PromptVersion:
     """Save a prompt's next version and, by default, regenerate its slots.
 
-    1. Validate the template's placeholders (an unknown one is an error naming it).
+    1. Validate the template's placeholders (an unknown one is an error naming it) and
+       the examples (approved copy shown to the model for its tone; None carries over
+       the current version's).
     2. Save the version with the next number.
     3. If the prompt already has variants: the older versions' variants still in
        review (or queued) become superseded, published ones stay live until their
@@ -206,6 +233,7 @@ def prompt_version_create(
     if not 0 <= temperature <= 2:
         raise prompting.PromptTemplateError(f"Temperature {temperature} is outside 0–2")
     Prompt.objects.select_for_update().get(pk=prompt.pk)  # serialise version numbers
+    examples = prompt_examples(prompt=prompt, examples=examples)
     last = prompt.versions.order_by("-number").values_list("number", flat=True).first()
     version = PromptVersion.objects.create(
         prompt=prompt,
@@ -215,6 +243,7 @@ def prompt_version_create(
         temperature=temperature,
         author=author,
         note=note,
+        examples=examples,
     )
     if regenerate and last is not None:
         prompt_regenerate(prompt=prompt, user=author)
@@ -630,17 +659,29 @@ def brand_update(
     return brand
 
 
-def _draft(*, prompt: Prompt, template: str, model: str = "", temperature: float = 0.7):
+def _draft(
+    *,
+    prompt: Prompt,
+    template: str,
+    model: str = "",
+    temperature: float = 0.7,
+    examples: list[str] | None = None,
+):
     """An unsaved version, checked as a save checks it, then rendered once on a stand-in
     slot: a format spec the value cannot take ('{max_length:s}') passes the placeholder
-    check but would fail every variant of the run."""
+    check but would fail every variant of the run. Examples: as prompt_version_create."""
     if not template.strip():
         raise prompting.PromptTemplateError("The template is empty")
     prompting.template_placeholders(template)
     if not 0 <= temperature <= 2:
         raise prompting.PromptTemplateError(f"Temperature {temperature} is outside 0–2")
     version = PromptVersion(
-        prompt=prompt, number=0, template=template, model=model.strip(), temperature=temperature
+        prompt=prompt,
+        number=0,
+        template=template,
+        model=model.strip(),
+        temperature=temperature,
+        examples=prompt_examples(prompt=prompt, examples=examples),
     )
     try:
         prompting.render(
@@ -655,21 +696,36 @@ def _draft(*, prompt: Prompt, template: str, model: str = "", temperature: float
     return version
 
 
-def _draft_with_model(*, prompt: Prompt, template: str, model: str, temperature: float):
-    version = _draft(prompt=prompt, template=template, model=model, temperature=temperature)
+def _draft_with_model(
+    *,
+    prompt: Prompt,
+    template: str,
+    model: str,
+    temperature: float,
+    examples: list[str] | None = None,
+):
+    version = _draft(
+        prompt=prompt, template=template, model=model, temperature=temperature, examples=examples
+    )
     if not version.model:
         raise StudioError("Name the model to write with")
     return version
 
 
 def prompt_preview(
-    *, prompt: Prompt, template: str, product: Product, segment: Segment
+    *,
+    prompt: Prompt,
+    template: str,
+    product: Product,
+    segment: Segment,
+    examples: list[str] | None = None,
 ) -> prompting.RenderedPrompt:
-    """The exact messages a version with this template would send for one slot.
+    """The exact messages a version with this template (and these examples; None: the
+    current version's) would send for one slot.
 
     Raise PromptTemplateError naming an unknown placeholder; nothing is saved.
     """
-    version = _draft(prompt=prompt, template=template)
+    version = _draft(prompt=prompt, template=template, examples=examples)
     return prompting.render(
         version=version, prompt=prompt, brand=prompt.brand, product=product, segment=segment
     )
@@ -785,6 +841,7 @@ def prompt_try(
     model: str,
     temperature: float,
     pairs: list[tuple[Product, Segment]],
+    examples: list[str] | None = None,
 ) -> list[TryResult]:
     """Write copy for a few slots now with an unsaved version; nothing is saved or queued.
 
@@ -797,7 +854,7 @@ def prompt_try(
     if len(pairs) > TRY_MAX_SAMPLES:
         raise StudioError(f"Try at most {TRY_MAX_SAMPLES} samples at a time, not {len(pairs)}")
     version = _draft_with_model(
-        prompt=prompt, template=template, model=model, temperature=temperature
+        prompt=prompt, template=template, model=model, temperature=temperature, examples=examples
     )
     pairs = pairs or prompt_sample_pairs(prompt=prompt)
     if not pairs:
@@ -843,13 +900,20 @@ class Impact:
         return self.in_review + self.queued
 
 
-def prompt_impact(*, prompt: Prompt, model: str, template: str, temperature: float = 0.7) -> Impact:
+def prompt_impact(
+    *,
+    prompt: Prompt,
+    model: str,
+    template: str,
+    temperature: float = 0.7,
+    examples: list[str] | None = None,
+) -> Impact:
     """What saving this edit would do, without doing it (as prompt_version_create and
     prompt_regenerate would): the old versions' variants in review or queued become
     superseded, published ones stay live, older runs still going are cancelled, and a
     run of the new version covers the prompt's segment slots."""
     version = _draft_with_model(
-        prompt=prompt, template=template, model=model, temperature=temperature
+        prompt=prompt, template=template, model=model, temperature=temperature, examples=examples
     )
     current = prompt.current_version
     variants = Variant.objects.filter(prompt=prompt)
@@ -884,11 +948,23 @@ def prompt_impact(*, prompt: Prompt, model: str, template: str, temperature: flo
 
 
 def _same_version(a: PromptVersion, b: PromptVersion) -> bool:
-    return (a.template, a.model, a.temperature) == (b.template, b.model, b.temperature)
+    return (a.template, a.model, a.temperature, list(a.examples)) == (
+        b.template,
+        b.model,
+        b.temperature,
+        list(b.examples),
+    )
 
 
 def prompt_save(
-    *, prompt: Prompt, template: str, model: str, temperature: float, note: str = "", user=None
+    *,
+    prompt: Prompt,
+    template: str,
+    model: str,
+    temperature: float,
+    note: str = "",
+    user=None,
+    examples: list[str] | None = None,
 ) -> PromptVersion:
     """Save an edit from the studio as the prompt's next version; it regenerates the slots.
 
@@ -898,13 +974,13 @@ def prompt_save(
        (the new version's `runs`).
     """
     draft = _draft_with_model(
-        prompt=prompt, template=template, model=model, temperature=temperature
+        prompt=prompt, template=template, model=model, temperature=temperature, examples=examples
     )
     current = prompt.current_version
     if current is not None and _same_version(current, draft):
         raise StudioError(
-            f"Nothing changed since v{current.number}: change the template, the model or "
-            "the temperature before saving a new version"
+            f"Nothing changed since v{current.number}: change the template, the model, "
+            "the temperature or the examples before saving a new version"
         )
     if current is None or current.model != draft.model:
         endpoint_check(model=draft.model)
@@ -915,6 +991,7 @@ def prompt_save(
         temperature=draft.temperature,
         author=user,
         note=note.strip(),
+        examples=draft.examples,
     )
 
 
@@ -928,7 +1005,7 @@ def prompt_rollback(*, prompt: Prompt, version: PromptVersion, user) -> PromptVe
         raise StudioError(f"v{version.number} is already the current version")
     if current is not None and _same_version(current, version):
         raise StudioError(
-            f"v{current.number} already has the template, model and temperature of "
+            f"v{current.number} already has the template, model, temperature and examples of "
             f"v{version.number}; nothing to roll back"
         )
     return prompt_version_create(
@@ -938,4 +1015,5 @@ def prompt_rollback(*, prompt: Prompt, version: PromptVersion, user) -> PromptVe
         temperature=version.temperature,
         author=user,
         note=f"Rollback to v{version.number}",
+        examples=list(version.examples),
     )

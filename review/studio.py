@@ -28,12 +28,15 @@ from generation import pricing, services
 from generation.models import Brand, Product, Prompt, PromptVersion, Segment, Variant
 from generation.prompting import OUTPUT_RULES, PLACEHOLDERS, PromptTemplateError
 from generation.prompting import template_placeholders as placeholders_in
+from review import metrics
 from review.views import require_lead
 
 STUDIO_ERRORS = (PromptTemplateError, services.StudioError, services.RunError)
 # Products offered as suggestions beside the SKU fields; any SKU can be typed.
 PRODUCT_SUGGESTIONS = 500
 HISTORY_SIZE = 50
+# Best performers offered as examples for the next version.
+BEST_PERFORMERS = 8
 
 
 def _lines(text: str) -> list[str]:
@@ -247,6 +250,45 @@ def _sample_pairs(data: QueryDict) -> list[tuple[Product, Segment]]:
     return pairs
 
 
+def _examples(data: QueryDict, prompt: Prompt) -> list[str] | None:
+    """The examples the editor chose for the next version, in order: the current
+    version's that stay ticked, then the texts of the ticked best performers (only the
+    prompt's published or retired variants count). None when the form had no examples
+    section (a save from elsewhere): the current version's carry over."""
+    if "examples_shown" not in data:
+        return None
+    current = prompt.current_version
+    old = list(current.examples) if current is not None else []
+    kept = [old[int(i)] for i in data.getlist("keep_example") if i.isdigit() and int(i) < len(old)]
+    ids = [int(i) for i in data.getlist("example_variant") if i.isdigit()]
+    texts = dict(
+        Variant.objects.filter(
+            pk__in=ids,
+            prompt=prompt,
+            status__in=[Variant.Status.PUBLISHED, Variant.Status.RETIRED],
+        ).values_list("pk", "text")
+    )
+    return kept + [texts[i] for i in ids if i in texts]
+
+
+def _examples_context(request: HttpRequest, prompt: Prompt, current) -> dict:
+    """The examples section: the current version's, and the best performers to add."""
+    old = list(current.examples) if current is not None else []
+    shown = "examples_shown" in request.POST
+    kept = set(request.POST.getlist("keep_example")) if shown else {str(i) for i in range(len(old))}
+    chosen = set(request.POST.getlist("example_variant"))
+    best = metrics.best_performers(prompt=prompt, limit=BEST_PERFORMERS)
+    for row in best:
+        row.is_example = row.variant.text.strip() in old
+        row.chosen = str(row.variant.pk) in chosen
+    return {
+        "current_examples": [(i, text, str(i) in kept) for i, text in enumerate(old)],
+        "best_performers": best,
+        "examples_max": services.EXAMPLES_MAX,
+        "metrics_min_impressions": metrics.min_impressions(),
+    }
+
+
 def _studio_context(request: HttpRequest, prompt: Prompt, form: DraftForm) -> dict:
     data = request.POST
     template = form["template"].value() or ""
@@ -275,6 +317,7 @@ def _studio_context(request: HttpRequest, prompt: Prompt, form: DraftForm) -> di
         "preview_segment": preview_segment,
         "sample_rows": rows + [("", "")] * (services.TRY_MAX_SAMPLES - len(rows)),
         "max_samples": services.TRY_MAX_SAMPLES,
+        **_examples_context(request, prompt, history[0].version if history else None),
     }
 
 
@@ -316,6 +359,7 @@ def studio_preview(request: HttpRequest, slug: str) -> HttpResponse:
             template=request.POST.get("template", "").replace("\r\n", "\n"),
             product=product,
             segment=segment,
+            examples=_examples(request.POST, prompt),
         )
         context |= {
             "rendered": rendered,
@@ -344,6 +388,7 @@ def studio_try(request: HttpRequest, slug: str) -> HttpResponse:
             model=form.cleaned_data["model"],
             temperature=form.cleaned_data["temperature"],
             pairs=_sample_pairs(request.POST),
+            examples=_examples(request.POST, prompt),
         )
     except STUDIO_ERRORS as exc:
         context["try_error"] = str(exc)
@@ -361,15 +406,19 @@ def studio_impact(request: HttpRequest, slug: str) -> HttpResponse:
     if not form.is_valid():
         context["impact_error"] = _form_error(form)
         return _respond(request, prompt, form, "impact", context)
+    examples = _examples(request.POST, prompt)
     try:
         context["impact"] = services.prompt_impact(
             prompt=prompt,
             template=form.cleaned_data["template"],
             model=form.cleaned_data["model"],
             temperature=form.cleaned_data["temperature"],
+            examples=examples,
         )
     except STUDIO_ERRORS as exc:
         context["impact_error"] = str(exc)
+    else:
+        context["impact_examples"] = services.prompt_examples(prompt=prompt, examples=examples)
     return _respond(request, prompt, form, "impact", context)
 
 
@@ -397,7 +446,12 @@ def studio_save(request: HttpRequest, slug: str) -> HttpResponse:
         context["impact_error"] = _form_error(form)
         return _respond(request, prompt, form, "impact", context)
     try:
-        version = services.prompt_save(prompt=prompt, user=request.user, **form.cleaned_data)
+        version = services.prompt_save(
+            prompt=prompt,
+            user=request.user,
+            examples=_examples(request.POST, prompt),
+            **form.cleaned_data,
+        )
     except STUDIO_ERRORS as exc:
         context["impact_error"] = str(exc)
         return _respond(request, prompt, form, "impact", context)
@@ -423,7 +477,9 @@ def studio_rollback(request: HttpRequest, slug: str, number: int) -> HttpRespons
             template=version.template,
             model=version.model,
             temperature=version.temperature,
+            examples=list(version.examples),
         )
+        context["impact_examples"] = list(version.examples)
     except STUDIO_ERRORS as exc:
         context["impact_error"] = str(exc)
     return _respond(request, prompt, form, "impact", context)

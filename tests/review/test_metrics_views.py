@@ -35,7 +35,7 @@ ROLES = {
 def data():
     """A prompt with a better variant, a worse one (edited, with hostile text) and their
     controls, in two segments with untrusted names."""
-    version = PromptVersionFactory()
+    version = PromptVersionFactory(number=1)
     prompt = version.prompt
     runners = SegmentFactory(name="<script>alert('segment')</script>")
     hikers = SegmentFactory(name="Hikers")
@@ -286,3 +286,150 @@ def test_the_focus_view_shows_the_underperforming_flag(client, data):
         "Underperforming</a>"
         not in client.get(reverse("review:variant", args=[good.pk])).content.decode()
     )
+
+
+# --- closing the loop: best performers become examples in the next version ---------------
+
+
+def _studio_post(prompt, **changes) -> dict:
+    version = prompt.current_version
+    return {
+        "template": version.template,
+        "model": version.model,
+        "temperature": version.temperature,
+        "note": "",
+        "examples_shown": "1",
+        **changes,
+    }
+
+
+def test_the_studio_lists_best_performers_with_their_significance(client, data):
+    prompt, good, bad = data
+    _login(client, "lead")
+    body = client.get(reverse("review:studio", args=[prompt.slug])).content.decode()
+    assert "Best performers" in body
+    assert f'name="example_variant" value="{good.pk}"' in body
+    assert body.index(f'value="{good.pk}"') < body.index(f'value="{bad.pk}"')  # by CTR
+    assert "significant" in body
+    assert "&lt;img src=x" in body and "<img src=x" not in body  # the copy is escaped
+
+
+def test_copywriters_cannot_open_the_studio_examples(client, data):
+    prompt, good, _bad = data
+    _login(client, "copywriter")
+    url = reverse("review:studio-save", args=[prompt.slug])
+    assert client.post(url, _studio_post(prompt, example_variant=[good.pk])).status_code == 403
+    assert prompt.versions.count() == 1
+
+
+@pytest.mark.parametrize("hx", [False, True], ids=["plain", "htmx"])
+def test_saving_with_chosen_best_performers_stores_their_texts_as_examples(client, data, hx):
+    prompt, good, bad = data
+    _login(client, "lead")
+    in_review = VariantFactory(prompt_version=good.prompt_version, text="Not approved yet.")
+    foreign = VariantFactory(status="published", text="Another prompt's copy.")
+    post = _studio_post(prompt, example_variant=[bad.pk, good.pk, in_review.pk, foreign.pk])
+
+    response = client.post(
+        reverse("review:studio-save", args=[prompt.slug]), post, headers=HX if hx else {}
+    )
+
+    assert response.status_code == (200 if hx else 302)
+    version = prompt.versions.order_by("-number").first()
+    # Only the examples changed, which is a change worth a version.
+    assert version.number == 2 and version.template == good.prompt_version.template
+    assert version.examples == [bad.text, good.text]  # in the order ticked
+
+
+def test_the_next_versions_messages_carry_the_examples_in_the_prefix(client, data):
+    prompt, good, _bad = data
+    _login(client, "lead")
+    client.post(
+        reverse("review:studio-save", args=[prompt.slug]),
+        _studio_post(prompt, example_variant=[good.pk]),
+    )
+    version = prompt.versions.get(number=2)
+    from generation import prompting
+
+    system, user = prompting.render(
+        version=version,
+        prompt=prompt,
+        brand=prompt.brand,
+        product=good.product,
+        segment=good.segment,
+    ).messages
+    assert (
+        system["content"].endswith(f'<examples>\n[\n "{good.text}"\n]\n</examples>')
+        and good.text not in user["content"]
+    )
+
+
+def test_the_preview_shows_the_ticked_examples(client, data):
+    prompt, good, _bad = data
+    _login(client, "lead")
+    post = _studio_post(
+        prompt,
+        example_variant=[good.pk],
+        preview_product=good.product.sku,
+        preview_segment=good.segment.slug,
+    )
+    response = client.post(reverse("review:studio-preview", args=[prompt.slug]), post, headers=HX)
+    body = response.content.decode()
+    assert "&lt;examples&gt;" in body and good.text in body
+
+
+def test_examples_carry_over_unless_unticked(client, data):
+    prompt, good, bad = data
+    _login(client, "lead")
+    save = reverse("review:studio-save", args=[prompt.slug])
+    client.post(save, _studio_post(prompt, example_variant=[good.pk, bad.pk]))
+    # A save from a form without the examples section keeps them (and a new template).
+    post = _studio_post(prompt, template="Shorter. " + prompt.current_version.template)
+    del post["examples_shown"]
+    client.post(save, post)
+    assert prompt.versions.get(number=3).examples == [good.text, bad.text]
+    # The studio shows them ticked; unticking the first drops it.
+    body = client.get(reverse("review:studio", args=[prompt.slug])).content.decode()
+    assert 'name="keep_example" value="0" checked' in body and "already one" in body
+    client.post(save, _studio_post(prompt, keep_example=["1"]))
+    assert prompt.versions.get(number=4).examples == [bad.text]
+
+
+def test_saving_the_same_examples_again_is_refused_as_unchanged(client, data):
+    prompt, good, _bad = data
+    _login(client, "lead")
+    save = reverse("review:studio-save", args=[prompt.slug])
+    client.post(save, _studio_post(prompt, example_variant=[good.pk]))
+    response = client.post(save, _studio_post(prompt, keep_example=["0"]), headers=HX)
+    assert "Nothing changed since v2" in response.content.decode()
+    assert prompt.versions.count() == 2
+
+
+def test_too_many_examples_are_refused_and_nothing_is_saved(client, data):
+    prompt, *_ = data
+    _login(client, "lead")
+    many = [
+        VariantFactory(prompt_version=prompt.current_version, status="retired", text=f"Copy {i}")
+        for i in range(6)
+    ]
+    response = client.post(
+        reverse("review:studio-save", args=[prompt.slug]),
+        _studio_post(prompt, example_variant=[v.pk for v in many]),
+        headers=HX,
+    )
+    assert "at most 5 examples" in response.content.decode()
+    assert prompt.versions.count() == 1
+
+
+def test_rolling_back_restores_that_versions_examples(client, data):
+    prompt, good, _bad = data
+    _login(client, "lead")
+    client.post(
+        reverse("review:studio-save", args=[prompt.slug]),
+        _studio_post(prompt, example_variant=[good.pk]),
+    )
+    client.post(
+        reverse("review:studio-rollback", args=[prompt.slug, 1]),
+        {"confirm": "1"},
+    )
+    assert prompt.current_version.number == 3 and prompt.current_version.examples == []

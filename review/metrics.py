@@ -21,7 +21,7 @@ The method, as the dashboard explains it:
 3. Uplift = rate / control rate − 1. Its confidence interval is the (unpooled, Wald)
    interval of the difference of the two rates divided by the control rate, which
    treats the control rate as known: simple, and its sign always agrees with the
-   interval of the difference.
+   interval of the difference. Its lower end is cut at −100%.
 4. Below the minimum impressions in either arm a group has "not enough data": no
    verdict, no flag.
 """
@@ -178,7 +178,9 @@ def compare(
     low, high = difference_interval(x1, n1, x0, n0, confidence=confidence)
     uplift = uplift_low = uplift_high = None
     if p0 > 0:
-        uplift, uplift_low, uplift_high = p1 / p0 - 1, low / p0, high / p0
+        # A rate cannot fall below 0, so neither can the uplift below −100%; the Wald
+        # interval can, for small or rare arms, and is cut there.
+        uplift, uplift_low, uplift_high = p1 / p0 - 1, max(low / p0, -1.0), high / p0
     return Comparison(
         rate=p1,
         control_rate=p0,
@@ -259,12 +261,17 @@ _COUNTS = {
 }
 
 
+def _money(value) -> Decimal:
+    # SQLite sums decimals as floats: back to cents.
+    return Decimal(str(value or 0)).quantize(Decimal("0.01"))
+
+
 def _grouped(events: QuerySet, *keys: str) -> dict[tuple, Counts]:
     """One GROUP BY: the counts of each combination of `keys`."""
     rows = events.order_by().values(*keys).annotate(**_COUNTS)
     return {
         tuple(r[k] for k in keys): Counts(
-            r["impressions"], r["clicks"], r["conversions"], r["value"] or Decimal(0)
+            r["impressions"], r["clicks"], r["conversions"], _money(r["value"])
         )
         for r in rows
     }

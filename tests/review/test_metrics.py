@@ -283,3 +283,46 @@ def test_the_task_and_the_command_flag_like_the_service(slot_data, capsys):
     call_command("flag_underperformers", "--prompt", prompt.slug)
     assert "1 variant" in capsys.readouterr().out
     assert Variant.objects.get(pk=bad.pk).underperforming
+
+
+# --- simulated engagement for the demo -------------------------------------------------
+
+
+def test_simulated_engagement_covers_every_variant_and_its_base_copy_once(db, capsys):
+    from review.models import EngagementEvent
+
+    version = PromptVersionFactory()
+    variants = [
+        VariantFactory(prompt_version=version, status=Variant.Status.PUBLISHED) for _ in range(3)
+    ]
+    VariantFactory(prompt_version=version)  # in review: never shown
+
+    call_command("simulate_engagement", "--prompt", version.prompt.slug, "--impressions", "300")
+
+    events = EngagementEvent.objects.filter(prompt=version.prompt)
+    impressions = events.filter(kind="impression")
+    assert impressions.filter(variant__isnull=True).count() == 3 * 300  # one base copy a slot
+    for variant in variants:
+        assert impressions.filter(variant=variant).count() == 300
+    m = metrics.prompt_metrics(prompt=version.prompt, min_trials=100)
+    assert all(r.control.impressions == 300 for r in m.variants)
+    # One variant is made clearly worse than the base copy of its slot.
+    assert min(r.ctr.uplift for r in m.variants) < -0.4
+    assert "flagged as underperforming" in capsys.readouterr().out
+
+    total = events.count()
+    call_command("simulate_engagement", "--prompt", version.prompt.slug, "--impressions", "300")
+    assert events.count() == total  # same seed, same event ids: counted once
+
+
+def test_simulating_an_unknown_prompt_is_an_error(db):
+    from django.core.management.base import CommandError
+
+    with pytest.raises(CommandError, match="'nope'"):
+        call_command("simulate_engagement", "--prompt", "nope")
+
+
+def test_the_uplift_interval_never_goes_below_minus_100_percent():
+    c = metrics.compare(1, 100, 3, 100, min_trials=10)
+    assert c.difference_low / c.control_rate < -1
+    assert c.uplift_low == -1.0 and c.uplift_high > 0

@@ -291,7 +291,8 @@ def test_the_task_and_the_command_flag_like_the_service(slot_data, capsys):
 def test_simulated_engagement_covers_every_variant_and_its_base_copy_once(db, capsys):
     from review.models import EngagementEvent
 
-    version = PromptVersionFactory()
+    # The draws depend only on the seed, the prompt's slug and the variants' order.
+    version = PromptVersionFactory(prompt__slug="simulated")
     variants = [
         VariantFactory(prompt_version=version, status=Variant.Status.PUBLISHED) for _ in range(3)
     ]

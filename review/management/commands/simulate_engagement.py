@@ -69,10 +69,11 @@ class Command(BaseCommand):
         worse = rng.randrange(len(variants)) if len(variants) > 1 else None
         now = timezone.now()
         arms: list[tuple[Exposure, float, float]] = []  # exposure, CTR, conversion per click
-        slots_done: set[tuple] = set()
+        base_ctrs: dict[tuple, float] = {}  # per slot, drawn in variant order: no ids
         for index, variant in enumerate(variants):
             slot = (variant.product_id, variant.segment_id, variant.customer_id)
-            base_ctr = random.Random(f"{seed}:{prompt.slug}:{slot}").uniform(0.04, 0.07)
+            new_slot = slot not in base_ctrs
+            base_ctr = base_ctrs.setdefault(slot, rng.uniform(0.04, 0.07))
             lift = WORSE if index == worse else rng.uniform(0.9, 1.5)
             arms.append(
                 (
@@ -81,8 +82,7 @@ class Command(BaseCommand):
                     CONVERT_AFTER_CLICK * rng.uniform(0.9, 1.2),
                 )
             )
-            if slot not in slots_done:
-                slots_done.add(slot)
+            if new_slot:
                 arms.append((Exposure(prompt.pk, *slot, None), base_ctr, CONVERT_AFTER_CLICK))
 
         events: list[dict] = []

@@ -5,6 +5,11 @@ database does not leak working keys, and the admin shows the key once, on creati
 A token is not a user: requests made with one carry a `TokenClient` as
 `request.user`, so views written for people (the review UI, the workflow API) never
 mistake a web shop for a copywriter.
+
+Each web process remembers a token it has found for TOKEN_CACHE_SECONDS, so the live
+endpoint does not look it up on every request: a token revoked in the admin, or given
+a new rate limit, keeps its old state for up to that long in processes that used it
+just before. Unknown and revoked tokens are never remembered: a new token works at once.
 """
 
 from __future__ import annotations
@@ -29,6 +34,10 @@ from review.models import ApiToken
 
 KEYWORD = b"bearer"
 PREFIX = "hp_"
+TOKEN_CACHE_SECONDS = 5.0
+TOKEN_CACHE_MAX = 1000
+# key hash -> (monotonic time it expires, the token); shared by a process's threads.
+_token_cache: dict[str, tuple[float, ApiToken]] = {}
 
 
 def token_digest(key: str) -> str:
@@ -85,6 +94,25 @@ class TokenClient:
         return Group.objects.none()
 
 
+def _active_token(key_hash: str) -> ApiToken:
+    """The active token of this hash, from this process's memory if it was found in the
+    last TOKEN_CACHE_SECONDS (see the module's docstring for what that delays)."""
+    now = time.monotonic()
+    cached = _token_cache.get(key_hash)
+    if cached is not None and cached[0] > now:
+        return cached[1]
+    token = ApiToken.objects.filter(key_hash=key_hash).first()
+    if token is None:
+        raise exceptions.AuthenticationFailed("Unknown API token.")
+    if not token.is_active:
+        _token_cache.pop(key_hash, None)
+        raise exceptions.AuthenticationFailed(f"API token '{token.name}' was revoked.")
+    if len(_token_cache) >= TOKEN_CACHE_MAX:
+        _token_cache.clear()
+    _token_cache[key_hash] = (now + TOKEN_CACHE_SECONDS, token)
+    return token
+
+
 class ApiTokenAuthentication(BaseAuthentication):
     """`Authorization: Bearer hp_...`; anything else is left to the next authenticator."""
 
@@ -102,11 +130,7 @@ class ApiTokenAuthentication(BaseAuthentication):
             raise exceptions.AuthenticationFailed(
                 "The token has characters it cannot have."
             ) from exc
-        token = ApiToken.objects.filter(key_hash=token_digest(key)).first()
-        if token is None:
-            raise exceptions.AuthenticationFailed("Unknown API token.")
-        if not token.is_active:
-            raise exceptions.AuthenticationFailed(f"API token '{token.name}' was revoked.")
+        token = _active_token(token_digest(key))
         return TokenClient(token), token
 
     def authenticate_header(self, request: Request) -> str:

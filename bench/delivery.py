@@ -1,0 +1,1078 @@
+"""Throughput and latency of the live endpoint under gunicorn, against a bare view.
+
+Real PostgreSQL and Redis, gunicorn with 2 workers, load from the same machine over
+loopback. Prints one figure a line (`name: value (target ...)`) and asserts nothing:
+the machine is shared (2 cores for the server, the load, PostgreSQL and Redis), so
+read the header first.
+
+    .venv/bin/python -m bench.delivery             # ~5 minutes (the first seed ~40 s more)
+    .venv/bin/python -m bench.delivery --help      # sizes, durations, worker classes
+
+The server reads `--database-url` as given, and its default asks for persistent
+connections (`?conn_max_age=60`, read by django-environ): the project's settings keep
+none, and a PostgreSQL connection opened for every request (connect, then a new
+backend's cold catalog cache for every table the request reads) cost more than the
+whole rest of a live request (84 against 287 requests/s before the live path was cut
+to one query). Drop the option from the URL to measure that.
+
+The dataset (its own database, created, migrated and seeded once, reused while its
+counts match; `--reseed`): a brand, a prompt with one version, 10,000 products, 14
+segments and a published variant in each of the 140,000 slots, written with COPY.
+
+For each gunicorn worker class asked (`sync`, `gthread`), on a freshly started server
+that serves the project's URLs plus `/bench/bare/` (bench/delivery_urls.py: a constant
+JSON body of a live answer's size, through the same middleware in the same processes):
+
+1. throughput: `wrk` (closed loop, `--connections` connections, one thread) on the bare
+   view, then on the live endpoint, after a warm-up of each; their ratio is the target.
+   bench/delivery.lua draws a random product and segment for every request, so the
+   140,000 slots are hit evenly and no cache of a few answers flatters the figure.
+2. latency at a fixed rate (`--rate`, 200 req/s) on the live endpoint (the target), then
+   on the bare view. The load comes from an open-loop generator in this process
+   (asyncio, raw HTTP/1.1 on keep-alive sockets), not from wrk: wrk cannot hold a rate,
+   and with its Lua `delay()` each connection waits for its answer before the next
+   request, so a slow answer delays the requests behind it and they are never counted
+   as slow (coordinated omission). Here request i is due at start + i/rate whatever
+   happened before; it takes an idle connection or opens one, and its latency runs
+   from when it was due to the last byte of the answer, so a late send (the generator
+   or the server falling behind) counts as latency. Rates of a few hundred a second
+   cost this process a few percent of a core (printed with the figures).
+3. the batch endpoint, 50 random products a call: wrk throughput, and latency at
+   `--batch-rate` with the open-loop generator.
+
+Then, in this process (no network): the queries and Redis round trips of one live
+request through Django's WSGI handler, and a cProfile of `--profile-requests` of them
+broken down by step (token lookup, rate limit, validation, queries, signing, JSON).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import cProfile
+import io
+import json
+import os
+import pstats
+import random
+import re
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.generation import (
+    CLOCK_TICKS,
+    PROJECT_DIR,
+    descendants,
+    ensure_database,
+    figure,
+    free_port,
+    pids_named,
+    section,
+    stop,
+)
+
+BRAND = "Benchdelivery"
+PROMPT = "bench-delivery"
+SKU_PREFIX = "BD-"
+SEGMENT_PREFIX = "bd-"
+TOKEN_NAME = "bench-delivery"
+SETTINGS = "bench.delivery_settings"
+LUA = Path(__file__).resolve().parent / "delivery.lua"
+RATIO_TARGET = 0.8
+P99_TARGET_MS = 25.0
+
+OPENERS = (
+    "Built for the miles you actually run",
+    "Made for early starts and wet trails",
+    "For runners who plan the week around the long run",
+    "A shoe that keeps up when the path turns rough",
+    "Steady footing for weekday loops and weekend climbs",
+)
+MIDDLES = (
+    "The mesh upper drains fast after a stream crossing, so your feet stay light.",
+    "A rock plate under the forefoot softens stony descents without dulling feel.",
+    "4 mm lugs bite into mud and loose gravel, and shed it again on the road.",
+    "The padded collar holds the heel without pressure points on long days.",
+    "A rockered sole rolls you forward when your legs start to tire.",
+    "The wider toe box gives your feet room to spread on climbs.",
+    "Reflective details keep you seen on dark evening runs.",
+)
+CLOSERS = (
+    "Lace up and see where the trail takes you.",
+    "Ready when you are, rain or shine.",
+    "One pair for the whole training block.",
+    "Go further, in comfort.",
+)
+
+
+# ----------------------------------------------------------------------------------
+# Options
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.delivery",
+        description="Benchmark the live endpoint under gunicorn (prints, never asserts).",
+    )
+    parser.add_argument(
+        "--database-url",
+        default=os.environ.get(
+            "DATABASE_URL",
+            "postgres://postgres@127.0.0.1:5432/hyperpers_bench_delivery?conn_max_age=60",
+        ),
+        help="The server uses it as given; without ?conn_max_age=60 every request opens a "
+        "PostgreSQL connection (the project's settings keep none by default).",
+    )
+    parser.add_argument(
+        "--redis-url",
+        default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/3"),
+        help="A Redis db of the bench's own: it is flushed before each server starts.",
+    )
+    parser.add_argument("--products", type=int, default=10_000)
+    parser.add_argument("--segments", type=int, default=14)
+    parser.add_argument("--reseed", action="store_true", help="Seed again even if it fits.")
+    parser.add_argument(
+        "--worker-classes",
+        type=lambda text: [w for w in text.split(",") if w],
+        default=["sync", "gthread"],
+        metavar="CLASS,CLASS",
+        help="gunicorn worker classes to measure in turn (default sync,gthread).",
+    )
+    parser.add_argument("--workers", type=int, default=2, help="gunicorn workers.")
+    parser.add_argument("--threads", type=int, default=4, help="Threads a gthread worker.")
+    parser.add_argument("--connections", type=int, default=16, help="wrk connections.")
+    parser.add_argument("--duration", type=int, default=10, help="Seconds of each wrk run.")
+    parser.add_argument(
+        "--rounds", type=int, default=2, help="wrk runs of each view, alternated bare/live."
+    )
+    parser.add_argument("--warmup", type=int, default=5, help="Seconds of wrk warm-up.")
+    parser.add_argument("--rate", type=float, default=200.0, help="Fixed rate, requests/s.")
+    parser.add_argument("--rate-duration", type=int, default=20, help="Seconds at the rate.")
+    parser.add_argument("--batch-size", type=int, default=50, help="Products a batch call.")
+    parser.add_argument("--batch-rate", type=float, default=20.0, help="Batch calls/s.")
+    parser.add_argument(
+        "--profile-requests",
+        type=int,
+        default=500,
+        help="Live requests profiled in-process (0: no profile).",
+    )
+    parser.add_argument("--seed", type=int, default=1, help="Random seed of the load.")
+
+    args = parser.parse_args(argv)
+    unknown = set(args.worker_classes) - {"sync", "gthread"}
+    if unknown:
+        parser.error(f"--worker-classes: {', '.join(sorted(unknown))}: use sync or gthread")
+    return args
+
+
+# ----------------------------------------------------------------------------------
+# The data
+
+
+def migrate() -> None:
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+
+
+def seeded(args: argparse.Namespace) -> bool:
+    from generation.models import Brand, Product, Segment, Variant
+
+    return (
+        Brand.objects.filter(name=BRAND).exists()
+        and Product.objects.count() == args.products
+        and Segment.objects.count() == args.segments
+        and Variant.objects.published().count() == args.products * args.segments
+        and Variant.objects.count() == args.products * args.segments
+    )
+
+
+def empty_tables() -> None:
+    from django.db import connection
+
+    from generation.models import (
+        Brand,
+        Customer,
+        GenerationRun,
+        Product,
+        Prompt,
+        PromptVersion,
+        Segment,
+        Variant,
+    )
+
+    tables = ", ".join(
+        m._meta.db_table
+        for m in (
+            Variant,
+            GenerationRun,
+            PromptVersion,
+            Prompt,
+            Brand,
+            Product,
+            Segment,
+            Customer,
+        )
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(f"TRUNCATE {tables} RESTART IDENTITY CASCADE")
+
+
+def copy_rows(model: Any, rows: Iterator[Any]) -> int:
+    """COPY model instances into their table: each field prepared as Django saves it
+    (defaults, auto_now, JSON), the primary key left to the database."""
+    from django.db import connection
+
+    fields = [f for f in model._meta.concrete_fields if not f.primary_key]
+    columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
+    n = 0
+    statement = f"COPY {model._meta.db_table} ({columns}) FROM STDIN"
+    with connection.cursor() as cursor, cursor.copy(statement) as copy:
+        for obj in rows:
+            copy.write_row([f.get_db_prep_save(f.pre_save(obj, True), connection) for f in fields])
+            n += 1
+    return n
+
+
+def variant_text(p: int, s: int) -> str:
+    """About 400 characters, different for each slot."""
+    return " ".join(
+        (
+            f"{OPENERS[(p + s) % len(OPENERS)]}: the {BRAND} Trail Runner {p}.",
+            MIDDLES[p % len(MIDDLES)],
+            MIDDLES[(p + s + 1) % len(MIDDLES)],
+            MIDDLES[(p * 3 + s + 2) % len(MIDDLES)],
+            f"Priced at 129, a pair for the group that runs {('easy', 'hard', 'long')[s % 3]}.",
+            CLOSERS[(p + s) % len(CLOSERS)],
+        )
+    )
+
+
+def seed(args: argparse.Namespace) -> None:
+    """A brand, a prompt and its version, the products, the segments, and a published
+    variant in every slot (product × segment), in one transaction."""
+    from django.db import connection, transaction
+    from django.utils import timezone
+
+    from generation.models import Brand, Product, Prompt, PromptVersion, Segment, Variant
+
+    now = timezone.now()
+    with transaction.atomic():
+        brand = Brand.objects.create(
+            name=BRAND,
+            voice=f"You write for {BRAND}, a sports brand. Warm, direct, practical.",
+            protected_terms=[BRAND],
+        )
+        prompt = Prompt.objects.create(
+            slug=PROMPT, name="Bench delivery product page", brand=brand, max_length=600
+        )
+        version = PromptVersion.objects.create(
+            prompt=prompt,
+            number=1,
+            template="Rewrite {product_name} for {segment_name}.\n{product_description}",
+            model="offline-writer-1",
+        )
+        copy_rows(
+            Product,
+            (
+                Product(
+                    sku=f"{SKU_PREFIX}{p:06d}",
+                    name=f"{BRAND} Trail Runner {p}",
+                    category="Run",
+                    subcategory="Running Shoes",
+                    description=(
+                        f"A cushioned trail shoe, model {p}. The mesh upper drains quickly and "
+                        "a rock plate under the forefoot takes the sting out of stony descents."
+                    ),
+                    attributes={"price": "129.00", "material": "mesh, EVA foam, rubber"},
+                )
+                for p in range(args.products)
+            ),
+        )
+        tiers, bands = ("high", "mid", "low"), ("18-24", "25-34", "35-44", "45-54", "55+")
+        segments = Segment.objects.bulk_create(
+            Segment(
+                slug=f"{SEGMENT_PREFIX}{s:02d}",
+                name=f"{tiers[s % 3].title()} value, {bands[s % 5]} ({s})",
+                rules={"value_tier": tiers[s % 3], "age_band": bands[s % 5], "n": str(s)},
+                member_count=200 + 37 * s,
+            )
+            for s in range(args.segments)
+        )
+        product_ids = list(Product.objects.order_by("sku").values_list("id", flat=True))
+        copy_rows(
+            Variant,
+            (
+                Variant(
+                    prompt_id=prompt.pk,
+                    prompt_version_id=version.pk,
+                    product_id=product_id,
+                    segment_id=segment.pk,
+                    status=Variant.Status.PUBLISHED,
+                    text=variant_text(p, s),
+                    original_text=variant_text(p, s),
+                    rationale="Speaks to the segment's main activity.",
+                    model="offline-writer-1",
+                    language="en",
+                    generated=now,
+                    published=now,
+                )
+                for p, product_id in enumerate(product_ids)
+                for s, segment in enumerate(segments)
+            ),
+        )
+    with connection.cursor() as cursor:
+        # Autovacuum may be off on the bench machine: without statistics on the new rows
+        # the planner guesses, and index-only scans visit the heap.
+        for model in (Variant, Product, Segment, Prompt):
+            cursor.execute(f"VACUUM (ANALYZE) {model._meta.db_table}")
+
+
+def dataset_line() -> str:
+    from django.db import connection
+
+    from generation.models import Product, Segment, Variant
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_size_pretty(pg_total_relation_size(%s))", [Variant._meta.db_table]
+        )
+        size = cursor.fetchone()[0]
+    return (
+        f"data: {Product.objects.count()} products × {Segment.objects.count()} segments, "
+        f"{Variant.objects.published().count()} published variants; variants table {size}"
+    )
+
+
+def fresh_token() -> str:
+    """A read token with no practical rate limit (the limit is still counted in Redis)."""
+    from review.auth import api_token_create
+    from review.models import ApiToken
+
+    ApiToken.objects.filter(name=TOKEN_NAME).delete()
+    _token, key = api_token_create(name=TOKEN_NAME, kind="read", rate_per_minute=10**9)
+    return key
+
+
+# ----------------------------------------------------------------------------------
+# CPU of each party
+
+
+def cpu_fields(pid: int) -> tuple[float, float]:
+    """(own CPU seconds, CPU seconds of its reaped children) of one process."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0, 0.0
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS, (
+        int(fields[13]) + int(fields[14])
+    ) / CLOCK_TICKS
+
+
+def tree_cpu(roots: list[int]) -> float:
+    """CPU seconds of the roots, every live process below them, and the children they
+    reaped: a PostgreSQL backend that ended during a run still counts, through its
+    postmaster."""
+    total = sum(cpu_fields(pid)[0] for pid in descendants(roots))
+    return total + sum(cpu_fields(pid)[1] for pid in roots)
+
+
+def postmasters() -> list[int]:
+    pids = set(pids_named("postgres"))
+    roots = []
+    for pid in pids:
+        with contextlib.suppress(OSError, IndexError):
+            ppid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            if ppid not in pids:
+                roots.append(pid)
+    return roots
+
+
+class CpuMeter:
+    """Cores used by each party between enter and exit (PostgreSQL and Redis whole,
+    whoever else uses them; the load generator through `load`)."""
+
+    def __init__(self, server_pid: int, load: str) -> None:
+        self.load = load
+        self.parties: dict[str, Callable[[], float]] = {
+            "gunicorn": lambda: tree_cpu([server_pid]),
+            "postgres": lambda: tree_cpu(postmasters()),
+            "redis": lambda: tree_cpu(pids_named("redis-server")),
+        }
+        if load == "wrk":
+            # wrk is the only child this process waits for during the run.
+            children = resource.RUSAGE_CHILDREN
+            self.parties["wrk"] = lambda: (
+                resource.getrusage(children).ru_utime + resource.getrusage(children).ru_stime
+            )
+        else:
+            self.parties["generator"] = time.process_time
+
+    def __enter__(self) -> CpuMeter:
+        self.first = {name: read() for name, read in self.parties.items()}
+        self.started = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.elapsed = time.perf_counter() - self.started
+        self.cores = {
+            name: (read() - self.first[name]) / self.elapsed for name, read in self.parties.items()
+        }
+
+    def line(self) -> str:
+        return "cores used: " + ", ".join(f"{n} {c:.2f}" for n, c in self.cores.items())
+
+
+# ----------------------------------------------------------------------------------
+# The server
+
+
+class Server:
+    """gunicorn on a free loopback port, serving bench/delivery_settings.py."""
+
+    def __init__(self, args: argparse.Namespace, worker_class: str, logs: Path) -> None:
+        self.port = free_port()
+        self.worker_class = worker_class
+        command = [
+            str(Path(sys.executable).parent / "gunicorn"),
+            "hyperpers.wsgi:application",
+            "--workers",
+            str(args.workers),
+            "--worker-class",
+            worker_class,
+            "--bind",
+            f"127.0.0.1:{self.port}",
+            "--backlog",
+            "2048",
+            "--keep-alive",
+            "5",
+            "--log-level",
+            "warning",
+        ]
+        if worker_class == "gthread":
+            command += ["--threads", str(args.threads)]
+        env = {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": SETTINGS,
+            "DATABASE_URL": args.database_url,
+            "REDIS_URL": args.redis_url,
+            "DEBUG": "false",
+            "LOG_LEVEL": "WARNING",
+            "PYTHONPATH": str(PROJECT_DIR),
+        }
+        self.log = logs / f"gunicorn-{worker_class}.log"
+        with self.log.open("w") as log:
+            self.process = subprocess.Popen(
+                command,
+                cwd=PROJECT_DIR,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self.base = f"http://127.0.0.1:{self.port}"
+        self._wait_ready()
+
+    def _wait_ready(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise SystemExit(f"gunicorn exited ({self.process.returncode}); see {self.log}")
+            with (
+                contextlib.suppress(OSError),
+                urllib.request.urlopen(f"{self.base}/bench/bare/", timeout=2) as response,
+            ):
+                if response.status == 200:
+                    return
+            time.sleep(0.2)
+        raise SystemExit(f"gunicorn did not answer within {timeout:.0f}s; see {self.log}")
+
+    def get(self, path: str, key: str) -> tuple[int, bytes]:
+        request = urllib.request.Request(
+            self.base + path, headers={"Authorization": f"Bearer {key}"}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return response.status, response.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read()
+
+    def close(self) -> None:
+        stop(self.process, timeout=10)
+
+
+# ----------------------------------------------------------------------------------
+# Load: wrk (closed loop, as fast as it goes) and an open loop at a fixed rate
+
+
+@dataclass
+class Load:
+    requests: int
+    seconds: float
+    errors: dict[str, int]
+    latencies_ms: list[float] = field(default_factory=list)  # open loop: every request
+    p50_ms: float = 0.0
+    p99_ms: float = 0.0
+    max_ms: float = 0.0
+    cores: str = ""
+    extra: str = ""
+
+    @property
+    def rate(self) -> float:
+        return self.requests / self.seconds if self.seconds else 0.0
+
+    @property
+    def error_count(self) -> int:
+        return sum(self.errors.values())
+
+
+def wrk_environment(args: argparse.Namespace, mode: str, key: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "BENCH_MODE": mode,
+        "BENCH_TOKEN": key,
+        "BENCH_PROMPT": PROMPT,
+        "BENCH_PRODUCTS": str(args.products),
+        "BENCH_SEGMENTS": str(args.segments),
+        "BENCH_BATCH": str(args.batch_size),
+        "BENCH_SEED": str(args.seed),
+        "BENCH_SKU_PREFIX": SKU_PREFIX,
+        "BENCH_SEGMENT_PREFIX": SEGMENT_PREFIX,
+    }
+
+
+def run_wrk(args: argparse.Namespace, server: Server, mode: str, key: str, seconds: int) -> Load:
+    command = [
+        "wrk",
+        "-t1",
+        f"-c{args.connections}",
+        f"-d{seconds}s",
+        "--timeout",
+        "10s",
+        "-s",
+        str(LUA),
+        server.base,
+    ]
+    with CpuMeter(server.process.pid, "wrk") as meter:
+        done = subprocess.run(
+            command, env=wrk_environment(args, mode, key), capture_output=True, text=True
+        )
+    found = re.search(r"^WRK_JSON (.+)$", done.stdout, re.MULTILINE)
+    if done.returncode != 0 or not found:
+        raise SystemExit(f"wrk failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+    figures = json.loads(found.group(1))
+    latency = figures["latency_us"]
+    return Load(
+        requests=figures["requests"],
+        seconds=figures["duration_us"] / 1e6,
+        errors={k: v for k, v in figures["errors"].items() if v},
+        p50_ms=latency["p50"] / 1000,
+        p99_ms=latency["p99"] / 1000,
+        max_ms=latency["max"] / 1000,
+        cores=meter.line(),
+        extra=f"{figures['bytes'] / max(1, figures['requests']):.0f} bytes a response",
+    )
+
+
+def combined(loads: list[Load]) -> Load:
+    """Rounds of one view as one: summed requests and time, the worst latencies."""
+    errors: Counter = Counter()
+    for load in loads:
+        errors.update(load.errors)
+    return Load(
+        requests=sum(load.requests for load in loads),
+        seconds=sum(load.seconds for load in loads),
+        errors=dict(errors),
+        p50_ms=max(load.p50_ms for load in loads),
+        p99_ms=max(load.p99_ms for load in loads),
+        max_ms=max(load.max_ms for load in loads),
+    )
+
+
+def percentile(values: list[float], share: float) -> float:
+    """Nearest rank: the value at or below which `share` of them lie."""
+    ordered = sorted(values)
+    return ordered[max(1, int(-(-len(ordered) * share // 1))) - 1]
+
+
+async def _open_loop(
+    port: int, paths: Iterator[str], key: str, rate: float, seconds: float
+) -> tuple[list[float], float, Counter, int, float]:
+    """Send request i at start + i/rate on an idle keep-alive connection (or a new one);
+    its latency runs from that due time to the answer's last byte."""
+    loop = asyncio.get_running_loop()
+    idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+    latencies: list[float] = []
+    errors: Counter = Counter()
+    opened = 0
+    last_done = 0.0
+    worst_lag = 0.0
+    total = int(rate * seconds)
+    start = loop.time() + 0.05
+
+    async def exchange(conn: tuple[Any, Any], request: bytes) -> tuple[int, bool]:
+        reader, writer = conn
+        writer.write(request)
+        head = await reader.readuntil(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        status = int(lines[0].split(" ", 2)[1])
+        headers = {
+            k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])
+        }
+        if "content-length" in headers:
+            await reader.readexactly(int(headers["content-length"]))
+        else:
+            await reader.read()
+        return status, headers.get("connection", "").lower() == "close"
+
+    async def one(due: float, path: str) -> None:
+        nonlocal opened, last_done
+        request = (
+            f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Bearer {key}\r\n\r\n"
+        ).encode()
+        for attempt in (1, 2):
+            reused = attempt == 1 and bool(idle)
+            conn = idle.pop() if reused else None
+            try:
+                if conn is None:
+                    conn = await asyncio.open_connection("127.0.0.1", port)
+                    opened += 1
+                status, close = await exchange(conn, request)
+            except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
+                if conn is not None:
+                    conn[1].close()
+                if reused and attempt == 1:
+                    continue  # the server closed an idle connection: once more, on a new one
+                errors[type(exc).__name__] += 1
+                return
+            break
+        now = loop.time()
+        last_done = max(last_done, now)
+        latencies.append((now - due) * 1000)
+        if status != 200:
+            errors[f"http_{status}"] += 1
+        if close:
+            conn[1].close()
+        else:
+            idle.append(conn)
+
+    tasks = set()
+    for i in range(total):
+        due = start + i / rate
+        wait = due - loop.time()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        else:
+            worst_lag = max(worst_lag, -wait)
+        task = asyncio.create_task(one(due, next(paths)))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+    if tasks:
+        await asyncio.wait(tasks, timeout=30)
+    for _reader, writer in idle:
+        writer.close()
+    return latencies, max(last_done - start, 1e-9), errors, opened, worst_lag * 1000
+
+
+def run_open_loop(
+    server: Server, paths: Iterator[str], key: str, rate: float, seconds: float
+) -> Load:
+    with CpuMeter(server.process.pid, "generator") as meter:
+        latencies, elapsed, errors, opened, lag = asyncio.run(
+            _open_loop(server.port, paths, key, rate, seconds)
+        )
+    return Load(
+        requests=len(latencies),
+        seconds=elapsed,
+        errors=dict(errors),
+        latencies_ms=latencies,
+        p50_ms=percentile(latencies, 0.5) if latencies else float("nan"),
+        p99_ms=percentile(latencies, 0.99) if latencies else float("nan"),
+        max_ms=max(latencies, default=float("nan")),
+        cores=meter.line(),
+        extra=f"{opened} connections opened, generator's worst late send {lag:.1f} ms",
+    )
+
+
+def random_paths(args: argparse.Namespace, mode: str, salt: int) -> Iterator[str]:
+    rng = random.Random(args.seed * 7919 + salt)
+    base = {"live": "/api/v1/live/", "bare": "/bench/bare/"}
+    while True:
+        segment = f"{SEGMENT_PREFIX}{rng.randrange(args.segments):02d}"
+        if mode == "batch":
+            skus = ",".join(
+                f"{SKU_PREFIX}{rng.randrange(args.products):06d}" for _ in range(args.batch_size)
+            )
+            yield f"/api/v1/live/batch/?prompt={PROMPT}&segment={segment}&products={skus}"
+        else:
+            sku = f"{SKU_PREFIX}{rng.randrange(args.products):06d}"
+            yield f"{base[mode]}?prompt={PROMPT}&product={sku}&segment={segment}"
+
+
+def load_line(label: str, load: Load) -> None:
+    errors = ", ".join(f"{k} {v}" for k, v in sorted(load.errors.items())) or "none"
+    print(
+        f"  {label}: {load.requests} requests in {load.seconds:.1f}s = {load.rate:.0f}/s; "
+        f"latency p50 {load.p50_ms:.1f} ms, p99 {load.p99_ms:.1f} ms, max {load.max_ms:.1f} ms; "
+        f"errors {errors}; {load.extra}",
+        flush=True,
+    )
+    print(f"    {load.cores}", flush=True)
+
+
+# ----------------------------------------------------------------------------------
+# In-process: queries, Redis round trips, profile
+
+
+def wsgi_get(app: Any, path: str, key: str) -> tuple[int, bytes]:
+    """One request through Django's WSGI handler as gunicorn makes it (the response is
+    closed, so request_finished runs and a non-persistent connection is closed)."""
+    parts = urllib.parse.urlsplit(path)
+    environ = {
+        "REQUEST_METHOD": "GET",
+        "PATH_INFO": parts.path,
+        "QUERY_STRING": parts.query,
+        "SERVER_NAME": "127.0.0.1",
+        "SERVER_PORT": "8000",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "HTTP_HOST": "127.0.0.1",
+        "HTTP_AUTHORIZATION": f"Bearer {key}",
+        "REMOTE_ADDR": "127.0.0.1",
+        "wsgi.input": io.BytesIO(),
+        "wsgi.errors": sys.stderr,
+        "wsgi.url_scheme": "http",
+        "wsgi.version": (1, 0),
+        "wsgi.multithread": False,
+        "wsgi.multiprocess": True,
+        "wsgi.run_once": False,
+    }
+    status = []
+    result = app(environ, lambda s, h, exc_info=None: status.append(int(s.split()[0])))
+    try:
+        body = b"".join(result)
+    finally:
+        result.close()
+    return status[0], body
+
+
+@contextlib.contextmanager
+def counting_redis() -> Iterator[Counter]:
+    """Count round trips to Redis (commands and pipelines) while inside."""
+    from redis.connection import AbstractConnection
+
+    counts: Counter = Counter()
+    original = AbstractConnection.send_packed_command
+
+    def send(self: Any, command: Any, check_health: bool = True) -> Any:
+        counts["round_trips"] += 1
+        return original(self, command, check_health)
+
+    AbstractConnection.send_packed_command = send
+    try:
+        yield counts
+    finally:
+        AbstractConnection.send_packed_command = original
+
+
+# Steps of a live request, found in the profile by (file ending, function name). They
+# nest (a query runs inside live_copy), so they do not add up to the total.
+STEPS = (
+    ("whole request (Django's WSGI handler)", "django/core/handlers/wsgi.py", "__call__"),
+    ("  middleware and routing, outside the view", None, None),
+    ("  DRF view dispatch", "rest_framework/views.py", "dispatch"),
+    ("    token lookup (ApiTokenAuthentication)", "review/auth.py", "authenticate"),
+    ("    rate limit (TokenRateThrottle, Redis)", "review/auth.py", "allow_request"),
+    ("    query validation (LiveQuerySerializer)", "rest_framework/serializers.py", "is_valid"),
+    ("    live_copy (its queries)", "review/delivery.py", "live_copy"),
+    ("    as_dict (exposure id signing)", "review/delivery.py", "as_dict"),
+    ("    _cached (ETag: json.dumps + sha1)", "review/api.py", "_cached"),
+    ("    rendering (DRF JSONRenderer)", "rest_framework/response.py", "rendered_content"),
+    ("  all SQL (cursor execute)", "django/db/backends/utils.py", "_execute"),
+    ("  connecting to PostgreSQL", "django/db/backends/base/base.py", "connect"),
+    ("  closing connections (request_finished)", "django/db/__init__.py", "close_old_connections"),
+    ("  all Redis commands", "redis/client.py", "execute_command"),
+    ("  Redis pipelines", "redis/client.py", "execute"),
+    ("  signing (django.core.signing)", "django/core/signing.py", "sign"),
+)
+
+
+def cumulative(stats: pstats.Stats, suffix: str, name: str) -> float:
+    return sum(
+        entry[3]
+        for (filename, _line, function), entry in stats.stats.items()
+        if function == name and filename.endswith(suffix)
+    )
+
+
+def in_process(args: argparse.Namespace, key: str) -> None:
+    """Queries and Redis round trips of one live request, timing and profile of many."""
+    from django.core.handlers.wsgi import WSGIHandler
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    app = WSGIHandler()
+    paths = random_paths(args, "live", salt=3)
+    for _ in range(20):
+        wsgi_get(app, next(paths), key)
+    with CaptureQueriesContext(connection) as captured, counting_redis() as redis_counts:
+        status, body = wsgi_get(app, next(paths), key)
+    if status != 200:
+        raise SystemExit(f"live request in-process answered {status}: {body[:300]!r}")
+    figure("live_queries", len(captured.captured_queries))
+    figure("live_redis_round_trips", redis_counts["round_trips"])
+    for query in captured.captured_queries:
+        sql = re.sub(r"SELECT .+? FROM ", "SELECT … FROM ", query["sql"], count=1)
+        print(f"    - {sql[:200]}", flush=True)
+    batch = random_paths(args, "batch", salt=4)
+    with CaptureQueriesContext(connection) as captured:
+        wsgi_get(app, next(batch), key)
+    figure(f"batch_{args.batch_size}_queries", len(captured.captured_queries))
+
+    n = args.profile_requests
+    if not n:
+        return
+    started, started_cpu = time.perf_counter(), time.process_time()
+    for _ in range(n):
+        wsgi_get(app, next(paths), key)
+    wall_us = (time.perf_counter() - started) / n * 1e6
+    cpu_us = (time.process_time() - started_cpu) / n * 1e6
+    print(
+        f"  in-process, no profiler: {wall_us:.0f} µs a live request, of which this "
+        f"process's CPU {cpu_us:.0f} µs (the rest waits on PostgreSQL and Redis)",
+        flush=True,
+    )
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for _ in range(n):
+        wsgi_get(app, next(paths), key)
+    profiler.disable()
+    stats = pstats.Stats(profiler)
+    whole = cumulative(stats, "django/core/handlers/wsgi.py", "__call__")
+    dispatch = cumulative(stats, "rest_framework/views.py", "dispatch")
+    print(
+        f"  under cProfile ({n} requests; the profiler slows Python, not waits; steps nest):",
+        flush=True,
+    )
+    for label, suffix, name in STEPS:
+        seconds = whole - dispatch if suffix is None else cumulative(stats, suffix, name)
+        print(
+            f"    {label:<48} {seconds / n * 1e6:7.0f} µs  {seconds / whole:6.1%}",
+            flush=True,
+        )
+    out = io.StringIO()
+    pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(12)
+    print("  most own time (tottime):", flush=True)
+    for line in out.getvalue().splitlines():
+        if re.match(r"\s+\d", line):
+            print(f"    {line.strip()[:150]}", flush=True)
+
+
+# ----------------------------------------------------------------------------------
+# The measurements
+
+
+def check_answers(args: argparse.Namespace, server: Server, key: str) -> None:
+    """A few live answers must be published variants of the slot asked for, not 404s nor
+    base copy; and print the sizes of a live answer and the bare body."""
+    sizes = {}
+    for mode in ("live", "bare"):
+        paths = random_paths(args, mode, salt=5)
+        for _ in range(10):
+            path = next(paths)
+            status, body = server.get(path, key)
+            if status != 200:
+                raise SystemExit(f"GET {path} answered {status}: {body[:300]!r}")
+            if mode == "live":
+                answer = json.loads(body)
+                query = urllib.parse.parse_qs(urllib.parse.urlsplit(path).query)
+                if (
+                    answer["source"] != "segment"
+                    or answer["product"] != query["product"][0]
+                    or answer["segment"] != query["segment"][0]
+                ):
+                    raise SystemExit(f"GET {path}: not the slot's published variant: {answer}")
+            sizes[mode] = len(body)
+    print(f"  body bytes: live {sizes['live']}, bare {sizes['bare']}", flush=True)
+
+
+def measure_server(args: argparse.Namespace, worker_class: str, key: str, logs: Path) -> dict:
+    import redis
+
+    redis.Redis.from_url(args.redis_url).flushdb()
+    label = worker_class if worker_class == "sync" else f"gthread ({args.threads} threads)"
+    section(f"gunicorn -w {args.workers}, {label}")
+    server = Server(args, worker_class, logs)
+    try:
+        check_answers(args, server, key)
+        results: dict[str, Load] = {}
+        for mode in ("bare", "live"):
+            run_wrk(args, server, mode, key, args.warmup)
+        # Alternated, so that whatever else the machine does weighs on both alike.
+        rounds: dict[str, list[Load]] = {"bare": [], "live": []}
+        for number in range(1, args.rounds + 1):
+            for mode in ("bare", "live"):
+                rounds[mode].append(run_wrk(args, server, mode, key, args.duration))
+                load_line(f"wrk -c{args.connections} {mode}, round {number}", rounds[mode][-1])
+        results.update({mode: combined(loads) for mode, loads in rounds.items()})
+        for mode in ("live", "bare"):
+            paths = random_paths(args, mode, salt=1)
+            run_open_loop(server, paths, key, args.rate, 3)
+            results[f"{mode}_rate"] = run_open_loop(
+                server, paths, key, args.rate, args.rate_duration
+            )
+            load_line(f"open loop at {args.rate:g}/s {mode}", results[f"{mode}_rate"])
+        run_wrk(args, server, "batch", key, args.warmup)
+        results["batch"] = run_wrk(args, server, "batch", key, args.duration)
+        load_line(f"wrk -c{args.connections} batch of {args.batch_size}", results["batch"])
+        paths = random_paths(args, "batch", salt=2)
+        results["batch_rate"] = run_open_loop(
+            server, paths, key, args.batch_rate, args.rate_duration
+        )
+        load_line(f"open loop at {args.batch_rate:g}/s batch", results["batch_rate"])
+    finally:
+        server.close()
+
+    suffix = "" if len(args.worker_classes) == 1 else f"_{worker_class}"
+    bare, live, rate = results["bare"], results["live"], results["live_rate"]
+    figure(f"throughput_rps_bare_view{suffix}", bare.rate)
+    figure(f"throughput_rps_live{suffix}", live.rate)
+    ratio = live.rate / bare.rate if bare.rate else float("nan")
+    figure(
+        f"ratio_to_bare_view{suffix}",
+        ratio,
+        f">= {RATIO_TARGET:g}",
+        ratio >= RATIO_TARGET and not live.error_count,
+    )
+    figure(f"rate_achieved_rps{suffix}", rate.rate, f"{args.rate:g}")
+    figure(f"p50_ms_at_{args.rate:g}rps{suffix}", rate.p50_ms)
+    figure(
+        f"p99_ms_at_{args.rate:g}rps{suffix}",
+        rate.p99_ms,
+        f"< {P99_TARGET_MS:g}",
+        rate.p99_ms < P99_TARGET_MS and not rate.error_count,
+    )
+    figure(f"max_ms_at_{args.rate:g}rps{suffix}", rate.max_ms)
+    figure(f"bare_view_p99_ms_at_{args.rate:g}rps{suffix}", results["bare_rate"].p99_ms)
+    batch, batch_rate = results["batch"], results["batch_rate"]
+    figure(f"batch_{args.batch_size}_throughput_rps{suffix}", batch.rate)
+    figure(f"batch_{args.batch_size}_products_per_s{suffix}", batch.rate * args.batch_size)
+    figure(f"batch_{args.batch_size}_p99_ms_at_{args.batch_rate:g}rps{suffix}", batch_rate.p99_ms)
+    errors = sum(load.error_count for load in results.values())
+    figure(f"errors{suffix}", errors, "0", errors == 0)
+    return results
+
+
+# ----------------------------------------------------------------------------------
+# Main
+
+
+def loadavg() -> str:
+    return "load average " + ", ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def header(args: argparse.Namespace, created: bool) -> None:
+    import gunicorn
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW server_version")
+        version = cursor.fetchone()[0]
+        cursor.execute("SHOW max_connections")
+        max_connections = cursor.fetchone()[0]
+    wrk = subprocess.run(["wrk", "-v"], capture_output=True, text=True)
+    print(f"machine: nproc {os.cpu_count()}, {loadavg()}")
+    print(f"python: {sys.version.split()[0]}, pid {os.getpid()}, gunicorn {gunicorn.__version__}")
+    print(f"load: {(wrk.stdout + wrk.stderr).splitlines()[0].strip()} -t1 -c{args.connections}")
+    print(f"database: {args.database_url}{' (created)' if created else ''}")
+    print(f"postgresql: {version}, max_connections {max_connections}")
+    print(f"redis: {args.redis_url} (flushed before each server starts)")
+    conn_max_age = connection.settings_dict.get("CONN_MAX_AGE", 0)
+    print(
+        f"DEBUG: False; CONN_MAX_AGE {conn_max_age} "
+        f"({'a new PostgreSQL connection every request' if not conn_max_age else 'persistent'})",
+        flush=True,
+    )
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if shutil.which("wrk") is None:
+        print(
+            "bench.delivery needs wrk, the HTTP load generator: on Debian or Ubuntu\n"
+            "    sudo apt-get install -y wrk\n"
+            "(macOS: brew install wrk). Nothing was measured.",
+            file=sys.stderr,
+        )
+        return 2
+    os.environ.update(
+        {
+            "DJANGO_SETTINGS_MODULE": SETTINGS,
+            "DATABASE_URL": args.database_url,
+            "REDIS_URL": args.redis_url,
+            "DEBUG": "false",
+            "LOG_LEVEL": "WARNING",
+        }
+    )
+    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    # The admin connection takes no Django options such as ?conn_max_age=60.
+    created = ensure_database(args.database_url.split("?")[0])
+    import django
+
+    django.setup()
+    header(args, created)
+    started = time.perf_counter()
+    logs = Path(tempfile.mkdtemp(prefix="hyperpers-bench-delivery-"))
+    try:
+        migrate()
+        section("data")
+        if args.reseed or not seeded(args):
+            seed_started = time.perf_counter()
+            empty_tables()
+            seed(args)
+            print(
+                f"seeded {args.products} products × {args.segments} segments in "
+                f"{time.perf_counter() - seed_started:.1f}s (COPY, VACUUM ANALYZE)",
+                flush=True,
+            )
+        else:
+            print("reusing the seeded data (--reseed to seed again)", flush=True)
+        print(dataset_line(), flush=True)
+        key = fresh_token()
+        from django.db import connection
+
+        connection.close()  # the server's workers and PostgreSQL get the machine
+        for worker_class in args.worker_classes:
+            measure_server(args, worker_class, key, logs)
+        section("in-process: one live request, and where its time goes")
+        in_process(args, key)
+    except KeyboardInterrupt:
+        print("\ninterrupted; the server was stopped", flush=True)
+        return 130
+    finally:
+        print(f"\ntotal: {time.perf_counter() - started:.0f}s, {loadavg()}; logs in {logs}")
+    return 0
+
+
+if __name__ == "__main__":
+    # Run it as a module (python -m bench.delivery): as a file, this directory would
+    # come first on sys.path and bench/generation.py would shadow the `generation` app.
+    sys.exit(main())

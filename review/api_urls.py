@@ -1,4 +1,4 @@
-from django.urls import path
+from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
 from review import api
@@ -7,6 +7,14 @@ urlpatterns = [
     path("live/", api.LiveView.as_view(), name="api-live"),
     path("live/batch/", api.LiveBatchView.as_view(), name="api-live-batch"),
     path("events/", api.EventsView.as_view(), name="api-events"),
+    path("variants/<int:pk>/approve/", api.ApproveView.as_view(), name="api-variant-approve"),
+    path("variants/<int:pk>/reject/", api.RejectView.as_view(), name="api-variant-reject"),
+    path(
+        "variants/<int:pk>/regenerate/",
+        api.RegenerateView.as_view(),
+        name="api-variant-regenerate",
+    ),
+    path("", include("generation.api_urls")),
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("redoc/", SpectacularRedocView.as_view(url_name="api-schema"), name="api-redoc"),

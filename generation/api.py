@@ -1,0 +1,862 @@
+"""The workflow over REST: imports, segments, runs and variants.
+
+Thin like the pages: a permission, a serializer that validates the request, the same
+service the pages and commands call, a serializer that shows the result. Who may do
+what is decided by the HTML views' own helpers (`require_reviewer`, `require_lead`),
+so the API and the pages cannot drift apart; API tokens belong to no group, so only
+the import endpoints (write tokens) let them in.
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from django.core.exceptions import PermissionDenied
+from django.db.models import Count
+from django.shortcuts import get_object_or_404
+from django.urls import reverse
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field
+from rest_framework import serializers, status
+from rest_framework.exceptions import ValidationError
+from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.permissions import SAFE_METHODS, BasePermission, IsAuthenticated
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from generation import services
+from generation.importers import ImportFileError
+from generation.models import GenerationRun, Product, Prompt, Segment, Variant
+from review import queue as q
+from review.auth import TokenRateThrottle, request_token
+from review.models import ApiToken, ReviewEvent
+from review.views import VARIANT_RELATED, require_lead, require_reviewer
+
+# ---------------------------------------------------------------- permissions
+
+
+class _PageCheck(BasePermission):
+    """Ask one of the HTML views' permission helpers; a refusal says who may."""
+
+    check: Callable
+    refusal: str = ""  # instead of the helper's message, where that one reads oddly
+
+    def has_permission(self, request: Request, view) -> bool:
+        try:
+            self.check(request)
+        except PermissionDenied as exc:
+            self.message = self.refusal or str(exc)
+            return False
+        return True
+
+
+class IsReviewer(_PageCheck):
+    """Copywriters, marketing leads and staff: as `require_reviewer`."""
+
+    check = staticmethod(require_reviewer)
+
+
+class IsLead(_PageCheck):
+    """Marketing leads and staff: as `require_lead`."""
+
+    check = staticmethod(require_lead)
+
+
+class ReviewerReadsLeadWrites(_PageCheck):
+    """Reviewers read (the runs page); leads and staff start and steer (its forms)."""
+
+    def has_permission(self, request: Request, view) -> bool:
+        self.check = require_reviewer if request.method in SAFE_METHODS else require_lead
+        return super().has_permission(request, view)
+
+
+class CanRebuildSegments(IsLead):
+    refusal = "Only marketing leads and staff rebuild segments"
+
+
+class CanImport(IsLead):
+    """Ingestion: write tokens, and the people who may start runs (leads and staff)."""
+
+    refusal = "Only marketing leads and staff import products and customers"
+
+    def has_permission(self, request: Request, view) -> bool:
+        token = request_token(request)
+        if token is None:
+            return super().has_permission(request, view)
+        self.message = "Imports need a write token (read tokens only fetch live copy)."
+        return token.kind == ApiToken.Kind.WRITE
+
+
+PEOPLE_ONLY = "People only (a session or a personal `Token`); API tokens are refused."
+
+# ---------------------------------------------------------------- imports
+
+
+class ImportRequestSerializer(serializers.Serializer):
+    file = serializers.FileField(help_text="The export to import, as UTF-8")
+    format: serializers.ChoiceField  # each import's own
+    # The extensions the importer knows, and the format each stands for.
+    extensions: dict[str, str] = {}
+
+    def validate(self, attrs: dict) -> dict:
+        if "format" not in attrs:
+            name = attrs["file"].name or ""
+            known = self.extensions.get(Path(name).suffix.lower())
+            if known is None:
+                formats = " or ".join(self.fields["format"].choices)
+                raise ValidationError(
+                    {"format": f"Name the format ({formats}): the file name '{name}' does not tell"}
+                )
+            attrs["format"] = known
+        return attrs
+
+
+class ProductImportSerializer(ImportRequestSerializer):
+    extensions = {".csv": "csv"}
+    format = serializers.ChoiceField(
+        choices=["csv"],
+        required=False,
+        help_text="csv: our layout, a Magento / Adobe Commerce export or the Magento "
+        "sample fixtures, told apart by the header. Default: from the file's extension",
+    )
+
+
+class CustomerImportSerializer(ImportRequestSerializer):
+    extensions = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+    format = serializers.ChoiceField(
+        choices=["csv", "jsonl"],
+        required=False,
+        help_text="csv or jsonl (JSON Lines). Default: from the file's extension",
+    )
+
+
+class ImportResultSerializer(serializers.Serializer):
+    created = serializers.IntegerField()
+    updated = serializers.IntegerField()
+    unchanged = serializers.IntegerField()
+
+
+class ImportErrorSerializer(serializers.Serializer):
+    """A bad file; a bad request names its field instead (`format`, `file`)."""
+
+    file = serializers.ListField(
+        child=serializers.CharField(),
+        required=False,
+        help_text="Where and what: file, line, column, problem",
+    )
+    line = serializers.IntegerField(
+        allow_null=True, required=False, help_text="1-based; null: the whole file"
+    )
+    column = serializers.CharField(
+        allow_null=True, required=False, help_text="A header, a JSON key or a character position"
+    )
+
+
+_IMPORT_RESPONSES = {
+    200: ImportResultSerializer,
+    400: OpenApiResponse(
+        ImportErrorSerializer,
+        description="The file cannot be imported (nothing was written), or `format` is "
+        "missing or unknown",
+    ),
+    403: OpenApiResponse(description="Not a write token, a marketing lead or staff"),
+    415: OpenApiResponse(description="Not multipart/form-data (or form-urlencoded)"),
+}
+
+
+class _ImportView(APIView):
+    permission_classes = [IsAuthenticated, CanImport]
+    throttle_classes = [TokenRateThrottle]
+    parser_classes = [MultiPartParser, FormParser]
+    serializer_class: type[ImportRequestSerializer]
+    service: Callable[..., services.ImportResult]
+
+    def post(self, request: Request) -> Response:
+        form = self.serializer_class(data=request.data)
+        form.is_valid(raise_exception=True)
+        upload = form.validated_data["file"]
+        # The importers read a path and tell the format by its extension: spool the
+        # upload to a file of our naming, and report problems under the upload's name.
+        with tempfile.TemporaryDirectory(prefix="hyperpers-import-") as directory:
+            path = Path(directory) / f"upload.{form.validated_data['format']}"
+            with path.open("wb") as out:
+                for chunk in upload.chunks():
+                    out.write(chunk)
+            try:
+                result = type(self).service(path=path)
+            except ImportFileError as exc:
+                named = ImportFileError(upload.name, exc.line, exc.column, exc.message)
+                body = {
+                    "file": [f"{named} Nothing was imported."],
+                    "line": exc.line,
+                    "column": None if exc.column is None else str(exc.column),
+                }
+                return Response(ImportErrorSerializer(body).data, status=400)
+        return Response(ImportResultSerializer(result).data)
+
+
+class ProductImportView(_ImportView):
+    serializer_class = ProductImportSerializer
+    service = staticmethod(services.products_import)
+
+    @extend_schema(
+        summary="Import products (upsert by SKU); a bad row imports nothing",
+        request={"multipart/form-data": ProductImportSerializer},
+        responses=_IMPORT_RESPONSES,
+    )
+    def post(self, request: Request) -> Response:
+        return super().post(request)
+
+
+class CustomerImportView(_ImportView):
+    serializer_class = CustomerImportSerializer
+    service = staticmethod(services.customers_import)
+
+    @extend_schema(
+        summary="Import customers (upsert by external id); a bad row imports nothing",
+        request={"multipart/form-data": CustomerImportSerializer},
+        responses=_IMPORT_RESPONSES,
+    )
+    def post(self, request: Request) -> Response:
+        return super().post(request)
+
+
+# ---------------------------------------------------------------- segments
+
+
+class SegmentSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Segment
+        fields = ["slug", "name", "rules", "member_count", "summary", "updated"]
+
+
+class SegmentListSerializer(serializers.Serializer):
+    results = SegmentSerializer(many=True)
+
+
+class SegmentRebuildSerializer(serializers.Serializer):
+    by = serializers.ListField(
+        child=serializers.CharField(max_length=100),
+        allow_empty=False,
+        max_length=10,
+        help_text='Customer attributes to segment by, e.g. ["value_tier"]: one segment '
+        "per combination of their values",
+    )
+
+
+class SegmentsView(APIView):
+    permission_classes = [IsAuthenticated, IsReviewer]
+    throttle_classes = [TokenRateThrottle]
+
+    @extend_schema(
+        summary="The segments, with their member counts and summaries",
+        description=PEOPLE_ONLY,
+        responses={200: SegmentListSerializer, 403: OpenApiResponse(description="Not a reviewer")},
+    )
+    def get(self, request: Request) -> Response:
+        return Response({"results": SegmentSerializer(Segment.objects.all(), many=True).data})
+
+
+class SegmentRebuildView(APIView):
+    parser_classes = [JSONParser]
+    permission_classes = [IsAuthenticated, CanRebuildSegments]
+    throttle_classes = [TokenRateThrottle]
+
+    @extend_schema(
+        summary="Build the segments again from the customers (as `build_segments --by`)",
+        description=PEOPLE_ONLY,
+        request=SegmentRebuildSerializer,
+        responses={
+            200: SegmentListSerializer,
+            400: OpenApiResponse(description="`by` is missing or names no customer attribute"),
+            403: OpenApiResponse(description="Not a marketing lead or staff"),
+        },
+    )
+    def post(self, request: Request) -> Response:
+        form = SegmentRebuildSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        try:
+            built = services.segments_build(by=form.validated_data["by"])
+        except services.SegmentError as exc:
+            raise ValidationError({"by": [str(exc)]}) from exc
+        return Response({"results": SegmentSerializer(built, many=True).data})
+
+
+# ---------------------------------------------------------------- runs
+
+# run_create, run_resume and run_retry_failed raise RunError with a message for
+# people and no field: the start of each message, and the request field it is about.
+# The tests hold every case, so a reworded message fails them instead of losing its
+# field.
+_RUN_ERROR_FIELDS = (
+    (re.compile(r"Prompt '"), "prompt"),
+    (re.compile(r"The run covers no products"), "products"),
+    (re.compile(r"The run covers no segments"), "segments"),
+    (re.compile(r"(The|A) budget|Run \d+ has spent"), "budget"),
+    (re.compile(r"(The LLM endpoint|Cannot reach the LLM endpoint)"), "endpoint"),
+    (re.compile(r"Run \d+ is "), "status"),
+)
+
+
+def _run_error(exc: services.RunError) -> ValidationError:
+    message = str(exc)
+    field = next((f for pattern, f in _RUN_ERROR_FIELDS if pattern.match(message)), None)
+    return ValidationError({field or "non_field_errors": [message]})
+
+
+class RunRequestSerializer(serializers.Serializer):
+    prompt = serializers.SlugField(max_length=100, help_text="The prompt's slug")
+    products = serializers.ListField(
+        child=serializers.CharField(max_length=64),
+        required=False,
+        allow_empty=False,
+        max_length=100_000,
+        help_text="SKUs; default: every product",
+    )
+    segments = serializers.ListField(
+        child=serializers.SlugField(max_length=200),
+        required=False,
+        allow_empty=False,
+        max_length=10_000,
+        help_text="Segment slugs; default: every segment with members",
+    )
+    budget = serializers.DecimalField(
+        max_digits=14,
+        decimal_places=6,
+        required=False,
+        allow_null=True,
+        help_text="Stop before spending more than this, in US dollars",
+        error_messages={"invalid": "The budget must be a number of dollars."},
+    )
+
+    def validate_prompt(self, slug: str) -> Prompt:
+        prompt = Prompt.objects.filter(slug=slug).first()
+        if prompt is None:
+            raise ValidationError(f"Unknown prompt '{slug}'")  # as the run page says it
+        return prompt
+
+    @staticmethod
+    def _pick(model, key: str, wanted: list[str]) -> list:
+        wanted = list(dict.fromkeys(wanted))
+        found = {getattr(o, key): o for o in model.objects.filter(**{f"{key}__in": wanted})}
+        missing = [v for v in wanted if v not in found]
+        if missing:
+            shown = ", ".join(missing[:20]) + (" …" if len(missing) > 20 else "")
+            raise ValidationError(f"Unknown {model._meta.verbose_name} {key}: {shown}")
+        return [found[v] for v in wanted]
+
+    def validate_products(self, skus: list[str]) -> list[Product]:
+        return self._pick(Product, "sku", skus)
+
+    def validate_segments(self, slugs: list[str]) -> list[Segment]:
+        return self._pick(Segment, "slug", slugs)
+
+
+class RunEstimateSerializer(serializers.Serializer):
+    prompt = serializers.CharField()
+    prompt_version = serializers.IntegerField()
+    slots = serializers.IntegerField(help_text="Slots this version has not written yet")
+    prompt_tokens = serializers.IntegerField()
+    completion_tokens = serializers.IntegerField()
+    cost = serializers.DecimalField(
+        max_digits=14, decimal_places=6, allow_null=True, help_text="null: the model has no price"
+    )
+
+
+# A string, not an enum: drf-spectacular names enums by field, and the variants'
+# "status" enum takes that name (ENUM_NAME_OVERRIDES in settings would fix it).
+@extend_schema_field(
+    {"type": "string", "description": "One of: " + ", ".join(GenerationRun.Status.values)}
+)
+class RunStatusField(serializers.CharField):
+    pass
+
+
+class RunSerializer(serializers.ModelSerializer):
+    status = RunStatusField()
+    prompt = serializers.CharField(source="prompt_version.prompt.slug")
+    prompt_version = serializers.IntegerField(source="prompt_version.number")
+    done = serializers.IntegerField()
+    created_by = serializers.CharField(source="created_by.username", allow_null=True)
+
+    class Meta:
+        model = GenerationRun
+        fields = [
+            "id",
+            "prompt",
+            "prompt_version",
+            "status",
+            "total",
+            "succeeded",
+            "failed",
+            "done",
+            "prompt_tokens",
+            "completion_tokens",
+            "cached_tokens",
+            "cost",
+            "budget",
+            "estimated_prompt_tokens",
+            "estimated_completion_tokens",
+            "estimated_cost",
+            "note",
+            "error",
+            "created_by",
+            "created",
+            "started",
+            "finished",
+        ]
+
+
+class RunListSerializer(serializers.Serializer):
+    results = RunSerializer(many=True)
+    next = serializers.URLField(allow_null=True, help_text="The next (older) page")
+
+
+class RunDetailSerializer(RunSerializer):
+    scope = serializers.JSONField(help_text="{products: [SKU...], segments: [slug...]}")
+    variants_by_status = serializers.DictField(
+        child=serializers.IntegerField(),
+        help_text="Where the run's variants are now (in review, published, ...)",
+    )
+
+    class Meta(RunSerializer.Meta):
+        fields = [*RunSerializer.Meta.fields, "scope", "variants_by_status"]
+
+
+class RunListQuerySerializer(serializers.Serializer):
+    before = serializers.IntegerField(
+        min_value=1, max_value=2**63 - 1, required=False, help_text="Runs older than this id"
+    )
+    limit = serializers.IntegerField(min_value=1, max_value=200, default=50)
+
+
+class RunResumeSerializer(serializers.Serializer):
+    budget = serializers.DecimalField(
+        max_digits=14,
+        decimal_places=6,
+        required=False,
+        allow_null=True,
+        help_text="A new budget, in US dollars; default: keep the run's",
+        error_messages={"invalid": "The budget must be a number of dollars."},
+    )
+
+
+class RetryFailedSerializer(serializers.Serializer):
+    retried = serializers.IntegerField(help_text="Failed variants queued again")
+    run = RunDetailSerializer()
+
+
+RUN_RELATED = ("prompt_version__prompt", "created_by")
+
+
+def _run_detail(run: GenerationRun) -> dict:
+    run = GenerationRun.objects.select_related(*RUN_RELATED).get(pk=run.pk)
+    # Where the run's variants are now: one GROUP BY, as the run page does it.
+    run.variants_by_status = dict(
+        Variant.objects.filter(run=run).order_by().values_list("status").annotate(n=Count("id"))
+    )
+    return RunDetailSerializer(run).data
+
+
+def _scope(data: dict) -> tuple[list[Product], list[Segment]]:
+    """The run's products and segments: those named, else everything (as the run page)."""
+    products = data.get("products") or list(Product.objects.all())
+    segments = data.get("segments") or list(Segment.objects.filter(member_count__gt=0))
+    return products, segments
+
+
+_RUN_400 = OpenApiResponse(
+    description="A field is invalid (unknown prompt or SKU, empty scope, prompt without a "
+    "version, bad budget) or the LLM endpoint refuses (`endpoint`); the field is named"
+)
+_LEAD_403 = OpenApiResponse(description="Not a marketing lead or staff")
+_404 = OpenApiResponse(description="No such run")
+
+
+class RunsView(APIView):
+    parser_classes = [JSONParser]
+    permission_classes = [IsAuthenticated, ReviewerReadsLeadWrites]
+    throttle_classes = [TokenRateThrottle]
+
+    @extend_schema(
+        summary="The runs, newest first",
+        operation_id="runs_list",
+        description=PEOPLE_ONLY,
+        parameters=[RunListQuerySerializer],
+        responses={
+            200: RunListSerializer,
+            400: OpenApiResponse(description="A parameter is invalid"),
+            403: OpenApiResponse(description="Not a reviewer"),
+        },
+    )
+    def get(self, request: Request) -> Response:
+        query = RunListQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        limit = query.validated_data["limit"]
+        runs = GenerationRun.objects.select_related(*RUN_RELATED).order_by("-id")
+        if "before" in query.validated_data:
+            runs = runs.filter(pk__lt=query.validated_data["before"])
+        page = list(runs[: limit + 1])
+        following = None
+        if len(page) > limit:
+            page = page[:limit]
+            following = request.build_absolute_uri(
+                f"{reverse('api-runs')}?limit={limit}&before={page[-1].pk}"
+            )
+        return Response({"results": RunSerializer(page, many=True).data, "next": following})
+
+    @extend_schema(
+        summary="Start a run of a prompt's current version over products × segments",
+        description="Queues one variant per slot the version has not written yet; workers "
+        "write them. Ask /runs/estimate/ first to see the cost. " + PEOPLE_ONLY,
+        request=RunRequestSerializer,
+        responses={201: RunDetailSerializer, 400: _RUN_400, 403: _LEAD_403},
+    )
+    def post(self, request: Request) -> Response:
+        form = RunRequestSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        data = form.validated_data
+        products, segments = _scope(data)
+        try:
+            run = services.run_create(
+                prompt=data["prompt"],
+                products=products,
+                segments=segments,
+                budget=data.get("budget"),
+                user=request.user,
+            )
+        except services.RunError as exc:
+            raise _run_error(exc) from exc
+        response = Response(_run_detail(run), status=status.HTTP_201_CREATED)
+        response["Location"] = reverse("api-run", args=[run.pk])
+        return response
+
+
+class RunEstimateView(APIView):
+    parser_classes = [JSONParser]
+    permission_classes = [IsAuthenticated, IsLead]
+    throttle_classes = [TokenRateThrottle]
+
+    @extend_schema(
+        summary="What a run would cost, before starting it: slots, tokens, dollars",
+        description="Takes what starting the run takes; starts nothing. " + PEOPLE_ONLY,
+        request=RunRequestSerializer,
+        responses={200: RunEstimateSerializer, 400: _RUN_400, 403: _LEAD_403},
+    )
+    def post(self, request: Request) -> Response:
+        form = RunRequestSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        prompt = form.validated_data["prompt"]
+        version = prompt.current_version
+        if version is None:
+            raise ValidationError(
+                {"prompt": [f"Prompt '{prompt.slug}' has no version yet; save one first"]}
+            )
+        products, segments = _scope(form.validated_data)
+        if not products:
+            raise ValidationError(
+                {"products": ["The run covers no products; import products first"]}
+            )
+        if not segments:
+            raise ValidationError(
+                {"segments": ["The run covers no segments; build segments first"]}
+            )
+        slots = len(services.queued_slots(version, products, segments))
+        estimate = services.run_estimate(
+            version=version, products=products, segments=segments, slots=slots
+        )
+        return Response(
+            RunEstimateSerializer(
+                {
+                    "prompt": prompt.slug,
+                    "prompt_version": version.number,
+                    "slots": estimate.slots,
+                    "prompt_tokens": estimate.prompt_tokens,
+                    "completion_tokens": estimate.completion_tokens,
+                    "cost": estimate.cost,
+                }
+            ).data
+        )
+
+
+class RunDetailView(APIView):
+    permission_classes = [IsAuthenticated, IsReviewer]
+    throttle_classes = [TokenRateThrottle]
+
+    @extend_schema(
+        summary="One run with its live counts",
+        description=PEOPLE_ONLY,
+        responses={
+            200: RunDetailSerializer,
+            403: OpenApiResponse(description="Not a reviewer"),
+            404: _404,
+        },
+    )
+    def get(self, request: Request, pk: int) -> Response:
+        return Response(_run_detail(get_object_or_404(GenerationRun, pk=pk)))
+
+
+class _RunActionView(APIView):
+    parser_classes = [JSONParser]
+    permission_classes = [IsAuthenticated, IsLead]
+    throttle_classes = [TokenRateThrottle]
+
+
+class RunCancelView(_RunActionView):
+    @extend_schema(
+        summary="Cancel a run: queued slots wait for a resume; calls in flight finish",
+        description=PEOPLE_ONLY,
+        request=None,
+        responses={
+            200: RunDetailSerializer,
+            400: OpenApiResponse(description="The run is not going (`status`)"),
+            403: _LEAD_403,
+            404: _404,
+        },
+    )
+    def post(self, request: Request, pk: int) -> Response:
+        run = get_object_or_404(GenerationRun, pk=pk)
+        try:
+            services.run_cancel(run=run)
+        except services.RunError as exc:
+            raise _run_error(exc) from exc
+        return Response(_run_detail(run))
+
+
+class RunResumeView(_RunActionView):
+    @extend_schema(
+        summary="Resume a cancelled, paused or failed run, optionally with a new budget",
+        description=PEOPLE_ONLY,
+        request=RunResumeSerializer,
+        responses={
+            200: RunDetailSerializer,
+            400: OpenApiResponse(
+                description="Nothing to resume (`status`), the budget is spent (`budget`) or "
+                "the LLM endpoint refuses (`endpoint`)"
+            ),
+            403: _LEAD_403,
+            404: _404,
+        },
+    )
+    def post(self, request: Request, pk: int) -> Response:
+        run = get_object_or_404(GenerationRun, pk=pk)
+        form = RunResumeSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        try:
+            services.run_resume(run=run, budget=form.validated_data.get("budget"))
+        except services.RunError as exc:
+            raise _run_error(exc) from exc
+        return Response(_run_detail(run))
+
+
+class RunRetryFailedView(_RunActionView):
+    @extend_schema(
+        summary="Queue a run's failed variants again",
+        description=PEOPLE_ONLY,
+        request=None,
+        responses={200: RetryFailedSerializer, 403: _LEAD_403, 404: _404},
+    )
+    def post(self, request: Request, pk: int) -> Response:
+        run = get_object_or_404(GenerationRun, pk=pk)
+        retried = services.run_retry_failed(run=run)
+        return Response({"retried": retried, "run": _run_detail(run)})
+
+
+# ---------------------------------------------------------------- variants
+
+VARIANTS_PAGE_MAX = 100
+
+
+class VariantSerializer(serializers.ModelSerializer):
+    prompt = serializers.CharField(source="prompt_version.prompt.slug")
+    prompt_version = serializers.IntegerField(source="prompt_version.number")
+    product = serializers.CharField(source="product.sku")
+    product_name = serializers.CharField(source="product.name")
+    segment = serializers.CharField(source="segment.slug", allow_null=True)
+    customer = serializers.CharField(source="customer.external_id", allow_null=True)
+    run = serializers.IntegerField(source="run_id", allow_null=True)
+
+    class Meta:
+        model = Variant
+        fields = [
+            "id",
+            "status",
+            "revision",
+            "prompt",
+            "prompt_version",
+            "product",
+            "product_name",
+            "segment",
+            "customer",
+            "run",
+            "language",
+            "text",
+            "checks_failed",
+            "underperforming",
+            "created",
+            "updated",
+            "published",
+        ]
+
+
+class ReviewEventSerializer(serializers.ModelSerializer):
+    user = serializers.CharField(source="user.username", allow_null=True)
+
+    class Meta:
+        model = ReviewEvent
+        fields = ["id", "action", "user", "reason", "text_before", "text_after", "created"]
+
+
+class CheckResultSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    passed = serializers.BooleanField()
+    message = serializers.CharField(required=False)
+
+
+class VariantDetailSerializer(VariantSerializer):
+    base_text = serializers.CharField(source="product.description", help_text="The base copy")
+    checks = CheckResultSerializer(many=True, help_text="Failed checks first")
+    review_events = ReviewEventSerializer(
+        source="events_newest_first", many=True, help_text="Newest first"
+    )
+
+    class Meta(VariantSerializer.Meta):
+        fields = [
+            *VariantSerializer.Meta.fields,
+            "original_text",
+            "base_text",
+            "rationale",
+            "checks",
+            "model",
+            "prompt_tokens",
+            "completion_tokens",
+            "cached_tokens",
+            "latency_ms",
+            "cost",
+            "regeneration_note",
+            "error",
+            "attempts",
+            "generated",
+            "review_events",
+        ]
+
+
+def variant_detail_data(variant: Variant) -> dict:
+    """A variant as the detail endpoint (and a decision's answer) shows it."""
+    variant = Variant.objects.select_related(*VARIANT_RELATED).get(pk=variant.pk)
+    variant.checks = q.checks_failed_first(variant.checks)
+    variant.events_newest_first = list(variant.review_events.select_related("user").order_by("-id"))
+    return VariantDetailSerializer(variant).data
+
+
+class VariantListQuerySerializer(serializers.Serializer):
+    status = serializers.ChoiceField(
+        choices=Variant.Status.choices, required=False, help_text="Default: every status"
+    )
+    prompt = serializers.SlugField(max_length=100, required=False, help_text="A prompt's slug")
+    product = serializers.CharField(
+        max_length=100, required=False, help_text="The start of a SKU or part of a product's name"
+    )
+    segment = serializers.SlugField(max_length=200, required=False, help_text="A segment's slug")
+    run = serializers.IntegerField(min_value=1, max_value=2**63 - 1, required=False)
+    language = serializers.RegexField(
+        regex=r"^[A-Za-z]{2,3}([_-][A-Za-z0-9]{2,8})?$", required=False
+    )
+    check = serializers.ChoiceField(
+        choices=list(q.CHECK_NAMES), required=False, help_text="Only variants failing this check"
+    )
+    underperforming = serializers.BooleanField(required=False, default=False)
+    after = serializers.CharField(
+        max_length=64, required=False, help_text="The `next` cursor of the previous page"
+    )
+    before = serializers.CharField(
+        max_length=64, required=False, help_text="The `previous` cursor of the next page"
+    )
+    limit = serializers.IntegerField(min_value=1, max_value=VARIANTS_PAGE_MAX, default=q.PAGE_SIZE)
+
+    def _key(self, value: str) -> q.Key:
+        key = q.Key.parse(value)
+        if key is None:
+            raise ValidationError("Not a cursor from this API.")
+        return key
+
+    def validate_after(self, value: str) -> q.Key:
+        return self._key(value)
+
+    def validate_before(self, value: str) -> q.Key:
+        return self._key(value)
+
+    def validate(self, attrs: dict) -> dict:
+        if "after" in attrs and "before" in attrs:
+            raise ValidationError({"before": "Give after or before, not both."})
+        return attrs
+
+
+class VariantListSerializer(serializers.Serializer):
+    results = VariantSerializer(many=True)
+    next = serializers.URLField(allow_null=True)
+    previous = serializers.URLField(allow_null=True)
+
+
+class VariantsView(APIView):
+    permission_classes = [IsAuthenticated, IsReviewer]
+    throttle_classes = [TokenRateThrottle]
+
+    @extend_schema(
+        summary="Variants, in the review queue's order (failed checks first, then oldest)",
+        operation_id="variants_list",
+        description="A page at a time, by cursor: follow `next` and `previous`. " + PEOPLE_ONLY,
+        parameters=[VariantListQuerySerializer],
+        responses={
+            200: VariantListSerializer,
+            400: OpenApiResponse(description="A filter or the cursor is invalid; it is named"),
+            403: OpenApiResponse(description="Not a reviewer"),
+        },
+    )
+    def get(self, request: Request) -> Response:
+        query = VariantListQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        values = {
+            k: v
+            for k, v in query.validated_data.items()
+            if k in q.FILTER_FIELDS and v not in (None, "", False)
+        }
+        variants = q.variants_filtered(values).select_related(*VARIANT_RELATED)
+        page = q.page_fetch(
+            variants,
+            after=query.validated_data.get("after"),
+            before=query.validated_data.get("before"),
+            size=query.validated_data["limit"],
+        )
+
+        def link(**cursor) -> str:
+            params = {**values, "limit": query.validated_data["limit"], **cursor}
+            return request.build_absolute_uri(f"{reverse('api-variants')}?{q.querystring(params)}")
+
+        return Response(
+            {
+                "results": VariantSerializer(page.variants, many=True).data,
+                "next": link(after=str(page.next_key)) if page.next_key else None,
+                "previous": link(before=str(page.previous_key)) if page.previous_key else None,
+            }
+        )
+
+
+class VariantDetailView(APIView):
+    permission_classes = [IsAuthenticated, IsReviewer]
+    throttle_classes = [TokenRateThrottle]
+
+    @extend_schema(
+        summary="One variant: its text, the model's, the rationale, checks, cost and history",
+        description="`revision` is what a decision must quote. " + PEOPLE_ONLY,
+        responses={
+            200: VariantDetailSerializer,
+            403: OpenApiResponse(description="Not a reviewer"),
+            404: OpenApiResponse(description="No such variant"),
+        },
+    )
+    def get(self, request: Request, pk: int) -> Response:
+        return Response(variant_detail_data(get_object_or_404(Variant, pk=pk)))

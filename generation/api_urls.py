@@ -1,0 +1,24 @@
+"""The workflow API under /api/v1/ (included by review/api_urls.py)."""
+
+from django.urls import path
+
+from generation import api
+
+urlpatterns = [
+    path("imports/products/", api.ProductImportView.as_view(), name="api-import-products"),
+    path("imports/customers/", api.CustomerImportView.as_view(), name="api-import-customers"),
+    path("segments/", api.SegmentsView.as_view(), name="api-segments"),
+    path("segments/rebuild/", api.SegmentRebuildView.as_view(), name="api-segments-rebuild"),
+    path("runs/", api.RunsView.as_view(), name="api-runs"),
+    path("runs/estimate/", api.RunEstimateView.as_view(), name="api-run-estimate"),
+    path("runs/<int:pk>/", api.RunDetailView.as_view(), name="api-run"),
+    path("runs/<int:pk>/cancel/", api.RunCancelView.as_view(), name="api-run-cancel"),
+    path("runs/<int:pk>/resume/", api.RunResumeView.as_view(), name="api-run-resume"),
+    path(
+        "runs/<int:pk>/retry-failed/",
+        api.RunRetryFailedView.as_view(),
+        name="api-run-retry-failed",
+    ),
+    path("variants/", api.VariantsView.as_view(), name="api-variants"),
+    path("variants/<int:pk>/", api.VariantDetailView.as_view(), name="api-variant"),
+]

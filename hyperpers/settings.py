@@ -219,6 +219,10 @@ DELIVERY_MAX_AGE = env.int("DELIVERY_MAX_AGE", default=60)
 DELIVERY_BATCH_MAX = env.int("DELIVERY_BATCH_MAX", default=100)
 # Engagement events in one POST.
 ENGAGEMENT_BATCH_MAX = env.int("ENGAGEMENT_BATCH_MAX", default=1000)
+# Metrics: below this many impressions in either arm a comparison has no verdict;
+# the confidence of the intervals and of "significantly worse".
+METRICS_MIN_IMPRESSIONS = env.int("METRICS_MIN_IMPRESSIONS", default=100)
+METRICS_CONFIDENCE = env.float("METRICS_CONFIDENCE", default=0.95)
 
 LOGGING = {
     "version": 1,

@@ -11,6 +11,7 @@ from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers, status
 from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.parsers import JSONParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -252,6 +253,7 @@ def _flatten(errors, prefix: str = "") -> dict[str, list[str]]:
 class EventsView(APIView):
     permission_classes = [CanPostEvents]
     throttle_classes = [TokenRateThrottle]
+    parser_classes = [JSONParser]
 
     @extend_schema(
         summary="Post impressions, clicks and conversions: one event, or a batch",
@@ -259,6 +261,7 @@ class EventsView(APIView):
         responses={
             200: EventsReceivedSerializer,
             400: OpenApiResponse(description="An event is invalid; the field is named"),
+            415: OpenApiResponse(description="The body is not JSON"),
         },
     )
     def post(self, request: Request) -> Response:

@@ -12,10 +12,11 @@ from pathlib import Path
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.db import transaction
-from rest_framework.authtoken.models import Token
 
 from generation import services
 from generation.models import Brand, GenerationRun, Product, Prompt, Variant
+from review.auth import api_token_create
+from review.models import ApiToken
 
 DEMO_DIR = Path(__file__).resolve().parent / "demo"
 SEGMENT_BY = ["preferred_subcategory", "value_tier"]
@@ -24,14 +25,15 @@ DEMO_USERS = {
     "copywriter": ("copywriter", "copywriter-demo", "copywriter", False),
     "marketing lead": ("lead", "lead-demo", "marketing lead", True),
 }
-API_USER = "delivery-demo"
+# The demo's delivery clients; their keys are new at every start (only hashes are kept).
+DEMO_TOKENS = {"read": "demo web shop", "write": "demo journey tool"}
 
 
 @dataclass
 class DemoSummary:
     lines: list[str] = field(default_factory=list)
     credentials: dict[str, tuple[str, str]] = field(default_factory=dict)
-    api_token: str = ""
+    api_keys: dict[str, str] = field(default_factory=dict)
     example: tuple[str, str, str] = ("", "", "")
 
 
@@ -79,9 +81,9 @@ def load(*, start_run: bool = True) -> DemoSummary:
                 user.save()
             user.groups.add(Group.objects.get(name=group))
             summary.credentials[role] = (username, password)
-        api_user, _ = User.objects.get_or_create(username=API_USER)
-        token, _ = Token.objects.get_or_create(user=api_user)
-        summary.api_token = token.key
+        ApiToken.objects.filter(name__in=DEMO_TOKENS.values()).delete()
+        for kind, name in DEMO_TOKENS.items():
+            summary.api_keys[kind] = api_token_create(name=name, kind=kind)[1]
 
     summary.lines += [
         f"brand: {brand.name}",

@@ -84,6 +84,7 @@ from bench.generation import (
     section,
     stop,
 )
+from bench.review import empty_tables, migrate, percentile
 
 BRAND = "Benchdelivery"
 PROMPT = "bench-delivery"
@@ -183,12 +184,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 # The data
 
 
-def migrate() -> None:
-    from django.core.management import call_command
-
-    call_command("migrate", verbosity=0)
-
-
 def seeded(args: argparse.Namespace) -> bool:
     from generation.models import Brand, Product, Segment, Variant
 
@@ -199,37 +194,6 @@ def seeded(args: argparse.Namespace) -> bool:
         and Variant.objects.published().count() == args.products * args.segments
         and Variant.objects.count() == args.products * args.segments
     )
-
-
-def empty_tables() -> None:
-    from django.db import connection
-
-    from generation.models import (
-        Brand,
-        Customer,
-        GenerationRun,
-        Product,
-        Prompt,
-        PromptVersion,
-        Segment,
-        Variant,
-    )
-
-    tables = ", ".join(
-        m._meta.db_table
-        for m in (
-            Variant,
-            GenerationRun,
-            PromptVersion,
-            Prompt,
-            Brand,
-            Product,
-            Segment,
-            Customer,
-        )
-    )
-    with connection.cursor() as cursor:
-        cursor.execute(f"TRUNCATE {tables} RESTART IDENTITY CASCADE")
 
 
 def copy_rows(model: Any, rows: Iterator[Any]) -> int:
@@ -601,12 +565,6 @@ def combined(loads: list[Load]) -> Load:
         p99_ms=max(load.p99_ms for load in loads),
         max_ms=max(load.max_ms for load in loads),
     )
-
-
-def percentile(values: list[float], share: float) -> float:
-    """Nearest rank: the value at or below which `share` of them lie."""
-    ordered = sorted(values)
-    return ordered[max(1, int(-(-len(ordered) * share // 1))) - 1]
 
 
 async def _open_loop(

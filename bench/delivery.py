@@ -81,6 +81,7 @@ from bench.generation import (
     figure,
     free_port,
     pids_named,
+    rss_bytes,
     section,
     stop,
 )
@@ -751,14 +752,15 @@ def counting_redis() -> Iterator[Counter]:
 STEPS = (
     ("whole request (Django's WSGI handler)", "django/core/handlers/wsgi.py", "__call__"),
     ("  middleware and routing, outside the view", None, None),
-    ("  DRF view dispatch", "rest_framework/views.py", "dispatch"),
-    ("    token lookup (ApiTokenAuthentication)", "review/auth.py", "authenticate"),
-    ("    rate limit (TokenRateThrottle, Redis)", "review/auth.py", "allow_request"),
-    ("    query validation (LiveQuerySerializer)", "rest_framework/serializers.py", "is_valid"),
-    ("    live_copy (its queries)", "review/delivery.py", "live_copy"),
-    ("    as_dict (exposure id signing)", "review/delivery.py", "as_dict"),
-    ("    _cached (ETag: json.dumps + sha1)", "review/api.py", "_cached"),
-    ("    rendering (DRF JSONRenderer)", "rest_framework/response.py", "rendered_content"),
+    ("  the live view (fast path, else DRF)", "review/api.py", "live"),
+    ("    fast path (_fast_live)", "review/api.py", "_fast_live"),
+    ("      token lookup (active_token)", "review/auth.py", "active_token"),
+    ("      rate limit (token_rate_wait, Redis a lease)", "review/auth.py", "token_rate_wait"),
+    ("      snapshot (live_from_snapshot)", "review/delivery.py", "live_from_snapshot"),
+    ("        loading blocks (SQL)", "review/delivery.py", "_load_block"),
+    ("      as_dict (exposure id signing)", "review/delivery.py", "as_dict"),
+    ("      ETag (json.dumps + sha1)", "review/api.py", "_etag"),
+    ("    DRF view dispatch (off the fast path)", "rest_framework/views.py", "dispatch"),
     ("  all SQL (cursor execute)", "django/db/backends/utils.py", "_execute"),
     ("  connecting to PostgreSQL", "django/db/backends/base/base.py", "connect"),
     ("  closing connections (request_finished)", "django/db/__init__.py", "close_old_connections"),
@@ -820,13 +822,13 @@ def in_process(args: argparse.Namespace, key: str) -> None:
     profiler.disable()
     stats = pstats.Stats(profiler)
     whole = cumulative(stats, "django/core/handlers/wsgi.py", "__call__")
-    dispatch = cumulative(stats, "rest_framework/views.py", "dispatch")
+    view = cumulative(stats, "review/api.py", "live")
     print(
         f"  under cProfile ({n} requests; the profiler slows Python, not waits; steps nest):",
         flush=True,
     )
     for label, suffix, name in STEPS:
-        seconds = whole - dispatch if suffix is None else cumulative(stats, suffix, name)
+        seconds = whole - view if suffix is None else cumulative(stats, suffix, name)
         print(
             f"    {label:<48} {seconds / n * 1e6:7.0f} µs  {seconds / whole:6.1%}",
             flush=True,
@@ -901,6 +903,8 @@ def measure_server(args: argparse.Namespace, worker_class: str, key: str, logs: 
             server, paths, key, args.batch_rate, args.rate_duration
         )
         load_line(f"open loop at {args.batch_rate:g}/s batch", results["batch_rate"])
+        # Each worker holds the snapshot of the copy it served (every block by now).
+        server_rss = rss_bytes(descendants([server.process.pid]))
     finally:
         server.close()
 
@@ -929,6 +933,7 @@ def measure_server(args: argparse.Namespace, worker_class: str, key: str, logs: 
     figure(f"batch_{args.batch_size}_throughput_rps{suffix}", batch.rate)
     figure(f"batch_{args.batch_size}_products_per_s{suffix}", batch.rate * args.batch_size)
     figure(f"batch_{args.batch_size}_p99_ms_at_{args.batch_rate:g}rps{suffix}", batch_rate.p99_ms)
+    figure(f"server_rss_mb{suffix}", server_rss / 2**20)
     errors = sum(load.error_count for load in results.values())
     figure(f"errors{suffix}", errors, "0", errors == 0)
     return results

@@ -30,6 +30,7 @@ from generation.models import (
     Segment,
     Variant,
 )
+from review.delivery import live_changed
 
 logger = logging.getLogger(__name__)
 
@@ -76,12 +77,15 @@ def products_import(*, path: Path) -> ImportResult:
     fields = ["name", "category", "subcategory", "description", "attributes"]
     now = timezone.now()
     with transaction.atomic():
-        return _upsert(
+        result = _upsert(
             Product,
             "sku",
             [{"sku": r.sku, "updated": now, **{f: getattr(r, f) for f in fields}} for r in rows],
             fields,
         )
+        # Bulk writes send no post_save: tell delivery the base copy changed.
+        live_changed()
+    return result
 
 
 def customers_import(*, path: Path) -> ImportResult:

@@ -4,7 +4,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, Spec
 from review import api
 
 urlpatterns = [
-    path("live/", api.LiveView.as_view(), name="api-live"),
+    path("live/", api.live, name="api-live"),
     path("live/batch/", api.LiveBatchView.as_view(), name="api-live-batch"),
     path("events/", api.EventsView.as_view(), name="api-events"),
     path("variants/<int:pk>/approve/", api.ApproveView.as_view(), name="api-variant-approve"),

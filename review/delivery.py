@@ -16,21 +16,66 @@ Every answer carries an *exposure id*: a signed, deterministic record of what wa
 shown to whom (prompt, product, segment, customer, variant or base copy). Events
 posted back quote it, so a client cannot attribute a click to copy it was never
 served, and no row is written per request (the live path only reads).
+
+**The snapshot.** Live copy is read far more often than it changes, so each web
+process keeps what it served in memory: per (prompt, segment) *block*, every product's
+base copy and published variant, loaded in one query on first use. A block is
+trusted for `DELIVERY_SNAPSHOT_VERIFY_SECONDS` (1 s); then its *epochs* are read
+again from one Redis hash (one HMGET: the global field and the block's own), and the
+block is reloaded if either moved. Writers bump them (`live_changed`):
+
+- a variant saved (publish, retire, undo) bumps its block;
+- a product, prompt or segment saved or deleted, or a products import, bumps the
+  global epoch, which drops every block and the prompt and segment names.
+
+Invariants that keep this correct:
+
+- epochs are read *before* the rows they tag are loaded, and bumped again after the
+  writer's transaction commits, so a block loaded from a half-finished write is
+  tagged with an epoch that is already stale and is reloaded at its next check;
+- a write that bypasses `Model.save()` (bulk_create, QuerySet.update, raw SQL) and
+  changes a product, prompt, segment or which variant is published must call
+  `live_changed()`; whatever is missed is still bounded by
+  `DELIVERY_SNAPSHOT_MAX_AGE_SECONDS`, after which a block is loaded again anyway;
+- with Redis unreachable, blocks are served until that age and then reloaded from
+  the database: delivery keeps answering, at worst that stale.
+
+A process holds at most `DELIVERY_SNAPSHOT_MAX_ROWS` slots (least recently used blocks
+go first); a block larger than that is never held, and is read from the database on
+every request instead.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cache
+from typing import TypeVar
 
+import redis
+from django.conf import settings
 from django.core import signing
-from django.db import connections
+from django.db import connections, transaction
 from django.db.models import Q
 
 from generation.models import Customer, Product, Prompt, PromptVersion, Segment, Variant
 
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
 EXPOSURE_VERSION = "e1"
 _signer = signing.Signer(salt="hyperpers.exposure")
+
+EPOCHS_KEY = "hyperpers:live:epochs"
+GLOBAL = "*"
+# After a Redis error, delivery does not ask Redis again for this long.
+REDIS_BACKOFF_SECONDS = 1.0
 
 
 class DeliveryError(LookupError):
@@ -72,39 +117,68 @@ class Exposure:
         return cls(prompt, product, segment or None, customer or None, variant or None)
 
 
-@dataclass
+@dataclass(frozen=True)
 class Live:
-    """One answer of the live endpoint, before it is serialized."""
+    """One answer of the live endpoint, before it is serialized: plain values, so the
+    snapshot and the database paths build the same thing."""
 
-    prompt: Prompt
-    product: Product
-    segment: Segment | None
-    customer: Customer | None
-    variant: Variant | None
+    prompt_id: int
+    prompt: str
+    product_id: int
+    product: str
+    segment_id: int | None
+    segment: str | None
+    customer_id: int | None
+    customer: str | None
+    variant_id: int | None
+    prompt_version: int | None
+    text: str
     source: str  # pinned | customer | segment | base_copy
     fallback_reason: str | None  # no_live_variant | holdout | no_matching_segment
 
     def as_dict(self) -> dict:
         exposure = Exposure(
-            self.prompt.pk,
-            self.product.pk,
-            self.segment.pk if self.segment else None,
-            self.customer.pk if self.customer else None,
-            self.variant.pk if self.variant else None,
+            self.prompt_id, self.product_id, self.segment_id, self.customer_id, self.variant_id
         )
         return {
-            "prompt": self.prompt.slug,
-            "product": self.product.sku,
-            "segment": self.segment.slug if self.segment else None,
-            "customer": self.customer.external_id if self.customer else None,
-            "variant_id": self.variant.pk if self.variant else None,
-            "prompt_version": self.variant.prompt_version.number if self.variant else None,
+            "prompt": self.prompt,
+            "product": self.product,
+            "segment": self.segment,
+            "customer": self.customer,
+            "variant_id": self.variant_id,
+            "prompt_version": self.prompt_version,
             "source": self.source,
-            "fallback": self.variant is None,
+            "fallback": self.variant_id is None,
             "fallback_reason": self.fallback_reason,
-            "text": self.variant.text if self.variant else self.product.description,
+            "text": self.text,
             "exposure_id": exposure.encode(),
         }
+
+
+def _live(
+    prompt: Prompt,
+    product: Product,
+    segment: Segment | None,
+    customer: Customer | None,
+    variant: Variant | None,
+    source: str,
+    fallback_reason: str | None = None,
+) -> Live:
+    return Live(
+        prompt.pk,
+        prompt.slug,
+        product.pk,
+        product.sku,
+        segment.pk if segment else None,
+        segment.slug if segment else None,
+        customer.pk if customer else None,
+        customer.external_id if customer else None,
+        variant.pk if variant else None,
+        variant.prompt_version.number if variant else None,
+        variant.text if variant else product.description,
+        source,
+        fallback_reason,
+    )
 
 
 def in_holdout(prompt: Prompt, customer: Customer) -> bool:
@@ -123,6 +197,313 @@ def segment_for(attributes: dict, segments: list[Segment] | None = None) -> Segm
     return min(matching, key=lambda s: (-len(s.rules), s.slug))
 
 
+# ----------------------------------------------------------------------------------
+# Epochs: what tells every web process that its snapshot is out of date
+
+
+@cache
+def _redis() -> redis.Redis:
+    # Short timeouts: a Redis that hangs must not hang delivery.
+    return redis.Redis.from_url(settings.REDIS_URL, socket_timeout=0.5, socket_connect_timeout=0.5)
+
+
+_redis_down_until = 0.0
+
+
+def redis_round_trip(what: str, call: Callable[[redis.Redis], T]) -> T | None:
+    """`call(client)`, or None when Redis cannot be asked. After an error Redis is left
+    alone for REDIS_BACKOFF_SECONDS, so a Redis that is down costs delivery one timeout
+    a second per process, not one a request."""
+    global _redis_down_until
+    if time.monotonic() < _redis_down_until:
+        return None
+    try:
+        return call(_redis())
+    except redis.RedisError as exc:
+        _redis_down_until = time.monotonic() + REDIS_BACKOFF_SECONDS
+        log.warning("Redis unreachable for %s: %s", what, exc)
+        return None
+
+
+def _block_field(prompt_id: int, segment_id: int) -> str:
+    return f"{prompt_id}:{segment_id}"
+
+
+def _bump(fields: list[str]) -> None:
+    def bump(client: redis.Redis) -> list:
+        pipe = client.pipeline(transaction=False)
+        for name in fields:
+            pipe.hincrby(EPOCHS_KEY, name, 1)
+        return pipe.execute()
+
+    if redis_round_trip("live copy changes", bump) is None:
+        log.warning(
+            "live copy changed without telling Redis: web processes see it within "
+            "DELIVERY_SNAPSHOT_MAX_AGE_SECONDS"
+        )
+
+
+def live_changed(*, prompt_id: int | None = None, segment_id: int | None = None) -> None:
+    """Tell every web process that live copy changed: one block's, or (with no ids)
+    anything (products, prompts, segments).
+
+    Bumped now and again when the current transaction commits: a process that loaded
+    the block between the two saw the write half done, and the second bump makes it
+    load again (see the module's docstring).
+    """
+    fields = [GLOBAL] if prompt_id is None else [_block_field(prompt_id, segment_id)]
+    _bump(fields)
+    transaction.on_commit(lambda: _bump(fields), robust=True)
+
+
+# The statuses a variant's save leaves it in when the save can change what its slot
+# shows: published (approve, undo), retired (replaced), in review (an approval undone).
+# Queued, generating, failed, rejected and superseded never follow a published one.
+_LIVE_CHANGING = frozenset(
+    (Variant.Status.PUBLISHED, Variant.Status.RETIRED, Variant.Status.IN_REVIEW)
+)
+
+
+def variant_saved(*, sender, instance: Variant, update_fields=None, **kwargs) -> None:
+    """post_save of Variant: a save that can change which variant a slot shows."""
+    if instance.segment_id is None:
+        return  # a customer's own variant: read from the database on every request
+    if instance.status not in _LIVE_CHANGING:
+        return
+    if update_fields is not None and not {"status", "text"} & set(update_fields):
+        return
+    live_changed(prompt_id=instance.prompt_id, segment_id=instance.segment_id)
+
+
+def catalog_changed(**kwargs) -> None:
+    """post_save and post_delete of Product, Prompt and Segment."""
+    live_changed()
+
+
+# ----------------------------------------------------------------------------------
+# The snapshot
+
+
+@dataclass(frozen=True)
+class _Slot:
+    """One product of a block: its base copy, and the segment's published variant."""
+
+    product_id: int
+    description: str
+    variant_id: int | None
+    prompt_version: int | None
+    text: str | None
+
+
+@dataclass
+class _Block:
+    prompt_id: int
+    prompt: str
+    segment_id: int
+    segment: str
+    slots: dict[str, _Slot] | None  # None: too many products to hold
+    epochs: tuple | None  # (global, block) as read before loading; None: Redis was down
+    loaded: float
+    verified: float
+
+    def live(self, sku: str) -> Live | None:
+        slot = self.slots.get(sku) if self.slots is not None else None
+        if slot is None:
+            return None
+        if slot.variant_id is None:
+            return Live(
+                self.prompt_id, self.prompt, slot.product_id, sku, self.segment_id,
+                self.segment, None, None, None, None, slot.description, "base_copy",
+                "no_live_variant",
+            )  # fmt: skip
+        return Live(
+            self.prompt_id, self.prompt, slot.product_id, sku, self.segment_id, self.segment,
+            None, None, slot.variant_id, slot.prompt_version, slot.text, "segment", None,
+        )  # fmt: skip
+
+
+@dataclass
+class _Names:
+    """Prompts and segments by slug, and the segments for resolving customers."""
+
+    prompts: dict[str, tuple[int, int]]  # slug -> (id, holdout percent)
+    segments: dict[str, Segment]
+    epoch: object
+    loaded: float
+    verified: float
+
+
+class Snapshot:
+    """This process's memory of live copy (see the module's docstring)."""
+
+    def __init__(self) -> None:
+        self._blocks: OrderedDict[tuple[str, str], _Block] = OrderedDict()
+        self._rows = 0
+        self._names: _Names | None = None
+        # Loads are serialized: a burst of requests for a cold block loads it once.
+        self._lock = threading.Lock()
+
+    def clear(self) -> None:
+        with self._lock:
+            self._blocks.clear()
+            self._rows = 0
+            self._names = None
+
+    # -- Redis
+
+    def _epochs(self, *fields: str) -> list | None:
+        """The epochs of these fields, or None when Redis cannot be asked."""
+        return redis_round_trip(
+            "the live copy snapshot", lambda client: client.hmget(EPOCHS_KEY, list(fields))
+        )
+
+    @staticmethod
+    def _fresh(loaded: float, verified: float, now: float) -> bool:
+        return (
+            now - verified < settings.DELIVERY_SNAPSHOT_VERIFY_SECONDS
+            and now - loaded < settings.DELIVERY_SNAPSHOT_MAX_AGE_SECONDS
+        )
+
+    # -- names
+
+    def _load_names(self, epoch: object, now: float) -> _Names:
+        prompts = {
+            slug: (pk, holdout)
+            for pk, slug, holdout in Prompt.objects.values_list("pk", "slug", "holdout_percent")
+        }
+        segments = {s.slug: s for s in Segment.objects.only("id", "slug", "name", "rules")}
+        self._names = _Names(prompts, segments, epoch, now, now)
+        return self._names
+
+    def names(self) -> _Names:
+        """Prompts and segments by slug, checked against the global epoch as blocks are.
+        With Redis unreachable they are kept until DELIVERY_SNAPSHOT_MAX_AGE_SECONDS."""
+        now = time.monotonic()
+        names = self._names
+        if names is not None and self._fresh(names.loaded, names.verified, now):
+            return names
+        epochs = self._epochs(GLOBAL)
+        with self._lock:
+            names = self._names
+            if (
+                names is not None
+                and (epochs is None or epochs[0] == names.epoch)
+                and now - names.loaded < settings.DELIVERY_SNAPSHOT_MAX_AGE_SECONDS
+            ):
+                names.verified = now
+                return names
+            if names is not None and epochs is not None and epochs[0] != names.epoch:
+                self._drop_blocks()
+            # Unknown while Redis is down: None, which differs from any epoch it will say.
+            return self._load_names(epochs[0] if epochs is not None else None, now)
+
+    def segments(self) -> list[Segment]:
+        return list(self.names().segments.values())
+
+    # -- blocks
+
+    def _drop_blocks(self) -> None:
+        self._blocks.clear()
+        self._rows = 0
+
+    def block(self, prompt_slug: str, segment_slug: str) -> _Block | None:
+        """The block of this prompt and segment, checked within the last
+        DELIVERY_SNAPSHOT_VERIFY_SECONDS; None if either is unknown here.
+
+        1. A block checked recently enough is served as it is.
+        2. Otherwise read the global and the block's epochs (one HMGET). If the global
+           one moved, drop everything and reload the names.
+        3. If the block's moved, or it is older than DELIVERY_SNAPSHOT_MAX_AGE_SECONDS,
+           load it again, tagged with the epochs of step 2.
+        """
+        key = (prompt_slug, segment_slug)
+        now = time.monotonic()
+        block = self._blocks.get(key)
+        if block is not None and self._fresh(block.loaded, block.verified, now):
+            self._touch(key)
+            return block
+        names = self.names()
+        prompt, segment = names.prompts.get(prompt_slug), names.segments.get(segment_slug)
+        if prompt is None or segment is None:
+            return None
+        epochs = self._epochs(GLOBAL, _block_field(prompt[0], segment.pk))
+        with self._lock:
+            if epochs is not None and epochs[0] != names.epoch:
+                # Something else changed since the names were read: start over.
+                self._drop_blocks()
+                self._names = None
+                block = None
+            else:
+                block = self._blocks.get(key)
+            if (
+                block is not None
+                and (block.prompt_id, block.segment_id) == (prompt[0], segment.pk)
+                # Redis down: the block is served by its age alone.
+                and (epochs is None or tuple(epochs) == block.epochs)
+                and now - block.loaded < settings.DELIVERY_SNAPSHOT_MAX_AGE_SECONDS
+            ):
+                block.verified = now
+                self._touch(key)
+                return block
+            if self._names is None:
+                return None  # the caller reads the database this time
+            return self._load_block(key, prompt, segment, epochs, now)
+
+    def _touch(self, key: tuple[str, str]) -> None:
+        with contextlib.suppress(KeyError):  # dropped by another thread meanwhile
+            self._blocks.move_to_end(key)
+
+    def _load_block(
+        self,
+        key: tuple[str, str],
+        prompt: tuple[int, int],
+        segment: Segment,
+        epochs: list | None,
+        now: float,
+    ) -> _Block:
+        limit = settings.DELIVERY_SNAPSHOT_MAX_ROWS
+        sql = (
+            "SELECT p.sku, p.id, p.description, v.id, pv.number, v.text "
+            f"FROM {Product._meta.db_table} p "
+            f"LEFT JOIN {Variant._meta.db_table} v ON v.product_id = p.id "
+            "AND v.prompt_id = %s AND v.segment_id = %s AND v.status = %s "
+            f"LEFT JOIN {PromptVersion._meta.db_table} pv ON pv.id = v.prompt_version_id "
+            "LIMIT %s"
+        )
+        with connections[Variant.objects.db].cursor() as cursor:
+            cursor.execute(sql, [prompt[0], segment.pk, Variant.Status.PUBLISHED, limit + 1])
+            rows = cursor.fetchall()
+        slots = None
+        if len(rows) <= limit:
+            slots = {sku: _Slot(*rest) for sku, *rest in rows}
+        old = self._blocks.pop(key, None)
+        if old is not None and old.slots is not None:
+            self._rows -= len(old.slots)
+        block = _Block(
+            prompt[0],
+            key[0],
+            segment.pk,
+            segment.slug,
+            slots,
+            tuple(epochs) if epochs is not None else None,
+            now,
+            now,
+        )
+        self._blocks[key] = block
+        self._rows += len(slots or ())
+        while self._rows > limit and len(self._blocks) > 1:
+            _key, evicted = self._blocks.popitem(last=False)
+            self._rows -= len(evicted.slots or ())
+        return block
+
+
+snapshot = Snapshot()
+
+
+# ----------------------------------------------------------------------------------
+# Resolving live copy
+
+
 def _prompt(slug: str) -> Prompt:
     prompt = Prompt.objects.filter(slug=slug).first()
     if prompt is None:
@@ -137,74 +518,22 @@ def _audience(
         customer = Customer.objects.filter(external_id=customer_id).first()
         if customer is None:
             raise DeliveryError(f"Unknown customer '{customer_id}'")
-        return segment_for(customer.attributes), customer
+        return segment_for(customer.attributes, snapshot.segments()), customer
     segment = Segment.objects.filter(slug=segment_slug).first()
     if segment is None:
         raise DeliveryError(f"Unknown segment '{segment_slug}'")
     return segment, None
 
 
-def _loaded(model, db: str, **values):
-    """An instance as the ORM would load it with only these fields (the rest deferred)."""
-    names = [f.attname for f in model._meta.concrete_fields if f.attname in values]
-    return model.from_db(db, names, [values[name] for name in names])
-
-
-def _live_for_segment(prompt_slug: str, skus: list[str], segment_slug: str) -> list[Live] | None:
-    """The live copy of each product for a segment in one query, or None when the prompt,
-    the segment or a product is unknown (the caller then finds which, to name it).
-
-    The hot path of the live endpoint: the prompt, the products and the segment are
-    joined by their slugs, and each product's published variant (at most one a slot,
-    by constraint) is left-joined, so hits and fallbacks both take one round trip.
-    Only the columns the answer uses are read; the other fields are deferred.
-    """
-    placeholders = ", ".join(["%s"] * len(skus))
-    sql = (
-        "SELECT pr.id, pr.slug, pr.holdout_percent, p.id, p.sku, p.name, p.description, "
-        "s.id, s.slug, s.name, v.id, v.text, v.prompt_version_id, pv.number "
-        f"FROM {Prompt._meta.db_table} pr "
-        f"CROSS JOIN {Segment._meta.db_table} s "
-        f"CROSS JOIN {Product._meta.db_table} p "
-        f"LEFT JOIN {Variant._meta.db_table} v ON v.prompt_id = pr.id "
-        "AND v.product_id = p.id AND v.segment_id = s.id AND v.status = %s "
-        f"LEFT JOIN {PromptVersion._meta.db_table} pv ON pv.id = v.prompt_version_id "
-        f"WHERE pr.slug = %s AND s.slug = %s AND p.sku IN ({placeholders})"
-    )
-    db = Variant.objects.db
-    with connections[db].cursor() as cursor:
-        cursor.execute(sql, [Variant.Status.PUBLISHED, prompt_slug, segment_slug, *skus])
-        rows = cursor.fetchall()
-    if len(rows) != len(set(skus)):
+def live_from_snapshot(prompt_slug: str, skus: list[str], segment_slug: str) -> list[Live] | None:
+    """The live copy of these products for a segment from this process's snapshot, or
+    None when it cannot say (an unknown name, a block too big to hold): the caller then
+    asks the database, which also names what is unknown."""
+    block = snapshot.block(prompt_slug, segment_slug)
+    if block is None:
         return None
-    prompt = _loaded(Prompt, db, id=rows[0][0], slug=rows[0][1], holdout_percent=rows[0][2])
-    segment = _loaded(Segment, db, id=rows[0][7], slug=rows[0][8], name=rows[0][9])
-    by_sku = {}
-    for row in rows:
-        product = _loaded(Product, db, id=row[3], sku=row[4], name=row[5], description=row[6])
-        if row[10] is None:
-            by_sku[product.sku] = Live(
-                prompt, product, segment, None, None, "base_copy", "no_live_variant"
-            )
-            continue
-        variant = _loaded(
-            Variant,
-            db,
-            id=row[10],
-            prompt_id=prompt.pk,
-            prompt_version_id=row[12],
-            product_id=product.pk,
-            segment_id=segment.pk,
-            customer_id=None,
-            status=Variant.Status.PUBLISHED,
-            text=row[11],
-        )
-        variant.prompt, variant.product, variant.segment = prompt, product, segment
-        variant.prompt_version = _loaded(
-            PromptVersion, db, id=row[12], prompt_id=prompt.pk, number=row[13]
-        )
-        by_sku[product.sku] = Live(prompt, product, segment, None, variant, "segment", None)
-    return [by_sku[sku] for sku in skus]
+    found = [block.live(sku) for sku in skus]
+    return None if None in found else found
 
 
 def live_copy(
@@ -218,8 +547,7 @@ def live_copy(
     """Resolve the live copy of each product, in the order asked, with a constant
     number of queries however many products there are.
 
-    0. For a segment, with no pin: all of it in one query (_live_for_segment), unless
-       something named is unknown.
+    0. For a segment, with no pin: from the snapshot, unless it cannot say.
     1. Look up the prompt, the products and the audience (404 for any unknown one).
     2. A pinned variant must belong to the prompt and product and have been live.
     3. Customers in the holdout get the base copy.
@@ -227,7 +555,7 @@ def live_copy(
        the customer's own before the segment's.
     """
     if customer_id is None and pinned_variant_id is None and segment_slug is not None:
-        found = _live_for_segment(prompt_slug, skus, segment_slug)
+        found = live_from_snapshot(prompt_slug, skus, segment_slug)
         if found is not None:
             return found
     prompt = _prompt(prompt_slug)
@@ -238,7 +566,7 @@ def live_copy(
     segment, customer = _audience(segment_slug=segment_slug, customer_id=customer_id)
 
     def answer(product, variant, source, reason=None) -> Live:
-        return Live(prompt, product, segment, customer, variant, source, reason)
+        return _live(prompt, product, segment, customer, variant, source, reason)
 
     if pinned_variant_id is not None:
         product = products[skus[0]]

@@ -26,6 +26,17 @@ def redis_service():
     stop_process(process)
 
 
+@pytest.fixture(autouse=True)
+def fresh_live_snapshot():
+    """Each test starts with an empty snapshot of live copy, as a new web process does:
+    ids come back after a rollback, and Redis keeps its epochs across tests."""
+    from review.delivery import snapshot
+
+    snapshot.clear()
+    yield
+    snapshot.clear()
+
+
 @pytest.fixture
 def offline_writer(settings):
     """The bundled offline writer on a free port, as the configured LLM endpoint."""

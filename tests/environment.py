@@ -11,3 +11,7 @@ from pathlib import Path
 _var = Path(__file__).resolve().parents[1] / "var"
 os.environ.setdefault("EMBEDDED_REDIS_SOCKET", str(_var / f"redis-test-{os.getpid()}.sock"))
 os.environ.setdefault("SQLITE_TEST_NAME", str(_var / f"test-{os.getpid()}.sqlite3"))
+# Each web process trusts its snapshot of live copy for a second (review/delivery.py);
+# tests change copy and read it back within microseconds, so they check it every
+# request. tests/review/test_live_snapshot.py sets the window back to test it.
+os.environ.setdefault("DELIVERY_SNAPSHOT_VERIFY_SECONDS", "0")

@@ -1,0 +1,239 @@
+"""The live endpoint's fast path and each web process's snapshot of live copy."""
+
+import time
+
+import pytest
+import redis
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from rest_framework.test import APIClient
+
+from generation.models import Product, Variant
+from review import api, delivery, services
+from review.auth import api_token_create, lease_size, token_rate_wait
+from review.models import ReviewEvent
+from tests.factories import (
+    PromptVersionFactory,
+    SegmentFactory,
+    UserFactory,
+    VariantFactory,
+)
+
+pytestmark = pytest.mark.django_db
+
+LIVE = "/api/v1/live/"
+view = api._live_view
+
+
+def _reader(**token_fields) -> APIClient:
+    _token, key = api_token_create(name="shop", kind="read", **token_fields)
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {key}")
+    return client
+
+
+@pytest.fixture
+def reader():
+    return _reader()
+
+
+def _params(variant, **extra):
+    return {
+        "prompt": variant.prompt.slug,
+        "product": variant.product.sku,
+        "segment": variant.segment.slug,
+        **extra,
+    }
+
+
+def _in_review_beside(live: Variant, text: str) -> Variant:
+    return VariantFactory(
+        status=Variant.Status.IN_REVIEW,
+        prompt_version=PromptVersionFactory(prompt=live.prompt),
+        product=live.product,
+        segment=live.segment,
+        text=text,
+    )
+
+
+@pytest.mark.parametrize("status", [Variant.Status.PUBLISHED, Variant.Status.IN_REVIEW])
+def test_the_fast_path_answers_byte_for_byte_as_the_drf_view(reader, status, monkeypatch):
+    handed_over = []
+    monkeypatch.setattr(api, "_live_view", lambda request: handed_over.append(1) or view(request))
+    variant = VariantFactory(status=status, text="Copy with “quotes” and ünïcode")
+    fast = reader.get(LIVE, _params(variant))
+    assert handed_over == []
+    # A parameter the fast path does not know sends the request to LiveView, which
+    # ignores it.
+    slow = reader.get(LIVE, _params(variant, utm_source="mail"))
+    assert handed_over == [1]
+    assert fast.status_code == slow.status_code == 200
+    assert fast.content == slow.content
+    for header in ("Content-Type", "ETag", "Cache-Control", "Vary"):
+        assert fast[header] == slow[header], header
+    published = status == Variant.Status.PUBLISHED
+    assert fast.json()["source"] == ("segment" if published else "base_copy")
+
+
+def test_the_fast_path_revalidates_with_the_etag(reader):
+    variant = VariantFactory(status=Variant.Status.PUBLISHED)
+    first = reader.get(LIVE, _params(variant))
+    again = reader.get(LIVE, _params(variant), HTTP_IF_NONE_MATCH=f'"x", {first["ETag"]}')
+    assert again.status_code == 304 and again["ETag"] == first["ETag"]
+    assert again.content == b""
+
+
+def test_an_approval_and_its_undo_reach_live_copy_at_once(reader):
+    live = VariantFactory(status=Variant.Status.PUBLISHED, text="Old copy")
+    assert reader.get(LIVE, _params(live)).json()["text"] == "Old copy"
+    newer = _in_review_beside(live, "New copy")
+    user = UserFactory()
+
+    services.variant_approve(variant=newer, user=user)
+    assert reader.get(LIVE, _params(live)).json()["text"] == "New copy"
+
+    event = ReviewEvent.objects.filter(variant=newer).latest("id")
+    services.decision_undo(event=event, user=user)
+    assert reader.get(LIVE, _params(live)).json()["text"] == "Old copy"
+
+
+def test_a_new_base_copy_reaches_the_fallback_at_once(reader):
+    variant = VariantFactory(status=Variant.Status.IN_REVIEW)
+    reader.get(LIVE, _params(variant))
+    variant.product.description = "Rewritten base copy"
+    variant.product.save()
+    assert reader.get(LIVE, _params(variant)).json()["text"] == "Rewritten base copy"
+
+
+def test_within_the_check_window_a_block_is_served_from_memory(reader, settings):
+    settings.DELIVERY_SNAPSHOT_VERIFY_SECONDS = 60
+    variant = VariantFactory(status=Variant.Status.PUBLISHED, text="Remembered")
+    reader.get(LIVE, _params(variant))
+    with CaptureQueriesContext(connection) as queries:
+        body = reader.get(LIVE, _params(variant)).json()
+    assert body["text"] == "Remembered"
+    # The token is remembered too (TOKEN_CACHE_SECONDS): nothing reaches the database.
+    assert len(queries) == 0
+
+
+def test_another_process_bumping_the_epoch_makes_this_one_reload(reader):
+    """A write made elsewhere without a post_save here: only the epoch in Redis says so."""
+    live = VariantFactory(status=Variant.Status.PUBLISHED, text="Before")
+    reader.get(LIVE, _params(live))
+    Variant.objects.filter(pk=live.pk).update(text="After")  # no signal
+    assert reader.get(LIVE, _params(live)).json()["text"] == "Before"
+    delivery.live_changed(prompt_id=live.prompt_id, segment_id=live.segment_id)
+    assert reader.get(LIVE, _params(live)).json()["text"] == "After"
+
+
+def test_what_no_epoch_announced_is_reloaded_after_the_maximum_age(reader, settings):
+    live = VariantFactory(status=Variant.Status.PUBLISHED, text="Before")
+    reader.get(LIVE, _params(live))
+    Variant.objects.filter(pk=live.pk).update(text="After")  # no signal, no epoch
+    assert reader.get(LIVE, _params(live)).json()["text"] == "Before"
+    settings.DELIVERY_SNAPSHOT_MAX_AGE_SECONDS = 0
+    assert reader.get(LIVE, _params(live)).json()["text"] == "After"
+
+
+def test_a_product_added_after_the_block_was_loaded_is_found(reader):
+    live = VariantFactory(status=Variant.Status.PUBLISHED)
+    reader.get(LIVE, _params(live))
+    # bulk_create sends no post_save: the block does not know the product, and the
+    # request falls through to the database.
+    Product.objects.bulk_create([Product(sku="NEW-1", name="New", description="Base")])
+    body = reader.get(LIVE, _params(live, product="NEW-1")).json()
+    assert (body["product"], body["text"], body["source"]) == ("NEW-1", "Base", "base_copy")
+
+
+def test_a_block_over_the_row_limit_is_read_from_the_database(reader, settings):
+    settings.DELIVERY_SNAPSHOT_MAX_ROWS = 1
+    live = VariantFactory(status=Variant.Status.PUBLISHED, text="Live")
+    other = VariantFactory(
+        status=Variant.Status.PUBLISHED,
+        prompt_version=live.prompt_version,
+        segment=live.segment,
+        text="Other",
+    )
+    assert reader.get(LIVE, _params(live)).json()["text"] == "Live"
+    assert reader.get(LIVE, _params(other)).json()["text"] == "Other"
+    block = delivery.snapshot.block(live.prompt.slug, live.segment.slug)
+    assert block is not None and block.slots is None  # two products: too many to hold
+
+
+def test_least_recently_used_blocks_go_first(reader, settings):
+    settings.DELIVERY_SNAPSHOT_MAX_ROWS = 1
+    first = VariantFactory(status=Variant.Status.PUBLISHED)
+    second = VariantFactory(
+        status=Variant.Status.PUBLISHED,
+        prompt_version=first.prompt_version,
+        product=first.product,
+        segment=SegmentFactory(),
+    )
+    reader.get(LIVE, _params(first))
+    reader.get(LIVE, _params(second))
+    held = list(delivery.snapshot._blocks)
+    assert held == [(second.prompt.slug, second.segment.slug)]
+    assert reader.get(LIVE, _params(first)).json()["variant_id"] == first.pk
+
+
+@pytest.fixture
+def redis_down(monkeypatch):
+    """Delivery's Redis client pointed at a port nobody listens on."""
+    dead = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2)
+    monkeypatch.setattr(delivery, "_redis", lambda: dead)
+    monkeypatch.setattr(delivery, "_redis_down_until", 0.0)
+    yield
+    monkeypatch.setattr(delivery, "_redis_down_until", 0.0)
+
+
+def test_with_redis_down_live_copy_is_still_served(reader, redis_down):
+    live = VariantFactory(status=Variant.Status.PUBLISHED, text="Still here")
+    for _ in range(3):  # the first finds Redis down; the next ones leave it alone
+        response = reader.get(LIVE, _params(live))
+        assert response.status_code == 200
+        assert response.json()["text"] == "Still here"
+    assert delivery._redis_down_until > 0
+
+
+def test_with_redis_down_an_approval_still_goes_through(redis_down):
+    live = VariantFactory(status=Variant.Status.PUBLISHED)
+    newer = _in_review_beside(live, "Approved while Redis was down")
+    services.variant_approve(variant=newer, user=UserFactory())
+    newer.refresh_from_db()
+    assert newer.status == Variant.Status.PUBLISHED
+
+
+# ---------------------------------------------------------------- rate limit leases
+
+
+def test_a_lease_is_one_request_unless_the_token_allows_thousands():
+    assert [lease_size(r) for r in (1, 60, 1999, 2000, 5000, 10**9)] == [1, 1, 1, 2, 5, 100]
+
+
+def test_a_busy_token_takes_requests_from_redis_a_lease_at_a_time():
+    token, _key = api_token_create(name="busy shop", kind="read", rate_per_minute=5000)
+    client = delivery._redis()
+
+    def counted() -> int:
+        keys = client.keys(f"hyperpers:rate:{token.key_hash}:*")
+        return sum(int(client.get(k)) for k in keys)
+
+    assert token_rate_wait(token) is None
+    assert counted() == 5
+    for _ in range(4):
+        assert token_rate_wait(token) is None
+    assert counted() == 5  # served from the lease
+    assert token_rate_wait(token) is None
+    assert counted() == 10
+
+
+def test_a_lease_never_grants_past_the_limit():
+    token, _key = api_token_create(name="edge shop", kind="read", rate_per_minute=2000)
+    client = delivery._redis()
+    if time.time() % 60 > 58:  # not across the turn of a minute
+        time.sleep(60 - time.time() % 60)
+    window = int(time.time() // 60)
+    client.set(f"hyperpers:rate:{token.key_hash}:{window}", 1999, ex=120)
+    assert token_rate_wait(token) is None  # the 2000th
+    wait = token_rate_wait(token)
+    assert wait is not None and 1 <= wait <= 60

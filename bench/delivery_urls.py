@@ -6,7 +6,9 @@ no query, no signing. The bench compares the live endpoint against it.
 """
 
 from django.http import HttpRequest, JsonResponse
-from django.urls import include, path
+from django.urls import path
+
+from hyperpers import urls as project_urls
 
 # Shaped and sized like a live answer (bench/delivery.py prints both sizes).
 BARE_BODY = {
@@ -34,7 +36,9 @@ def bare(request: HttpRequest) -> JsonResponse:
     return JsonResponse(BARE_BODY)
 
 
+# The project's patterns at the same level as the bare view's (not under an include of
+# their own): a URL routes as it does in production, with no extra level to resolve.
 urlpatterns = [
     path("bench/bare/", bare, name="bench-bare"),
-    path("", include("hyperpers.urls")),
+    *project_urls.urlpatterns,
 ]

@@ -217,10 +217,11 @@ SPECTACULAR_SETTINGS = {
 DELIVERY_MAX_AGE = env.int("DELIVERY_MAX_AGE", default=60)
 # Each web process keeps the live copy it serves in memory (review/delivery.py): a
 # block (a prompt's copy for one segment) is checked against Redis after this many
-# seconds, loaded again after the second figure whatever Redis says, and a process
-# holds at most this many products' copy in all.
+# seconds; each of its parts is read again after the second figure whatever Redis says
+# (what changed behind the app's back, or while Redis was down, is at most that old);
+# a process holds at most this many products' copy in all.
 DELIVERY_SNAPSHOT_VERIFY_SECONDS = env.float("DELIVERY_SNAPSHOT_VERIFY_SECONDS", default=1.0)
-DELIVERY_SNAPSHOT_MAX_AGE_SECONDS = env.float("DELIVERY_SNAPSHOT_MAX_AGE_SECONDS", default=60.0)
+DELIVERY_SNAPSHOT_MAX_AGE_SECONDS = env.float("DELIVERY_SNAPSHOT_MAX_AGE_SECONDS", default=600.0)
 DELIVERY_SNAPSHOT_MAX_ROWS = env.int("DELIVERY_SNAPSHOT_MAX_ROWS", default=200_000)
 # Products in one batch request (a product listing page).
 DELIVERY_BATCH_MAX = env.int("DELIVERY_BATCH_MAX", default=100)

@@ -4,10 +4,11 @@ from django.urls import include, path
 from django.views.generic import RedirectView
 
 urlpatterns = [
+    # First: the live endpoint is the hottest URL, and patterns are tried in order.
+    path("api/v1/", include("review.api_urls")),
     path("", RedirectView.as_view(pattern_name="review:queue", permanent=False)),
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
     path("review/", include("review.urls")),
-    path("api/v1/", include("review.api_urls")),
 ]

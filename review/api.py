@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from urllib.parse import unquote_plus
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
@@ -113,8 +114,13 @@ class LiveBatchSerializer(serializers.Serializer):
     results = LiveCopySerializer(many=True)
 
 
-def _etag(body: dict) -> str:
-    return '"' + hashlib.sha1(json.dumps(body, sort_keys=True).encode()).hexdigest()[:24] + '"'
+def _render(body: dict) -> bytes:
+    """The body as DRF's JSONRenderer writes it: compact, UTF-8 rather than \\u escapes."""
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def _etag(content: bytes) -> str:
+    return '"' + hashlib.sha1(content).hexdigest()[:24] + '"'
 
 
 def _not_modified(if_none_match: str, etag: str) -> bool:
@@ -132,7 +138,7 @@ def _cache_headers(etag: str, *, private: bool) -> dict[str, str]:
 
 def _cached(request: Request, body: dict, *, private: bool) -> Response:
     """Answer with an ETag of the body; 304 when the client already has it."""
-    etag = _etag(body)
+    etag = _etag(_render(body))
     matches = _not_modified(request.headers.get("If-None-Match", ""), etag)
     response = Response(status=status.HTTP_304_NOT_MODIFIED) if matches else Response(body)
     for name, value in _cache_headers(etag, private=private).items():
@@ -210,19 +216,21 @@ _READ_PREFIX = f"Bearer {PREFIX}{ApiToken.Kind.READ[0]}_"
 def _fast_live(request: HttpRequest) -> HttpResponse | None:
     """The answer of the fast path, or None to hand the request to LiveView.
 
-    1. A GET with a read token, and exactly a valid prompt, product and segment.
+    1. A GET with a read token, and exactly a valid prompt, product and segment, once
+       each (an ASCII query string: anything else is LiveView's to decode).
     2. Count it against the token's rate limit (LiveView answers a refusal).
     3. The copy from the snapshot; ETag, 304, cache headers as LiveView sets them.
     """
     authorization = request.META.get("HTTP_AUTHORIZATION", "")
-    params = request.GET
-    if (
-        request.method != "GET"
-        or not authorization.startswith(_READ_PREFIX)
-        or params.keys() != _LIVE_PARAMETERS
-        or any(len(params.getlist(name)) != 1 for name in _LIVE_PARAMETERS)
-    ):
+    query = request.META.get("QUERY_STRING", "")
+    if request.method != "GET" or not authorization.startswith(_READ_PREFIX) or not query.isascii():
         return None
+    pairs = query.split("&")
+    params = {name: value for name, _, value in (pair.partition("=") for pair in pairs)}
+    if len(pairs) != len(_LIVE_PARAMETERS) or params.keys() != _LIVE_PARAMETERS:
+        return None
+    if "%" in query or "+" in query:  # SKUs may be quoted; slugs never are
+        params = {name: unquote_plus(value) for name, value in params.items()}
     prompt, sku, segment = params["prompt"], params["product"], params["segment"]
     if not (
         len(prompt) <= 100
@@ -246,17 +254,12 @@ def _fast_live(request: HttpRequest) -> HttpResponse | None:
     found = delivery.live_from_snapshot(prompt, [sku], segment)
     if found is None:
         return None
-    body = found[0].as_dict()
-    etag = _etag(body)
+    content = _render(found[0].as_dict())
+    etag = _etag(content)
+    headers = _cache_headers(etag, private=False)
     if _not_modified(request.META.get("HTTP_IF_NONE_MATCH", ""), etag):
-        response = HttpResponse(status=status.HTTP_304_NOT_MODIFIED)
-    else:
-        # As DRF's JSONRenderer writes it (compact, UTF-8 rather than \u escapes).
-        content = json.dumps(body, ensure_ascii=False, separators=(",", ":"))
-        response = HttpResponse(content.encode(), content_type="application/json")
-    for name, value in _cache_headers(etag, private=False).items():
-        response[name] = value
-    return response
+        return HttpResponse(status=status.HTTP_304_NOT_MODIFIED, headers=headers)
+    return HttpResponse(content, content_type="application/json", headers=headers)
 
 
 _live_view = LiveView.as_view()

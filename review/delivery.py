@@ -21,28 +21,30 @@ served, and no row is written per request (the live path only reads).
 process keeps what it served in memory: per (prompt, segment) *block*, every product's
 base copy and published variant, loaded in one query on first use. A block is
 trusted for `DELIVERY_SNAPSHOT_VERIFY_SECONDS` (1 s); then its *epochs* are read
-again from one Redis hash (one HMGET: the global field and the block's own), and the
-block is reloaded if either moved. Writers bump them (`live_changed`):
+again from one Redis hash in one HMGET: the global epoch, and one for each of the
+block's BUCKETS buckets (its products by id). Writers bump them (`live_changed`):
 
-- a variant saved (publish, retire, undo) bumps its block;
+- a variant saved (publish, retire, undo) bumps its product's bucket, which each
+  process then reads again (a few dozen rows, not the block);
 - a product, prompt or segment saved or deleted, or a products import, bumps the
   global epoch, which drops every block and the prompt and segment names.
 
 Invariants that keep this correct:
 
 - epochs are read *before* the rows they tag are loaded, and bumped again after the
-  writer's transaction commits, so a block loaded from a half-finished write is
-  tagged with an epoch that is already stale and is reloaded at its next check;
+  writer's transaction commits, so a bucket loaded from a half-finished write is
+  tagged with an epoch that is already stale and is read again at its next check;
 - a write that bypasses `Model.save()` (bulk_create, QuerySet.update, raw SQL) and
   changes a product, prompt, segment or which variant is published must call
   `live_changed()`; whatever is missed is still bounded by
-  `DELIVERY_SNAPSHOT_MAX_AGE_SECONDS`, after which a block is loaded again anyway;
-- with Redis unreachable, blocks are served until that age and then reloaded from
-  the database: delivery keeps answering, at worst that stale.
+  `DELIVERY_SNAPSHOT_MAX_AGE_SECONDS`, the age at which a bucket is read again anyway
+  (buckets come due one at a time, so no request waits for a whole block);
+- with Redis unreachable, buckets are served until that age and then read again
+  from the database: delivery keeps answering, at worst that stale.
 
 A process holds at most `DELIVERY_SNAPSHOT_MAX_ROWS` slots (least recently used blocks
-go first); a block larger than that is never held, and is read from the database on
-every request instead.
+go first); with more products than that a block is never held, and every request
+reads the database instead.
 """
 
 from __future__ import annotations
@@ -76,13 +78,16 @@ EPOCHS_KEY = "hyperpers:live:epochs"
 GLOBAL = "*"
 # After a Redis error, delivery does not ask Redis again for this long.
 REDIS_BACKOFF_SECONDS = 1.0
+# A block's products fall in this many buckets by id, each with an epoch of its own,
+# so that one approval makes every web process read one bucket again, not the block.
+BUCKETS = 64
 
 
 class DeliveryError(LookupError):
     """Something the request names does not exist (an HTTP 404 with this message)."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Exposure:
     prompt_id: int
     product_id: int
@@ -91,17 +96,10 @@ class Exposure:
     variant_id: int | None
 
     def encode(self) -> str:
-        payload = ".".join(
-            str(v or 0)
-            for v in (
-                self.prompt_id,
-                self.product_id,
-                self.segment_id,
-                self.customer_id,
-                self.variant_id,
-            )
+        return _signer.sign(
+            f"{EXPOSURE_VERSION}.{self.prompt_id}.{self.product_id}.{self.segment_id or 0}."
+            f"{self.customer_id or 0}.{self.variant_id or 0}"
         )
-        return _signer.sign(f"{EXPOSURE_VERSION}.{payload}")
 
     @classmethod
     def decode(cls, exposure_id: str) -> Exposure:
@@ -117,7 +115,7 @@ class Exposure:
         return cls(prompt, product, segment or None, customer or None, variant or None)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Live:
     """One answer of the live endpoint, before it is serialized: plain values, so the
     snapshot and the database paths build the same thing."""
@@ -225,8 +223,12 @@ def redis_round_trip(what: str, call: Callable[[redis.Redis], T]) -> T | None:
         return None
 
 
-def _block_field(prompt_id: int, segment_id: int) -> str:
-    return f"{prompt_id}:{segment_id}"
+def _bucket_field(prompt_id: int, segment_id: int, bucket: int) -> str:
+    return f"{prompt_id}:{segment_id}:{bucket}"
+
+
+def _bucket_fields(prompt_id: int, segment_id: int) -> list[str]:
+    return [_bucket_field(prompt_id, segment_id, b) for b in range(BUCKETS)]
 
 
 def _bump(fields: list[str]) -> None:
@@ -243,15 +245,20 @@ def _bump(fields: list[str]) -> None:
         )
 
 
-def live_changed(*, prompt_id: int | None = None, segment_id: int | None = None) -> None:
-    """Tell every web process that live copy changed: one block's, or (with no ids)
-    anything (products, prompts, segments).
+def live_changed(
+    *, prompt_id: int | None = None, segment_id: int | None = None, product_id: int | None = None
+) -> None:
+    """Tell every web process that live copy changed: one slot's (a prompt, segment and
+    product), or with no ids anything (products, prompts, segments).
 
-    Bumped now and again when the current transaction commits: a process that loaded
-    the block between the two saw the write half done, and the second bump makes it
-    load again (see the module's docstring).
+    Bumped now and again when the current transaction commits: a process that read
+    the slot between the two saw the write half done, and the second bump makes it
+    read again (see the module's docstring).
     """
-    fields = [GLOBAL] if prompt_id is None else [_block_field(prompt_id, segment_id)]
+    if prompt_id is None:
+        fields = [GLOBAL]
+    else:
+        fields = [_bucket_field(prompt_id, segment_id, product_id % BUCKETS)]
     _bump(fields)
     transaction.on_commit(lambda: _bump(fields), robust=True)
 
@@ -272,7 +279,9 @@ def variant_saved(*, sender, instance: Variant, update_fields=None, **kwargs) ->
         return
     if update_fields is not None and not {"status", "text"} & set(update_fields):
         return
-    live_changed(prompt_id=instance.prompt_id, segment_id=instance.segment_id)
+    live_changed(
+        prompt_id=instance.prompt_id, segment_id=instance.segment_id, product_id=instance.product_id
+    )
 
 
 def catalog_changed(**kwargs) -> None:
@@ -284,7 +293,7 @@ def catalog_changed(**kwargs) -> None:
 # The snapshot
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _Slot:
     """One product of a block: its base copy, and the segment's published variant."""
 
@@ -297,13 +306,16 @@ class _Slot:
 
 @dataclass
 class _Block:
+    """A prompt's copy for one segment: every product's slot, in BUCKETS buckets by
+    product id, each with the epoch it was read at and when."""
+
     prompt_id: int
     prompt: str
     segment_id: int
     segment: str
     slots: dict[str, _Slot] | None  # None: too many products to hold
-    epochs: tuple | None  # (global, block) as read before loading; None: Redis was down
-    loaded: float
+    epochs: list  # a bucket's epoch as read before it was loaded; None: not known
+    loaded: list[float]  # when each bucket was loaded (or is deemed to have been)
     verified: float
 
     def live(self, sku: str) -> Live | None:
@@ -340,16 +352,14 @@ class Snapshot:
         self._blocks: OrderedDict[tuple[str, str], _Block] = OrderedDict()
         self._rows = 0
         self._names: _Names | None = None
+        self._descriptions: dict[int, str] = {}  # product id -> base copy, see _slots
         # Loads are serialized: a burst of requests for a cold block loads it once.
         self._lock = threading.Lock()
 
     def clear(self) -> None:
         with self._lock:
-            self._blocks.clear()
-            self._rows = 0
+            self._drop_blocks()
             self._names = None
-
-    # -- Redis
 
     def _epochs(self, *fields: str) -> list | None:
         """The epochs of these fields, or None when Redis cannot be asked."""
@@ -357,30 +367,18 @@ class Snapshot:
             "the live copy snapshot", lambda client: client.hmget(EPOCHS_KEY, list(fields))
         )
 
-    @staticmethod
-    def _fresh(loaded: float, verified: float, now: float) -> bool:
-        return (
-            now - verified < settings.DELIVERY_SNAPSHOT_VERIFY_SECONDS
-            and now - loaded < settings.DELIVERY_SNAPSHOT_MAX_AGE_SECONDS
-        )
-
     # -- names
-
-    def _load_names(self, epoch: object, now: float) -> _Names:
-        prompts = {
-            slug: (pk, holdout)
-            for pk, slug, holdout in Prompt.objects.values_list("pk", "slug", "holdout_percent")
-        }
-        segments = {s.slug: s for s in Segment.objects.only("id", "slug", "name", "rules")}
-        self._names = _Names(prompts, segments, epoch, now, now)
-        return self._names
 
     def names(self) -> _Names:
         """Prompts and segments by slug, checked against the global epoch as blocks are.
         With Redis unreachable they are kept until DELIVERY_SNAPSHOT_MAX_AGE_SECONDS."""
         now = time.monotonic()
         names = self._names
-        if names is not None and self._fresh(names.loaded, names.verified, now):
+        if (
+            names is not None
+            and now - names.verified < settings.DELIVERY_SNAPSHOT_VERIFY_SECONDS
+            and now - names.loaded < settings.DELIVERY_SNAPSHOT_MAX_AGE_SECONDS
+        ):
             return names
         epochs = self._epochs(GLOBAL)
         with self._lock:
@@ -397,6 +395,15 @@ class Snapshot:
             # Unknown while Redis is down: None, which differs from any epoch it will say.
             return self._load_names(epochs[0] if epochs is not None else None, now)
 
+    def _load_names(self, epoch: object, now: float) -> _Names:
+        prompts = {
+            slug: (pk, holdout)
+            for pk, slug, holdout in Prompt.objects.values_list("pk", "slug", "holdout_percent")
+        }
+        segments = {s.slug: s for s in Segment.objects.only("id", "slug", "name", "rules")}
+        self._names = _Names(prompts, segments, epoch, now, now)
+        return self._names
+
     def segments(self) -> list[Segment]:
         return list(self.names().segments.values())
 
@@ -404,6 +411,7 @@ class Snapshot:
 
     def _drop_blocks(self) -> None:
         self._blocks.clear()
+        self._descriptions.clear()
         self._rows = 0
 
     def block(self, prompt_slug: str, segment_slug: str) -> _Block | None:
@@ -411,83 +419,106 @@ class Snapshot:
         DELIVERY_SNAPSHOT_VERIFY_SECONDS; None if either is unknown here.
 
         1. A block checked recently enough is served as it is.
-        2. Otherwise read the global and the block's epochs (one HMGET). If the global
-           one moved, drop everything and reload the names.
-        3. If the block's moved, or it is older than DELIVERY_SNAPSHOT_MAX_AGE_SECONDS,
-           load it again, tagged with the epochs of step 2.
+        2. Otherwise read the global epoch and the block's bucket epochs (one HMGET).
+           If the global one moved, drop everything: the caller reads the database.
+        3. Read again each bucket whose epoch moved, and each older than
+           DELIVERY_SNAPSHOT_MAX_AGE_SECONDS (a new block's buckets are deemed loaded at
+           staggered times, so they come due one by one, not all at once).
         """
         key = (prompt_slug, segment_slug)
         now = time.monotonic()
         block = self._blocks.get(key)
-        if block is not None and self._fresh(block.loaded, block.verified, now):
-            self._touch(key)
-            return block
+        if block is not None and now - block.verified < settings.DELIVERY_SNAPSHOT_VERIFY_SECONDS:
+            return block  # (its place in the LRU order is kept at each check, below)
         names = self.names()
         prompt, segment = names.prompts.get(prompt_slug), names.segments.get(segment_slug)
         if prompt is None or segment is None:
             return None
-        epochs = self._epochs(GLOBAL, _block_field(prompt[0], segment.pk))
+        epochs = self._epochs(GLOBAL, *_bucket_fields(prompt[0], segment.pk))
         with self._lock:
             if epochs is not None and epochs[0] != names.epoch:
                 # Something else changed since the names were read: start over.
                 self._drop_blocks()
                 self._names = None
-                block = None
-            else:
-                block = self._blocks.get(key)
-            if (
-                block is not None
-                and (block.prompt_id, block.segment_id) == (prompt[0], segment.pk)
-                # Redis down: the block is served by its age alone.
-                and (epochs is None or tuple(epochs) == block.epochs)
-                and now - block.loaded < settings.DELIVERY_SNAPSHOT_MAX_AGE_SECONDS
-            ):
-                block.verified = now
-                self._touch(key)
-                return block
-            if self._names is None:
-                return None  # the caller reads the database this time
-            return self._load_block(key, prompt, segment, epochs, now)
+                return None
+            bucket_epochs = epochs[1:] if epochs is not None else [None] * BUCKETS
+            block = self._blocks.get(key)
+            if block is None or (block.prompt_id, block.segment_id) != (prompt[0], segment.pk):
+                return self._load_block(key, prompt, segment, bucket_epochs, now)
+            if block.slots is None:  # too big to hold: count again once in a while
+                if now - block.loaded[0] < settings.DELIVERY_SNAPSHOT_MAX_AGE_SECONDS:
+                    return block
+                return self._load_block(key, prompt, segment, bucket_epochs, now)
+            max_age = settings.DELIVERY_SNAPSHOT_MAX_AGE_SECONDS
+            stale = [
+                b
+                for b in range(BUCKETS)
+                # Redis down: buckets are read again by their age alone.
+                if (epochs is not None and bucket_epochs[b] != block.epochs[b])
+                or now - block.loaded[b] >= max_age
+            ]
+            if stale:
+                self._reload_buckets(block, stale, bucket_epochs, now)
+            block.verified = now
+            self._touch(key)
+            return block
 
     def _touch(self, key: tuple[str, str]) -> None:
         with contextlib.suppress(KeyError):  # dropped by another thread meanwhile
             self._blocks.move_to_end(key)
 
-    def _load_block(
-        self,
-        key: tuple[str, str],
-        prompt: tuple[int, int],
-        segment: Segment,
-        epochs: list | None,
-        now: float,
-    ) -> _Block:
-        limit = settings.DELIVERY_SNAPSHOT_MAX_ROWS
+    def _rows_of(
+        self, prompt_id: int, segment_id: int, product_ids: list[int] | None = None
+    ) -> list[tuple]:
+        """(sku, product id, base copy, variant id, version number, text) of every
+        product, or of these, with the segment's published variant if it has one."""
+        where, params = "", [prompt_id, segment_id, Variant.Status.PUBLISHED]
+        connection = connections[Variant.objects.db]
+        if product_ids is not None and connection.vendor == "postgresql":
+            # One array, not a list of literals: PostgreSQL plans a long IN list slowly.
+            where, params = "WHERE p.id = ANY(%s) ", [*params, product_ids]
+        elif product_ids is not None:
+            where = f"WHERE p.id IN ({', '.join(['%s'] * len(product_ids))}) "
+            params += product_ids
         sql = (
             "SELECT p.sku, p.id, p.description, v.id, pv.number, v.text "
             f"FROM {Product._meta.db_table} p "
             f"LEFT JOIN {Variant._meta.db_table} v ON v.product_id = p.id "
             "AND v.prompt_id = %s AND v.segment_id = %s AND v.status = %s "
             f"LEFT JOIN {PromptVersion._meta.db_table} pv ON pv.id = v.prompt_version_id "
-            "LIMIT %s"
+            f"{where}"
         )
-        with connections[Variant.objects.db].cursor() as cursor:
-            cursor.execute(sql, [prompt[0], segment.pk, Variant.Status.PUBLISHED, limit + 1])
-            rows = cursor.fetchall()
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            return cursor.fetchall()
+
+    def _slot(self, product_id: int, description: str, *variant) -> _Slot:
+        # Every block holds each product's base copy: share one string among them.
+        if self._descriptions.get(product_id) != description:
+            self._descriptions[product_id] = description
+        return _Slot(product_id, self._descriptions[product_id], *variant)
+
+    def _load_block(
+        self,
+        key: tuple[str, str],
+        prompt: tuple[int, int],
+        segment: Segment,
+        bucket_epochs: list,
+        now: float,
+    ) -> _Block:
+        limit = settings.DELIVERY_SNAPSHOT_MAX_ROWS
         slots = None
-        if len(rows) <= limit:
-            slots = {sku: _Slot(*rest) for sku, *rest in rows}
+        if Product.objects.count() <= limit:
+            slots = {sku: self._slot(*rest) for sku, *rest in self._rows_of(prompt[0], segment.pk)}
         old = self._blocks.pop(key, None)
-        if old is not None and old.slots is not None:
-            self._rows -= len(old.slots)
+        if old is not None:
+            self._rows -= len(old.slots or ())
+        # Bucket b is deemed loaded b/BUCKETS of the maximum age earlier than it was,
+        # so that one bucket comes due at a time (see block()).
+        spread = settings.DELIVERY_SNAPSHOT_MAX_AGE_SECONDS / BUCKETS
+        loaded = [now - b * spread for b in range(BUCKETS)]
         block = _Block(
-            prompt[0],
-            key[0],
-            segment.pk,
-            segment.slug,
-            slots,
-            tuple(epochs) if epochs is not None else None,
-            now,
-            now,
+            prompt[0], key[0], segment.pk, segment.slug, slots, list(bucket_epochs), loaded, now
         )
         self._blocks[key] = block
         self._rows += len(slots or ())
@@ -495,6 +526,24 @@ class Snapshot:
             _key, evicted = self._blocks.popitem(last=False)
             self._rows -= len(evicted.slots or ())
         return block
+
+    def _reload_buckets(self, block: _Block, buckets: list[int], epochs: list, now: float) -> None:
+        """Read these buckets' slots again (their epochs were read before this)."""
+        wanted = set(buckets)
+        held = [sku for sku, s in block.slots.items() if s.product_id % BUCKETS in wanted]
+        product_ids = [block.slots[sku].product_id for sku in held]
+        rows = self._rows_of(block.prompt_id, block.segment_id, product_ids) if held else []
+        found = {sku: self._slot(*rest) for sku, *rest in rows}
+        for sku in held:
+            if sku not in found:  # the product was deleted or its SKU changed
+                del block.slots[sku]
+                self._rows -= 1
+        for sku, slot in found.items():
+            self._rows += sku not in block.slots
+            block.slots[sku] = slot
+        for b in buckets:
+            block.epochs[b] = epochs[b]
+            block.loaded[b] = now
 
 
 snapshot = Snapshot()

@@ -122,7 +122,9 @@ def test_another_process_bumping_the_epoch_makes_this_one_reload(reader):
     reader.get(LIVE, _params(live))
     Variant.objects.filter(pk=live.pk).update(text="After")  # no signal
     assert reader.get(LIVE, _params(live)).json()["text"] == "Before"
-    delivery.live_changed(prompt_id=live.prompt_id, segment_id=live.segment_id)
+    delivery.live_changed(
+        prompt_id=live.prompt_id, segment_id=live.segment_id, product_id=live.product_id
+    )
     assert reader.get(LIVE, _params(live)).json()["text"] == "After"
 
 
@@ -237,3 +239,50 @@ def test_a_lease_never_grants_past_the_limit():
     assert token_rate_wait(token) is None  # the 2000th
     wait = token_rate_wait(token)
     assert wait is not None and 1 <= wait <= 60
+
+
+def _two_buckets():
+    """Two published variants of one prompt and segment, in different buckets."""
+    first = VariantFactory(status=Variant.Status.PUBLISHED, text="First")
+    second = VariantFactory(
+        status=Variant.Status.PUBLISHED,
+        prompt_version=first.prompt_version,
+        segment=first.segment,
+        text="Second",
+    )
+    assert first.product_id % delivery.BUCKETS != second.product_id % delivery.BUCKETS
+    return first, second
+
+
+def test_an_approval_makes_processes_read_one_bucket_again(reader):
+    first, second = _two_buckets()
+    reader.get(LIVE, _params(first))
+    block = delivery.snapshot.block(first.prompt.slug, first.segment.slug)
+    untouched = block.slots[second.product.sku]
+
+    newer = _in_review_beside(first, "Approved")
+    services.variant_approve(variant=newer, user=UserFactory())
+    with CaptureQueriesContext(connection) as queries:
+        assert reader.get(LIVE, _params(first)).json()["text"] == "Approved"
+    (reload,) = [q["sql"] for q in queries if "LEFT JOIN" in q["sql"]]
+    assert "IN (" in reload  # the bucket's products, not the whole block
+    assert block.slots[second.product.sku] is untouched
+
+
+def test_a_bucket_past_the_maximum_age_is_read_again_alone(reader, settings):
+    first, second = _two_buckets()
+    reader.get(LIVE, _params(first))
+    Variant.objects.filter(pk__in=[first.pk, second.pk]).update(text="Changed quietly")
+    block = delivery.snapshot.block(first.prompt.slug, first.segment.slug)
+    block.loaded[first.product_id % delivery.BUCKETS] -= settings.DELIVERY_SNAPSHOT_MAX_AGE_SECONDS
+    assert reader.get(LIVE, _params(first)).json()["text"] == "Changed quietly"
+    assert reader.get(LIVE, _params(second)).json()["text"] == "Second"
+
+
+def test_a_new_blocks_buckets_come_due_one_at_a_time(reader, settings):
+    live = VariantFactory(status=Variant.Status.PUBLISHED)
+    reader.get(LIVE, _params(live))
+    block = delivery.snapshot.block(live.prompt.slug, live.segment.slug)
+    ages = sorted(block.verified - loaded for loaded in block.loaded)
+    step = settings.DELIVERY_SNAPSHOT_MAX_AGE_SECONDS / delivery.BUCKETS
+    assert ages == pytest.approx([b * step for b in range(delivery.BUCKETS)], abs=0.5)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 from urllib.parse import unquote_plus
 
@@ -114,15 +112,6 @@ class LiveBatchSerializer(serializers.Serializer):
     results = LiveCopySerializer(many=True)
 
 
-def _render(body: dict) -> bytes:
-    """The body as DRF's JSONRenderer writes it: compact, UTF-8 rather than \\u escapes."""
-    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
-
-
-def _etag(content: bytes) -> str:
-    return '"' + hashlib.sha1(content).hexdigest()[:24] + '"'
-
-
 def _not_modified(if_none_match: str, etag: str) -> bool:
     return etag in [t.strip() for t in if_none_match.split(",")]
 
@@ -138,7 +127,7 @@ def _cache_headers(etag: str, *, private: bool) -> dict[str, str]:
 
 def _cached(request: Request, body: dict, *, private: bool) -> Response:
     """Answer with an ETag of the body; 304 when the client already has it."""
-    etag = _etag(_render(body))
+    etag = delivery.etag_of(delivery.render(body))
     matches = _not_modified(request.headers.get("If-None-Match", ""), etag)
     response = Response(status=status.HTTP_304_NOT_MODIFIED) if matches else Response(body)
     for name, value in _cache_headers(etag, private=private).items():
@@ -251,11 +240,10 @@ def _fast_live(request: HttpRequest) -> HttpResponse | None:
     setattr(request, CHECKED_ATTRIBUTE, wait)
     if wait is not None:
         return None
-    found = delivery.live_from_snapshot(prompt, [sku], segment)
-    if found is None:
+    answer = delivery.rendered_from_snapshot(prompt, sku, segment)
+    if answer is None:
         return None
-    content = _render(found[0].as_dict())
-    etag = _etag(content)
+    content, etag = answer
     headers = _cache_headers(etag, private=False)
     if _not_modified(request.META.get("HTTP_IF_NONE_MATCH", ""), etag):
         return HttpResponse(status=status.HTTP_304_NOT_MODIFIED, headers=headers)

@@ -192,8 +192,12 @@ def _live(
 
 def in_holdout(prompt: Prompt, customer: Customer) -> bool:
     """Stable per prompt and customer, so a customer stays in one arm across visits."""
-    digest = hashlib.blake2b(f"{prompt.slug}:{customer.external_id}".encode(), digest_size=8)
-    return int.from_bytes(digest.digest(), "big") % 100 < prompt.holdout_percent
+    return _in_holdout(prompt.slug, prompt.holdout_percent, customer.external_id)
+
+
+def _in_holdout(prompt_slug: str, holdout_percent: int, customer_id: str) -> bool:
+    digest = hashlib.blake2b(f"{prompt_slug}:{customer_id}".encode(), digest_size=8)
+    return int.from_bytes(digest.digest(), "big") % 100 < holdout_percent
 
 
 def segment_for(attributes: dict, segments: list[Segment] | None = None) -> Segment | None:
@@ -622,6 +626,48 @@ def live_from_snapshot(prompt_slug: str, skus: list[str], segment_slug: str) -> 
     return None if None in found else found
 
 
+def _live_for_customer(prompt_slug: str, skus: list[str], customer_id: str) -> list[Live] | None:
+    """The live copy of these products for a customer with two queries (the customer,
+    and their own published variants), the rest from the snapshot; None when it cannot
+    say (an unknown name, no matching segment, a block too big to hold): the caller
+    then asks the database, which also names what is unknown."""
+    names = snapshot.names()
+    prompt = names.prompts.get(prompt_slug)
+    customer = (
+        Customer.objects.filter(external_id=customer_id).only("id", "external_id", "attributes")
+    ).first()
+    if prompt is None or customer is None:
+        return None
+    segment = segment_for(customer.attributes, list(names.segments.values()))
+    block = snapshot.block(prompt_slug, segment.slug) if segment is not None else None
+    found = [block.live(sku) for sku in skus] if block is not None else [None]
+    if None in found:
+        return None
+    for live in found:
+        live.customer_id, live.customer = customer.pk, customer.external_id
+    if _in_holdout(prompt_slug, prompt[1], customer.external_id):
+        for live in found:
+            live.variant_id = live.prompt_version = None
+            live.source, live.fallback_reason = "base_copy", "holdout"
+            live.text = block.slots[live.product].description
+        return found
+    own = {
+        v.product_id: v
+        for v in Variant.objects.published()
+        .filter(
+            prompt_id=prompt[0], customer=customer, product_id__in=[f.product_id for f in found]
+        )
+        .select_related("prompt_version")
+        .only("id", "product_id", "text", "prompt_version__number")
+    }
+    for live in found:
+        variant = own.get(live.product_id)
+        if variant is not None:
+            live.variant_id, live.prompt_version = variant.pk, variant.prompt_version.number
+            live.text, live.source, live.fallback_reason = variant.text, "customer", None
+    return found
+
+
 def rendered_from_snapshot(
     prompt_slug: str, sku: str, segment_slug: str
 ) -> tuple[bytes, str] | None:
@@ -642,15 +688,19 @@ def live_copy(
     """Resolve the live copy of each product, in the order asked, with a constant
     number of queries however many products there are.
 
-    0. For a segment, with no pin: from the snapshot, unless it cannot say.
+    0. With no pin: from the snapshot (for a customer, their own variants from the
+       database), unless it cannot say.
     1. Look up the prompt, the products and the audience (404 for any unknown one).
     2. A pinned variant must belong to the prompt and product and have been live.
     3. Customers in the holdout get the base copy.
     4. Otherwise fetch every published variant of these slots in one query and take
        the customer's own before the segment's.
     """
-    if customer_id is None and pinned_variant_id is None and segment_slug is not None:
-        found = live_from_snapshot(prompt_slug, skus, segment_slug)
+    if pinned_variant_id is None:
+        if customer_id is not None:
+            found = _live_for_customer(prompt_slug, skus, customer_id)
+        else:
+            found = live_from_snapshot(prompt_slug, skus, segment_slug)
         if found is not None:
             return found
     prompt = _prompt(prompt_slug)

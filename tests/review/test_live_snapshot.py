@@ -265,7 +265,7 @@ def test_an_approval_makes_processes_read_one_bucket_again(reader):
     with CaptureQueriesContext(connection) as queries:
         assert reader.get(LIVE, _params(first)).json()["text"] == "Approved"
     (reload,) = [q["sql"] for q in queries if "LEFT JOIN" in q["sql"]]
-    assert "IN (" in reload  # the bucket's products, not the whole block
+    assert "WHERE p.id" in reload  # the bucket's products, not the whole block
     assert block.slots[second.product.sku] is untouched
 
 
@@ -286,3 +286,29 @@ def test_a_new_blocks_buckets_come_due_one_at_a_time(reader, settings):
     ages = sorted(block.verified - loaded for loaded in block.loaded)
     step = settings.DELIVERY_SNAPSHOT_MAX_AGE_SECONDS / delivery.BUCKETS
     assert ages == pytest.approx([b * step for b in range(delivery.BUCKETS)], abs=0.5)
+
+
+def test_a_customer_costs_two_queries_once_the_snapshot_is_warm(reader, settings):
+    from tests.factories import CustomerFactory
+
+    settings.DELIVERY_SNAPSHOT_VERIFY_SECONDS = 60
+    segment = SegmentFactory(rules={"value_tier": "high"})
+    live = VariantFactory(status=Variant.Status.PUBLISHED, segment=segment, text="Segment copy")
+    live.prompt.holdout_percent = 0
+    live.prompt.save()
+    customer = CustomerFactory(attributes={"value_tier": "high"})
+    own = VariantFactory(
+        status=Variant.Status.PUBLISHED,
+        prompt_version=live.prompt_version,
+        product=live.product,
+        segment=None,
+        customer=customer,
+        text="Written for one",
+    )
+    params = {"prompt": live.prompt.slug, "product": live.product.sku}
+    reader.get(LIVE, {**params, "customer": customer.external_id})
+    with CaptureQueriesContext(connection) as queries:
+        body = reader.get(LIVE, {**params, "customer": customer.external_id}).json()
+    assert (body["source"], body["variant_id"], body["text"]) == ("customer", own.pk, own.text)
+    assert body["segment"] == segment.slug
+    assert len(queries) == 2  # the customer, and their own variants

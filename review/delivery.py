@@ -385,8 +385,14 @@ class Snapshot:
         self._rows = 0
         self._names: _Names | None = None
         self._descriptions: dict[int, str] = {}  # product id -> base copy, see _slots
-        # Loads are serialized: a burst of requests for a cold block loads it once.
+        # _lock guards the dicts and counts above, held for moments only. Reading a block
+        # (queries, rendering) holds that block's own lock instead: a burst of requests
+        # for a cold block loads it once, and threads serving other blocks go on.
         self._lock = threading.Lock()
+        self._loading: dict[tuple[str, str], threading.Lock] = {}
+        # Bumped by every drop: a load that began before one is thrown away, since what
+        # it read may predate the change that caused the drop.
+        self._drops = 0
 
     def clear(self) -> None:
         with self._lock:
@@ -444,7 +450,9 @@ class Snapshot:
     def _drop_blocks(self) -> None:
         self._blocks.clear()
         self._descriptions.clear()
+        self._loading.clear()
         self._rows = 0
+        self._drops += 1
 
     def block(self, prompt_slug: str, segment_slug: str) -> _Block | None:
         """The block of this prompt and segment, checked within the last
@@ -473,14 +481,22 @@ class Snapshot:
                 self._drop_blocks()
                 self._names = None
                 return None
-            bucket_epochs = epochs[1:] if epochs is not None else [None] * BUCKETS
+            drops = self._drops
+            key_lock = self._loading.setdefault(key, threading.Lock())
+        bucket_epochs = epochs[1:] if epochs is not None else [None] * BUCKETS
+        with key_lock:
             block = self._blocks.get(key)
+            if (
+                block is not None
+                and now - block.verified < settings.DELIVERY_SNAPSHOT_VERIFY_SECONDS
+            ):
+                return block  # another thread checked it while this one waited
             if block is None or (block.prompt_id, block.segment_id) != (prompt[0], segment.pk):
-                return self._load_block(key, prompt, segment, bucket_epochs, now)
+                return self._load_block(key, prompt, segment, bucket_epochs, now, drops)
             if block.slots is None:  # too big to hold: count again once in a while
                 if now - block.loaded[0] < settings.DELIVERY_SNAPSHOT_MAX_AGE_SECONDS:
                     return block
-                return self._load_block(key, prompt, segment, bucket_epochs, now)
+                return self._load_block(key, prompt, segment, bucket_epochs, now, drops)
             max_age = settings.DELIVERY_SNAPSHOT_MAX_AGE_SECONDS
             stale = [
                 b
@@ -540,7 +556,10 @@ class Snapshot:
         segment: Segment,
         bucket_epochs: list,
         now: float,
-    ) -> _Block:
+        drops: int,
+    ) -> _Block | None:
+        """Read the whole block (under its own lock) and hold it, unless everything was
+        dropped meanwhile: then None, and the caller reads the database this time."""
         limit = settings.DELIVERY_SNAPSHOT_MAX_ROWS
         # Bucket b is deemed loaded b/BUCKETS of the maximum age earlier than it was,
         # so that one bucket comes due at a time (see block()).
@@ -552,14 +571,17 @@ class Snapshot:
         if Product.objects.count() <= limit:
             rows = self._rows_of(prompt[0], segment.pk)
             block.slots = {sku: self._slot(block, sku, *rest) for sku, *rest in rows}
-        old = self._blocks.pop(key, None)
-        if old is not None:
-            self._rows -= len(old.slots or ())
-        self._blocks[key] = block
-        self._rows += len(block.slots or ())
-        while self._rows > limit and len(self._blocks) > 1:
-            _key, evicted = self._blocks.popitem(last=False)
-            self._rows -= len(evicted.slots or ())
+        with self._lock:
+            if self._drops != drops:
+                return None
+            old = self._blocks.pop(key, None)
+            if old is not None:
+                self._rows -= len(old.slots or ())
+            self._blocks[key] = block
+            self._rows += len(block.slots or ())
+            while self._rows > limit and len(self._blocks) > 1:
+                _key, evicted = self._blocks.popitem(last=False)
+                self._rows -= len(evicted.slots or ())
         return block
 
     def _reload_buckets(self, block: _Block, buckets: list[int], epochs: list, now: float) -> None:
@@ -575,13 +597,16 @@ class Snapshot:
             # and its rendered answer rather than render it again.
             unchanged = slot is not None and tuple(slot[:5]) == tuple(row)
             found[sku] = slot if unchanged else self._slot(block, sku, *row)
+        change = 0
         for sku in held:
             if sku not in found:  # the product was deleted or its SKU changed
                 del block.slots[sku]
-                self._rows -= 1
+                change -= 1
         for sku, slot in found.items():
-            self._rows += sku not in block.slots
+            change += sku not in block.slots
             block.slots[sku] = slot
+        with self._lock:
+            self._rows += change
         for b in buckets:
             block.epochs[b] = epochs[b]
             block.loaded[b] = now

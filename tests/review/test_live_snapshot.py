@@ -312,3 +312,20 @@ def test_a_customer_costs_two_queries_once_the_snapshot_is_warm(reader, settings
     assert (body["source"], body["variant_id"], body["text"]) == ("customer", own.pk, own.text)
     assert body["segment"] == segment.slug
     assert len(queries) == 2  # the customer, and their own variants
+
+
+def test_a_load_overtaken_by_a_drop_is_not_kept(reader, monkeypatch):
+    """A global change dropped everything while a block was being read: what was read
+    may predate the change, so it is served from the database and not held."""
+    live = VariantFactory(status=Variant.Status.PUBLISHED, text="Fresh")
+    read = delivery.Snapshot._rows_of
+
+    def read_then_drop(self, *args, **kwargs):
+        rows = read(self, *args, **kwargs)
+        with self._lock:
+            self._drop_blocks()  # as another thread seeing a new global epoch does
+        return rows
+
+    monkeypatch.setattr(delivery.Snapshot, "_rows_of", read_then_drop)
+    assert reader.get(LIVE, _params(live)).json()["text"] == "Fresh"
+    assert not delivery.snapshot._blocks

@@ -29,7 +29,7 @@ from rest_framework.views import APIView
 
 from generation import services
 from generation.importers import ImportFileError
-from generation.models import GenerationRun, Product, Prompt, Segment, Variant
+from generation.models import CustomerSource, GenerationRun, Product, Prompt, Segment, Variant
 from review import queue as q
 from review.auth import TokenRateThrottle, request_token
 from review.models import ApiToken, ReviewEvent
@@ -125,18 +125,44 @@ class ProductImportSerializer(ImportRequestSerializer):
 
 
 class CustomerImportSerializer(ImportRequestSerializer):
-    extensions = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+    extensions = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
     format = serializers.ChoiceField(
-        choices=["csv", "jsonl"],
+        choices=["csv", "jsonl", "parquet"],
         required=False,
-        help_text="csv or jsonl (JSON Lines). Default: from the file's extension",
+        help_text="csv, jsonl (JSON Lines) or parquet. Default: from the file's extension",
     )
+    source = serializers.SlugField(
+        required=False,
+        help_text="A saved source whose column mapping to read the file through; without "
+        "one the file uses our column names (external_id, language, attributes)",
+    )
+    skip_invalid = serializers.BooleanField(
+        default=False,
+        help_text="Import the good rows and report the bad ones; by default a bad row "
+        "imports nothing",
+    )
+
+    def validate_source(self, slug: str) -> CustomerSource:
+        source = CustomerSource.objects.filter(slug=slug).first()
+        if source is None:
+            known = ", ".join(CustomerSource.objects.values_list("slug", flat=True)) or "none"
+            raise ValidationError(f"Unknown source '{slug}'. Known sources: {known}")
+        return source
 
 
 class ImportResultSerializer(serializers.Serializer):
     created = serializers.IntegerField()
     updated = serializers.IntegerField()
     unchanged = serializers.IntegerField()
+
+
+class CustomerImportResultSerializer(ImportResultSerializer):
+    rows = serializers.IntegerField(help_text="Records read")
+    skipped = serializers.IntegerField(help_text="Bad rows left out (with skip_invalid)")
+    errors = serializers.ListField(
+        child=serializers.CharField(), help_text="The bad rows: line, column and reason"
+    )
+    segments = serializers.IntegerField(help_text="Segments whose members were recounted")
 
 
 class ImportErrorSerializer(serializers.Serializer):
@@ -152,6 +178,11 @@ class ImportErrorSerializer(serializers.Serializer):
     )
     column = serializers.CharField(
         allow_null=True, required=False, help_text="A header, a JSON key or a character position"
+    )
+    errors = serializers.ListField(
+        child=serializers.CharField(),
+        required=False,
+        help_text="Customer files: every bad row found (up to 50), line, column and reason",
     )
 
 
@@ -172,7 +203,12 @@ class _ImportView(APIView):
     throttle_classes = [TokenRateThrottle]
     parser_classes = [MultiPartParser, FormParser]
     serializer_class: type[ImportRequestSerializer]
+    result_serializer_class: type[serializers.Serializer] = ImportResultSerializer
     service: Callable[..., services.ImportResult]
+
+    def options_for(self, data: dict) -> dict:
+        """Keyword arguments for the service beyond the path."""
+        return {}
 
     def post(self, request: Request) -> Response:
         form = self.serializer_class(data=request.data)
@@ -186,16 +222,22 @@ class _ImportView(APIView):
                 for chunk in upload.chunks():
                     out.write(chunk)
             try:
-                result = type(self).service(path=path)
+                result = type(self).service(path=path, **self.options_for(form.validated_data))
             except ImportFileError as exc:
-                named = ImportFileError(upload.name, exc.line, exc.column, exc.message)
-                body = {
-                    "file": [f"{named} Nothing was imported."],
+                rows = getattr(exc, "errors", None)
+                if rows:
+                    message = f"{upload.name}: {len(rows)}{'+' if exc.more else ''} bad row(s)"
+                    body = {"errors": [str(e) for e in rows]}
+                else:
+                    message = str(ImportFileError(upload.name, exc.line, exc.column, exc.message))
+                    body = {}
+                body |= {
+                    "file": [f"{message}. Nothing was imported."],
                     "line": exc.line,
                     "column": None if exc.column is None else str(exc.column),
                 }
                 return Response(ImportErrorSerializer(body).data, status=400)
-        return Response(ImportResultSerializer(result).data)
+        return Response(self.result_serializer_class(result).data)
 
 
 class ProductImportView(_ImportView):
@@ -213,12 +255,17 @@ class ProductImportView(_ImportView):
 
 class CustomerImportView(_ImportView):
     serializer_class = CustomerImportSerializer
+    result_serializer_class = CustomerImportResultSerializer
     service = staticmethod(services.customers_import)
 
+    def options_for(self, data: dict) -> dict:
+        return {"source": data.get("source"), "skip_invalid": data["skip_invalid"]}
+
     @extend_schema(
-        summary="Import customers (upsert by external id); a bad row imports nothing",
+        summary="Import customers (upsert by external id); by default a bad row imports "
+        "nothing, skip_invalid imports the good rows",
         request={"multipart/form-data": CustomerImportSerializer},
-        responses=_IMPORT_RESPONSES,
+        responses={**_IMPORT_RESPONSES, 200: CustomerImportResultSerializer},
     )
     def post(self, request: Request) -> Response:
         return super().post(request)

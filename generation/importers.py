@@ -15,7 +15,7 @@ Product files are CSV in one of three layouts, told apart by the header:
    ``subcategory``): one simple product per row, category paths and multi-valued
    attributes one item per line inside a quoted field.
 
-Customer files are CSV or JSON Lines.
+Customer files are streamed through a column mapping: see generation.audience.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from __future__ import annotations
 import csv
 import html
 import io
-import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -36,14 +35,9 @@ from pathlib import Path
 SKU_MAX = 64
 NAME_MAX = 255
 CATEGORY_MAX = 120
-EXTERNAL_ID_MAX = 128
-LANGUAGE_MAX = 16
 
-DEFAULT_LANGUAGE = "en"
-LANGUAGE_RE = re.compile(r"^[a-z]{2,3}(-[a-z0-9]{2,8})*$")
 
 PRODUCT_EXTENSIONS = (".csv",)
-CUSTOMER_EXTENSIONS = (".csv", ".jsonl", ".ndjson")
 
 # Top-level categories that group products for merchandising, not by what they are.
 NON_PRODUCT_CATEGORY_ROOTS = frozenset({"collections", "promotions"})
@@ -103,14 +97,6 @@ class ProductRow:
     subcategory: str
     description: str
     attributes: Attributes
-    line: int
-
-
-@dataclass(frozen=True)
-class CustomerRow:
-    external_id: str
-    language: str
-    attributes: dict[str, str]
     line: int
 
 
@@ -690,158 +676,3 @@ def _non_empty(products: list[ProductRow], display: str) -> list[ProductRow]:
     if not products:
         raise ImportFileError(display, None, None, "the file has no products")
     return products
-
-
-# --- customers -----------------------------------------------------------------------
-
-_LANGUAGE_KEYS = ("language", "preferred_language")
-
-
-def read_customers(path: Path | str) -> list[CustomerRow]:
-    """Read customers from CSV (.csv) or JSON Lines (.jsonl, .ndjson).
-
-    Both need ``external_id``; the language comes from ``language`` or
-    ``preferred_language`` (default "en"); every other value is a string attribute.
-    """
-    display = str(path)
-    path = Path(path)
-    suffix = _check_extension(path, display, CUSTOMER_EXTENSIONS)
-    text = _read_text(path, display)
-    if suffix == ".csv":
-        customers = _read_customers_csv(text, display)
-    else:
-        customers = _read_customers_jsonl(text, display)
-    if not customers:
-        raise ImportFileError(display, None, None, "the file has no customers")
-    return customers
-
-
-def _clean_external_id(value: str, display: str, line: int) -> str:
-    external_id = value.strip()
-    if not external_id:
-        raise ImportFileError(display, line, "external_id", "external_id is empty")
-    if len(external_id) > EXTERNAL_ID_MAX:
-        raise ImportFileError(
-            display, line, "external_id", f"external_id is longer than {EXTERNAL_ID_MAX} characters"
-        )
-    return external_id
-
-
-def _clean_language(value: str, display: str, line: int, column: str) -> str:
-    language = value.strip().lower().replace("_", "-") or DEFAULT_LANGUAGE
-    if len(language) > LANGUAGE_MAX or not LANGUAGE_RE.match(language):
-        raise ImportFileError(
-            display,
-            line,
-            column,
-            f"{value.strip()!r} is not a language tag such as 'en' or 'pt-br'",
-        )
-    return language
-
-
-def _remember_customer(seen: dict[str, int], external_id: str, display: str, line: int) -> None:
-    if external_id in seen:
-        raise ImportFileError(
-            display,
-            line,
-            "external_id",
-            f"external_id {external_id!r} appears on line {seen[external_id]} and line {line}",
-        )
-    seen[external_id] = line
-
-
-def _language_of(values: dict[str, str]) -> tuple[str, str]:
-    """(raw language, the column it came from), preferring ``language``."""
-    for key in _LANGUAGE_KEYS:
-        if values.get(key, "").strip():
-            return values[key], key
-    return "", _LANGUAGE_KEYS[0]
-
-
-def _read_customers_csv(text: str, display: str) -> list[CustomerRow]:
-    table = _CsvTable(text, display)
-    table.require("external_id")
-    fixed = {"external_id", *_LANGUAGE_KEYS}
-    seen: dict[str, int] = {}
-    customers = []
-    for line, record in table:
-        external_id = _clean_external_id(record["external_id"], display, line)
-        _remember_customer(seen, external_id, display, line)
-        raw_language, language_key = _language_of(record)
-        language = _clean_language(raw_language, display, line, language_key)
-        attributes = {
-            key: value.strip()
-            for key, value in record.items()
-            if key not in fixed and value.strip()
-        }
-        customers.append(CustomerRow(external_id, language, attributes, line))
-    return customers
-
-
-def _scalar_text(value: object, display: str, line: int, key: str) -> str | None:
-    """A JSON scalar as attribute text (None for null); objects and arrays are errors."""
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return value.strip()
-    if isinstance(value, int | float):
-        return str(value)
-    kind = "an object" if isinstance(value, dict) else "a list"
-    raise ImportFileError(display, line, key, f"value is {kind}; only text, numbers and booleans")
-
-
-def _read_customers_jsonl(text: str, display: str) -> list[CustomerRow]:
-    seen: dict[str, int] = {}
-    customers = []
-    # split("\n"), not splitlines(): JSON strings may hold U+2028 and other separators.
-    for line, raw in enumerate(text.split("\n"), start=1):
-        if not raw.strip():
-            continue
-        try:
-            data = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise ImportFileError(display, line, exc.colno, f"invalid JSON ({exc.msg})") from exc
-        if not isinstance(data, dict):
-            kind = type(data).__name__ if data is not None else "null"
-            raise ImportFileError(display, line, None, f"expected a JSON object, found {kind}")
-
-        if "external_id" not in data:
-            raise ImportFileError(display, line, "external_id", "external_id is missing")
-        raw_id = data["external_id"]
-        if isinstance(raw_id, bool) or not isinstance(raw_id, str | int):
-            raise ImportFileError(
-                display, line, "external_id", "external_id must be a string or an integer"
-            )
-        external_id = _clean_external_id(str(raw_id), display, line)
-        _remember_customer(seen, external_id, display, line)
-
-        values: dict[str, str] = {}
-        for key, value in data.items():
-            if key in ("external_id", "attributes"):
-                continue
-            if key in _LANGUAGE_KEYS and value is not None and not isinstance(value, str):
-                raise ImportFileError(display, line, key, "language must be a string")
-            text_value = _scalar_text(value, display, line, key)
-            if text_value:
-                values[key] = text_value
-
-        nested = data.get("attributes")
-        if nested is not None and not isinstance(nested, dict):
-            raise ImportFileError(display, line, "attributes", "attributes must be an object")
-        for key, value in (nested or {}).items():
-            text_value = _scalar_text(value, display, line, f"attributes.{key}")
-            if not text_value:
-                continue
-            if key in values or key == "external_id":
-                raise ImportFileError(
-                    display, line, f"attributes.{key}", f"{key!r} is also given at the top level"
-                )
-            values[key] = text_value
-
-        raw_language, language_key = _language_of(values)
-        language = _clean_language(raw_language, display, line, language_key)
-        attributes = {key: value for key, value in values.items() if key not in _LANGUAGE_KEYS}
-        customers.append(CustomerRow(external_id, language, attributes, line))
-    return customers

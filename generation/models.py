@@ -47,6 +47,26 @@ class Product(models.Model):
         return f"{self.sku} {self.name}"
 
 
+class CustomerSource(models.Model):
+    """A CDP export we import from, and how its columns map to our attributes
+    (generation.audience.Mapping, in its JSON form)."""
+
+    slug = models.SlugField(max_length=100, unique=True)
+    name = models.CharField(max_length=200)
+    mapping = models.JSONField(help_text="File columns → attributes, types and limits.")
+    last_import = models.JSONField(
+        default=dict, blank=True, help_text="What the last import from this source did."
+    )
+    created = models.DateTimeField(auto_now_add=True)
+    updated = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["slug"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
 class Customer(models.Model):
     external_id = models.CharField(max_length=128, unique=True)
     language = models.CharField(max_length=16, default="en", help_text="Preferred language.")
@@ -58,11 +78,107 @@ class Customer(models.Model):
         return self.external_id
 
 
+class SegmentRuleError(ValueError):
+    """A segment rule that cannot be used, naming the attribute."""
+
+
+RANGE_OPERATORS = ("gte", "gt", "lte", "lt")
+
+
+def segment_rules_clean(rules: object) -> dict:
+    """Rules as stored, or SegmentRuleError naming what is wrong. A rule per attribute:
+
+    - a text, number or boolean: equals (compared as text, so "3" equals 3);
+    - a list of those: one of;
+    - an object of gte / gt / lte / lt bounds: a range. Numbers compare as numbers,
+      texts (ISO dates) as texts; a value that is not comparable is outside.
+    """
+    if not isinstance(rules, dict) or not rules:
+        raise SegmentRuleError("Rules are an object of attribute: rule, and cannot be empty")
+    cleaned = {}
+    for attribute, rule in rules.items():
+        if not isinstance(attribute, str) or not attribute.strip():
+            raise SegmentRuleError("An attribute name in the rules is empty")
+        where = f"Rule on '{attribute}'"
+        if isinstance(rule, str | int | float | bool):
+            if isinstance(rule, str) and not rule.strip():
+                raise SegmentRuleError(f"{where}: the value is empty")
+            cleaned[attribute] = rule.strip() if isinstance(rule, str) else rule
+        elif isinstance(rule, list):
+            values = [v.strip() if isinstance(v, str) else v for v in rule]
+            if not values or not all(
+                isinstance(v, str | int | float | bool) and v != "" for v in values
+            ):
+                raise SegmentRuleError(f"{where}: one of needs a list of values")
+            cleaned[attribute] = list(dict.fromkeys(values))
+        elif isinstance(rule, dict):
+            unknown = sorted(set(rule) - set(RANGE_OPERATORS))
+            if unknown or not rule:
+                raise SegmentRuleError(
+                    f"{where}: a range has bounds {', '.join(RANGE_OPERATORS)}"
+                    + (f", not {', '.join(unknown)}" if unknown else "")
+                )
+            bounds = list(rule.values())
+            numeric = all(isinstance(b, int | float) and not isinstance(b, bool) for b in bounds)
+            if not numeric and not all(isinstance(b, str) and b.strip() for b in bounds):
+                raise SegmentRuleError(f"{where}: bounds are all numbers or all texts (dates)")
+            if ("gte" in rule and "gt" in rule) or ("lte" in rule and "lt" in rule):
+                raise SegmentRuleError(f"{where}: give one lower and one upper bound at most")
+            cleaned[attribute] = dict(rule)
+        else:
+            raise SegmentRuleError(f"{where}: give a value, a list of values or a range")
+    return cleaned
+
+
+def _comparable(value, numeric: bool):
+    if numeric:
+        if isinstance(value, bool):
+            return None
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            return None
+        return number if number == number else None  # NaN is outside every range
+    return value if isinstance(value, str) else None
+
+
+def rule_matches(rule, value) -> bool:
+    """Whether an attribute value meets one rule (see segment_rules_clean)."""
+    if value is None or value == "":
+        return False
+    if isinstance(rule, dict):
+        numeric = not any(isinstance(b, str) for b in rule.values())
+        v = _comparable(value, numeric)
+        if v is None:
+            return False
+        return (
+            ("gte" not in rule or v >= rule["gte"])
+            and ("gt" not in rule or v > rule["gt"])
+            and ("lte" not in rule or v <= rule["lte"])
+            and ("lt" not in rule or v < rule["lt"])
+        )
+    text = _rule_text(value)
+    if isinstance(rule, list):
+        return any(text == _rule_text(r) for r in rule)
+    return text == _rule_text(rule)
+
+
+def _rule_text(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
 class Segment(models.Model):
     slug = models.SlugField(max_length=200, unique=True)
     name = models.CharField(max_length=255)
     rules = models.JSONField(
-        default=dict, help_text='Attribute equality rules, e.g. {"value_tier": "high"}.'
+        default=dict,
+        help_text="Rules over attributes, all of which a member meets: equals "
+        '{"value_tier": "high"}, one of {"region": ["north", "south"]}, '
+        'a range {"age": {"gte": 25, "lt": 35}}.',
     )
     member_count = models.PositiveIntegerField(default=0)
     summary = models.JSONField(
@@ -80,7 +196,25 @@ class Segment(models.Model):
         return self.name
 
     def matches(self, attributes: dict) -> bool:
-        return all(str(attributes.get(k)) == str(v) for k, v in self.rules.items())
+        return all(rule_matches(rule, attributes.get(k)) for k, rule in self.rules.items())
+
+    def describe_rules(self) -> str:
+        """'value_tier is high; region is north or south; age from 25 to under 35'."""
+        return describe_rules(self.rules)
+
+
+def describe_rules(rules: dict) -> str:
+    words = {"gte": "from", "gt": "over", "lte": "up to", "lt": "under"}
+    parts = []
+    for attribute, rule in rules.items():
+        if isinstance(rule, dict):
+            bounds = " and ".join(f"{words[op]} {rule[op]}" for op in RANGE_OPERATORS if op in rule)
+            parts.append(f"{attribute} {bounds}")
+        elif isinstance(rule, list):
+            parts.append(f"{attribute} is " + " or ".join(_rule_text(r) for r in rule))
+        else:
+            parts.append(f"{attribute} is {_rule_text(rule)}")
+    return "; ".join(parts)
 
 
 class Prompt(models.Model):
@@ -106,6 +240,20 @@ class Prompt(models.Model):
         validators=[MaxValueValidator(50)],
         help_text="Share of identified customers (0-50%) who keep seeing the base copy even "
         "where a variant is live: the control group the variants are measured against.",
+    )
+
+    class ReviewPolicy(models.TextChoices):
+        REVIEW_ALL = "review_all", "Review every variant"
+        SAMPLE = "sample", "Review a sample; publish the rest when every check passes"
+        AUTO = "auto", "Publish when every check passes"
+
+    review_policy = models.CharField(
+        max_length=16, choices=ReviewPolicy.choices, default=ReviewPolicy.REVIEW_ALL
+    )
+    review_sample_percent = models.PositiveSmallIntegerField(
+        default=10,
+        validators=[MaxValueValidator(100)],
+        help_text="With the sample policy: the share of variants (0-100%) people review.",
     )
     created = models.DateTimeField(auto_now_add=True)
 
@@ -262,6 +410,15 @@ class Variant(models.Model):
     regeneration_note = models.TextField(
         blank=True, help_text="A reviewer's course correction for the next generation."
     )
+    # One-to-one messages: what the message is for, and where to tell the caller
+    # what became of it.
+    purpose = models.CharField(
+        max_length=300, blank=True, help_text="A one-to-one message's communication purpose."
+    )
+    callback_url = models.URLField(max_length=500, blank=True)
+    # How the review policy treated it: "", "reviewed" (sampled for people),
+    # "auto" (published by the policy).
+    policy_outcome = models.CharField(max_length=16, blank=True)
     error = models.TextField(blank=True)
     attempts = models.PositiveSmallIntegerField(default=0)
     # Who is generating it: the Celery task id that claimed it, and when. A task
@@ -304,10 +461,12 @@ class Variant(models.Model):
                 condition=Q(segment__isnull=False),
                 name="one_variant_per_version_segment_slot",
             ),
+            # A customer can get several messages about one product from one prompt
+            # version, each for its own purpose.
             models.UniqueConstraint(
-                fields=["prompt_version", "product", "customer"],
+                fields=["prompt_version", "product", "customer", "purpose"],
                 condition=Q(customer__isnull=False),
-                name="one_variant_per_version_customer_slot",
+                name="one_variant_per_version_customer_purpose",
             ),
         ]
         indexes = [

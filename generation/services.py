@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -17,18 +19,23 @@ from django.db.models import Count, F, Q
 from django.utils import timezone
 from django.utils.text import slugify
 
-from generation import checks, engine, llm, pricing, prompting
-from generation.importers import read_customers, read_products
+from generation import audience, checks, engine, llm, pricing, prompting
+from generation.audience import CustomerRow, Reading, RowError
+from generation.checks import PERSONAL_ATTRIBUTES
+from generation.importers import ImportFileError, read_products
 from generation.limiter import endpoint_limiter
 from generation.models import (
     Brand,
     Customer,
+    CustomerSource,
     GenerationRun,
     Product,
     Prompt,
     PromptVersion,
     Segment,
+    SegmentRuleError,
     Variant,
+    segment_rules_clean,
 )
 from review.delivery import live_changed
 
@@ -88,26 +95,230 @@ def products_import(*, path: Path) -> ImportResult:
     return result
 
 
-def customers_import(*, path: Path) -> ImportResult:
-    """1. Read and validate the whole file (raises ImportFileError, nothing written).
-    2. Upsert by external id in one transaction."""
-    rows = read_customers(path)
-    now = timezone.now()
-    with transaction.atomic():
-        return _upsert(
-            Customer,
-            "external_id",
-            [
-                {
-                    "external_id": r.external_id,
-                    "language": r.language,
-                    "attributes": r.attributes,
-                    "updated": now,
-                }
-                for r in rows
-            ],
-            ["language", "attributes"],
+MAX_LISTED_ERRORS = 50
+CUSTOMER_BATCH_SIZE = 2000
+
+
+class CustomerRowsError(ImportFileError):
+    """Bad rows in a customer file, when the import was asked to write none of them.
+
+    ``line`` and ``column`` are the first bad row's; the message lists up to
+    MAX_LISTED_ERRORS of them."""
+
+    def __init__(self, path: Path | str, errors: list[RowError], *, more: bool) -> None:
+        self.errors = errors
+        self.more = more
+        first = errors[0]
+        listed = "\n".join(f"  {e}" for e in errors)
+        tail = f"\n  ... reading stopped after {len(errors)} bad rows" if more else ""
+        count = f"{len(errors)}{'+' if more else ''}"
+        super().__init__(
+            path,
+            first.line,
+            first.column,
+            f"{count} bad row(s); nothing was imported (--skip-invalid imports the good "
+            f"rows):\n{listed}{tail}",
         )
+
+
+@dataclass(frozen=True)
+class CustomerImportResult(ImportResult):
+    rows: int = 0
+    skipped: int = 0
+    errors: list[RowError] = field(default_factory=list)
+    more_errors: bool = False
+    segments: int = 0
+    seconds: float = 0.0
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        if self.skipped:
+            text += f", {self.skipped} bad row(s) skipped"
+        return text
+
+    def as_json(self) -> dict:
+        return {
+            "rows": self.rows,
+            "created": self.created,
+            "updated": self.updated,
+            "unchanged": self.unchanged,
+            "skipped": self.skipped,
+            "errors": [str(e) for e in self.errors],
+            "segments": self.segments,
+            "seconds": round(self.seconds, 2),
+        }
+
+
+def _customers_upsert(batch: list[CustomerRow], now) -> tuple[int, int, int]:
+    """Write one batch by external id: (created, updated, unchanged)."""
+    existing = {
+        external_id: (language, attributes)
+        for external_id, language, attributes in Customer.objects.filter(
+            external_id__in=[r.external_id for r in batch]
+        ).values_list("external_id", "language", "attributes")
+    }
+    write = []
+    created = unchanged = 0
+    for row in batch:
+        before = existing.get(row.external_id)
+        if before is None:
+            created += 1
+        elif before == (row.language, row.attributes):
+            unchanged += 1
+            continue
+        write.append(
+            Customer(
+                external_id=row.external_id,
+                language=row.language,
+                attributes=row.attributes,
+                updated=now,
+            )
+        )
+    # One INSERT ... ON CONFLICT for new and changed rows alike.
+    Customer.objects.bulk_create(
+        write,
+        update_conflicts=True,
+        unique_fields=["external_id"],
+        update_fields=["language", "attributes", "updated"],
+    )
+    return created, len(write) - created, unchanged
+
+
+def customers_import(
+    *,
+    path: Path,
+    source: CustomerSource | None = None,
+    skip_invalid: bool = False,
+    max_errors: int = MAX_LISTED_ERRORS,
+    progress: Callable[[Reading], None] | None = None,
+) -> CustomerImportResult:
+    """Import a customer file, streamed, in bounded memory.
+
+    1. Read the file through the source's column mapping (without a source, the file
+       uses our column names), one record at a time.
+    2. Upsert good rows by external id in batches, all in one transaction.
+    3. A bad row: without `skip_invalid`, writing stops, reading goes on to list up to
+       `max_errors` bad rows, and CustomerRowsError rolls everything back. With it,
+       the bad rows are reported (up to `max_errors` listed) and the rest imported.
+    4. Recompute every segment's members and summary, and record the import on the
+       source.
+    """
+    started = time.monotonic()
+    mapping = audience.Mapping.parse(source.mapping) if source is not None else None
+    reading = audience.Reading()
+    errors: list[RowError] = []
+    more = False
+    counts = [0, 0, 0]
+    batch: list[CustomerRow] = []
+    now = timezone.now()
+
+    def flush() -> None:
+        for i, n in enumerate(_customers_upsert(batch, now)):
+            counts[i] += n
+        batch.clear()
+
+    with transaction.atomic():
+        for item in audience.read_customers(path, mapping=mapping, reading=reading):
+            if isinstance(item, RowError):
+                if len(errors) < max_errors:
+                    errors.append(item)
+                else:
+                    more = True
+                    if not skip_invalid:
+                        break
+                continue
+            if errors and not skip_invalid:
+                continue  # doomed: read on only to list the bad rows
+            batch.append(item)
+            if len(batch) >= CUSTOMER_BATCH_SIZE:
+                flush()
+                if progress is not None:
+                    progress(reading)
+        if errors and not skip_invalid:
+            raise CustomerRowsError(path, errors, more=more)
+        if batch:
+            flush()
+        if progress is not None:
+            reading.done = 1.0
+            progress(reading)
+        good = reading.rows - reading.bad
+        if not good:
+            raise ImportFileError(
+                path,
+                None,
+                None,
+                "the file has no customers" if not reading.rows else "no row could be imported",
+            )
+        segments = segments_refresh()
+        result = CustomerImportResult(
+            created=counts[0],
+            updated=counts[1],
+            unchanged=counts[2],
+            rows=reading.rows,
+            skipped=reading.bad,
+            errors=errors,
+            more_errors=more,
+            segments=segments,
+            seconds=time.monotonic() - started,
+        )
+        if source is not None:
+            source.last_import = {
+                "file": Path(path).name,
+                "at": now.isoformat(),
+                **result.as_json(),
+            }
+            source.save(update_fields=["last_import", "updated"])
+    return result
+
+
+@transaction.atomic
+def customer_source_save(*, slug: str, name: str = "", mapping: object) -> CustomerSource:
+    """Create or replace a source's column mapping; MappingError names what is wrong."""
+    parsed = audience.Mapping.parse(mapping)
+    slug = slugify(slug)
+    if not slug:
+        raise audience.MappingError("A source needs a name made of letters or digits")
+    source, _ = CustomerSource.objects.update_or_create(
+        slug=slug, defaults={"name": name or slug, "mapping": parsed.as_json()}
+    )
+    return source
+
+
+def personal_attributes() -> frozenset[str]:
+    """Attributes that never reach an endpoint: the known personal names, and every
+    attribute a source's mapping marks personal."""
+    marked = set()
+    for mapping in CustomerSource.objects.values_list("mapping", flat=True):
+        for entry in (mapping or {}).get("columns", {}).values():
+            if isinstance(entry, dict) and entry.get("personal"):
+                marked.add(str(entry.get("attribute", "")).lower())
+    return PERSONAL_ATTRIBUTES | marked
+
+
+@transaction.atomic
+def customer_erase(*, external_id: str) -> dict:
+    """Erase a customer (GDPR art. 17): their row, their attributes and every
+    one-to-one variant written for them, with those variants' review history and
+    engagement. Engagement they caused on segment copy stays, without them.
+    Returns what was removed; CustomerNotFound when there is no such customer."""
+    customer = Customer.objects.select_for_update().filter(external_id=external_id).first()
+    if customer is None:
+        raise CustomerNotFound(f"No customer with external id '{external_id}'")
+    variants = Variant.objects.filter(customer=customer)
+    variant_count = variants.count()
+    prompt_ids = set(variants.values_list("prompt_id", flat=True))
+    products = set(variants.values_list("product_id", flat=True))
+    customer.delete()  # cascades to the variants, their events and review history
+    for product_id in products:
+        for prompt_id in prompt_ids:
+            live_changed(prompt_id=prompt_id, product_id=product_id)
+    segments_refresh()
+    logger.info("customer erased", extra={"variants": variant_count})
+    return {"customer": 1, "variants": variant_count}
+
+
+class CustomerNotFound(LookupError):
+    pass
 
 
 class SegmentError(ValueError):
@@ -117,29 +328,113 @@ class SegmentError(ValueError):
 # Attributes with this many distinct values or more are identifiers or free text
 # (e-mail addresses, names), not something a segment summary should describe.
 SUMMARY_MAX_DISTINCT = 50
+# Past this many distinct rule-attribute combinations, memberships are not memoised.
+_MEMO_MAX = 100_000
+
+
+def _customer_attributes():
+    for language, attributes in Customer.objects.values_list("language", "attributes").iterator(
+        chunk_size=5000
+    ):
+        yield {**attributes, "language": language}
+
+
+def segments_refresh(*, segments: list[Segment] | None = None) -> int:
+    """Recompute every segment's member count and summary from the customers.
+
+    1. First pass: which attributes have few enough distinct values to summarise.
+    2. Second pass: each customer's set of matching segments (memoised by their values
+       of the attributes that rules name), and per set, counts of every summarised
+       attribute's values; memory is bounded by segments × attributes × values, not
+       by customers.
+    3. Save each segment's count and its summary: for every summarised attribute its
+       rules do not name, the share of each value among the members.
+    Returns the number of segments.
+    """
+    segments = list(Segment.objects.all()) if segments is None else segments
+    if not segments:
+        return 0
+    distinct: dict[str, set] = defaultdict(set)
+    for attributes in _customer_attributes():
+        for key, value in attributes.items():
+            values = distinct[key]
+            if len(values) < SUMMARY_MAX_DISTINCT:
+                values.add(_summary_value(value))
+    described = sorted(k for k, vs in distinct.items() if len(vs) < SUMMARY_MAX_DISTINCT)
+    rule_attributes = sorted({a for s in segments for a in s.rules})
+    memo: dict[tuple, int] = {}
+    per_mask: dict[int, list] = {}
+    for attributes in _customer_attributes():
+        key = tuple(_summary_value(attributes.get(a)) for a in rule_attributes)
+        mask = memo.get(key)
+        if mask is None:
+            mask = 0
+            for index, segment in enumerate(segments):
+                if segment.rules and segment.matches(attributes):
+                    mask |= 1 << index
+            if len(memo) < _MEMO_MAX:
+                memo[key] = mask
+        if not mask:
+            continue
+        tally = per_mask.get(mask)
+        if tally is None:
+            tally = per_mask[mask] = [0, {a: Counter() for a in described}]
+        tally[0] += 1
+        for attribute in described:
+            value = attributes.get(attribute)
+            if value is not None and value != "":
+                tally[1][attribute][_summary_value(value)] += 1
+
+    for index, segment in enumerate(segments):
+        members = 0
+        counts: dict[str, Counter] = defaultdict(Counter)
+        for mask, (count, by_attribute) in per_mask.items():
+            if mask >> index & 1:
+                members += count
+                for attribute, counter in by_attribute.items():
+                    counts[attribute].update(counter)
+        summary = {}
+        for attribute in described:
+            if attribute in segment.rules or not counts[attribute]:
+                continue
+            summary[attribute] = {
+                v: round(c / members, 4) for v, c in counts[attribute].most_common()
+            }
+        if (segment.member_count, segment.summary) != (members, summary):
+            segment.member_count, segment.summary = members, summary
+            segment.save(update_fields=["member_count", "summary", "updated"])
+    return len(segments)
+
+
+def _summary_value(value) -> str | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
 
 
 def segments_build(*, by: list[str]) -> list[Segment]:
     """Make one segment per combination of `by` values present among the customers.
 
-    1. Group customers by their values of `by` (customers missing one are left out).
-    2. Summarise each group: the share of each value of every other attribute.
-    3. Upsert segments by slug in one transaction; segments built earlier on the same
-       attributes whose combination no longer occurs keep their rules with 0 members.
+    1. Find the combinations of `by` values (customers missing one are left out).
+    2. Upsert a segment per combination by slug, with equality rules; segments built
+       earlier on the same attributes whose combination no longer occurs stay, with
+       0 members.
+    3. Recompute every segment's members and summary.
     """
     by = [b.strip() for b in by if b.strip()]
     if not by:
         raise SegmentError("Name at least one attribute to segment by (--by value_tier)")
-    groups: dict[tuple, list[dict]] = defaultdict(list)
+    combinations: set[tuple] = set()
     seen_attributes: set[str] = set()
-    for language, attributes in Customer.objects.values_list("language", "attributes").iterator(
-        chunk_size=5000
-    ):
-        attributes = {**attributes, "language": language}
+    for attributes in _customer_attributes():
         seen_attributes.update(attributes)
-        values = tuple(attributes.get(b) for b in by)
-        if all(v not in (None, "") for v in values):
-            groups[tuple(str(v) for v in values)].append(attributes)
+        values = tuple(_summary_value(attributes.get(b)) for b in by)
+        if None not in values:
+            combinations.add(values)
     unknown = [b for b in by if b not in seen_attributes]
     if unknown:
         raise SegmentError(
@@ -147,43 +442,44 @@ def segments_build(*, by: list[str]) -> list[Segment]:
             "Known attributes: "
             + (", ".join(sorted(seen_attributes)) or "none (import customers first)")
         )
-
-    distinct: dict[str, set] = defaultdict(set)
-    for members in groups.values():
-        for attributes in members:
-            for k, v in attributes.items():
-                if len(distinct[k]) < SUMMARY_MAX_DISTINCT:
-                    distinct[k].add(str(v))
-    described = sorted(
-        k for k, vs in distinct.items() if k not in by and len(vs) < SUMMARY_MAX_DISTINCT
-    )
-
     built = []
     with transaction.atomic():
-        for values, members in sorted(groups.items()):
-            summary = {}
-            for attribute in described:
-                counts = Counter(str(m[attribute]) for m in members if attribute in m)
-                summary[attribute] = {
-                    v: round(c / len(members), 4) for v, c in counts.most_common()
-                }
+        for values in sorted(combinations):
             segment, _ = Segment.objects.update_or_create(
                 slug=slugify("-".join(values))[:200],
-                defaults={
-                    "name": " × ".join(values),
-                    "rules": dict(zip(by, values, strict=True)),
-                    "member_count": len(members),
-                    "summary": summary,
-                },
+                defaults={"name": " × ".join(values), "rules": dict(zip(by, values, strict=True))},
             )
             built.append(segment)
-        stale = Segment.objects.exclude(pk__in=[s.pk for s in built])
-        for segment in stale:
-            if sorted(segment.rules) == sorted(by):
-                segment.member_count = 0
-                segment.summary = {}
-                segment.save(update_fields=["member_count", "summary", "updated"])
+        segments_refresh()
+    for segment in built:
+        segment.refresh_from_db()
     return built
+
+
+@transaction.atomic
+def segment_save(
+    *, slug: str = "", name: str, rules: object, segment: Segment | None = None
+) -> Segment:
+    """Create a segment from rules (or change one's name and rules), then count its
+    members and summarise them. SegmentError names what is wrong."""
+    try:
+        rules = segment_rules_clean(rules)
+    except SegmentRuleError as exc:
+        raise SegmentError(str(exc)) from exc
+    name = name.strip()
+    if not name:
+        raise SegmentError("A segment needs a name")
+    if segment is None:
+        slug = slugify(slug or name)[:200]
+        if not slug:
+            raise SegmentError("A segment needs a name made of letters or digits")
+        if Segment.objects.filter(slug=slug).exists():
+            raise SegmentError(f"A segment '{slug}' already exists")
+        segment = Segment(slug=slug)
+    segment.name, segment.rules = name, rules
+    segment.save()
+    segments_refresh(segments=[segment])
+    return segment
 
 
 EXAMPLES_MAX = 5

@@ -8,11 +8,9 @@ from pathlib import Path
 import pytest
 
 from generation.importers import (
-    CustomerRow,
     ImportFileError,
     ProductRow,
     html_to_text,
-    read_customers,
     read_products,
 )
 
@@ -418,111 +416,3 @@ def test_other_luma_files_are_rejected_naming_the_missing_column():
     error = _error(read_products, _luma("products_reviews.csv"))
     assert (error.line, error.column) == (1, "name")
     assert "the header is: sku, rating_code" in error.message
-
-
-# --- customers ------------------------------------------------------------------------
-
-
-def test_customers_csv_reads_language_and_string_attributes(tmp_path):
-    path = _write(
-        tmp_path,
-        "customers.csv",
-        "external_id,preferred_language,value_tier,city\nC1,PT_BR, high ,Lisbon\nC2,,low,\n",
-    )
-
-    assert read_customers(path) == [
-        CustomerRow("C1", "pt-br", {"value_tier": "high", "city": "Lisbon"}, 2),
-        CustomerRow("C2", "en", {"value_tier": "low"}, 3),
-    ]
-
-
-def test_customers_csv_language_column_wins_over_preferred_language(tmp_path):
-    path = _write(tmp_path, "c.csv", "external_id,language,preferred_language\nC1,de,fr\n")
-    [customer] = read_customers(path)
-    assert (customer.language, customer.attributes) == ("de", {})
-
-
-@pytest.mark.parametrize(
-    ("content", "line", "column", "message"),
-    [
-        ("id,language\n1,en\n", 1, "external_id", "required column is missing"),
-        ("external_id,language\n ,en\n", 2, "external_id", "external_id is empty"),
-        ("external_id,language\nC1,English\n", 2, "language", "'English' is not a language tag"),
-        ("external_id,language\nC1,en\nC1,fr\n", 3, "external_id", "on line 2 and line 3"),
-    ],
-)
-def test_a_bad_customer_csv_row_names_its_line_and_column(tmp_path, content, line, column, message):
-    path = _write(tmp_path, "customers.csv", content)
-    error = _error(read_customers, path)
-    assert (error.path, error.line, error.column) == (str(path), line, column)
-    assert message in error.message
-
-
-def test_customers_jsonl_merges_attributes_and_stringifies_scalars(tmp_path):
-    path = _write(
-        tmp_path,
-        "customers.jsonl",
-        '{"external_id": "C1", "language": "FR", "age": 34, "vip": true, "note": null,'
-        ' "attributes": {"value_tier": "high", "score": 0.5}}\n'
-        "\n"
-        '{"external_id": 7, "city": "Oslo\u2028Centrum"}\n',
-    )
-
-    assert read_customers(path) == [
-        CustomerRow(
-            "C1", "fr", {"age": "34", "vip": "true", "value_tier": "high", "score": "0.5"}, 1
-        ),
-        CustomerRow("7", "en", {"city": "Oslo\u2028Centrum"}, 3),
-    ]
-
-
-def test_customers_ndjson_is_read_as_json_lines(tmp_path):
-    path = _write(tmp_path, "customers.ndjson", '{"external_id": "C1"}\n')
-    assert [c.external_id for c in read_customers(path)] == ["C1"]
-
-
-def test_invalid_json_names_the_line_and_character_column(tmp_path):
-    bad = '{"external_id": "C2",}'
-    path = _write(tmp_path, "customers.jsonl", '{"external_id": "C1"}\n\n' + bad + "\n")
-
-    error = _error(read_customers, path)
-
-    assert (error.line, error.column) == (3, bad.index("}") + 1)
-    assert str(error).startswith(f"{path}, line 3, column {bad.index('}') + 1}: invalid JSON")
-
-
-@pytest.mark.parametrize(
-    ("record", "column", "message"),
-    [
-        ('["C2"]', None, "expected a JSON object, found list"),
-        ('{"language": "en"}', "external_id", "external_id is missing"),
-        ('{"external_id": {"id": 2}}', "external_id", "must be a string or an integer"),
-        ('{"external_id": "C2", "tags": ["a"]}', "tags", "value is a list"),
-        ('{"external_id": "C2", "attributes": [1]}', "attributes", "must be an object"),
-        ('{"external_id": "C2", "attributes": {"x": {}}}', "attributes.x", "value is an object"),
-        ('{"external_id": "C2", "t": 1, "attributes": {"t": 2}}', "attributes.t", "top level"),
-        ('{"external_id": "C2", "language": 5}', "language", "must be a string"),
-        ('{"external_id": "C1"}', "external_id", "appears on line 1 and line 2"),
-    ],
-)
-def test_a_bad_json_line_names_its_line_and_key(tmp_path, record, column, message):
-    path = _write(tmp_path, "customers.jsonl", '{"external_id": "C1"}\n' + record + "\n")
-    error = _error(read_customers, path)
-    assert (error.line, error.column) == (2, column)
-    assert message in error.message
-
-
-@pytest.mark.parametrize(
-    ("name", "content", "message"),
-    [
-        ("customers.xlsx", "x", "unsupported file type ('.xlsx'); use .csv, .jsonl, .ndjson"),
-        ("customers.jsonl", "\n  \n", "the file has no customers"),
-        ("customers.csv", "external_id,language\n", "the file has no customers"),
-        ("customers.csv", b"external_id\n\xff\n", "not UTF-8 text"),
-    ],
-)
-def test_an_unusable_customer_file_is_an_error_without_a_line(tmp_path, name, content, message):
-    path = _write(tmp_path, name, content)
-    error = _error(read_customers, path)
-    assert error.line is None
-    assert message in str(error)

@@ -161,7 +161,7 @@ def test_a_bad_json_line_names_its_line_and_key(tmp_path, record, column, messag
 )
 def test_an_unusable_file_is_an_error_for_the_whole_file(tmp_path, name, content, message):
     path = _write(tmp_path, name, content)
-    with pytest.raises(ImportFileError, match=r".*") as error:
+    with pytest.raises(ImportFileError) as error:
         _read(path)
     assert message in str(error.value)
     assert str(path) in str(error.value)
@@ -242,7 +242,7 @@ def test_a_value_of_the_wrong_type_names_the_file_column(tmp_path, cells, column
 
 def test_a_mapped_required_column_missing_from_the_header_is_a_file_error(tmp_path):
     path = _write(tmp_path, "cdp.csv", "CUST_ID,LANG\nX1,en\n")
-    with pytest.raises(ImportFileError, match="TIER.*required column is missing"):
+    with pytest.raises(ImportFileError, match=r"TIER.*required column is missing"):
         _read(path, CDP_MAPPING)
 
 
@@ -262,7 +262,7 @@ def test_a_mapped_required_column_missing_from_the_header_is_a_file_error(tmp_pa
     ],
 )
 def test_a_bad_mapping_is_refused_naming_the_entry(spec, message):
-    with pytest.raises(MappingError, match=".*") as error:
+    with pytest.raises(MappingError) as error:
         Mapping.parse(spec)
     assert message in str(error.value)
 
@@ -360,7 +360,7 @@ def test_the_command_saves_a_mapping_and_prints_a_summary(tmp_path, capsys):
     assert "skipped line 3, column 'TIER': 'gold' is not one of" in err
     assert CustomerSource.objects.get().slug == "acme"
 
-    with pytest.raises(CommandError, match="Unknown source 'nope'. Known sources: acme"):
+    with pytest.raises(CommandError, match=r"Unknown source .nope.\. Known sources: acme"):
         call_command("import_customers", str(path), "--source", "nope")
     with pytest.raises(CommandError, match="1 bad row"):
         call_command("import_customers", str(path), "--source", "acme")

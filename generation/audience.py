@@ -39,6 +39,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
+from functools import cache
 from pathlib import Path
 
 from generation.importers import ImportFileError
@@ -408,6 +409,11 @@ def _number(value: object, *, integer: bool) -> int | float:
     return number
 
 
+@cache
+def _folded(choices: tuple[str, ...]) -> dict[str, str]:
+    return {c.casefold(): c for c in choices}
+
+
 def _coerce(column: Column, value: object) -> object:
     """The value in the column's type; raises _Bad."""
     kind = column.type
@@ -416,7 +422,7 @@ def _coerce(column: Column, value: object) -> object:
         if len(text) > TEXT_MAX:
             raise _Bad(None, f"longer than {TEXT_MAX} characters")
         if kind == "choice":
-            folded = {c.casefold(): c for c in column.choices}
+            folded = _folded(column.choices)
             if text.casefold() not in folded:
                 raise _Bad(None, f"{text!r} is not one of {', '.join(column.choices)}")
             return folded[text.casefold()]

@@ -20,7 +20,7 @@ from django.shortcuts import get_object_or_404
 from django.urls import reverse
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field
 from rest_framework import serializers, status
-from rest_framework.exceptions import ValidationError
+from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.permissions import SAFE_METHODS, BasePermission, IsAuthenticated
 from rest_framework.request import Request
@@ -294,8 +294,44 @@ class SegmentRebuildSerializer(serializers.Serializer):
     )
 
 
+class SegmentWriteSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=255)
+    slug = serializers.SlugField(
+        max_length=200, required=False, help_text="Default: from the name (on create only)"
+    )
+    rules = serializers.JSONField(
+        help_text='Every rule a member meets: equals {"value_tier": "high"}, one of '
+        '{"region": ["north", "south"]}, a range {"age": {"gte": 25, "lt": 35}} (gte, gt, '
+        "lte, lt; numbers, or texts such as ISO dates)"
+    )
+
+
+class SegmentPreviewSerializer(serializers.Serializer):
+    rules = serializers.JSONField(help_text="As for a segment")
+
+
+class SegmentPreviewResultSerializer(serializers.Serializer):
+    member_count = serializers.IntegerField()
+    summary = serializers.JSONField()
+
+
+_SEGMENT_ERRORS = {
+    400: OpenApiResponse(description="A rule, the name or the slug is wrong; `rules` says which"),
+    403: OpenApiResponse(description="Not a marketing lead or staff (reading: not a reviewer)"),
+}
+
+
+def _segment_error(exc: services.SegmentError) -> Response:
+    message = str(exc)
+    field = "rules" if message.startswith(("Rule", "Rules", "An attribute")) else "name"
+    if "already exists" in message:
+        field = "slug"
+    return Response({field: [message]}, status=400)
+
+
 class SegmentsView(APIView):
-    permission_classes = [IsAuthenticated, IsReviewer]
+    parser_classes = [JSONParser]
+    permission_classes = [IsAuthenticated, ReviewerReadsLeadWrites]
     throttle_classes = [TokenRateThrottle]
 
     @extend_schema(
@@ -305,6 +341,97 @@ class SegmentsView(APIView):
     )
     def get(self, request: Request) -> Response:
         return Response({"results": SegmentSerializer(Segment.objects.all(), many=True).data})
+
+    @extend_schema(
+        summary="Define a segment by rules; its members are counted and summarised at once",
+        description=PEOPLE_ONLY,
+        request=SegmentWriteSerializer,
+        responses={201: SegmentSerializer, **_SEGMENT_ERRORS},
+    )
+    def post(self, request: Request) -> Response:
+        form = SegmentWriteSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        data = form.validated_data
+        try:
+            segment = services.segment_save(
+                slug=data.get("slug", ""), name=data["name"], rules=data["rules"]
+            )
+        except services.SegmentError as exc:
+            return _segment_error(exc)
+        return Response(SegmentSerializer(segment).data, status=201)
+
+
+class SegmentDetailView(APIView):
+    parser_classes = [JSONParser]
+    permission_classes = [IsAuthenticated, ReviewerReadsLeadWrites]
+    throttle_classes = [TokenRateThrottle]
+
+    def _segment(self, slug: str) -> Segment:
+        segment = Segment.objects.filter(slug=slug).first()
+        if segment is None:
+            raise NotFound(f"No segment '{slug}'")
+        return segment
+
+    @extend_schema(summary="One segment", description=PEOPLE_ONLY, responses=SegmentSerializer)
+    def get(self, request: Request, slug: str) -> Response:
+        return Response(SegmentSerializer(self._segment(slug)).data)
+
+    @extend_schema(
+        summary="Change a segment's name and rules; members are counted again",
+        description=PEOPLE_ONLY,
+        request=SegmentWriteSerializer,
+        responses={200: SegmentSerializer, **_SEGMENT_ERRORS},
+    )
+    def put(self, request: Request, slug: str) -> Response:
+        segment = self._segment(slug)
+        form = SegmentWriteSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        try:
+            segment = services.segment_save(
+                segment=segment,
+                name=form.validated_data["name"],
+                rules=form.validated_data["rules"],
+            )
+        except services.SegmentError as exc:
+            return _segment_error(exc)
+        return Response(SegmentSerializer(segment).data)
+
+    @extend_schema(
+        summary="Delete a segment no copy was written for",
+        description=PEOPLE_ONLY,
+        responses={
+            204: None,
+            409: OpenApiResponse(description="Variants were written for it"),
+            403: OpenApiResponse(description="Not a marketing lead or staff"),
+        },
+    )
+    def delete(self, request: Request, slug: str) -> Response:
+        try:
+            services.segment_delete(segment=self._segment(slug))
+        except services.SegmentError as exc:
+            return Response({"detail": str(exc)}, status=409)
+        return Response(status=204)
+
+
+class SegmentPreviewView(APIView):
+    parser_classes = [JSONParser]
+    permission_classes = [IsAuthenticated, IsLead]
+    throttle_classes = [TokenRateThrottle]
+
+    @extend_schema(
+        summary="Count and summarise the customers that rules would take in; writes nothing",
+        description=PEOPLE_ONLY,
+        request=SegmentPreviewSerializer,
+        responses={200: SegmentPreviewResultSerializer, **_SEGMENT_ERRORS},
+    )
+    def post(self, request: Request) -> Response:
+        form = SegmentPreviewSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        try:
+            members, summary = services.segment_preview(rules=form.validated_data["rules"])
+        except services.SegmentError as exc:
+            return _segment_error(exc)
+        return Response({"member_count": members, "summary": summary})
 
 
 class SegmentRebuildView(APIView):

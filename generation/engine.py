@@ -34,9 +34,10 @@ from django.db import connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from generation import checks, llm, pricing, prompting
+from generation import checks, llm, messages, pricing, prompting
 from generation.limiter import EndpointLimiter, LimiterTimeout, endpoint_limiter, redis_client
 from generation.models import GenerationRun, Variant
+from review.services import message_notify_on_commit
 
 logger = logging.getLogger(__name__)
 
@@ -162,6 +163,7 @@ def prepare(variant: Variant) -> Job:
         segment=variant.segment,
         customer=variant.customer,
         course_correction=variant.regeneration_note,
+        purpose=variant.purpose,
     )
     prompt_tokens = sum(pricing.estimate_tokens(m["content"]) for m in rendered.messages)
     completion_tokens = pricing.estimate_completion_tokens(prompt.max_length)
@@ -466,6 +468,7 @@ def write_outcomes(outcomes: list[Outcome], *, claim_id: str) -> int:
                 c["cost"] += outcome.cost or 0
         if rows:
             owned.bulk_update(rows, WRITTEN_FIELDS, batch_size=FLUSH_SIZE)
+            messages.policy_apply([row.pk for row in rows])
         written += len(rows)
     for outcome in outcomes:
         if outcome.kind == "done":
@@ -487,6 +490,9 @@ def write_outcomes(outcomes: list[Outcome], *, claim_id: str) -> int:
             if updated:
                 logger.warning("variant %s failed: %s", variant.pk, outcome.error)
                 written += 1
+                if variant.callback_url:
+                    variant.status = Variant.Status.FAILED
+                    message_notify_on_commit(variant)
         else:  # release or config: back to the queue, for a resume
             owned_one.update(status=Variant.Status.QUEUED, claim="", claimed_at=None)
     for run_id, c in counts.items():

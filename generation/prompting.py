@@ -17,7 +17,15 @@ import string
 from dataclasses import dataclass, field
 
 from generation.checks import PERSONAL_ATTRIBUTES, scan_for_injection
-from generation.models import Brand, Customer, Product, Prompt, PromptVersion, Segment
+from generation.models import (
+    Brand,
+    Customer,
+    CustomerSource,
+    Product,
+    Prompt,
+    PromptVersion,
+    Segment,
+)
 
 PLACEHOLDERS: dict[str, str] = {
     "brand_name": "the brand's name",
@@ -30,6 +38,7 @@ PLACEHOLDERS: dict[str, str] = {
     "language": "the language to write in (e.g. en, de)",
     "max_length": "the channel's maximum length in characters",
     "channel": "where the copy appears (product page, e-mail, ...)",
+    "purpose": "a one-to-one message's communication purpose (empty for segments)",
 }
 
 OUTPUT_RULES = """\
@@ -128,17 +137,50 @@ class RenderedPrompt:
     findings: list[str] = field(default_factory=list)
 
 
-def allowed_attributes(prompt: Prompt, attributes: dict) -> dict:
+def personal_attributes() -> frozenset[str]:
+    """Attributes that never reach an endpoint (lower case): the known personal names,
+    and every attribute a customer source's mapping marks personal."""
+    marked = set()
+    for mapping in CustomerSource.objects.values_list("mapping", flat=True):
+        for entry in (mapping or {}).get("columns", {}).values():
+            if isinstance(entry, dict) and entry.get("personal"):
+                marked.add(str(entry.get("attribute", "")).lower())
+    return PERSONAL_ATTRIBUTES | marked
+
+
+def allowed_attributes(
+    prompt: Prompt, attributes: dict, personal: frozenset[str] | None = None
+) -> dict:
     """What of a customer's (or a segment's) attributes may reach the endpoint.
 
-    Personal attributes never do; with an allowlist on the prompt, only those listed.
+    Personal attributes never do (`personal`: as personal_attributes(), which is read
+    when not given); with an allowlist on the prompt, only those listed.
     """
+    personal = personal_attributes() if personal is None else personal
     allow = set(prompt.allowed_attributes or [])
     return {
         k: v
         for k, v in attributes.items()
-        if k.lower() not in PERSONAL_ATTRIBUTES and (not allow or k in allow)
+        if k.lower() not in personal and (not allow or k in allow)
     }
+
+
+HISTORY_SIZE = 3
+
+
+def previous_messages(customer: Customer, *, before=None) -> list[str]:
+    """The last HISTORY_SIZE messages the customer received (published, then perhaps
+    retired), newest first: the model sees them so as not to repeat itself."""
+    from generation.models import Variant
+
+    received = Variant.objects.filter(
+        customer=customer, published__isnull=False, status__in=["published", "retired"]
+    )
+    if before is not None:
+        received = received.filter(published__lt=before)
+    return list(
+        received.order_by("-published", "-id").values_list("text", flat=True)[:HISTORY_SIZE]
+    )
 
 
 def render(
@@ -150,14 +192,21 @@ def render(
     segment: Segment | None = None,
     customer: Customer | None = None,
     course_correction: str = "",
+    purpose: str = "",
+    history: list[str] | None = None,
+    personal: frozenset[str] | None = None,
 ) -> RenderedPrompt:
+    """The messages for one slot. For a customer, `purpose` is what the message is for
+    and `history` the last messages they received (read when None). Customer
+    identifiers never enter the messages: only the allowed attributes do."""
+    personal = personal_attributes() if personal is None else personal
     if segment is not None:
         language = segment_language(segment)
-        summary = allowed_attributes(prompt, segment.summary)
+        summary = allowed_attributes(prompt, segment.summary, personal)
         audience = {
             "kind": "segment",
             "name": segment.name,
-            "rules": allowed_attributes(prompt, segment.rules),
+            "rules": allowed_attributes(prompt, segment.rules, personal),
             "member_count": segment.member_count,
             "summary": summary,
         }
@@ -166,8 +215,11 @@ def render(
         language = customer.language
         audience = {
             "kind": "customer",
-            "attributes": allowed_attributes(prompt, customer.attributes),
+            "attributes": allowed_attributes(prompt, customer.attributes, personal),
+            "previous_messages": previous_messages(customer) if history is None else history,
         }
+        if purpose:
+            audience["purpose"] = purpose
         segment_name, segment_summary = "one customer", ""
     else:
         raise ValueError("render() needs a segment or a customer")
@@ -183,6 +235,7 @@ def render(
         "language": language,
         "max_length": prompt.max_length,
         "channel": prompt.get_channel_display(),
+        "purpose": purpose,
     }
     # Values spliced into the instruction cannot open or close the data block either.
     instruction = version.template.format(

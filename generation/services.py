@@ -22,7 +22,6 @@ from django.utils.text import slugify
 
 from generation import audience, checks, engine, llm, pricing, prompting
 from generation.audience import CustomerRow, Reading, RowError
-from generation.checks import PERSONAL_ATTRIBUTES
 from generation.importers import ImportFileError, read_products
 from generation.limiter import endpoint_limiter
 from generation.models import (
@@ -299,17 +298,6 @@ def customer_source_save(*, slug: str, name: str = "", mapping: object) -> Custo
     return source
 
 
-def personal_attributes() -> frozenset[str]:
-    """Attributes that never reach an endpoint: the known personal names, and every
-    attribute a source's mapping marks personal."""
-    marked = set()
-    for mapping in CustomerSource.objects.values_list("mapping", flat=True):
-        for entry in (mapping or {}).get("columns", {}).values():
-            if isinstance(entry, dict) and entry.get("personal"):
-                marked.add(str(entry.get("attribute", "")).lower())
-    return PERSONAL_ATTRIBUTES | marked
-
-
 @transaction.atomic
 def customer_erase(*, external_id: str) -> dict:
     """Erase a customer (GDPR art. 17): their row, their attributes and every
@@ -355,7 +343,29 @@ def _customer_attributes():
 
 
 def segments_refresh(*, segments: list[Segment] | None = None) -> int:
-    """Recompute every segment's member count and summary from the customers.
+    """Recompute every segment's member count and summary from the customers, and save
+    those that changed. Returns the number of segments."""
+    segments = list(Segment.objects.all()) if segments is None else segments
+    for segment, (members, summary) in zip(segments, segment_tallies(segments), strict=True):
+        if (segment.member_count, segment.summary) != (members, summary):
+            segment.member_count, segment.summary = members, summary
+            segment.save(update_fields=["member_count", "summary", "updated"])
+    return len(segments)
+
+
+def segment_preview(*, rules: object) -> tuple[int, dict]:
+    """How many customers rules would take in, and their summary; writes nothing.
+    SegmentError names a bad rule."""
+    try:
+        rules = segment_rules_clean(rules)
+    except SegmentRuleError as exc:
+        raise SegmentError(str(exc)) from exc
+    [tally] = segment_tallies([Segment(rules=rules)])
+    return tally
+
+
+def segment_tallies(segments: list[Segment]) -> list[tuple[int, dict]]:
+    """(member count, summary) of each segment, from the customers.
 
     One pass over the customers:
     1. each customer's set of matching segments, as a bit mask; each segment's answer
@@ -365,12 +375,11 @@ def segments_refresh(*, segments: list[Segment] | None = None) -> int:
        dropped from the counts. Memory is bounded by masks × attributes × values,
        not by customers.
     Then each segment gets its count and, for every counted attribute its rules do not
-    name, the share of each value among its members. Returns the number of segments.
+    name, the share of each value among its members. A segment without rules has none.
     """
-    segments = list(Segment.objects.all()) if segments is None else segments
     if not segments:
-        return 0
-    matchers = [(sorted(s.rules), s, {}) for s in segments if s.rules]
+        return []
+    matchers = [(sorted(s.rules), s, {}) for s in segments]
     distinct: dict[str, set] = defaultdict(set)
     dropped: set[str] = set()
     per_mask: dict[int, list] = {}
@@ -380,7 +389,7 @@ def segments_refresh(*, segments: list[Segment] | None = None) -> int:
             key = tuple(_summary_value(attributes.get(a)) for a in names)
             hit = memo.get(key)
             if hit is None:
-                hit = segment.matches(attributes)
+                hit = bool(segment.rules) and segment.matches(attributes)
                 if len(memo) < _MEMO_MAX:
                     memo[key] = hit
             if hit:
@@ -406,6 +415,7 @@ def segments_refresh(*, segments: list[Segment] | None = None) -> int:
                 seen.add(value)
             counts[attribute][value] += 1
 
+    tallies = []
     for bit, (_names, segment, _memo) in enumerate(matchers):
         members = 0
         counts: dict[str, Counter] = defaultdict(Counter)
@@ -419,10 +429,8 @@ def segments_refresh(*, segments: list[Segment] | None = None) -> int:
             for attribute in sorted(counts)
             if attribute not in segment.rules
         }
-        if (segment.member_count, segment.summary) != (members, summary):
-            segment.member_count, segment.summary = members, summary
-            segment.save(update_fields=["member_count", "summary", "updated"])
-    return len(segments)
+        tallies.append((members, summary))
+    return tallies
 
 
 def _summary_value(value) -> str | None:
@@ -475,6 +483,10 @@ def segments_build(*, by: list[str]) -> list[Segment]:
     return built
 
 
+# /api/v1/segments/rebuild/ and /preview/ would shadow segments of these slugs.
+RESERVED_SEGMENT_SLUGS = frozenset({"rebuild", "preview", "new"})
+
+
 @transaction.atomic
 def segment_save(
     *, slug: str = "", name: str, rules: object, segment: Segment | None = None
@@ -492,6 +504,8 @@ def segment_save(
         slug = slugify(slug or name)[:200]
         if not slug:
             raise SegmentError("A segment needs a name made of letters or digits")
+        if slug in RESERVED_SEGMENT_SLUGS:
+            raise SegmentError(f"'{slug}' is a reserved name; choose another")
         if Segment.objects.filter(slug=slug).exists():
             raise SegmentError(f"A segment '{slug}' already exists")
         segment = Segment(slug=slug)
@@ -499,6 +513,19 @@ def segment_save(
     segment.save()
     segments_refresh(segments=[segment])
     return segment
+
+
+@transaction.atomic
+def segment_delete(*, segment: Segment) -> None:
+    """Delete a segment that no copy was written for; one with variants keeps its
+    history (and live copy), so it is refused."""
+    written = segment.variants.count()
+    if written:
+        raise SegmentError(
+            f"Segment '{segment.slug}' has {written} variant(s) written for it; it cannot be "
+            "deleted without losing their review history"
+        )
+    segment.delete()
 
 
 EXAMPLES_MAX = 5

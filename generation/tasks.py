@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from generation import engine, services
+from generation import engine, messages, services
 
 
 @shared_task
@@ -30,3 +30,17 @@ def run_drain(self, run_id: int) -> None:
 @shared_task(bind=True, acks_late=True, reject_on_worker_lost=True)
 def generate_variants(self, variant_ids: list[int]) -> int:
     return engine.generate_variants(variant_ids=variant_ids, claim_id=self.request.id)
+
+
+# A callback the caller's server did not take is tried again: after 10 s, 20 s, 40 s...
+# up to 6 times; a 4xx other than 429 is an answer, not a failure, and is not retried.
+@shared_task(
+    bind=True,
+    autoretry_for=(messages.CallbackFailed,),
+    retry_backoff=10,
+    retry_backoff_max=600,
+    retry_jitter=True,
+    max_retries=6,
+)
+def message_callback(self, variant_id: int, status: str) -> int | None:
+    return messages.message_callback_send(variant_id=variant_id)

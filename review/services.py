@@ -79,7 +79,12 @@ def _live_in_slot(variant: Variant):
 
 @transaction.atomic
 def variant_approve(
-    *, variant: Variant, user, text: str | None = None, revision: int | None = None
+    *,
+    variant: Variant,
+    user,
+    text: str | None = None,
+    revision: int | None = None,
+    reason: str = "",
 ) -> Variant:
     """Publish a variant in review, optionally with edited text.
 
@@ -114,10 +119,23 @@ def variant_approve(
         variant=variant,
         user=user,
         action=ReviewEvent.Action.EDIT if edited else ReviewEvent.Action.APPROVE,
+        reason=reason,
         text_before=text_before,
         text_after=variant.text,
     )
+    message_notify_on_commit(variant)
     return variant
+
+
+def message_notify_on_commit(variant: Variant) -> None:
+    """A one-to-one message with a callback URL: tell the caller, after commit, what
+    became of it (published, rejected or failed)."""
+    if not variant.callback_url:
+        return
+    from generation.tasks import message_callback
+
+    pk, status = variant.pk, variant.status
+    transaction.on_commit(lambda: message_callback.delay(pk, status))
 
 
 @transaction.atomic
@@ -138,6 +156,7 @@ def variant_reject(*, variant: Variant, user, reason: str, revision: int | None 
         text_before=variant.text,
         text_after=variant.text,
     )
+    message_notify_on_commit(variant)
     return variant
 
 

@@ -1,0 +1,348 @@
+"""One-to-one messages, and the review policy that decides who reads what is written.
+
+A message is a Variant for one customer, with a communication purpose: the brand voice
+stays the constant system prompt, the purpose and the customer's allowed attributes
+(and the last messages they received) travel as data, and it is written in the
+customer's language. (prompt version, product, customer, purpose) identifies a
+message, so asking twice for the same one returns it instead of writing another.
+
+The review policy is the prompt's:
+- review_all: every variant waits in the review queue;
+- sample: a stable N% (by variant id) waits for people; the others are published when
+  every check passes, and wait in review when one fails;
+- auto: published when every check passes, else reviewed.
+policy_apply runs in the generation engine's write transaction, right after the copy
+is written. Callbacks (a message's callback URL) go out after commit from a Celery
+task, with retries.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+import urllib.error
+import urllib.request
+
+from django.db import transaction
+from django.db.models import Count
+
+from generation.models import Customer, GenerationRun, Product, Prompt, Segment, Variant
+
+logger = logging.getLogger(__name__)
+
+PURPOSE_MAX = 300
+RUN_CUSTOMERS_MAX = 100_000
+WAIT_MAX_SECONDS = 30
+CALLBACK_TIMEOUT_SECONDS = 10
+POLICY_REASON = "Published by the review policy: every check passed"
+
+
+class MessageError(ValueError):
+    """A message request that cannot be met, naming the field."""
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        super().__init__(message)
+
+
+def _version(prompt: Prompt):
+    version = prompt.current_version
+    if version is None:
+        raise MessageError("prompt", f"Prompt '{prompt.slug}' has no version yet; save one first")
+    return version
+
+
+def _purpose(purpose: str) -> str:
+    purpose = " ".join((purpose or "").split())
+    if not purpose:
+        raise MessageError("purpose", "Say what the message is for, e.g. 'back in stock'")
+    if len(purpose) > PURPOSE_MAX:
+        raise MessageError("purpose", f"The purpose is longer than {PURPOSE_MAX} characters")
+    return purpose
+
+
+@transaction.atomic
+def message_create(
+    *, prompt: Prompt, product: Product, customer: Customer, purpose: str, callback_url: str = ""
+) -> tuple[Variant, bool]:
+    """Queue one message; (variant, created). The same prompt version, product,
+    customer and purpose return the message already there (a failed one is queued
+    again). Generation starts after commit."""
+    version = _version(prompt)
+    purpose = _purpose(purpose)
+    variant, created = Variant.objects.get_or_create(
+        prompt_version=version,
+        product=product,
+        customer=customer,
+        purpose=purpose,
+        defaults={
+            "prompt": prompt,
+            "model": version.model,
+            "callback_url": callback_url,
+        },
+    )
+    if not created and variant.status == Variant.Status.FAILED:
+        Variant.objects.filter(pk=variant.pk, status=Variant.Status.FAILED).update(
+            status=Variant.Status.QUEUED,
+            error="",
+            callback_url=callback_url or variant.callback_url,
+        )
+        variant.refresh_from_db()
+        created = True
+    if created:
+        from generation.tasks import generate_variants
+
+        pk = variant.pk
+        transaction.on_commit(lambda: generate_variants.delay([pk]))
+    return variant, created
+
+
+def message_wait(variant: Variant, *, seconds: float) -> Variant:
+    """The message once written (or failed), or as it stands after `seconds`."""
+    deadline = time.monotonic() + min(max(seconds, 0), WAIT_MAX_SECONDS)
+    while True:
+        variant.refresh_from_db()
+        if variant.status not in (Variant.Status.QUEUED, Variant.Status.GENERATING):
+            return variant
+        if time.monotonic() >= deadline:
+            return variant
+        time.sleep(0.1)
+
+
+def segment_members(segment: Segment) -> list[Customer]:
+    return [
+        c
+        for c in Customer.objects.only("id", "external_id", "language", "attributes").iterator(
+            chunk_size=5000
+        )
+        if segment.matches({**c.attributes, "language": c.language})
+    ]
+
+
+def message_run_create(
+    *,
+    prompt: Prompt,
+    product: Product,
+    purpose: str,
+    customers: list[Customer] | None = None,
+    segment: Segment | None = None,
+    user=None,
+) -> GenerationRun:
+    """A run writing one message per customer (those given, or a segment's members).
+
+    Customers who already have this message are left out; generation fans out over
+    the workers like any run.
+    """
+    from generation.services import _dispatch_on_commit
+
+    version = _version(prompt)
+    purpose = _purpose(purpose)
+    if customers is None:
+        if segment is None:
+            raise MessageError("customers", "Name the customers or a segment")
+        customers = segment_members(segment)
+    if not customers:
+        raise MessageError("customers", "The run covers no customers")
+    if len(customers) > RUN_CUSTOMERS_MAX:
+        raise MessageError(
+            "customers",
+            f"{len(customers):,} customers; one run writes at most {RUN_CUSTOMERS_MAX:,}",
+        )
+    with transaction.atomic():
+        done = set(
+            Variant.objects.filter(
+                prompt_version=version, product=product, purpose=purpose, customer__isnull=False
+            ).values_list("customer_id", flat=True)
+        )
+        todo = [c for c in customers if c.pk not in done]
+        run = GenerationRun.objects.create(
+            prompt_version=version,
+            scope={
+                "products": [product.sku],
+                "customers": len(customers),
+                "segment": segment.slug if segment else None,
+                "purpose": purpose,
+            },
+            created_by=user,
+            note=f"One-to-one: {purpose}"[:300],
+            total=len(todo),
+        )
+        Variant.objects.bulk_create(
+            (
+                Variant(
+                    run=run,
+                    prompt=prompt,
+                    prompt_version=version,
+                    product=product,
+                    customer=c,
+                    purpose=purpose,
+                    model=version.model,
+                )
+                for c in todo
+            ),
+            batch_size=1000,
+        )
+        if run.total == 0:
+            run.status = GenerationRun.Status.FINISHED
+            run.save(update_fields=["status"])
+        else:
+            _dispatch_on_commit(run)
+    return run
+
+
+# --- review policy ------------------------------------------------------------------------
+
+
+def in_sample(variant_id: int, percent: int) -> bool:
+    """Stable: the same variant is in or out of the sample every time it is asked."""
+    digest = hashlib.blake2b(str(variant_id).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % 100 < percent
+
+
+def policy_apply(variant_ids: list[int]) -> dict[str, int]:
+    """Apply each variant's prompt's review policy to freshly written variants (in
+    review). Returns how many were published, sampled for review and held (a check
+    failed). Runs in the caller's transaction."""
+    from review.services import variant_approve
+
+    counts = {"auto": 0, "sampled": 0, "held": 0}
+    variants = (
+        Variant.objects.filter(pk__in=variant_ids, status=Variant.Status.IN_REVIEW)
+        .exclude(prompt__review_policy=Prompt.ReviewPolicy.REVIEW_ALL)
+        .select_related("prompt")
+    )
+    for variant in variants:
+        prompt = variant.prompt
+        if prompt.review_policy == Prompt.ReviewPolicy.SAMPLE and in_sample(
+            variant.pk, prompt.review_sample_percent
+        ):
+            outcome = "sampled"
+        elif variant.checks_failed:
+            outcome = "held"
+        else:
+            outcome = "auto"
+        Variant.objects.filter(pk=variant.pk).update(policy_outcome=outcome)
+        if outcome == "auto":
+            variant_approve(variant=variant, user=None, reason=POLICY_REASON)
+        counts[outcome] += 1
+    return counts
+
+
+def policy_counts(prompt: Prompt) -> dict[str, int]:
+    """How the policy treated the prompt's variants so far: auto, sampled, held."""
+    rows = (
+        Variant.objects.filter(prompt=prompt)
+        .exclude(policy_outcome="")
+        .values("policy_outcome")
+        .annotate(n=Count("id"))
+    )
+    counts = {"auto": 0, "sampled": 0, "held": 0}
+    counts.update({r["policy_outcome"]: r["n"] for r in rows})
+    return counts
+
+
+@transaction.atomic
+def prompt_policy_save(*, prompt: Prompt, policy: str, sample_percent: int | None = None) -> Prompt:
+    if policy not in Prompt.ReviewPolicy.values:
+        raise MessageError(
+            "review_policy", f"{policy!r} is not one of {', '.join(Prompt.ReviewPolicy.values)}"
+        )
+    if sample_percent is not None:
+        if not 0 <= sample_percent <= 100:
+            raise MessageError("review_sample_percent", "The sample is 0 to 100 percent")
+        prompt.review_sample_percent = sample_percent
+    prompt.review_policy = policy
+    prompt.save(update_fields=["review_policy", "review_sample_percent"])
+    return prompt
+
+
+@transaction.atomic
+def prompt_allowlist_save(*, prompt: Prompt, attributes: list[str]) -> Prompt:
+    """The customer attributes the prompt may send (empty: every one not personal).
+    Personal ones are refused by name: they are never sent."""
+    from generation.prompting import personal_attributes
+
+    cleaned = list(dict.fromkeys(a.strip() for a in attributes if a and a.strip()))
+    personal = personal_attributes()
+    refused = [a for a in cleaned if a.lower() in personal]
+    if refused:
+        raise MessageError(
+            "allowed_attributes",
+            f"{', '.join(refused)} {'is' if len(refused) == 1 else 'are'} personal and never "
+            "sent to the endpoint",
+        )
+    prompt.allowed_attributes = cleaned
+    prompt.save(update_fields=["allowed_attributes"])
+    return prompt
+
+
+# --- callbacks ----------------------------------------------------------------------------
+
+
+def message_payload(variant: Variant) -> dict:
+    """What a caller learns about its message: the text only once it is published."""
+    published = variant.status == Variant.Status.PUBLISHED
+    return {
+        "id": variant.pk,
+        "status": variant.status,
+        "prompt": variant.prompt.slug,
+        "prompt_version": variant.prompt_version.number,
+        "product": variant.product.sku,
+        "customer": variant.customer.external_id if variant.customer_id else None,
+        "purpose": variant.purpose,
+        "language": variant.language,
+        "text": variant.text if published else None,
+        "published": variant.published.isoformat() if published and variant.published else None,
+        "review_policy": variant.prompt.review_policy,
+        "policy_outcome": variant.policy_outcome or None,
+        "checks_failed": variant.checks_failed,
+        "error": variant.error or None,
+    }
+
+
+class CallbackFailed(Exception):
+    """The callback URL did not take the notification; worth trying again."""
+
+
+def message_callback_send(*, variant_id: int) -> int | None:
+    """POST the message's payload to its callback URL; the status code, or None when
+    there is nothing to send. Raises CallbackFailed on a network error or a 5xx/429."""
+    variant = (
+        Variant.objects.select_related("prompt", "prompt_version", "product", "customer")
+        .filter(pk=variant_id)
+        .first()
+    )
+    if variant is None or not variant.callback_url:
+        return None
+    body = json.dumps(
+        {"event": f"message.{variant.status}", "message": message_payload(variant)}
+    ).encode()
+    request = urllib.request.Request(
+        variant.callback_url,
+        data=body,
+        method="POST",
+        headers={"Content-Type": "application/json", "User-Agent": "Hyperpers-callback/1"},
+    )
+    try:
+        with _OPENER.open(request, timeout=CALLBACK_TIMEOUT_SECONDS) as response:
+            status = response.status
+    except urllib.error.HTTPError as exc:
+        status = exc.code
+    except (urllib.error.URLError, OSError) as exc:
+        raise CallbackFailed(f"{variant.callback_url}: {exc}") from exc
+    if status >= 500 or status == 429:
+        raise CallbackFailed(f"{variant.callback_url}: HTTP {status}")
+    if status >= 300:
+        logger.warning("callback for message %s answered HTTP %s; not retried", variant_id, status)
+    return status
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    # A redirect would turn the POST into a GET somewhere we were not told to call.
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        return None
+
+
+_OPENER = urllib.request.build_opener(_NoRedirects)

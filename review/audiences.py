@@ -1,0 +1,314 @@
+"""HTML and HTMX views of the audience, for marketing leads and staff: the segment
+builder (rules over customer attributes, a member count before saving, every
+combination of chosen attributes) and the privacy page of a prompt (exactly which
+fields reach the endpoint).
+
+The conventions are review/views.py's: permission helper, parse, service, render.
+"""
+
+from __future__ import annotations
+
+import json
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from generation import prompting, services
+from generation.models import Customer, Product, Prompt, Segment, describe_rules
+from review.views import require_lead
+
+RULE_ROWS = 4
+# Customers read to offer attribute names in the builder (a hint; any name can be typed).
+ATTRIBUTE_SAMPLE = 1000
+OPERATORS = {"is": "is", "one_of": "is one of", "range": "is between"}
+
+
+def known_attributes() -> list[str]:
+    """Attribute names of the first customers, and of every source's mapping."""
+    names = {"language"}
+    for attributes in Customer.objects.values_list("attributes", flat=True)[:ATTRIBUTE_SAMPLE]:
+        names.update(attributes)
+    return sorted(names)
+
+
+def _scalar(text: str) -> str | int | float:
+    """A typed value: whole numbers and decimals as numbers, anything else as text."""
+    text = text.strip()
+    try:
+        number = float(text)
+    except ValueError:
+        return text
+    if number != number or number in (float("inf"), float("-inf")):
+        return text
+    return int(number) if number.is_integer() and "." not in text else number
+
+
+def rules_from_form(data) -> tuple[dict, list[str]]:
+    """The rules the builder's rows describe, and a message per row that is wrong.
+
+    Each row: an attribute, an operator (is / one of / between) and a value; "one of"
+    takes values separated by commas; "between" takes a lower bound (included) and an
+    upper bound (excluded), either may be empty. Rows without an attribute are skipped.
+    """
+    rules: dict = {}
+    errors = []
+    rows = zip(
+        data.getlist("attribute"),
+        data.getlist("op"),
+        data.getlist("value"),
+        data.getlist("upper"),
+        strict=False,
+    )
+    for number, (attribute, op, value, upper) in enumerate(rows, start=1):
+        attribute = attribute.strip()
+        if not attribute:
+            continue
+        if attribute in rules:
+            errors.append(f"Rule {number}: '{attribute}' already has a rule")
+            continue
+        if op == "one_of":
+            values = [v.strip() for v in value.split(",") if v.strip()]
+            if not values:
+                errors.append(f"Rule {number}: give the values, separated by commas")
+                continue
+            rules[attribute] = values
+        elif op == "range":
+            bounds = {}
+            if value.strip():
+                bounds["gte"] = _scalar(value)
+            if upper.strip():
+                bounds["lt"] = _scalar(upper)
+            if not bounds:
+                errors.append(f"Rule {number}: give a lower bound, an upper bound or both")
+                continue
+            rules[attribute] = bounds
+        elif op == "is":
+            if not value.strip():
+                errors.append(f"Rule {number}: give the value '{attribute}' must have")
+                continue
+            rules[attribute] = value.strip()
+        else:
+            errors.append(f"Rule {number}: unknown operator {op!r}")
+    if not rules and not errors:
+        errors.append("Give at least one rule: an attribute and what its value must be")
+    return rules, errors
+
+
+def _rows_for(rules: dict) -> list[dict]:
+    """The builder's rows showing `rules`, then blank ones."""
+    rows = []
+    for attribute, rule in rules.items():
+        if isinstance(rule, dict):
+            lower = rule.get("gte", rule.get("gt", ""))
+            upper = rule.get("lt", rule.get("lte", ""))
+            rows.append({"attribute": attribute, "op": "range", "value": lower, "upper": upper})
+        elif isinstance(rule, list):
+            rows.append(
+                {"attribute": attribute, "op": "one_of", "value": ", ".join(map(str, rule))}
+            )
+        else:
+            rows.append({"attribute": attribute, "op": "is", "value": rule})
+    rows += [{"attribute": "", "op": "is", "value": ""}] * max(RULE_ROWS - len(rows), 1)
+    return rows
+
+
+def _submitted_rows(data) -> list[dict]:
+    rows = [
+        {"attribute": a, "op": o, "value": v, "upper": u}
+        for a, o, v, u in zip(
+            data.getlist("attribute"),
+            data.getlist("op"),
+            data.getlist("value"),
+            data.getlist("upper"),
+            strict=False,
+        )
+    ]
+    return rows or _rows_for({})
+
+
+def _summary_rows(summary: dict, top: int = 4) -> list[dict]:
+    rows = []
+    for attribute, shares in summary.items():
+        ordered = sorted(shares.items(), key=lambda kv: -kv[1])
+        rows.append(
+            {
+                "attribute": attribute,
+                "values": [(v, round(share * 100)) for v, share in ordered[:top]],
+                "more": max(len(ordered) - top, 0),
+            }
+        )
+    return rows
+
+
+def _builder_context(request, *, segment=None, rows=None, name="", errors=(), preview=None):
+    return {
+        "segment": segment,
+        "rows": rows if rows is not None else _rows_for(segment.rules if segment else {}),
+        "name": name or (segment.name if segment else ""),
+        "errors": list(errors),
+        "preview": preview,
+        "operators": OPERATORS,
+        "attributes": known_attributes(),
+    }
+
+
+@login_required
+@require_GET
+def segments(request: HttpRequest) -> HttpResponse:
+    require_lead(request)
+    listed = [
+        {"segment": s, "rules": describe_rules(s.rules), "summary": _summary_rows(s.summary, 3)}
+        for s in Segment.objects.order_by("slug")
+    ]
+    context = _builder_context(request) | {"segments": listed}
+    return render(request, "review/segments.html", context)
+
+
+@login_required
+@require_POST
+def segment_preview(request: HttpRequest) -> HttpResponse:
+    """The builder's "count members": the members and summary of the rules as typed."""
+    require_lead(request)
+    rules, errors = rules_from_form(request.POST)
+    preview = None
+    if not errors:
+        try:
+            members, summary = services.segment_preview(rules=rules)
+        except services.SegmentError as exc:
+            errors = [str(exc)]
+        else:
+            preview = {
+                "members": members,
+                "rules": describe_rules(rules),
+                "summary": _summary_rows(summary),
+            }
+    context = {"preview": preview, "errors": errors}
+    return render(request, "review/segments.html#segment-preview", context)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def segment_edit(request: HttpRequest, slug: str | None = None) -> HttpResponse:
+    """Create (no slug) or change a segment; an invalid form is shown again with why."""
+    require_lead(request)
+    segment = get_object_or_404(Segment, slug=slug) if slug else None
+    if request.method == "GET":
+        if segment is None:
+            return redirect("review:segments")
+        return render(request, "review/segment.html", _builder_context(request, segment=segment))
+    name = request.POST.get("name", "").strip()
+    rules, errors = rules_from_form(request.POST)
+    if not name:
+        errors.insert(0, "Give the segment a name")
+    if not errors:
+        try:
+            saved = services.segment_save(segment=segment, name=name, rules=rules)
+        except services.SegmentError as exc:
+            errors = [str(exc)]
+        else:
+            verb = "Saved" if segment else "Created"
+            messages.success(
+                request, f"{verb} segment {saved.name}: {saved.member_count:,} members"
+            )
+            return redirect("review:segments")
+    context = _builder_context(
+        request, segment=segment, rows=_submitted_rows(request.POST), name=name, errors=errors
+    )
+    if segment is None:
+        context["segments"] = [
+            {"segment": s, "rules": describe_rules(s.rules), "summary": _summary_rows(s.summary, 3)}
+            for s in Segment.objects.order_by("slug")
+        ]
+        return render(request, "review/segments.html", context, status=400)
+    return render(request, "review/segment.html", context, status=400)
+
+
+@login_required
+@require_POST
+def segment_delete(request: HttpRequest, slug: str) -> HttpResponse:
+    require_lead(request)
+    segment = get_object_or_404(Segment, slug=slug)
+    try:
+        services.segment_delete(segment=segment)
+    except services.SegmentError as exc:
+        messages.error(request, str(exc))
+        return redirect("review:segment", slug=slug)
+    messages.success(request, f"Deleted segment {segment.name}")
+    return redirect("review:segments")
+
+
+@login_required
+@require_POST
+def segments_generate(request: HttpRequest) -> HttpResponse:
+    """One segment per combination of the chosen attributes' values."""
+    require_lead(request)
+    try:
+        built = services.segments_build(by=request.POST.getlist("by"))
+    except services.SegmentError as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, f"{len(built)} segments from every combination present")
+    return redirect("review:segments")
+
+
+# --- What reaches the endpoint ----------------------------------------------------------
+
+
+@login_required
+@require_GET
+def prompt_privacy(request: HttpRequest, slug: str) -> HttpResponse:
+    """For one prompt: which customer attributes are sent and which are held back, and
+    the exact messages one customer's (or one segment's) prompt would send."""
+    require_lead(request)
+    prompt = get_object_or_404(Prompt.objects.select_related("brand"), slug=slug)
+    version = prompt.current_version
+    customer = (
+        Customer.objects.filter(external_id=request.GET.get("customer", "")).first()
+        or Customer.objects.order_by("pk").first()
+    )
+    product = Product.objects.order_by("pk").first()
+    personal = prompting.personal_attributes()
+    attributes = known_attributes()
+    sent = set(prompting.allowed_attributes(prompt, dict.fromkeys(attributes, ""), personal))
+    fields = [
+        {
+            "attribute": a,
+            "sent": a in sent,
+            "why": (
+                "personal: never sent"
+                if a.lower() in personal
+                else "on the allowlist"
+                if a in sent and prompt.allowed_attributes
+                else "not personal (no allowlist)"
+                if a in sent
+                else "not on the allowlist"
+            ),
+        }
+        for a in attributes
+    ]
+    messages_sent = None
+    if version is not None and customer is not None and product is not None:
+        rendered = prompting.render(
+            version=version,
+            prompt=prompt,
+            brand=prompt.brand,
+            product=product,
+            customer=customer,
+            purpose="(the message's purpose)",
+            personal=personal,
+        )
+        messages_sent = [{"role": m["role"], "content": m["content"]} for m in rendered.messages]
+    context = {
+        "prompt": prompt,
+        "fields": fields,
+        "customer": customer,
+        "product": product,
+        "messages_sent": messages_sent,
+        "allowlist": json.dumps(prompt.allowed_attributes),
+        "studio_url": reverse("review:studio", args=[prompt.slug]),
+    }
+    return render(request, "review/privacy.html", context)

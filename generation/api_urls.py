@@ -21,6 +21,15 @@ urlpatterns = [
         api.RunRetryFailedView.as_view(),
         name="api-run-retry-failed",
     ),
+    path("messages/", api.MessagesView.as_view(), name="api-messages"),
+    path("messages/runs/", api.MessageRunsView.as_view(), name="api-message-runs"),
+    path("messages/<int:pk>/", api.MessageDetailView.as_view(), name="api-message"),
+    path("customers/<str:external_id>/", api.CustomerEraseView.as_view(), name="api-customer"),
+    path(
+        "prompts/<slug:slug>/settings/",
+        api.PromptSettingsView.as_view(),
+        name="api-prompt-settings",
+    ),
     path("variants/", api.VariantsView.as_view(), name="api-variants"),
     path("variants/<int:pk>/", api.VariantDetailView.as_view(), name="api-variant"),
 ]

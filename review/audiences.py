@@ -17,6 +17,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from generation import messages as gen_messages
 from generation import prompting, services
 from generation.models import Customer, Product, Prompt, Segment, describe_rules
 from review.views import require_lead
@@ -259,12 +260,32 @@ def segments_generate(request: HttpRequest) -> HttpResponse:
 
 
 @login_required
-@require_GET
+@require_http_methods(["GET", "POST"])
 def prompt_privacy(request: HttpRequest, slug: str) -> HttpResponse:
-    """For one prompt: which customer attributes are sent and which are held back, and
-    the exact messages one customer's (or one segment's) prompt would send."""
+    """For one prompt: which customer attributes are sent and which are held back, the
+    exact messages one customer's prompt would send, and the review policy. POST saves
+    the allowlist (`form=allowlist`) or the policy (`form=policy`)."""
     require_lead(request)
     prompt = get_object_or_404(Prompt.objects.select_related("brand"), slug=slug)
+    if request.method == "POST":
+        try:
+            if request.POST.get("form") == "policy":
+                percent = request.POST.get("review_sample_percent", "").strip()
+                gen_messages.prompt_policy_save(
+                    prompt=prompt,
+                    policy=request.POST.get("review_policy", ""),
+                    sample_percent=int(percent) if percent.isdigit() else None,
+                )
+                messages.success(request, f"Review policy: {prompt.get_review_policy_display()}")
+            else:
+                gen_messages.prompt_allowlist_save(
+                    prompt=prompt, attributes=request.POST.getlist("allowed")
+                )
+                listed = ", ".join(prompt.allowed_attributes) or "every attribute not personal"
+                messages.success(request, f"The prompt now sends: {listed}")
+        except gen_messages.MessageError as exc:
+            messages.error(request, str(exc))
+        return redirect("review:privacy", slug=prompt.slug)
     version = prompt.current_version
     customer = (
         Customer.objects.filter(external_id=request.GET.get("customer", "")).first()
@@ -310,5 +331,7 @@ def prompt_privacy(request: HttpRequest, slug: str) -> HttpResponse:
         "messages_sent": messages_sent,
         "allowlist": json.dumps(prompt.allowed_attributes),
         "studio_url": reverse("review:studio", args=[prompt.slug]),
+        "policies": Prompt.ReviewPolicy.choices,
+        "policy_counts": gen_messages.policy_counts(prompt),
     }
     return render(request, "review/privacy.html", context)

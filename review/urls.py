@@ -1,6 +1,6 @@
 from django.urls import path
 
-from review import studio, views
+from review import audiences, studio, views
 
 app_name = "review"
 urlpatterns = [
@@ -20,7 +20,14 @@ urlpatterns = [
     path("metrics/flag/", views.metrics_flag, name="metrics-flag"),
     # The marketing lead's side (review/studio.py)
     path("brand/", studio.brand_edit, name="brand"),
+    path("segments/", audiences.segments, name="segments"),
+    path("segments/new/", audiences.segment_edit, name="segment-new"),
+    path("segments/preview/", audiences.segment_preview, name="segment-preview"),
+    path("segments/generate/", audiences.segments_generate, name="segments-generate"),
+    path("segments/<slug:slug>/", audiences.segment_edit, name="segment"),
+    path("segments/<slug:slug>/delete/", audiences.segment_delete, name="segment-delete"),
     path("prompts/", studio.prompt_list, name="prompts"),
+    path("prompts/<slug:slug>/privacy/", audiences.prompt_privacy, name="privacy"),
     path("prompts/<slug:slug>/", studio.studio, name="studio"),
     path("prompts/<slug:slug>/preview/", studio.studio_preview, name="studio-preview"),
     path("prompts/<slug:slug>/try/", studio.studio_try, name="studio-try"),

@@ -609,6 +609,12 @@ def _rationale(audience: Mapping[str, Any], plan: _Plan, note: str) -> str:
     )
     first = f"Composed by fixed rules, not a language model, for {who}: {facts}."
     second = list(plan.notes)
+    purpose = _inline(audience.get("purpose"), limit=80)
+    if purpose:
+        second.append(f"written for the purpose '{purpose}'")
+    earlier = audience.get("previous_messages")
+    if isinstance(earlier, list) and earlier:
+        second.append(f"{len(earlier)} earlier message(s) to this customer were read")
     if note:
         second.insert(
             0,

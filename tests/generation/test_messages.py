@@ -1,0 +1,374 @@
+"""One-to-one messages: requests, review policies, callbacks, privacy settings."""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from generation import messages, prompting
+from generation.models import Prompt, Variant
+from review.models import ReviewEvent
+from tests.factories import (
+    CustomerFactory,
+    ProductFactory,
+    PromptVersionFactory,
+    SegmentFactory,
+    VariantFactory,
+)
+from tests.generation.test_api import API, as_
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def version():
+    return PromptVersionFactory()
+
+
+def _message(version, customer, **fields):
+    return VariantFactory(
+        prompt_version=version, segment=None, customer=customer, purpose="restock", **fields
+    )
+
+
+def test_asking_twice_for_a_message_returns_the_same_one(
+    version, django_capture_on_commit_callbacks
+):
+    product, customer = ProductFactory(), CustomerFactory()
+    with django_capture_on_commit_callbacks() as queued:
+        first, created = messages.message_create(
+            prompt=version.prompt, product=product, customer=customer, purpose=" back  in stock "
+        )
+    assert created and first.purpose == "back in stock" and len(queued) == 1
+    again, created = messages.message_create(
+        prompt=version.prompt, product=product, customer=customer, purpose="back in stock"
+    )
+    assert (again.pk, created) == (first.pk, False)
+    other, created = messages.message_create(
+        prompt=version.prompt, product=product, customer=customer, purpose="birthday"
+    )
+    assert created and other.pk != first.pk
+
+
+def test_a_failed_message_asked_for_again_is_queued_again(version):
+    variant = _message(version, CustomerFactory(), status=Variant.Status.FAILED, error="timeout")
+    again, created = messages.message_create(
+        prompt=version.prompt, product=variant.product, customer=variant.customer, purpose="restock"
+    )
+    assert created and (again.pk, again.status, again.error) == (variant.pk, "queued", "")
+
+
+@pytest.mark.parametrize(
+    ("purpose", "message"), [("  ", "Say what the message is for"), ("x" * 301, "longer than 300")]
+)
+def test_a_message_needs_a_purpose(version, purpose, message):
+    with pytest.raises(messages.MessageError, match=message) as error:
+        messages.message_create(
+            prompt=version.prompt, product=ProductFactory(), customer=CustomerFactory(),
+            purpose=purpose,
+        )  # fmt: skip
+    assert error.value.field == "purpose"
+
+
+def test_the_last_three_received_messages_are_the_context_newest_first(version):
+    from django.utils import timezone
+
+    customer = CustomerFactory()
+    now = timezone.now()
+    for days, text in enumerate(["fourth", "third", "second", "first"]):
+        _message(
+            version,
+            customer,
+            status=Variant.Status.RETIRED if days else Variant.Status.PUBLISHED,
+            text=text,
+            published=now - timezone.timedelta(days=days),
+        )
+    _message(version, customer, text="never sent", status=Variant.Status.REJECTED)
+    assert prompting.previous_messages(customer) == ["fourth", "third", "second"]
+
+
+# --- review policy ------------------------------------------------------------------------
+
+
+def _written(version, *, checks_failed=0, n=1):
+    return [_message(version, CustomerFactory(), checks_failed=checks_failed) for _ in range(n)]
+
+
+def test_review_all_leaves_every_variant_to_people(version):
+    [variant] = _written(version)
+    assert messages.policy_apply([variant.pk]) == {"auto": 0, "sampled": 0, "held": 0}
+    variant.refresh_from_db()
+    assert (variant.status, variant.policy_outcome) == ("in_review", "")
+
+
+def test_auto_publishes_what_passes_and_holds_what_fails(version):
+    Prompt.objects.filter(pk=version.prompt_id).update(review_policy="auto")
+    [good] = _written(version)
+    [bad] = _written(version, checks_failed=1)
+    assert messages.policy_apply([good.pk, bad.pk]) == {"auto": 1, "sampled": 0, "held": 1}
+    good.refresh_from_db()
+    bad.refresh_from_db()
+    assert (good.status, good.policy_outcome) == ("published", "auto")
+    assert (bad.status, bad.policy_outcome) == ("in_review", "held")
+    event = ReviewEvent.objects.get(variant=good)
+    assert (event.action, event.user, event.reason) == ("approve", None, messages.POLICY_REASON)
+    assert messages.policy_counts(version.prompt) == {"auto": 1, "sampled": 0, "held": 1}
+
+
+def test_a_sample_is_reviewed_and_the_rest_published(version):
+    Prompt.objects.filter(pk=version.prompt_id).update(
+        review_policy="sample", review_sample_percent=30
+    )
+    variants = _written(version, n=60)
+    counts = messages.policy_apply([v.pk for v in variants])
+    sampled = [v.pk for v in variants if messages.in_sample(v.pk, 30)]
+    assert counts == {"auto": 60 - len(sampled), "sampled": len(sampled), "held": 0}
+    assert 5 <= len(sampled) <= 35  # a stable hash, not a coin per call
+    assert set(Variant.objects.filter(pk__in=sampled).values_list("status", flat=True)) == {
+        "in_review"
+    }
+
+
+def test_in_sample_is_stable_and_close_to_its_share():
+    picks = [messages.in_sample(i, 20) for i in range(10_000)]
+    assert picks == [messages.in_sample(i, 20) for i in range(10_000)]
+    assert 0.18 < sum(picks) / len(picks) < 0.22
+    assert not any(messages.in_sample(i, 0) for i in range(100))
+    assert all(messages.in_sample(i, 100) for i in range(100))
+
+
+# --- allowlist ---------------------------------------------------------------------------
+
+
+def test_the_allowlist_refuses_personal_attributes_by_name(version):
+    from generation import services
+
+    services.customer_source_save(
+        slug="cdp",
+        mapping={"columns": {"ID": "external_id", "LOYALTY_NO": {"attribute": "loyalty_no",
+                                                                   "personal": True}}},
+    )  # fmt: skip
+    with pytest.raises(messages.MessageError, match="email, loyalty_no are personal"):
+        messages.prompt_allowlist_save(
+            prompt=version.prompt, attributes=["value_tier", "email", "loyalty_no"]
+        )
+    prompt = messages.prompt_allowlist_save(prompt=version.prompt, attributes=[" value_tier "])
+    assert prompt.allowed_attributes == ["value_tier"]
+
+
+def test_an_attribute_a_source_marks_personal_never_reaches_the_prompt(version):
+    from generation import services
+
+    services.customer_source_save(
+        slug="cdp",
+        mapping={"columns": {"ID": "external_id", "LOYALTY_NO": {"attribute": "loyalty_no",
+                                                                   "personal": True}}},
+    )  # fmt: skip
+    customer = CustomerFactory(
+        external_id="EXT-123456", attributes={"loyalty_no": "LN-99881", "value_tier": "high"}
+    )
+    rendered = prompting.render(
+        version=version,
+        prompt=version.prompt,
+        brand=version.prompt.brand,
+        product=ProductFactory(),
+        customer=customer,
+        purpose="restock",
+    )
+    sent = json.dumps(rendered.messages)
+    assert "value_tier" in sent and "restock" in sent
+    assert "LN-99881" not in sent and "EXT-123456" not in sent
+
+
+# --- callbacks ---------------------------------------------------------------------------
+
+
+class _Receiver(BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        self.server.received.append(json.loads(body))
+        self.send_response(self.server.status)
+        if self.server.status in (301, 302):
+            self.send_header("Location", "http://127.0.0.1:9/elsewhere")
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def receiver():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
+    server.received, server.status = [], 204
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server.url = f"http://127.0.0.1:{server.server_port}/hook"
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_callback_posts_the_message_with_its_text_once_published(version, receiver):
+    variant = _message(
+        version, CustomerFactory(external_id="C9"), status="published", callback_url=receiver.url
+    )
+    assert messages.message_callback_send(variant_id=variant.pk) == 204
+    [posted] = receiver.received
+    assert posted["event"] == "message.published"
+    assert posted["message"]["text"] == variant.text and posted["message"]["customer"] == "C9"
+
+
+def test_a_rejected_message_is_told_without_its_text(version, receiver):
+    variant = _message(version, CustomerFactory(), status="rejected", callback_url=receiver.url)
+    messages.message_callback_send(variant_id=variant.pk)
+    assert receiver.received[0]["message"]["text"] is None
+
+
+@pytest.mark.parametrize("status", [500, 503, 429])
+def test_a_callback_the_server_fails_is_retried(version, receiver, status):
+    receiver.status = status
+    variant = _message(version, CustomerFactory(), status="published", callback_url=receiver.url)
+    with pytest.raises(messages.CallbackFailed, match=f"HTTP {status}"):
+        messages.message_callback_send(variant_id=variant.pk)
+
+
+def test_a_callback_follows_no_redirect_and_refusals_are_not_retried(version, receiver):
+    receiver.status = 302
+    variant = _message(version, CustomerFactory(), status="published", callback_url=receiver.url)
+    assert messages.message_callback_send(variant_id=variant.pk) == 302
+    assert len(receiver.received) == 1
+    receiver.status = 410
+    assert messages.message_callback_send(variant_id=variant.pk) == 410
+
+
+def test_an_unreachable_callback_is_a_failure_to_retry(version):
+    variant = _message(
+        version, CustomerFactory(), status="published", callback_url="http://127.0.0.1:9/x"
+    )
+    with pytest.raises(messages.CallbackFailed):
+        messages.message_callback_send(variant_id=variant.pk)
+
+
+def test_approving_a_message_with_a_callback_queues_the_notification(
+    version, django_capture_on_commit_callbacks, monkeypatch
+):
+    from generation import tasks
+    from review.services import variant_approve
+
+    sent = []
+    monkeypatch.setattr(tasks.message_callback, "delay", lambda *args: sent.append(args))
+    variant = _message(version, CustomerFactory(), callback_url="http://example.com/hook")
+    with django_capture_on_commit_callbacks(execute=True):
+        variant_approve(variant=variant, user=None)
+    assert sent == [(variant.pk, "published")]
+
+
+# --- API ---------------------------------------------------------------------------------
+
+
+def _request(version, **extra):
+    product, customer = ProductFactory(sku="SKU-1"), CustomerFactory(external_id="C-1")
+    return {
+        "prompt": version.prompt.slug,
+        "product": product.sku,
+        "customer": customer.external_id,
+        "purpose": "back in stock",
+        **extra,
+    }
+
+
+def test_a_write_token_asks_for_a_message_and_gets_202_with_its_url(version):
+    response = as_("write").post(f"{API}/messages/", _request(version), format="json")
+    assert response.status_code == 202, response.content
+    body = response.json()
+    assert (body["status"], body["text"], body["purpose"]) == ("queued", None, "back in stock")
+    assert response["Location"].endswith(f"/api/v1/messages/{body['id']}/")
+    got = as_("write").get(f"{API}/messages/{body['id']}/")
+    assert got.status_code == 200 and got.json()["id"] == body["id"]
+
+
+@pytest.mark.parametrize(("role", "expected"), [("read", 403), ("copywriter", 403), ("lead", 202)])
+def test_who_may_ask_for_messages(version, role, expected):
+    response = as_(role).post(f"{API}/messages/", _request(version), format="json")
+    assert response.status_code == expected
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("customer", "ghost", "Unknown customer 'ghost'"),
+        ("product", "NOPE", "Unknown product 'NOPE'"),
+        ("prompt", "nope", "Unknown prompt 'nope'"),
+        ("wait", 31, "less than or equal to 30"),
+        ("callback_url", "not a url", "valid URL"),
+    ],
+)
+def test_a_bad_message_request_names_the_field(version, field, value, message):
+    response = as_("write").post(
+        f"{API}/messages/", _request(version, **{field: value}), format="json"
+    )
+    assert response.status_code == 400
+    assert message in str(response.json()[field])
+
+
+def test_a_message_run_over_a_segment_writes_one_per_member(
+    version, django_capture_on_commit_callbacks
+):
+    for tier in ["high", "high", "low"]:
+        CustomerFactory(attributes={"value_tier": tier})
+    SegmentFactory(slug="vip", rules={"value_tier": "high"})
+    ProductFactory(sku="SKU-9")
+    body = {
+        "prompt": version.prompt.slug,
+        "product": "SKU-9",
+        "purpose": "vip night",
+        "segment": "vip",
+    }
+    with django_capture_on_commit_callbacks() as started:
+        response = as_("write").post(f"{API}/messages/runs/", body, format="json")
+    assert response.status_code == 202, response.content
+    assert response.json()["total"] == 2 and len(started) == 1
+    assert Variant.objects.filter(purpose="vip night", customer__isnull=False).count() == 2
+    again = as_("write").post(f"{API}/messages/runs/", body, format="json")
+    assert again.json()["total"] == 0
+
+
+def test_a_message_run_names_unknown_customers(version):
+    ProductFactory(sku="SKU-9")
+    CustomerFactory(external_id="C1")
+    response = as_("write").post(
+        f"{API}/messages/runs/",
+        {"prompt": version.prompt.slug, "product": "SKU-9", "purpose": "x",
+         "customers": ["C1", "C2"]},
+        format="json",
+    )  # fmt: skip
+    assert response.status_code == 400
+    assert response.json() == {"customers": ["Unknown customer 'C2'"]}
+
+
+def test_erasing_a_customer_over_the_api(version):
+    customer = CustomerFactory(external_id="ERASE-ME")
+    _message(version, customer)
+    assert as_("read").delete(f"{API}/customers/ERASE-ME/").status_code == 403
+    response = as_("write").delete(f"{API}/customers/ERASE-ME/")
+    assert response.status_code == 200 and response.json() == {"customer": 1, "variants": 1}
+    assert as_("write").delete(f"{API}/customers/ERASE-ME/").status_code == 404
+
+
+def test_prompt_settings_read_by_reviewers_changed_by_leads(version):
+    url = f"{API}/prompts/{version.prompt.slug}/settings/"
+    assert as_("copywriter").get(url).json()["review_policy"] == "review_all"
+    assert as_("copywriter").patch(url, {"review_policy": "auto"}, format="json").status_code == 403
+    response = as_("lead").patch(
+        url, {"review_policy": "sample", "review_sample_percent": 25,
+              "allowed_attributes": ["value_tier"]}, format="json",
+    )  # fmt: skip
+    assert response.status_code == 200, response.content
+    assert response.json() | {"policy_counts": None} == {
+        "slug": version.prompt.slug, "review_policy": "sample", "review_sample_percent": 25,
+        "policy_counts": None, "allowed_attributes": ["value_tier"],
+    }  # fmt: skip
+    refused = as_("lead").patch(url, {"allowed_attributes": ["email"]}, format="json")
+    assert refused.status_code == 400 and "personal" in str(refused.json())

@@ -344,6 +344,7 @@ class SegmentsView(APIView):
     throttle_classes = [TokenRateThrottle]
 
     @extend_schema(
+        operation_id="segments_list",
         summary="The segments, with their member counts and summaries",
         description=PEOPLE_ONLY,
         responses={200: SegmentListSerializer, 403: OpenApiResponse(description="Not a reviewer")},

@@ -311,11 +311,17 @@ def customer_erase(*, external_id: str) -> dict:
     variant_count = variants.count()
     prompt_ids = set(variants.values_list("prompt_id", flat=True))
     products = set(variants.values_list("product_id", flat=True))
+    attributes = {**customer.attributes, "language": customer.language}
     customer.delete()  # cascades to the variants, their events and review history
     for product_id in products:
         for prompt_id in prompt_ids:
             live_changed(prompt_id=prompt_id, product_id=product_id)
-    segments_refresh()
+    # Their segments lose a member now; summaries (shares) are recomputed with the
+    # next import, as a full recount reads every customer.
+    left = [s.pk for s in Segment.objects.exclude(rules={}) if s.matches(attributes)]
+    Segment.objects.filter(pk__in=left, member_count__gt=0).update(
+        member_count=F("member_count") - 1
+    )
     logger.info("customer erased", extra={"variants": variant_count})
     return {"customer": 1, "variants": variant_count}
 

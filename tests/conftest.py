@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import threading
 import time
 import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -131,3 +134,29 @@ def start_worker(offline_writer, transactional_db, tmp_path):
 @pytest.fixture
 def celery_worker_process(start_worker):
     return start_worker()
+
+
+class _CallbackReceiver(BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        self.server.received.append(json.loads(body))
+        self.send_response(self.server.status)
+        if 300 <= self.server.status < 400:
+            self.send_header("Location", "http://127.0.0.1:9/elsewhere")
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def callback_receiver():
+    """An HTTP server that records the JSON POSTed to it (`.received`), answering
+    `.status` (204); `.url` is where to send."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _CallbackReceiver)
+    server.received, server.status = [], 204
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server.url = f"http://127.0.0.1:{server.server_port}/hook"
+    yield server
+    server.shutdown()
+    server.server_close()

@@ -2,9 +2,7 @@
 writer over HTTP, a callback receiver over HTTP."""
 
 import json
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -16,25 +14,9 @@ from tests.generation.test_api import API, as_
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
 
-class _Receiver(BaseHTTPRequestHandler):
-    def do_POST(self):
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        self.server.received.append(json.loads(body))
-        self.send_response(204)
-        self.end_headers()
-
-    def log_message(self, *args):
-        pass
-
-
 @pytest.fixture
-def receiver():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
-    server.received = []
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield server
-    server.shutdown()
-    server.server_close()
+def receiver(callback_receiver):
+    return callback_receiver
 
 
 def _until(predicate, timeout: float = 60):
@@ -112,7 +94,7 @@ def test_an_asynchronous_message_calls_back_once_a_reviewer_publishes_it(
     version = PromptVersionFactory()  # review_all
     ProductFactory(sku="TRAIL-2")
     CustomerFactory(external_id="C-2")
-    hook = f"http://127.0.0.1:{receiver.server_port}/hook"
+    hook = receiver.url
     response = as_("write").post(
         f"{API}/messages/",
         {"prompt": version.prompt.slug, "product": "TRAIL-2", "customer": "C-2",

@@ -1,14 +1,19 @@
+from django import forms
 from django.contrib import admin
 
+from generation.audience import Mapping, MappingError
 from generation.models import (
     Brand,
     Customer,
+    CustomerSource,
     GenerationRun,
     Product,
     Prompt,
     PromptVersion,
     Segment,
+    SegmentRuleError,
     Variant,
+    segment_rules_clean,
 )
 
 
@@ -31,8 +36,41 @@ class CustomerAdmin(admin.ModelAdmin):
     search_fields = ["external_id"]
 
 
+class CustomerSourceForm(forms.ModelForm):
+    class Meta:
+        model = CustomerSource
+        fields = ["slug", "name", "mapping"]
+
+    def clean_mapping(self):
+        try:
+            return Mapping.parse(self.cleaned_data["mapping"]).as_json()
+        except MappingError as exc:
+            raise forms.ValidationError(str(exc)) from exc
+
+
+@admin.register(CustomerSource)
+class CustomerSourceAdmin(admin.ModelAdmin):
+    form = CustomerSourceForm
+    list_display = ["slug", "name", "updated"]
+    readonly_fields = ["last_import"]
+
+
+class SegmentForm(forms.ModelForm):
+    class Meta:
+        model = Segment
+        fields = ["slug", "name", "rules"]
+
+    def clean_rules(self):
+        try:
+            return segment_rules_clean(self.cleaned_data["rules"])
+        except SegmentRuleError as exc:
+            raise forms.ValidationError(str(exc)) from exc
+
+
 @admin.register(Segment)
 class SegmentAdmin(admin.ModelAdmin):
+    form = SegmentForm
+    readonly_fields = ["member_count", "summary"]
     list_display = ["slug", "name", "member_count", "updated"]
     search_fields = ["slug", "name"]
 

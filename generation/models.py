@@ -206,7 +206,8 @@ class Segment(models.Model):
 def describe_rules(rules: dict) -> str:
     words = {"gte": "from", "gt": "over", "lte": "up to", "lt": "under"}
     parts = []
-    for attribute, rule in rules.items():
+    # In name order: PostgreSQL's jsonb keeps no key order, SQLite's JSON does.
+    for attribute, rule in sorted(rules.items()):
         if isinstance(rule, dict):
             bounds = " and ".join(f"{words[op]} {rule[op]}" for op in RANGE_OPERATORS if op in rule)
             parts.append(f"{attribute} {bounds}")

@@ -165,7 +165,7 @@ def test_the_builder_creates_a_segment_from_rule_rows(lead):
     assert segment.rules == {"value_tier": "high", "age": {"gte": 25, "lt": 40}}
     assert segment.member_count == 1
     page = lead.get(reverse("review:segments"))
-    assert "value_tier is high; age from 25 and under 40" in page.content.decode()
+    assert "age from 25 and under 40; value_tier is high" in page.content.decode()
 
 
 def test_the_builder_shows_what_is_wrong_and_keeps_the_rows(lead):

@@ -83,7 +83,13 @@ class Command(BaseCommand):
             )
         except CustomerRowsError as exc:
             progress.close()
-            raise CommandError(f"{file}: {exc.message}") from exc
+            hint = ""
+            if chosen is None and all(e.column == "external_id" for e in exc.errors):
+                hint = (
+                    "\nThe file may name its columns its own way: read it through a column "
+                    "mapping (--source NAME --mapping FILE.json)."
+                )
+            raise CommandError(f"{file}: {exc.message}{hint}") from exc
         except (ImportFileError, MappingError) as exc:
             progress.close()
             raise CommandError(f"{exc}\nNothing was imported.") from exc

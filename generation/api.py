@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from django.core.exceptions import PermissionDenied
+from django.db import transaction
 from django.db.models import Count
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
@@ -1339,14 +1340,20 @@ class PromptSettingsView(APIView):
         form.is_valid(raise_exception=True)
         data = form.validated_data
         try:
-            if "review_policy" in data or "review_sample_percent" in data:
-                messages.prompt_policy_save(
-                    prompt=prompt,
-                    policy=data.get("review_policy", prompt.review_policy),
-                    sample_percent=data.get("review_sample_percent"),
-                )
-            if "allowed_attributes" in data:
-                messages.prompt_allowlist_save(prompt=prompt, attributes=data["allowed_attributes"])
+            with transaction.atomic():
+                self._save(prompt, data)
         except messages.MessageError as exc:
             return _message_error(exc)
         return Response(self._body(prompt))
+
+    @staticmethod
+    def _save(prompt: Prompt, data: dict) -> None:
+        """Both settings or neither: a refused allowlist keeps the policy as it was."""
+        if "review_policy" in data or "review_sample_percent" in data:
+            messages.prompt_policy_save(
+                prompt=prompt,
+                policy=data.get("review_policy", prompt.review_policy),
+                sample_percent=data.get("review_sample_percent"),
+            )
+        if "allowed_attributes" in data:
+            messages.prompt_allowlist_save(prompt=prompt, attributes=data["allowed_attributes"])

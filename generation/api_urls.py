@@ -24,7 +24,7 @@ urlpatterns = [
     path("messages/", api.MessagesView.as_view(), name="api-messages"),
     path("messages/runs/", api.MessageRunsView.as_view(), name="api-message-runs"),
     path("messages/<int:pk>/", api.MessageDetailView.as_view(), name="api-message"),
-    path("customers/<str:external_id>/", api.CustomerEraseView.as_view(), name="api-customer"),
+    path("customers/<path:external_id>/", api.CustomerEraseView.as_view(), name="api-customer"),
     path(
         "prompts/<slug:slug>/settings/",
         api.PromptSettingsView.as_view(),

@@ -37,6 +37,7 @@ from django.utils import timezone
 from generation import checks, llm, messages, pricing, prompting
 from generation.limiter import EndpointLimiter, LimiterTimeout, endpoint_limiter, redis_client
 from generation.models import GenerationRun, Variant
+from hyperpers.logs import log_context
 from review.services import message_notify_on_commit
 
 logger = logging.getLogger(__name__)
@@ -237,6 +238,10 @@ class Drain:
                 self.budget = Budget(run)
 
     def run(self) -> int:
+        with log_context(run_id=self.run_id):
+            return self._run()
+
+    def _run(self) -> int:
         limiter = endpoint_limiter()
         last_flush = time.monotonic()
         with ThreadPoolExecutor(self.threads, thread_name_prefix="llm") as pool:
@@ -488,7 +493,12 @@ def write_outcomes(outcomes: list[Outcome], *, claim_id: str) -> int:
             if updated and variant.run_id:
                 counts[variant.run_id]["failed"] += 1
             if updated:
-                logger.warning("variant %s failed: %s", variant.pk, outcome.error)
+                logger.warning(
+                    "variant %s failed: %s",
+                    variant.pk,
+                    outcome.error,
+                    extra={"variant_id": variant.pk, "run_id": variant.run_id},
+                )
                 written += 1
                 if variant.callback_url:
                     variant.status = Variant.Status.FAILED

@@ -19,13 +19,18 @@ task, with retries.
 from __future__ import annotations
 
 import hashlib
+import hmac
+import ipaddress
 import json
 import logging
+import socket
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 
-from django.db import transaction
+from django.conf import settings
+from django.db import IntegrityError, transaction
 from django.db.models import Count
 
 from generation.models import Customer, GenerationRun, Product, Prompt, Segment, Variant
@@ -72,6 +77,11 @@ def message_create(
     again). Generation starts after commit."""
     version = _version(prompt)
     purpose = _purpose(purpose)
+    if callback_url:
+        try:
+            callback_url_check(callback_url)
+        except (CallbackRefused, CallbackFailed) as exc:
+            raise MessageError("callback_url", str(exc)) from exc
     variant, created = Variant.objects.get_or_create(
         prompt_version=version,
         product=product,
@@ -205,7 +215,7 @@ def policy_apply(variant_ids: list[int]) -> dict[str, int]:
     """Apply each variant's prompt's review policy to freshly written variants (in
     review). Returns how many were published, sampled for review and held (a check
     failed). Runs in the caller's transaction."""
-    from review.services import variant_approve
+    from review.services import DecisionError, variant_approve
 
     counts = {"auto": 0, "sampled": 0, "held": 0}
     variants = (
@@ -219,13 +229,21 @@ def policy_apply(variant_ids: list[int]) -> dict[str, int]:
             variant.pk, prompt.review_sample_percent
         ):
             outcome = "sampled"
-        elif variant.checks_failed:
+        elif variant.checks_failed or variant.regeneration_note:
+            # A failed check, or a reviewer's course correction: people read the result.
             outcome = "held"
         else:
             outcome = "auto"
-        Variant.objects.filter(pk=variant.pk).update(policy_outcome=outcome)
         if outcome == "auto":
-            variant_approve(variant=variant, user=None, reason=POLICY_REASON)
+            try:
+                # A savepoint: a slot another task published a moment ago (the unique
+                # constraint) must not roll back the whole batch of written copy.
+                with transaction.atomic():
+                    variant_approve(variant=variant, user=None, reason=POLICY_REASON)
+            except (IntegrityError, DecisionError) as exc:
+                logger.info("variant %s left in review by the policy: %s", variant.pk, exc)
+                outcome = "held"
+        Variant.objects.filter(pk=variant.pk).update(policy_outcome=outcome)
         counts[outcome] += 1
     return counts
 
@@ -306,15 +324,54 @@ class CallbackFailed(Exception):
     """The callback URL did not take the notification; worth trying again."""
 
 
+class CallbackRefused(ValueError):
+    """A callback URL we will not call: not http(s), or (unless allowed) an address on
+    this machine or a private network."""
+
+
+def callback_url_check(url: str) -> list[str]:
+    """The addresses `url` resolves to, once checked: https (or http where allowed),
+    and unless MESSAGE_CALLBACK_ALLOW_PRIVATE no loopback, private, link-local or
+    reserved address, so a token cannot point our workers at internal services."""
+    parts = urllib.parse.urlsplit(url)
+    schemes = ("https", "http") if settings.MESSAGE_CALLBACK_ALLOW_HTTP else ("https",)
+    if parts.scheme not in schemes or not parts.hostname:
+        raise CallbackRefused(f"{url}: callbacks go to {' or '.join(schemes)} URLs only")
+    try:
+        infos = socket.getaddrinfo(parts.hostname, parts.port or 443, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise CallbackFailed(f"{url}: cannot resolve {parts.hostname} ({exc})") from exc
+    addresses = sorted({info[4][0] for info in infos})
+    if not settings.MESSAGE_CALLBACK_ALLOW_PRIVATE:
+        for address in addresses:
+            ip = ipaddress.ip_address(address)
+            if not ip.is_global or ip.is_multicast:
+                raise CallbackRefused(f"{url}: {parts.hostname} is {address}, not a public address")
+    return addresses
+
+
+def callback_signature(body: bytes) -> str:
+    """HMAC-SHA256 of the body with MESSAGE_CALLBACK_SECRET: receivers check it to know
+    the callback is ours."""
+    digest = hmac.new(settings.MESSAGE_CALLBACK_SECRET.encode(), body, hashlib.sha256)
+    return "sha256=" + digest.hexdigest()
+
+
 def message_callback_send(*, variant_id: int) -> int | None:
-    """POST the message's payload to its callback URL; the status code, or None when
-    there is nothing to send. Raises CallbackFailed on a network error or a 5xx/429."""
+    """POST the message's payload to its callback URL, signed (X-Hyperpers-Signature);
+    the status code, or None when there is nothing to send or the URL is refused.
+    Raises CallbackFailed on a network error or a 5xx/429."""
     variant = (
         Variant.objects.select_related("prompt", "prompt_version", "product", "customer")
         .filter(pk=variant_id)
         .first()
     )
     if variant is None or not variant.callback_url:
+        return None
+    try:
+        callback_url_check(variant.callback_url)
+    except CallbackRefused as exc:
+        logger.warning("callback for message %s not sent: %s", variant_id, exc)
         return None
     body = json.dumps(
         {"event": f"message.{variant.status}", "message": message_payload(variant)}
@@ -323,7 +380,11 @@ def message_callback_send(*, variant_id: int) -> int | None:
         variant.callback_url,
         data=body,
         method="POST",
-        headers={"Content-Type": "application/json", "User-Agent": "Hyperpers-callback/1"},
+        headers={
+            "Content-Type": "application/json",
+            "User-Agent": "Hyperpers-callback/1",
+            "X-Hyperpers-Signature": callback_signature(body),
+        },
     )
     try:
         with _OPENER.open(request, timeout=CALLBACK_TIMEOUT_SECONDS) as response:

@@ -77,6 +77,10 @@ class Customer(models.Model):
     def __str__(self) -> str:
         return self.external_id
 
+    def segment_attributes(self) -> dict:
+        """What segment rules see: the attributes and the preferred language."""
+        return {**self.attributes, "language": self.language}
+
 
 class SegmentRuleError(ValueError):
     """A segment rule that cannot be used, naming the attribute."""
@@ -356,8 +360,11 @@ class VariantQuerySet(models.QuerySet):
     def published(self) -> VariantQuerySet:
         return self.filter(status=Variant.Status.PUBLISHED)
 
-    def for_slot(self, *, prompt, product, segment=None, customer=None) -> VariantQuerySet:
-        return self.filter(prompt=prompt, product=product, segment=segment, customer=customer)
+    def for_slot(
+        self, *, prompt, product, segment=None, customer=None, purpose=None
+    ) -> VariantQuerySet:
+        slot = self.filter(prompt=prompt, product=product, segment=segment, customer=customer)
+        return slot if purpose is None else slot.filter(purpose=purpose)
 
 
 class Variant(models.Model):
@@ -452,10 +459,12 @@ class Variant(models.Model):
                 condition=Q(status="published", segment__isnull=False),
                 name="one_published_per_segment_slot",
             ),
+            # A customer slot is (prompt, product, customer, purpose): messages for
+            # other purposes stay live beside it.
             models.UniqueConstraint(
-                fields=["prompt", "product", "customer"],
+                fields=["prompt", "product", "customer", "purpose"],
                 condition=Q(status="published", customer__isnull=False),
-                name="one_published_per_customer_slot",
+                name="one_published_per_customer_purpose",
             ),
             models.UniqueConstraint(
                 fields=["prompt_version", "product", "segment"],

@@ -168,16 +168,17 @@ def allowed_attributes(
 HISTORY_SIZE = 3
 
 
-def previous_messages(customer: Customer, *, before=None) -> list[str]:
-    """The last HISTORY_SIZE messages the customer received (published, then perhaps
-    retired), newest first: the model sees them so as not to repeat itself."""
+def previous_messages(customer: Customer, *, brand: Brand | None = None) -> list[str]:
+    """The last HISTORY_SIZE messages the customer received from `brand` (published,
+    then perhaps retired), newest first: the model sees them so as not to repeat
+    itself. Other brands' copy is not this prompt's to send."""
     from generation.models import Variant
 
     received = Variant.objects.filter(
         customer=customer, published__isnull=False, status__in=["published", "retired"]
     )
-    if before is not None:
-        received = received.filter(published__lt=before)
+    if brand is not None:
+        received = received.filter(prompt__brand=brand)
     return list(
         received.order_by("-published", "-id").values_list("text", flat=True)[:HISTORY_SIZE]
     )
@@ -216,7 +217,9 @@ def render(
         audience = {
             "kind": "customer",
             "attributes": allowed_attributes(prompt, customer.attributes, personal),
-            "previous_messages": previous_messages(customer) if history is None else history,
+            "previous_messages": (
+                previous_messages(customer, brand=brand) if history is None else history
+            ),
         }
         if purpose:
             audience["purpose"] = purpose

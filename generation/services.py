@@ -16,7 +16,7 @@ from pathlib import Path
 import openai
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Count, F, Q
+from django.db.models import Count, Exists, F, OuterRef, Q
 from django.utils import timezone
 from django.utils.text import slugify
 
@@ -276,11 +276,9 @@ def customers_import(
             seconds=time.monotonic() - started,
         )
         if source is not None:
-            source.last_import = {
-                "file": Path(path).name,
-                "at": now.isoformat(),
-                **result.as_json(),
-            }
+            # Counts only: the listed errors quote values, which may be personal.
+            counts = {k: v for k, v in result.as_json().items() if k != "errors"}
+            source.last_import = {"file": Path(path).name, "at": now.isoformat(), **counts}
             source.save(update_fields=["last_import", "updated"])
     return result
 
@@ -477,6 +475,13 @@ def segments_build(*, by: list[str]) -> list[Segment]:
         )
     built = []
     with transaction.atomic():
+        slugs = {slugify("-".join(values))[:200]: values for values in combinations}
+        for existing in Segment.objects.filter(slug__in=slugs):
+            if sorted(existing.rules) != sorted(by):
+                raise SegmentError(
+                    f"Segment '{existing.slug}' exists with rules on "
+                    f"{', '.join(sorted(existing.rules))}; rename it or build by other attributes"
+                )
         for values in sorted(combinations):
             segment, _ = Segment.objects.update_or_create(
                 slug=slugify("-".join(values))[:200],
@@ -490,7 +495,7 @@ def segments_build(*, by: list[str]) -> list[Segment]:
 
 
 # /api/v1/segments/rebuild/ and /preview/ would shadow segments of these slugs.
-RESERVED_SEGMENT_SLUGS = frozenset({"rebuild", "preview", "new"})
+RESERVED_SEGMENT_SLUGS = frozenset({"rebuild", "preview", "new", "generate"})
 
 
 @transaction.atomic
@@ -793,6 +798,38 @@ def run_dispatch(*, run_id: int) -> int:
         return 0
     engine.finish_if_done(run_id)
     return settings.GENERATION_TASKS_PER_RUN
+
+
+def runs_revive_stuck(*, idle_seconds: float | None = None) -> list[int]:
+    """Start drain tasks again for running runs that still have work but have made no
+    progress for `idle_seconds` (default GENERATION_LEASE_SECONDS): their tasks were
+    lost (a broker restarted without persistence, a purged queue). Safe to run twice:
+    drains claim variants by conditional UPDATE, and take over claims whose lease ran
+    out. Returns the ids of the runs revived. Celery beat runs it every few minutes."""
+    from generation.tasks import run_drain
+
+    idle = settings.GENERATION_LEASE_SECONDS if idle_seconds is None else idle_seconds
+    cutoff = timezone.now() - timezone.timedelta(seconds=idle)
+    moving = Variant.objects.filter(run=OuterRef("pk"), updated__gte=cutoff)
+    left = Variant.objects.filter(
+        run=OuterRef("pk"), status__in=[Variant.Status.QUEUED, Variant.Status.GENERATING]
+    )
+    stuck = list(
+        GenerationRun.objects.filter(status=GenerationRun.Status.RUNNING, started__lt=cutoff)
+        .filter(Exists(left))
+        .exclude(Exists(moving))
+        .values_list("pk", flat=True)
+    )
+    for run_id in stuck:
+        logger.warning(
+            "run %s made no progress for %.0f s; starting its drain tasks again",
+            run_id,
+            idle,
+            extra={"run_id": run_id},
+        )
+        for _ in range(settings.GENERATION_TASKS_PER_RUN):
+            run_drain.delay(run_id)
+    return stuck
 
 
 @transaction.atomic

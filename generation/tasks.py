@@ -44,3 +44,16 @@ def generate_variants(self, variant_ids: list[int]) -> int:
 )
 def message_callback(self, variant_id: int, status: str) -> int | None:
     return messages.message_callback_send(variant_id=variant_id)
+
+
+@shared_task
+def runs_revive_stuck() -> list[int]:
+    """Beat: restart the drains of runs that stopped moving (see the service)."""
+    return services.runs_revive_stuck()
+
+
+@shared_task
+def segments_refresh() -> int:
+    """Beat: count every segment's members and summarise them again (imports do this
+    too; this catches customers written by other means, such as the admin)."""
+    return services.segments_refresh()

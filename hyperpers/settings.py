@@ -8,6 +8,9 @@ offline writer as the LLM endpoint.
 from pathlib import Path
 
 import environ
+from csp.constants import NONE, SELF
+from django.core.exceptions import ImproperlyConfigured
+from pythonjsonlogger.core import RESERVED_ATTRS
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(environ.Env().str("HYPERPERS_VAR_DIR", default=str(BASE_DIR / "var")))
@@ -18,8 +21,54 @@ env = environ.Env()
 VAR_DIR.mkdir(parents=True, exist_ok=True)
 
 DEBUG = env.bool("DEBUG", default=True)
-SECRET_KEY = env.str("SECRET_KEY", default="insecure-dev-key-change-me-in-production")
+DEFAULT_SECRET_KEY = "insecure-dev-key-change-me-in-production"
+SECRET_KEY = env.str("SECRET_KEY", default=DEFAULT_SECRET_KEY)
+if not DEBUG and (SECRET_KEY == DEFAULT_SECRET_KEY or len(SECRET_KEY) < 32):
+    # Sessions, password resets and signed exposure ids all rest on this key.
+    raise ImproperlyConfigured(
+        "DEBUG is off and SECRET_KEY is the development default or shorter than 32 "
+        "characters: set SECRET_KEY (python -c 'import secrets; print(secrets.token_urlsafe(50))')"
+    )
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "testserver"])
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+# Transport security: on by default with DEBUG off (production is served over TLS).
+SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=not DEBUG)
+CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=not DEBUG)
+# Pages send the CSRF token in a header from the template, so no script needs the cookie.
+CSRF_COOKIE_HTTPONLY = True
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0 if DEBUG else 31_536_000)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=not DEBUG)
+SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
+SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=False)
+# Behind a TLS-terminating proxy that sets X-Forwarded-Proto (and strips it from clients).
+if env.bool("BEHIND_TLS_PROXY", default=False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+# One-to-one message callbacks: POSTed with an X-Hyperpers-Signature HMAC of the body
+# under this secret; only to public https addresses unless these allow more (the demo
+# and the tests call back to 127.0.0.1 over http).
+MESSAGE_CALLBACK_SECRET = env.str("MESSAGE_CALLBACK_SECRET", default=SECRET_KEY)
+MESSAGE_CALLBACK_ALLOW_HTTP = env.bool("MESSAGE_CALLBACK_ALLOW_HTTP", default=DEBUG)
+MESSAGE_CALLBACK_ALLOW_PRIVATE = env.bool("MESSAGE_CALLBACK_ALLOW_PRIVATE", default=DEBUG)
+# Content security policy (django-csp): scripts and styles only from our own static
+# files; no inline script anywhere (the pages have none). Inline style attributes stay
+# allowed: the share bars set their width with one.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF],
+        "style-src": [SELF, "'unsafe-inline'"],
+        "img-src": [SELF, "data:"],
+        "connect-src": [SELF],
+        "font-src": [SELF],
+        "object-src": [NONE],
+        "base-uri": [SELF],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    }
+}
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -29,6 +78,8 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django.contrib.humanize",
+    "csp",
+    "axes",
     "django_htmx",
     "template_partials",
     "rest_framework",
@@ -42,6 +93,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "csp.middleware.CSPMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -49,7 +102,24 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    # Last: it answers a locked-out login attempt.
+    "axes.middleware.AxesMiddleware",
 ]
+
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+# Login throttling (django-axes): after AXES_FAILURE_LIMIT failed logins for one
+# username from one address, that pair is locked out for AXES_COOLOFF_MINUTES.
+AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = env.float("AXES_COOLOFF_MINUTES", default=15) / 60  # hours
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
+AXES_IPWARE_PROXY_COUNT = env.int("AXES_PROXY_COUNT", default=0)
+AXES_ENABLED = env.bool("AXES_ENABLED", default=True)
+AXES_VERBOSE = False
 
 ROOT_URLCONF = "hyperpers.urls"
 WSGI_APPLICATION = "hyperpers.wsgi.application"
@@ -111,6 +181,24 @@ CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=600)
 CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=540)
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Periodic work, run by one `celery -A hyperpers beat` process (docs/deploy.md).
+CELERY_BEAT_SCHEDULE = {
+    "flag-underperformers": {
+        "task": "review.tasks.flag_underperformers",
+        "schedule": env.float("BEAT_FLAG_UNDERPERFORMERS_SECONDS", default=3600),
+    },
+    "refresh-segment-summaries": {
+        "task": "generation.tasks.segments_refresh",
+        "schedule": env.float("BEAT_SEGMENTS_REFRESH_SECONDS", default=6 * 3600),
+    },
+    "revive-stuck-runs": {
+        "task": "generation.tasks.runs_revive_stuck",
+        "schedule": env.float("BEAT_REVIVE_STUCK_RUNS_SECONDS", default=300),
+    },
+}
+CELERY_BEAT_SCHEDULE_FILENAME = env.str(
+    "CELERY_BEAT_SCHEDULE_FILENAME", default=str(VAR_DIR / "celerybeat-schedule")
+)
 # A message whose worker vanished (SIGKILL, lost machine) is delivered again after
 # this long; tasks are safe to run twice, so a short timeout only costs duplicates.
 CELERY_BROKER_TRANSPORT_OPTIONS = {
@@ -184,7 +272,21 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = env.str("STATIC_ROOT", default=str(BASE_DIR / "staticfiles"))
+STATIC_ROOT = Path(env.str("STATIC_ROOT", default=str(VAR_DIR / "static")))
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)
+# Static files are served by the web processes (whitenoise): in production from
+# STATIC_ROOT after `manage.py collectstatic`, compressed and with hashed names that
+# may be cached for ever; in development straight from the apps and node_modules.
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"
+        if env.bool("STATIC_MANIFEST", default=not DEBUG)
+        else "django.contrib.staticfiles.storage.StaticFilesStorage"
+    },
+}
+# Without collected files (development, tests) whitenoise serves from the finders.
+WHITENOISE_USE_FINDERS = env.bool("WHITENOISE_USE_FINDERS", default=DEBUG)
 # Front-end packages come from npm (package.json) and are served as our own files.
 STATICFILES_DIRS = [
     ("vendor/htmx", BASE_DIR / "node_modules" / "htmx.org" / "dist"),
@@ -233,11 +335,29 @@ ENGAGEMENT_BATCH_MAX = env.int("ENGAGEMENT_BATCH_MAX", default=1000)
 METRICS_MIN_IMPRESSIONS = env.int("METRICS_MIN_IMPRESSIONS", default=100)
 METRICS_CONFIDENCE = env.float("METRICS_CONFIDENCE", default=0.95)
 
+LOG_FORMAT = env.str("LOG_FORMAT", default="plain" if DEBUG else "json")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"context": {"()": "hyperpers.logs.ContextFilter"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s%(ids)s"},
+        # One JSON object a line; extra= fields (run_id, variant_id, task_id...) included.
+        "json": {
+            "()": "pythonjsonlogger.json.JsonFormatter",
+            "format": "%(asctime)s %(levelname)s %(name)s %(message)s",
+            "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
+            # `ids` is the plain format's copy of the context ids.
+            "reserved_attrs": [*RESERVED_ATTRS, "ids"],
+        },
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": LOG_FORMAT,
+            "filters": ["context"],
+        }
+    },
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
     # One line per LLM request is noise; the variant records its latency and usage.
     "loggers": {"httpx": {"level": "WARNING"}, "httpx2": {"level": "WARNING"}},

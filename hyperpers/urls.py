@@ -3,10 +3,14 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 from django.views.generic import RedirectView
 
+from hyperpers import health
+
 urlpatterns = [
     # First: the live endpoint is the hottest URL, and patterns are tried in order.
     path("api/v1/", include("review.api_urls")),
     path("", RedirectView.as_view(pattern_name="review:queue", permanent=False)),
+    path("health/", health.health, name="health"),
+    path("health/live/", health.live, name="health-live"),
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),

@@ -19,7 +19,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from generation import messages as gen_messages
 from generation import prompting, services
-from generation.models import Customer, Product, Prompt, Segment, describe_rules
+from generation.models import Customer, CustomerSource, Product, Prompt, Segment, describe_rules
 from review.views import require_lead
 
 RULE_ROWS = 4
@@ -28,11 +28,17 @@ ATTRIBUTE_SAMPLE = 1000
 OPERATORS = {"is": "is", "one_of": "is one of", "range": "is between"}
 
 
-def known_attributes() -> list[str]:
-    """Attribute names of the first customers, and of every source's mapping."""
-    names = {"language"}
+def known_attributes(*, also: list[str] = ()) -> list[str]:
+    """Attribute names of the first customers, of every source's mapping, and `also`
+    (a prompt's allowlist, so that saving the page never drops a name from it)."""
+    names = {"language", *also}
     for attributes in Customer.objects.values_list("attributes", flat=True)[:ATTRIBUTE_SAMPLE]:
         names.update(attributes)
+    for mapping in CustomerSource.objects.values_list("mapping", flat=True):
+        for entry in (mapping or {}).get("columns", {}).values():
+            attribute = entry.get("attribute") if isinstance(entry, dict) else entry
+            if attribute and attribute != "external_id":
+                names.add(attribute)
     return sorted(names)
 
 
@@ -293,7 +299,7 @@ def prompt_privacy(request: HttpRequest, slug: str) -> HttpResponse:
     )
     product = Product.objects.order_by("pk").first()
     personal = prompting.personal_attributes()
-    attributes = known_attributes()
+    attributes = known_attributes(also=prompt.allowed_attributes or [])
     sent = set(prompting.allowed_attributes(prompt, dict.fromkeys(attributes, ""), personal))
     fields = [
         {

@@ -633,7 +633,7 @@ def _audience(
         customer = Customer.objects.filter(external_id=customer_id).first()
         if customer is None:
             raise DeliveryError(f"Unknown customer '{customer_id}'")
-        return segment_for(customer.attributes, snapshot.segments()), customer
+        return segment_for(customer.segment_attributes(), snapshot.segments()), customer
     segment = Segment.objects.filter(slug=segment_slug).first()
     if segment is None:
         raise DeliveryError(f"Unknown segment '{segment_slug}'")
@@ -659,11 +659,13 @@ def _live_for_customer(prompt_slug: str, skus: list[str], customer_id: str) -> l
     names = snapshot.names()
     prompt = names.prompts.get(prompt_slug)
     customer = (
-        Customer.objects.filter(external_id=customer_id).only("id", "external_id", "attributes")
+        Customer.objects.filter(external_id=customer_id).only(
+            "id", "external_id", "language", "attributes"
+        )
     ).first()
     if prompt is None or customer is None:
         return None
-    segment = segment_for(customer.attributes, list(names.segments.values()))
+    segment = segment_for(customer.segment_attributes(), list(names.segments.values()))
     block = snapshot.block(prompt_slug, segment.slug) if segment is not None else None
     found = [block.live(sku) for sku in skus] if block is not None else [None]
     if None in found:
@@ -684,6 +686,8 @@ def _live_for_customer(prompt_slug: str, skus: list[str], customer_id: str) -> l
         )
         .select_related("prompt_version")
         .only("id", "product_id", "text", "prompt_version__number")
+        # Several messages (purposes) may be live for one product: the newest wins.
+        .order_by("published", "id")
     }
     for live in found:
         variant = own.get(live.product_id)
@@ -767,6 +771,7 @@ def live_copy(
         Variant.objects.published()
         .filter(audience, prompt=prompt, product__in=products.values())
         .select_related("prompt_version")
+        .order_by("published", "id")  # the newest of a customer's messages wins
     ):
         live[(variant.product_id, "customer" if variant.customer_id else "segment")] = variant
 

@@ -72,6 +72,7 @@ def _live_in_slot(variant: Variant):
             product=variant.product_id,
             segment=variant.segment_id,
             customer=variant.customer_id,
+            purpose=variant.purpose if variant.customer_id else None,
         )
         .exclude(pk=variant.pk)
     )

@@ -351,3 +351,104 @@ def test_prompt_settings_read_by_reviewers_changed_by_leads(version):
     }  # fmt: skip
     refused = as_("lead").patch(url, {"allowed_attributes": ["email"]}, format="json")
     assert refused.status_code == 400 and "personal" in str(refused.json())
+
+
+# --- found in review ---------------------------------------------------------------------
+
+
+def test_messages_for_two_purposes_stay_live_side_by_side(version):
+    from review.services import variant_approve
+
+    customer = CustomerFactory()
+    first = _message(version, customer)
+    second = VariantFactory(
+        prompt_version=version, product=first.product, segment=None, customer=customer,
+        purpose="birthday",
+    )  # fmt: skip
+    variant_approve(variant=first, user=None)
+    variant_approve(variant=second, user=None)
+    assert set(Variant.objects.filter(customer=customer).values_list("purpose", "status")) == {
+        ("restock", "published"),
+        ("birthday", "published"),
+    }
+    # A new message for the same purpose replaces the old one.
+    newer = VariantFactory(
+        prompt_version=PromptVersionFactory(prompt=version.prompt, number=2),
+        product=first.product, segment=None, customer=customer, purpose="restock",
+    )  # fmt: skip
+    variant_approve(variant=newer, user=None)
+    first.refresh_from_db()
+    assert first.status == "retired"
+
+
+def test_the_policy_holds_a_regenerated_variant_for_people(version):
+    Prompt.objects.filter(pk=version.prompt_id).update(review_policy="auto")
+    variant = _message(version, CustomerFactory(), regeneration_note="Shorter, please")
+    assert messages.policy_apply([variant.pk])["held"] == 1
+    variant.refresh_from_db()
+    assert variant.status == "in_review"
+
+
+def test_history_comes_from_the_prompts_own_brand_only(version):
+    from django.utils import timezone
+
+    customer = CustomerFactory()
+    _message(version, customer, status="published", text="ours", published=timezone.now())
+    other = PromptVersionFactory(prompt__brand__name="Another brand")
+    VariantFactory(
+        prompt_version=other, segment=None, customer=customer, purpose="x",
+        status="published", text="theirs", published=timezone.now(),
+    )  # fmt: skip
+    assert prompting.previous_messages(customer, brand=version.prompt.brand) == ["ours"]
+
+
+def test_callbacks_to_private_addresses_are_refused_unless_allowed(version, settings, receiver):
+    settings.MESSAGE_CALLBACK_ALLOW_PRIVATE = False
+    with pytest.raises(messages.CallbackRefused, match="not a public address"):
+        messages.callback_url_check(receiver.url)
+    settings.MESSAGE_CALLBACK_ALLOW_HTTP = False
+    with pytest.raises(messages.CallbackRefused, match="https URLs only"):
+        messages.callback_url_check("http://example.com/hook")
+    with pytest.raises(messages.MessageError, match=r"not a public address|https URLs only"):
+        messages.message_create(
+            prompt=version.prompt, product=ProductFactory(), customer=CustomerFactory(),
+            purpose="x", callback_url="https://127.0.0.1/hook",
+        )  # fmt: skip
+    variant = _message(version, CustomerFactory(), status="published", callback_url=receiver.url)
+    assert messages.message_callback_send(variant_id=variant.pk) is None
+    assert receiver.received == []
+
+
+def test_a_callback_is_signed_with_the_shared_secret(version, settings, monkeypatch):
+    import hashlib
+    import hmac
+
+    settings.MESSAGE_CALLBACK_SECRET = "s3cret"
+    seen = {}
+
+    class Response:
+        status = 204
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    def fake_open(request, timeout):
+        seen["body"], seen["signature"] = request.data, request.get_header("X-hyperpers-signature")
+        return Response()
+
+    monkeypatch.setattr(messages._OPENER, "open", fake_open)
+    variant = _message(
+        version, CustomerFactory(), status="published", callback_url="http://127.0.0.1:1/x"
+    )
+    assert messages.message_callback_send(variant_id=variant.pk) == 204
+    expected = hmac.new(b"s3cret", seen["body"], hashlib.sha256).hexdigest()
+    assert seen["signature"] == f"sha256={expected}"
+
+
+def test_a_customer_whose_id_has_a_slash_can_be_erased():
+    CustomerFactory(external_id="crm/4711")
+    response = as_("write").delete(f"{API}/customers/crm/4711/")
+    assert response.status_code == 200, response.content

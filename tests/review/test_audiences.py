@@ -255,3 +255,21 @@ def test_saving_the_allowlist_and_policy_from_the_privacy_page(lead):
     assert (version.prompt.review_policy, version.prompt.review_sample_percent) == ("sample", 5)
     response = lead.post(url, {"form": "allowlist", "allowed": ["email"]}, follow=True)
     assert "email is personal and never sent" in response.content.decode()
+
+
+def test_building_every_combination_never_overwrites_a_hand_made_segment():
+    CustomerFactory(attributes={"value_tier": "high"})
+    services.segment_save(slug="high", name="High spenders", rules={"value_tier": ["high"]})
+    SegmentFactory(slug="low", name="Hand-made", rules={"region": "south"})
+    CustomerFactory(attributes={"value_tier": "low"})
+    with pytest.raises(services.SegmentError, match="'low' exists with rules on region"):
+        services.segments_build(by=["value_tier"])
+    assert Segment.objects.get(slug="low").rules == {"region": "south"}
+
+
+def test_a_language_rule_resolves_customers_at_delivery():
+    from review.delivery import segment_for
+
+    SegmentFactory(slug="german", rules={"language": "de"})
+    customer = CustomerFactory(language="de", attributes={})
+    assert segment_for(customer.segment_attributes()).slug == "german"

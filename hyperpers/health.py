@@ -1,0 +1,117 @@
+"""Health checks for load balancers and operators.
+
+`/health/live/` answers 200 while the process can serve a request (no dependency is
+asked). `/health/` asks each part separately and answers 200 when all are up, 503 when
+one is not, with what each said:
+
+    {"status": "ok" | "degraded",
+     "checks": {"database": {"ok": true, "ms": 1.2},
+                "redis": {"ok": true, "ms": 0.4},
+                "workers": {"ok": true, "ms": 310.0, "count": 2},
+                "llm": {"ok": true, "ms": 12.5}}}
+
+A failing check says why in "error" (the exception's class and message, never a
+password: URLs are reported without their credentials). Workers are found with a
+Celery broadcast ping; the LLM endpoint with a GET of its model list.
+"""
+
+from __future__ import annotations
+
+import time
+import urllib.parse
+from collections.abc import Callable
+
+from django.conf import settings
+from django.db import connection
+from django.http import HttpRequest, JsonResponse
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET
+
+WORKER_PING_SECONDS = 1.0
+LLM_TIMEOUT_SECONDS = 3.0
+
+
+def _timed(check: Callable[[], dict | None]) -> dict:
+    started = time.monotonic()
+    try:
+        extra = check() or {}
+    except Exception as exc:  # a health check reports every failure, whatever its kind
+        return {"ok": False, "ms": _ms(started), "error": f"{type(exc).__name__}: {exc}"}
+    ok = extra.pop("ok", True)
+    return {"ok": ok, "ms": _ms(started), **extra}
+
+
+def _ms(started: float) -> float:
+    return round((time.monotonic() - started) * 1000, 1)
+
+
+def check_database() -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+        cursor.fetchone()
+
+
+def check_redis() -> None:
+    import redis
+
+    client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=1, socket_connect_timeout=1)
+    try:
+        client.ping()
+    finally:
+        client.close()
+
+
+def check_workers() -> dict:
+    from hyperpers.celery import app
+
+    replies = app.control.ping(timeout=WORKER_PING_SECONDS) or []
+    count = len(replies)
+    result = {"ok": count > 0, "count": count}
+    if not count:
+        result["error"] = f"no worker answered within {WORKER_PING_SECONDS:g} s"
+    return result
+
+
+def _without_credentials(url: str) -> str:
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port:
+        host += f":{parts.port}"
+    return urllib.parse.urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+def check_llm() -> dict:
+    import openai
+
+    client = openai.OpenAI(
+        base_url=settings.LLM_BASE_URL,
+        api_key=settings.LLM_API_KEY,
+        timeout=LLM_TIMEOUT_SECONDS,
+        max_retries=0,
+    )
+    models = [m.id for m in client.models.list()]
+    return {"endpoint": _without_credentials(settings.LLM_BASE_URL), "models": len(models)}
+
+
+CHECKS: dict[str, Callable[[], dict | None]] = {
+    "database": check_database,
+    "redis": check_redis,
+    "workers": check_workers,
+    "llm": check_llm,
+}
+
+
+@never_cache
+@require_GET
+def health(request: HttpRequest) -> JsonResponse:
+    checks = {name: _timed(check) for name, check in CHECKS.items()}
+    ok = all(c["ok"] for c in checks.values())
+    return JsonResponse(
+        {"status": "ok" if ok else "degraded", "checks": checks}, status=200 if ok else 503
+    )
+
+
+@never_cache
+@require_GET
+def live(request: HttpRequest) -> JsonResponse:
+    return JsonResponse({"status": "ok"})

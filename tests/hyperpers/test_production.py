@@ -1,0 +1,203 @@
+"""What an operations engineer relies on: refusing unsafe settings, security headers,
+health checks, login throttling, structured logs and the periodic work."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+
+import pytest
+from django.conf import settings
+from django.urls import reverse
+from django.utils import timezone
+
+from generation.models import GenerationRun, Variant
+from hyperpers import health
+from hyperpers.logs import ContextFilter, log_context
+from tests.conftest import PROJECT_DIR
+from tests.factories import UserFactory, VariantFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def _settings_in_a_fresh_process(**env) -> subprocess.CompletedProcess:
+    code = (
+        "import django; django.setup(); from django.conf import settings as s; "
+        "print(s.SESSION_COOKIE_SECURE, s.CSRF_COOKIE_SECURE, s.SECURE_HSTS_SECONDS, s.LOG_FORMAT)"
+    )
+    environment = {
+        k: v for k, v in os.environ.items() if k not in ("DEBUG", "SECRET_KEY", "LOG_FORMAT")
+    }
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        env={**environment, "DJANGO_SETTINGS_MODULE": "hyperpers.settings", **env},
+        cwd=PROJECT_DIR,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize("key", [None, "short-key"])
+def test_with_debug_off_the_app_refuses_a_default_or_weak_secret_key(key):
+    env = {"DEBUG": "0"} | ({"SECRET_KEY": key} if key else {})
+    done = _settings_in_a_fresh_process(**env)
+    assert done.returncode != 0
+    assert "DEBUG is off and SECRET_KEY is the development default" in done.stderr
+
+
+def test_with_debug_off_cookies_are_secure_hsts_is_on_and_logs_are_json():
+    done = _settings_in_a_fresh_process(DEBUG="0", SECRET_KEY="k" * 50)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["True", "True", "31536000", "json"]
+
+
+def test_pages_carry_the_content_security_policy(client):
+    response = client.get(reverse("login"))
+    policy = response["Content-Security-Policy"]
+    assert "script-src 'self'" in policy and "frame-ancestors 'none'" in policy
+    assert "unsafe-inline" not in policy.split("script-src")[1].split(";")[0]
+    assert response["X-Frame-Options"] == "DENY"
+
+
+def test_static_files_are_served_by_the_app(client):
+    response = client.get("/static/vendor/htmx/htmx.min.js")
+    assert response.status_code == 200
+    assert b"htmx" in b"".join(response.streaming_content)
+
+
+# --- health ---------------------------------------------------------------------------
+
+
+def test_health_reports_each_part_and_503_when_one_is_down(client, monkeypatch):
+    monkeypatch.setattr(health, "check_workers", lambda: {"count": 2})
+    monkeypatch.setitem(health.CHECKS, "workers", health.check_workers)
+    monkeypatch.setitem(health.CHECKS, "llm", lambda: {"models": 1})
+    response = client.get(reverse("health"))
+    body = response.json()
+    assert response.status_code == 200, body
+    assert body["status"] == "ok"
+    assert set(body["checks"]) == {"database", "redis", "workers", "llm"}
+    assert body["checks"]["workers"]["count"] == 2
+
+    def refused():
+        raise ConnectionRefusedError("[Errno 111] Connection refused")
+
+    monkeypatch.setitem(health.CHECKS, "llm", refused)
+    response = client.get(reverse("health"))
+    assert response.status_code == 503
+    llm = response.json()["checks"]["llm"]
+    assert llm["ok"] is False and "ConnectionRefusedError" in llm["error"]
+    assert response.json()["checks"]["database"]["ok"] is True
+
+
+def test_the_llm_check_asks_the_real_endpoint(offline_writer, settings):
+    settings.LLM_API_KEY = "sk-secret"
+    result = health.check_llm()
+    assert result["models"] >= 1
+    assert "sk-secret" not in json.dumps(result)
+
+
+def test_no_worker_is_a_failed_check(monkeypatch):
+    from hyperpers.celery import app
+
+    monkeypatch.setattr(app.control, "ping", lambda timeout: [])
+    result = health._timed(health.check_workers)
+    assert result["ok"] is False and "no worker answered" in result["error"]
+
+
+def test_liveness_asks_nothing(client, django_assert_num_queries):
+    with django_assert_num_queries(0):
+        assert client.get(reverse("health-live")).json() == {"status": "ok"}
+
+
+# --- login throttling -----------------------------------------------------------------
+
+
+def test_logins_are_locked_out_after_repeated_failures(client):
+    UserFactory(username="ann", password="right-password")
+    statuses = [
+        client.post(reverse("login"), {"username": "ann", "password": "wrong"}).status_code
+        for _ in range(settings.AXES_FAILURE_LIMIT)
+    ]
+    # The form again, with its error, until the last allowed failure locks the pair out.
+    assert statuses == [200] * (settings.AXES_FAILURE_LIMIT - 1) + [429]
+    response = client.post(reverse("login"), {"username": "ann", "password": "right-password"})
+    assert response.status_code == 429
+    assert "Too many failed logins" in response.content.decode()
+    # Another username from the same address is not locked out.
+    UserFactory(username="bob", password="bob-password")
+    response = client.post(reverse("login"), {"username": "bob", "password": "bob-password"})
+    assert response.status_code == 302
+
+
+# --- logs -----------------------------------------------------------------------------
+
+
+def test_json_logs_are_one_object_a_line_with_the_run_and_variant(capsys):
+    from pythonjsonlogger.json import JsonFormatter
+
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(JsonFormatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    handler.addFilter(ContextFilter())
+    logger = logging.getLogger("tests.structured")
+    logger.addHandler(handler)
+    try:
+        with log_context(run_id=41):
+            logger.warning("variant %s failed", 9, extra={"variant_id": 9})
+    finally:
+        logger.removeHandler(handler)
+    [line] = capsys.readouterr().out.splitlines()
+    record = json.loads(line)
+    assert (record["message"], record["run_id"], record["variant_id"]) == (
+        "variant 9 failed",
+        41,
+        9,
+    )
+
+
+# --- periodic work --------------------------------------------------------------------
+
+
+def test_every_beat_entry_names_a_registered_task():
+    from hyperpers.celery import app
+
+    app.loader.import_default_modules()
+    for entry in settings.CELERY_BEAT_SCHEDULE.values():
+        assert entry["task"] in app.tasks, entry["task"]
+
+
+def test_a_run_that_stopped_moving_gets_its_drains_again(monkeypatch):
+    from generation import services, tasks
+
+    started = []
+    monkeypatch.setattr(tasks.run_drain, "delay", started.append)
+    an_hour_ago = timezone.now() - timezone.timedelta(hours=1)
+    stuck_run = _run(started_at=an_hour_ago)
+    moving_run = _run(started_at=an_hour_ago)
+    done_run = _run(started_at=an_hour_ago)
+    for run, status, updated in [
+        (stuck_run, Variant.Status.QUEUED, an_hour_ago),
+        (moving_run, Variant.Status.QUEUED, timezone.now()),
+        (done_run, Variant.Status.IN_REVIEW, an_hour_ago),
+    ]:
+        variant = VariantFactory(run=run, status=status)
+        Variant.objects.filter(pk=variant.pk).update(updated=updated)
+
+    assert services.runs_revive_stuck(idle_seconds=600) == [stuck_run.pk]
+    assert started == [stuck_run.pk] * settings.GENERATION_TASKS_PER_RUN
+
+
+def _run(*, started_at) -> GenerationRun:
+    from tests.factories import PromptVersionFactory
+
+    return GenerationRun.objects.create(
+        prompt_version=PromptVersionFactory(),
+        status=GenerationRun.Status.RUNNING,
+        started=started_at,
+        total=1,
+    )

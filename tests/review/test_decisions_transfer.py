@@ -1,0 +1,110 @@
+"""Decisions move between instances as JSON: exported, imported all or nothing, twice
+without change; and the audit trail cannot be edited."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from django.contrib import admin
+from django.core.management import call_command
+from django.core.management.base import CommandError
+
+from generation.models import Variant
+from review import services
+from review.models import ReviewEvent
+from tests.factories import UserFactory, VariantFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def _decided():
+    ann = UserFactory(username="ann", groups=["copywriter"])
+    approved, edited, rejected = VariantFactory.create_batch(3)
+    services.variant_approve(variant=approved, user=ann)
+    services.variant_approve(variant=edited, user=ann, text="Ann's better copy.")
+    services.variant_reject(variant=rejected, user=ann, reason="Off brand")
+    return ann, approved, edited, rejected
+
+
+def _as_on_a_fresh_instance():
+    """The same variants, in review, with no decisions: what another instance that ran
+    the same prompt versions over the same catalog holds."""
+    ReviewEvent.objects.all().delete()
+    Variant.objects.update(status=Variant.Status.IN_REVIEW, published=None)
+
+
+def test_decisions_round_trip_with_their_times_authors_and_effects():
+    _ann, approved, edited, rejected = _decided()
+    before = list(ReviewEvent.objects.order_by("id").values_list("action", "created", "user"))
+    data = json.loads(json.dumps(services.decisions_export()))  # through JSON, as a file
+    assert [d["action"] for d in data["decisions"]] == ["approve", "edit", "reject"]
+    assert data["decisions"][0]["variant"]["prompt"] == approved.prompt.slug
+
+    _as_on_a_fresh_instance()
+    result = services.decisions_import(data=data)
+
+    assert (result.imported, result.published, result.rejected) == (3, 2, 1)
+    after = list(ReviewEvent.objects.order_by("id").values_list("action", "created", "user"))
+    assert after == before
+    statuses = dict(Variant.objects.values_list("pk", "status"))
+    assert statuses[approved.pk] == statuses[edited.pk] == "published"
+    assert statuses[rejected.pk] == "rejected"
+    assert Variant.objects.get(pk=edited.pk).text == "Ann's better copy."
+
+    again = services.decisions_import(data=data)
+    assert (again.imported, again.already_there) == (0, 3)
+    assert ReviewEvent.objects.count() == 3
+
+
+def test_a_variant_decided_here_keeps_its_local_state():
+    _ann, approved, _edited, _rejected = _decided()
+    data = services.decisions_export()
+    _as_on_a_fresh_instance()
+    services.variant_reject(variant=approved, user=UserFactory(), reason="Not here")
+    result = services.decisions_import(data=data)
+    assert result.kept_local == 1
+    assert Variant.objects.get(pk=approved.pk).status == "rejected"
+
+
+def test_an_unknown_author_is_named_in_the_reason():
+    _decided()
+    data = services.decisions_export()
+    _as_on_a_fresh_instance()
+    UserFactory._meta.model.objects.filter(username="ann").delete()
+    services.decisions_import(data=data)
+    assert ReviewEvent.objects.filter(reason__contains="(by ann on another instance)").count() == 3
+
+
+def test_a_file_naming_a_variant_this_instance_lacks_imports_nothing():
+    _decided()
+    data = services.decisions_export()
+    data["decisions"][1]["variant"]["product"] = "NO-SUCH-SKU"
+    data["decisions"][2]["action"] = "shrug"
+    _as_on_a_fresh_instance()
+    with pytest.raises(services.DecisionImportError) as error:
+        services.decisions_import(data=data)
+    assert "decision 2: no variant here for" in str(error.value)
+    assert "decision 3: unknown action 'shrug'" in str(error.value)
+    assert not ReviewEvent.objects.exists()
+
+
+def test_the_commands_export_and_import(tmp_path, capsys):
+    _decided()
+    path = tmp_path / "decisions.json"
+    call_command("export_decisions", "--output", str(path))
+    _as_on_a_fresh_instance()
+    call_command("import_decisions", str(path))
+    assert "3 decisions imported" in capsys.readouterr().out
+    path.write_text('{"format": "something else"}')
+    with pytest.raises(CommandError, match="not a hyperpers-decisions file"):
+        call_command("import_decisions", str(path))
+
+
+def test_the_audit_trail_cannot_be_edited_in_the_admin(rf):
+    model_admin = admin.site._registry[ReviewEvent]
+    request = rf.get("/")
+    request.user = UserFactory(is_staff=True, is_superuser=True)
+    assert not model_admin.has_add_permission(request)
+    assert not model_admin.has_change_permission(request)
+    assert not model_admin.has_delete_permission(request)

@@ -1,4 +1,5 @@
-"""Faults through real parts: a worker killed with SIGKILL mid-run."""
+"""Faults through real parts: a worker killed with SIGKILL mid-run, two workers on one
+run, Redis unreachable from the web process."""
 
 import os
 import signal
@@ -62,3 +63,78 @@ def test_a_run_survives_a_worker_killed_mid_run(start_worker, offline_writer, ca
             f"kill; after restart {run.succeeded}/{run.total} written, {completions} "
             f"completions served (calls in flight at the kill were made again)"
         )
+
+
+def test_two_workers_on_one_run_never_write_a_slot_twice(start_worker, offline_writer, capsys):
+    configure_writer(offline_writer, latency_ms=50)
+    offline_writer.reset()
+    version = PromptVersionFactory()
+    run = services.run_create(
+        prompt=version.prompt,
+        products=ProductFactory.create_batch(10),
+        segments=SegmentFactory.create_batch(6),
+    )
+    start_worker("alpha", **WORKER_ENV)
+    start_worker("beta", **WORKER_ENV)
+    run = _wait(run, lambda r: r.status == GenerationRun.Status.FINISHED)
+
+    variants = Variant.objects.filter(run=run)
+    assert (run.total, run.succeeded, run.failed) == (60, 60, 0)
+    assert variants.count() == 60
+    # Each slot was written by exactly one call: no claim was taken twice.
+    completions = offline_writer.stats()["completed"]
+    assert completions == 60
+    with capsys.disabled():
+        print(f"\ntwo workers, one run: 60 slots, {variants.count()} variants, {completions} calls")
+
+
+@pytest.fixture
+def redis_unreachable(settings, monkeypatch):
+    """Every Redis client of the web process pointed at a port nobody listens on."""
+    import redis
+
+    from review import delivery
+
+    dead_url = "redis://127.0.0.1:1/0"
+    settings.REDIS_URL = dead_url
+    settings.CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": dead_url}
+    }
+    # (Django drops its cache connections when CACHES changes.)
+    dead = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2)
+    monkeypatch.setattr(delivery, "_redis", lambda: dead)
+    monkeypatch.setattr(delivery, "_redis_down_until", 0.0)
+    yield
+    monkeypatch.setattr(delivery, "_redis_down_until", 0.0)
+
+
+def test_with_redis_down_the_review_pages_and_delivery_answer_from_the_database(
+    client, redis_unreachable
+):
+    from django.urls import reverse
+    from rest_framework.test import APIClient
+
+    from review.auth import api_token_create
+    from tests.factories import UserFactory, VariantFactory
+
+    live = VariantFactory(status=Variant.Status.PUBLISHED, text="Live while Redis is down")
+    waiting = VariantFactory(prompt_version=live.prompt_version, product=live.product)
+    client.force_login(UserFactory(username="cw", groups=["copywriter"]))
+    for url in (
+        reverse("review:queue"),
+        reverse("review:variant", args=[waiting.pk]),
+        reverse("review:runs"),
+        reverse("review:metrics"),
+    ):
+        assert client.get(url).status_code == 200, url
+
+    reader = APIClient()
+    _token, key = api_token_create(name="shop", kind="read")
+    reader.credentials(HTTP_AUTHORIZATION=f"Bearer {key}")
+    params = {"prompt": live.prompt.slug, "product": live.product.sku, "segment": live.segment.slug}
+    response = reader.get("/api/v1/live/", params)
+    assert response.status_code == 200 and response.json()["text"] == live.text
+
+    health = client.get(reverse("health")).json()
+    assert health["checks"]["redis"]["ok"] is False
+    assert health["checks"]["database"]["ok"] is True

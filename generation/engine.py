@@ -19,6 +19,7 @@ variants claimed by a task that never comes back are reclaimed after the lease.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -28,6 +29,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
 
+import redis
 import tenacity
 from django.conf import settings
 from django.db import connection, transaction
@@ -116,7 +118,8 @@ def call(job: Job, limiter: EndpointLimiter, stop: threading.Event) -> Outcome:
                     completion = llm.complete(
                         messages=job.messages, model=version.model, temperature=version.temperature
                     )
-                limiter.observe(completion.headers)
+                with contextlib.suppress(redis.RedisError):  # the copy is paid for: keep it
+                    limiter.observe(completion.headers)
                 copy, rationale = llm.split_rationale(completion.content)
     except llm.EndpointConfigError as exc:
         return Outcome(job, "config", error=str(exc))
@@ -125,6 +128,13 @@ def call(job: Job, limiter: EndpointLimiter, stop: threading.Event) -> Outcome:
         return Outcome(job, "failed", error=f"{prefix}{exc}")
     except LimiterTimeout as exc:
         return Outcome(job, "release", error=str(exc))
+    except redis.RedisError as exc:
+        # The shared limiter is unreachable (Redis restarting): the call was not made
+        # (or its answer cannot be counted against the limits), so the variant goes
+        # back to the queue; a short wait keeps the drain from spinning meanwhile.
+        logger.warning("limiter unreachable, variant %s back to the queue: %s", job.variant.pk, exc)
+        stop.wait(1.0)
+        return Outcome(job, "release", error=f"Redis unreachable: {exc}")
 
     variant = job.variant
     prompt = variant.prompt
@@ -525,7 +535,15 @@ def drain_run(*, run_id: int, claim_id: str) -> bool:
     """Drain a run for up to GENERATION_TASK_SECONDS; True if a new task should go on."""
     drain = Drain(claim=claim_id, run_id=run_id, variant_ids=None)
     drain.run()
-    return drain.continue_later
+    if drain.continue_later:
+        return True
+    # Variants released back to the queue while this drain found nothing more to claim
+    # (calls refused while Redis restarted, a worker's shutdown): someone must take them.
+    return GenerationRun.objects.filter(
+        pk=run_id,
+        status=GenerationRun.Status.RUNNING,
+        variants__status=Variant.Status.QUEUED,
+    ).exists()
 
 
 def generate_variants(*, variant_ids: list[int], claim_id: str) -> int:

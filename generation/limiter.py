@@ -108,7 +108,9 @@ class EndpointLimiter:
         try:
             yield
         finally:
-            self.redis.zrem(self.slots_key, holder)
+            # A Redis that went away meanwhile frees the slot itself: the lease ends.
+            with contextlib.suppress(redis.RedisError):
+                self.redis.zrem(self.slots_key, holder)
 
     def _within_windows(self, tokens: int) -> bool:
         if self.windows is None:

@@ -7,6 +7,8 @@ from celery import shared_task
 
 from generation import engine, messages, services
 
+HANDOVER_RETRY = {"max_retries": 40, "interval_start": 0.5, "interval_step": 0.5, "interval_max": 2}
+
 
 @shared_task
 def run_start(run_id: int) -> int:
@@ -24,7 +26,9 @@ def run_drain(self, run_id: int) -> None:
     # A drain works for a bounded time (under the task time limits, and so a big run
     # moves between workers as they come and go), then hands over to a new task.
     if engine.drain_run(run_id=run_id, claim_id=self.request.id):
-        run_drain.delay(run_id)
+        # The hand-over must not be lost to a broker that is restarting: keep trying
+        # for about a minute (beat's revive-stuck-runs is the net behind this).
+        run_drain.apply_async(args=[run_id], retry=True, retry_policy=HANDOVER_RETRY)
 
 
 @shared_task(bind=True, acks_late=True, reject_on_worker_lost=True)

@@ -138,3 +138,51 @@ def test_with_redis_down_the_review_pages_and_delivery_answer_from_the_database(
     health = client.get(reverse("health")).json()
     assert health["checks"]["redis"]["ok"] is False
     assert health["checks"]["database"]["ok"] is True
+
+
+def test_a_run_completes_with_exact_counts_when_redis_restarts_mid_run(
+    start_worker, offline_writer, tmp_path, monkeypatch, capsys
+):
+    """The workers' broker and limiter is a redis-server of this test's own, stopped
+    and started again (nothing persisted) while the run is half written."""
+    from hyperpers.celery import app
+    from hyperpers.embedded import start_redis, stop_process
+
+    socket = tmp_path / "redis.sock"
+    broker = start_redis(socket)
+    monkeypatch.setattr(services, "_dispatch_on_commit", lambda run: None)
+    configure_writer(offline_writer, latency_ms=100)
+    offline_writer.reset()
+    version = PromptVersionFactory()
+    run = services.run_create(
+        prompt=version.prompt,
+        products=ProductFactory.create_batch(12),
+        segments=SegmentFactory.create_batch(5),
+    )
+    env = {**WORKER_ENV, "REDIS_URL": "", "EMBEDDED_REDIS_SOCKET": socket}
+    start_worker("steady", **env)
+    from generation.tasks import run_start
+
+    with app.connection_for_write(f"redis+socket://{socket}") as connection:
+        run_start.apply_async(args=[run.pk], connection=connection)
+    try:
+        _wait(run, lambda r: r.succeeded >= 15)
+        stop_process(broker)
+        at_stop = GenerationRun.objects.get(pk=run.pk).succeeded
+        time.sleep(2)
+        broker = start_redis(socket)
+        run = _wait(run, lambda r: r.status == GenerationRun.Status.FINISHED, timeout=180)
+    finally:
+        stop_process(broker)
+
+    variants = Variant.objects.filter(run=run)
+    assert (run.total, run.succeeded, run.failed) == (60, 60, 0)
+    assert variants.count() == 60
+    assert set(variants.values_list("status", flat=True)) == {Variant.Status.IN_REVIEW}
+    completions = offline_writer.stats()["completed"]
+    with capsys.disabled():
+        print(
+            f"\nRedis restarted mid-run: {at_stop} written when it stopped; after the "
+            f"restart {run.succeeded}/{run.total} written, {run.failed} failed, "
+            f"{completions} completions served"
+        )

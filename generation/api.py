@@ -14,6 +14,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from django.conf import settings
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.db.models import Count
@@ -203,6 +204,7 @@ _IMPORT_RESPONSES = {
         "missing or unknown",
     ),
     403: OpenApiResponse(description="Not a write token, a marketing lead or staff"),
+    413: OpenApiResponse(description="The file is larger than IMPORT_MAX_BYTES"),
     415: OpenApiResponse(description="Not multipart/form-data (or form-urlencoded)"),
 }
 
@@ -223,6 +225,17 @@ class _ImportView(APIView):
         form = self.serializer_class(data=request.data)
         form.is_valid(raise_exception=True)
         upload = form.validated_data["file"]
+        if upload.size > settings.IMPORT_MAX_BYTES:
+            return Response(
+                {
+                    "file": [
+                        f"{upload.name} is {upload.size / 1e6:,.1f} MB; an import takes at most "
+                        f"{settings.IMPORT_MAX_BYTES / 1e6:,.0f} MB (IMPORT_MAX_BYTES). Nothing "
+                        "was imported."
+                    ]
+                },
+                status=413,
+            )
         # The importers read a path and tell the format by its extension: spool the
         # upload to a file of our naming, and report problems under the upload's name.
         with tempfile.TemporaryDirectory(prefix="hyperpers-import-") as directory:

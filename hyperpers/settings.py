@@ -328,6 +328,8 @@ DELIVERY_SNAPSHOT_MAX_AGE_SECONDS = env.float("DELIVERY_SNAPSHOT_MAX_AGE_SECONDS
 DELIVERY_SNAPSHOT_MAX_ROWS = env.int("DELIVERY_SNAPSHOT_MAX_ROWS", default=200_000)
 # Products in one batch request (a product listing page).
 DELIVERY_BATCH_MAX = env.int("DELIVERY_BATCH_MAX", default=100)
+# The largest file an import over the API takes (the commands take any size).
+IMPORT_MAX_BYTES = env.int("IMPORT_MAX_BYTES", default=1_000_000_000)
 # Engagement events in one POST.
 ENGAGEMENT_BATCH_MAX = env.int("ENGAGEMENT_BATCH_MAX", default=1000)
 # Metrics: below this many impressions in either arm a comparison has no verdict;

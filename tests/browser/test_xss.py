@@ -1,5 +1,7 @@
 """Markup in product and variant text is shown as text, never run."""
 
+import json
+
 import pytest
 from playwright.sync_api import expect
 
@@ -63,3 +65,33 @@ def test_markup_in_product_and_variant_text_is_shown_as_text(page, live_server, 
     expect(page).to_have_title(f"{product.name} for {variant.audience} · Hyperpers")
     _expect_inert(page, "#focus")
     screenshot("focus")
+
+
+def test_markup_in_imported_customer_data_is_shown_as_text(page, live_server, log_in, tmp_path):
+    from generation import services
+    from tests.factories import PromptVersionFactory, SegmentFactory
+
+    UserFactory(username="lead", groups=["marketing lead"])
+    path = tmp_path / "cdp.jsonl"
+    records = [
+        {"external_id": f"C{i}", "value_tier": "high", "city": IMG,
+         "note": '=HYPERLINK("http://evil.example")'}
+        for i in range(3)
+    ]  # fmt: skip
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    SegmentFactory(slug="vips", name=f"VIPs {SCRIPT}", rules={"value_tier": "high"})
+    services.customers_import(path=path)
+    version = PromptVersionFactory()
+    from tests.factories import ProductFactory
+
+    ProductFactory()
+    log_in("lead")
+
+    page.goto(f"{live_server.url}/review/segments/")
+    expect(page.locator("table.segments")).to_contain_text(IMG)
+    expect(page.locator("table.segments")).to_contain_text(SCRIPT)
+    _expect_inert(page, "main")
+
+    page.goto(f"{live_server.url}/review/prompts/{version.prompt.slug}/privacy/")
+    expect(page.locator("pre.message").last).to_contain_text("onerror")
+    _expect_inert(page, "main")

@@ -563,3 +563,19 @@ def test_a_variant_shows_everything_a_reviewer_decides_on():
 
 def test_an_unknown_variant_is_404():
     assert as_("copywriter").get(f"{API}/variants/424242/").status_code == 404
+
+
+def test_an_oversized_upload_is_refused_with_413_and_imports_nothing(settings):
+    settings.IMPORT_MAX_BYTES = 10
+    upload = SimpleUploadedFile("big.csv", b"external_id,value_tier\nC1,high\n")
+    response = as_("write").post(f"{API}/imports/customers/", {"file": upload})
+    assert response.status_code == 413
+    assert "big.csv is 0.0 MB; an import takes at most" in response.json()["file"][0]
+    assert not Customer.objects.exists()
+
+
+def test_a_file_of_the_wrong_type_is_refused_naming_the_formats():
+    upload = SimpleUploadedFile("customers.xlsx", b"PK\x03\x04 not a csv")
+    response = as_("write").post(f"{API}/imports/customers/", {"file": upload})
+    assert response.status_code == 400
+    assert "csv or jsonl or parquet" in response.json()["format"][0]

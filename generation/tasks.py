@@ -4,13 +4,24 @@ and the engine; a task's id is its claim on the variants it generates."""
 from __future__ import annotations
 
 from celery import shared_task
+from django.db import InterfaceError, OperationalError
 
 from generation import engine, messages, services
 
 HANDOVER_RETRY = {"max_retries": 40, "interval_start": 0.5, "interval_step": 0.5, "interval_max": 2}
+# The database went away under a task (a failover, a restart, a dropped connection):
+# the task runs again with the same id, so it takes back the variants it had claimed;
+# Celery's Django fix-up opens a fresh connection for it.
+DATABASE_RETRY = {
+    "autoretry_for": (OperationalError, InterfaceError),
+    "retry_backoff": 2,
+    "retry_backoff_max": 60,
+    "retry_jitter": True,
+    "max_retries": 10,
+}
 
 
-@shared_task
+@shared_task(**DATABASE_RETRY)
 def run_start(run_id: int) -> int:
     """Fan a run out to its drain tasks, which any worker on any machine may take."""
     tasks = services.run_dispatch(run_id=run_id)
@@ -21,7 +32,7 @@ def run_start(run_id: int) -> int:
 
 # acks_late + reject_on_worker_lost: a task whose worker is killed is delivered
 # again, with the same id, and takes back the variants it had claimed.
-@shared_task(bind=True, acks_late=True, reject_on_worker_lost=True)
+@shared_task(bind=True, acks_late=True, reject_on_worker_lost=True, **DATABASE_RETRY)
 def run_drain(self, run_id: int) -> None:
     # A drain works for a bounded time (under the task time limits, and so a big run
     # moves between workers as they come and go), then hands over to a new task.
@@ -31,7 +42,7 @@ def run_drain(self, run_id: int) -> None:
         run_drain.apply_async(args=[run_id], retry=True, retry_policy=HANDOVER_RETRY)
 
 
-@shared_task(bind=True, acks_late=True, reject_on_worker_lost=True)
+@shared_task(bind=True, acks_late=True, reject_on_worker_lost=True, **DATABASE_RETRY)
 def generate_variants(self, variant_ids: list[int]) -> int:
     return engine.generate_variants(variant_ids=variant_ids, claim_id=self.request.id)
 

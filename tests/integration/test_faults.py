@@ -186,3 +186,45 @@ def test_a_run_completes_with_exact_counts_when_redis_restarts_mid_run(
             f"restart {run.succeeded}/{run.total} written, {run.failed} failed, "
             f"{completions} completions served"
         )
+
+
+def test_a_run_survives_the_database_dropping_every_connection_mid_run(
+    start_worker, offline_writer, capsys
+):
+    """PostgreSQL only: every other session of the test database is terminated, as a
+    failover or a restart would, while the worker writes."""
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("needs PostgreSQL: a SQLite file cannot drop its connections")
+    configure_writer(offline_writer, latency_ms=100)
+    offline_writer.reset()
+    version = PromptVersionFactory()
+    run = services.run_create(
+        prompt=version.prompt,
+        products=ProductFactory.create_batch(12),
+        segments=SegmentFactory.create_batch(5),
+    )
+    start_worker("steady", **WORKER_ENV)
+    _wait(run, lambda r: r.succeeded >= 15)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        [terminated] = cursor.fetchone()
+    at_blip = GenerationRun.objects.get(pk=run.pk).succeeded
+    run = _wait(run, lambda r: r.status == GenerationRun.Status.FINISHED, timeout=180)
+
+    variants = Variant.objects.filter(run=run)
+    assert terminated >= 1
+    assert (run.total, run.succeeded, run.failed) == (60, 60, 0)
+    assert variants.count() == 60
+    assert set(variants.values_list("status", flat=True)) == {Variant.Status.IN_REVIEW}
+    completions = offline_writer.stats()["completed"]
+    with capsys.disabled():
+        print(
+            f"\ndatabase connections dropped mid-run ({terminated} sessions): {at_blip} "
+            f"written at the blip; then {run.succeeded}/{run.total} written, {run.failed} "
+            f"failed, {completions} completions served"
+        )

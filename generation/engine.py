@@ -164,7 +164,9 @@ def call(job: Job, limiter: EndpointLimiter, stop: threading.Event) -> Outcome:
     )
 
 
-def prepare(variant: Variant) -> Job:
+def prepare(variant: Variant, *, personal: frozenset[str] | None = None) -> Job:
+    """The job for one variant. `personal`: prompting.personal_attributes(), read once
+    by a caller preparing many (it is read here otherwise)."""
     prompt = variant.prompt
     rendered = prompting.render(
         version=variant.prompt_version,
@@ -175,6 +177,7 @@ def prepare(variant: Variant) -> Job:
         customer=variant.customer,
         course_correction=variant.regeneration_note,
         purpose=variant.purpose,
+        personal=personal,
     )
     prompt_tokens = sum(pricing.estimate_tokens(m["content"]) for m in rendered.messages)
     completion_tokens = pricing.estimate_completion_tokens(prompt.max_length)
@@ -297,9 +300,10 @@ class Drain:
         )
         if not variants or self.variant_ids is not None:
             self.exhausted = True
+        personal = prompting.personal_attributes() if variants else None
         for variant in variants:
             try:
-                self.ready.append(prepare(variant))
+                self.ready.append(prepare(variant, personal=personal))
             except (KeyError, ValueError, IndexError) as exc:
                 # A template that renders badly fails its variant, not the task.
                 job = Job(variant, [], "", [], 0, 0, None)

@@ -127,7 +127,7 @@ def segment_members(segment: Segment) -> list[Customer]:
         for c in Customer.objects.only("id", "external_id", "language", "attributes").iterator(
             chunk_size=5000
         )
-        if segment.matches({**c.attributes, "language": c.language})
+        if segment.matches(c.segment_attributes())
     ]
 
 

@@ -66,6 +66,19 @@ class CustomerSource(models.Model):
     def __str__(self) -> str:
         return self.name
 
+    @classmethod
+    def mapped_attributes(cls) -> dict[str, bool]:
+        """Every attribute the saved mappings write (but the external id), and whether
+        one of them marks it personal. Mappings are stored as Mapping.as_json() wrote them."""
+        found: dict[str, bool] = {}
+        for mapping in cls.objects.values_list("mapping", flat=True):
+            for entry in (mapping or {}).get("columns", {}).values():
+                attribute = entry.get("attribute") if isinstance(entry, dict) else entry
+                if attribute and attribute != "external_id":
+                    personal = isinstance(entry, dict) and bool(entry.get("personal"))
+                    found[attribute] = found.get(attribute, False) or personal
+        return found
+
 
 class Customer(models.Model):
     external_id = models.CharField(max_length=128, unique=True)
@@ -161,13 +174,14 @@ def rule_matches(rule, value) -> bool:
             and ("lte" not in rule or v <= rule["lte"])
             and ("lt" not in rule or v < rule["lt"])
         )
-    text = _rule_text(value)
+    text = attribute_text(value)
     if isinstance(rule, list):
-        return any(text == _rule_text(r) for r in rule)
-    return text == _rule_text(rule)
+        return any(text == attribute_text(r) for r in rule)
+    return text == attribute_text(rule)
 
 
-def _rule_text(value) -> str:
+def attribute_text(value) -> str:
+    """An attribute value as rules and summaries compare it: True is "true", 3.0 is "3"."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, float) and value.is_integer():
@@ -216,9 +230,9 @@ def describe_rules(rules: dict) -> str:
             bounds = " and ".join(f"{words[op]} {rule[op]}" for op in RANGE_OPERATORS if op in rule)
             parts.append(f"{attribute} {bounds}")
         elif isinstance(rule, list):
-            parts.append(f"{attribute} is " + " or ".join(_rule_text(r) for r in rule))
+            parts.append(f"{attribute} is " + " or ".join(attribute_text(r) for r in rule))
         else:
-            parts.append(f"{attribute} is {_rule_text(rule)}")
+            parts.append(f"{attribute} is {attribute_text(rule)}")
     return "; ".join(parts)
 
 

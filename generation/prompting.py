@@ -140,11 +140,7 @@ class RenderedPrompt:
 def personal_attributes() -> frozenset[str]:
     """Attributes that never reach an endpoint (lower case): the known personal names,
     and every attribute a customer source's mapping marks personal."""
-    marked = set()
-    for mapping in CustomerSource.objects.values_list("mapping", flat=True):
-        for entry in (mapping or {}).get("columns", {}).values():
-            if isinstance(entry, dict) and entry.get("personal"):
-                marked.add(str(entry.get("attribute", "")).lower())
+    marked = {a.lower() for a, personal in CustomerSource.mapped_attributes().items() if personal}
     return PERSONAL_ATTRIBUTES | marked
 
 

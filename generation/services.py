@@ -35,6 +35,7 @@ from generation.models import (
     Segment,
     SegmentRuleError,
     Variant,
+    attribute_text,
     segment_rules_clean,
 )
 from review.delivery import live_changed
@@ -309,7 +310,7 @@ def customer_erase(*, external_id: str) -> dict:
     variant_count = variants.count()
     prompt_ids = set(variants.values_list("prompt_id", flat=True))
     products = set(variants.values_list("product_id", flat=True))
-    attributes = {**customer.attributes, "language": customer.language}
+    attributes = customer.segment_attributes()
     customer.delete()  # cascades to the variants, their events and review history
     for product_id in products:
         for prompt_id in prompt_ids:
@@ -438,13 +439,7 @@ def segment_tallies(segments: list[Segment]) -> list[tuple[int, dict]]:
 
 
 def _summary_value(value) -> str | None:
-    if value is None or value == "":
-        return None
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
+    return None if value is None or value == "" else attribute_text(value)
 
 
 def segments_build(*, by: list[str]) -> list[Segment]:
@@ -1249,8 +1244,12 @@ def prompt_try(
     if not pairs:
         raise StudioError("Import products and build segments before trying a prompt")
     endpoint_check(model=version.model)
+    personal = prompting.personal_attributes()
     jobs = [
-        engine.prepare(Variant(prompt=prompt, prompt_version=version, product=p, segment=s))
+        engine.prepare(
+            Variant(prompt=prompt, prompt_version=version, product=p, segment=s),
+            personal=personal,
+        )
         for p, s in pairs
     ]
     limiter = _Impatient(endpoint_limiter())

@@ -20,6 +20,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from generation import messages as gen_messages
 from generation import prompting, services
 from generation.models import Customer, CustomerSource, Product, Prompt, Segment, describe_rules
+from review import queue as q
 from review.views import require_lead
 
 RULE_ROWS = 4
@@ -34,11 +35,7 @@ def known_attributes(*, also: list[str] = ()) -> list[str]:
     names = {"language", *also}
     for attributes in Customer.objects.values_list("attributes", flat=True)[:ATTRIBUTE_SAMPLE]:
         names.update(attributes)
-    for mapping in CustomerSource.objects.values_list("mapping", flat=True):
-        for entry in (mapping or {}).get("columns", {}).values():
-            attribute = entry.get("attribute") if isinstance(entry, dict) else entry
-            if attribute and attribute != "external_id":
-                names.add(attribute)
+    names.update(CustomerSource.mapped_attributes())
     return sorted(names)
 
 
@@ -63,14 +60,7 @@ def rules_from_form(data) -> tuple[dict, list[str]]:
     """
     rules: dict = {}
     errors = []
-    rows = zip(
-        data.getlist("attribute"),
-        data.getlist("op"),
-        data.getlist("value"),
-        data.getlist("upper"),
-        strict=False,
-    )
-    for number, (attribute, op, value, upper) in enumerate(rows, start=1):
+    for number, (attribute, op, value, upper) in enumerate(_form_rows(data), start=1):
         attribute = attribute.strip()
         if not attribute:
             continue
@@ -123,32 +113,22 @@ def _rows_for(rules: dict) -> list[dict]:
     return rows
 
 
+def _form_rows(data) -> list[tuple[str, str, str, str]]:
+    """The builder's rows as posted: (attribute, operator, value, upper bound)."""
+    fields = ("attribute", "op", "value", "upper")
+    return list(zip(*(data.getlist(f) for f in fields), strict=False))
+
+
 def _submitted_rows(data) -> list[dict]:
-    rows = [
-        {"attribute": a, "op": o, "value": v, "upper": u}
-        for a, o, v, u in zip(
-            data.getlist("attribute"),
-            data.getlist("op"),
-            data.getlist("value"),
-            data.getlist("upper"),
-            strict=False,
-        )
-    ]
+    rows = [{"attribute": a, "op": o, "value": v, "upper": u} for a, o, v, u in _form_rows(data)]
     return rows or _rows_for({})
 
 
-def _summary_rows(summary: dict, top: int = 4) -> list[dict]:
-    rows = []
-    for attribute, shares in summary.items():
-        ordered = sorted(shares.items(), key=lambda kv: -kv[1])
-        rows.append(
-            {
-                "attribute": attribute,
-                "values": [(v, round(share * 100)) for v, share in ordered[:top]],
-                "more": max(len(ordered) - top, 0),
-            }
-        )
-    return rows
+def _listed_segments() -> list[dict]:
+    return [
+        {"segment": s, "rules": describe_rules(s.rules), "summary": q.segment_summary(s.summary)}
+        for s in Segment.objects.order_by("slug")
+    ]
 
 
 def _builder_context(request, *, segment=None, rows=None, name="", errors=(), preview=None):
@@ -167,11 +147,7 @@ def _builder_context(request, *, segment=None, rows=None, name="", errors=(), pr
 @require_GET
 def segments(request: HttpRequest) -> HttpResponse:
     require_lead(request)
-    listed = [
-        {"segment": s, "rules": describe_rules(s.rules), "summary": _summary_rows(s.summary, 3)}
-        for s in Segment.objects.order_by("slug")
-    ]
-    context = _builder_context(request) | {"segments": listed}
+    context = _builder_context(request) | {"segments": _listed_segments()}
     return render(request, "review/segments.html", context)
 
 
@@ -191,7 +167,7 @@ def segment_preview(request: HttpRequest) -> HttpResponse:
             preview = {
                 "members": members,
                 "rules": describe_rules(rules),
-                "summary": _summary_rows(summary),
+                "summary": q.segment_summary(summary, top=4),
             }
     context = {"preview": preview, "errors": errors}
     return render(request, "review/segments.html#segment-preview", context)
@@ -226,10 +202,7 @@ def segment_edit(request: HttpRequest, slug: str | None = None) -> HttpResponse:
         request, segment=segment, rows=_submitted_rows(request.POST), name=name, errors=errors
     )
     if segment is None:
-        context["segments"] = [
-            {"segment": s, "rules": describe_rules(s.rules), "summary": _summary_rows(s.summary, 3)}
-            for s in Segment.objects.order_by("slug")
-        ]
+        context["segments"] = _listed_segments()
         return render(request, "review/segments.html", context, status=400)
     return render(request, "review/segment.html", context, status=400)
 

@@ -32,6 +32,25 @@ def _wait(run, condition, timeout=120):
     pytest.fail(f"timed out: run {run.pk} {run.status} {run.succeeded}+{run.failed}/{run.total}")
 
 
+def _run_of_60(offline_writer) -> GenerationRun:
+    """12 products × 5 segments, the writer answering in 100 ms, its counters at 0."""
+    configure_writer(offline_writer, latency_ms=100)
+    offline_writer.reset()
+    version = PromptVersionFactory()
+    return services.run_create(
+        prompt=version.prompt,
+        products=ProductFactory.create_batch(12),
+        segments=SegmentFactory.create_batch(5),
+    )
+
+
+def _assert_every_slot_written(run: GenerationRun) -> None:
+    variants = Variant.objects.filter(run=run)
+    assert (run.total, run.succeeded, run.failed) == (60, 60, 0)
+    assert variants.count() == 60
+    assert set(variants.values_list("status", flat=True)) == {Variant.Status.IN_REVIEW}
+
+
 def test_a_run_survives_a_worker_killed_mid_run(start_worker, offline_writer, capsys):
     configure_writer(offline_writer, latency_ms=100)
     version = PromptVersionFactory()
@@ -52,10 +71,7 @@ def test_a_run_survives_a_worker_killed_mid_run(start_worker, offline_writer, ca
     start_worker("rescuer", **WORKER_ENV)
     run = _wait(run, lambda r: r.status == GenerationRun.Status.FINISHED)
 
-    variants = Variant.objects.filter(run=run)
-    assert (run.total, run.succeeded, run.failed) == (60, 60, 0)
-    assert variants.count() == 60
-    assert set(variants.values_list("status", flat=True)) == {Variant.Status.IN_REVIEW}
+    _assert_every_slot_written(run)
     completions = offline_writer.stats()["completed"]
     with capsys.disabled():
         print(
@@ -151,14 +167,7 @@ def test_a_run_completes_with_exact_counts_when_redis_restarts_mid_run(
     socket = tmp_path / "redis.sock"
     broker = start_redis(socket)
     monkeypatch.setattr(services, "_dispatch_on_commit", lambda run: None)
-    configure_writer(offline_writer, latency_ms=100)
-    offline_writer.reset()
-    version = PromptVersionFactory()
-    run = services.run_create(
-        prompt=version.prompt,
-        products=ProductFactory.create_batch(12),
-        segments=SegmentFactory.create_batch(5),
-    )
+    run = _run_of_60(offline_writer)
     env = {**WORKER_ENV, "REDIS_URL": "", "EMBEDDED_REDIS_SOCKET": socket}
     start_worker("steady", **env)
     from generation.tasks import run_start
@@ -175,10 +184,7 @@ def test_a_run_completes_with_exact_counts_when_redis_restarts_mid_run(
     finally:
         stop_process(broker)
 
-    variants = Variant.objects.filter(run=run)
-    assert (run.total, run.succeeded, run.failed) == (60, 60, 0)
-    assert variants.count() == 60
-    assert set(variants.values_list("status", flat=True)) == {Variant.Status.IN_REVIEW}
+    _assert_every_slot_written(run)
     completions = offline_writer.stats()["completed"]
     with capsys.disabled():
         print(
@@ -197,14 +203,7 @@ def test_a_run_survives_the_database_dropping_every_connection_mid_run(
 
     if connection.vendor != "postgresql":
         pytest.skip("needs PostgreSQL: a SQLite file cannot drop its connections")
-    configure_writer(offline_writer, latency_ms=100)
-    offline_writer.reset()
-    version = PromptVersionFactory()
-    run = services.run_create(
-        prompt=version.prompt,
-        products=ProductFactory.create_batch(12),
-        segments=SegmentFactory.create_batch(5),
-    )
+    run = _run_of_60(offline_writer)
     start_worker("steady", **WORKER_ENV)
     _wait(run, lambda r: r.succeeded >= 15)
     with connection.cursor() as cursor:
@@ -216,11 +215,8 @@ def test_a_run_survives_the_database_dropping_every_connection_mid_run(
     at_blip = GenerationRun.objects.get(pk=run.pk).succeeded
     run = _wait(run, lambda r: r.status == GenerationRun.Status.FINISHED, timeout=180)
 
-    variants = Variant.objects.filter(run=run)
     assert terminated >= 1
-    assert (run.total, run.succeeded, run.failed) == (60, 60, 0)
-    assert variants.count() == 60
-    assert set(variants.values_list("status", flat=True)) == {Variant.Status.IN_REVIEW}
+    _assert_every_slot_written(run)
     completions = offline_writer.stats()["completed"]
     with capsys.disabled():
         print(

@@ -406,6 +406,62 @@ def check_input_injection(findings: Iterable[str], *, shown: int = 3) -> CheckRe
     )
 
 
+# --- the answer itself ------------------------------------------------------------
+
+
+def check_rationale(rationale: str) -> CheckResult:
+    if not rationale.strip():
+        return CheckResult(
+            "rationale",
+            False,
+            "The rationale is missing: the answer said nothing on why the copy is written this way",
+        )
+    return CheckResult("rationale", True, "The model explained its choices")
+
+
+def check_truncated(finish_reason: str) -> CheckResult:
+    if finish_reason == "length":
+        return CheckResult(
+            "truncated",
+            False,
+            "The answer was cut off at the endpoint's length limit (finish_reason: length); "
+            "the copy may end mid-sentence",
+        )
+    return CheckResult("truncated", True, "The answer ended by itself")
+
+
+_FORMAT_NAMES = {"plain": "plain text", "markdown": "the e-mail markdown subset"}
+
+
+def check_format(*, fmt: str, removed: Iterable[str], problems: Iterable[str]) -> CheckResult:
+    """Could the copy be put into the channel's format? What was removed is listed for
+    the reviewer; what could not be, fails."""
+    name = _FORMAT_NAMES.get(fmt, fmt)
+    problems, removed = list(problems), list(removed)
+    if problems:
+        return CheckResult("format", False, f"Cannot be shown as {name}: " + "; ".join(problems))
+    if removed:
+        return CheckResult("format", True, f"Made into {name}: removed " + "; ".join(removed))
+    return CheckResult("format", True, f"Written as {name}")
+
+
+def answer_checks(
+    *,
+    rationale: str,
+    finish_reason: str,
+    fmt: str,
+    removed: Iterable[str] = (),
+    problems: Iterable[str] = (),
+) -> list[dict]:
+    """The checks on how the model answered, beside run_checks' checks on the copy."""
+    results = [
+        check_rationale(rationale),
+        check_truncated(finish_reason),
+        check_format(fmt=fmt, removed=removed, problems=problems),
+    ]
+    return [asdict(r) for r in results]
+
+
 # --- all checks -------------------------------------------------------------------
 
 

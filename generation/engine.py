@@ -6,9 +6,12 @@ of workers). Inside a task:
 1. the main thread claims queued variants with a conditional UPDATE (status queued →
    generating, claim = the task id), renders their prompts, and hands them to a pool
    of threads, keeping GENERATION_THREADS_PER_TASK calls in flight;
-2. each thread takes a slot from the endpoint's shared limiter (Redis), calls the
-   endpoint, retries transient errors with backoff and jitter, splits copy from
-   rationale and runs the checks; threads never touch the database;
+2. each thread takes a slot from the endpoint's shared limiter (Redis), makes one
+   call, reads the answer (JSON or a rationale section), normalises the copy to the
+   channel's format and runs the checks; threads never touch the database. A call
+   that must be tried again (a 429, a 5xx, a malformed answer) comes back to the main
+   thread with the time to try it again, and waits in a heap, not in a thread, so
+   threads are always calling and one 429 delays only its own retry;
 3. the main thread writes finished variants back every half second, each UPDATE
    conditional on the variant still being claimed by this task, and adds the counts
    to the run in the same transaction, so the run's counts are always exact.
@@ -20,7 +23,10 @@ variants claimed by a task that never comes back are reclaimed after the lease.
 from __future__ import annotations
 
 import contextlib
+import heapq
+import itertools
 import logging
+import random
 import threading
 import time
 from collections import defaultdict, deque
@@ -30,13 +36,12 @@ from datetime import timedelta
 from decimal import Decimal
 
 import redis
-import tenacity
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from generation import checks, llm, messages, pricing, prompting
+from generation import answers, capabilities, checks, llm, messages, pricing, prompting
 from generation.limiter import EndpointLimiter, LimiterTimeout, endpoint_limiter, redis_client
 from generation.models import GenerationRun, Variant
 from hyperpers.logs import log_context
@@ -45,10 +50,12 @@ from review.services import message_notify_on_commit
 logger = logging.getLogger(__name__)
 
 WRITTEN_FIELDS = [
-    "status", "text", "original_text", "rationale", "checks", "checks_failed", "model",
-    "language", "prompt_tokens", "completion_tokens", "cached_tokens", "latency_ms", "cost",
-    "error", "claim", "claimed_at", "generated", "updated",
+    "status", "text", "original_text", "rationale", "raw_output", "normalisation",
+    "output_mode", "finish_reason", "checks", "checks_failed", "model", "language",
+    "prompt_tokens", "completion_tokens", "cached_tokens", "latency_ms", "cost",
+    "failure_reason", "error", "claim", "claimed_at", "generated", "updated",
 ]  # fmt: skip
+Reason = Variant.FailureReason
 FLUSH_SECONDS = 0.5
 FLUSH_SIZE = 200
 LEASE_CHECK_SECONDS = 60
@@ -57,7 +64,7 @@ BUDGET_KEY_SECONDS = 30 * 24 * 3600
 
 @dataclass
 class Job:
-    """A claimed variant, rendered and ready to send."""
+    """A claimed variant, rendered and ready to send, and how its calls went so far."""
 
     variant: Variant
     messages: list[dict[str, str]]
@@ -66,66 +73,81 @@ class Job:
     estimated_prompt_tokens: int
     estimated_completion_tokens: int
     estimated_cost: Decimal | None
+    mode: str = capabilities.MARKERS
+    fmt: str = "plain"
+    attempts: int = 0  # calls that failed in a way worth retrying (5xx, malformed, ...)
+    rate_limited: int = 0  # 429s waited out; counted apart (LLM_RATE_LIMIT_RETRIES)
 
 
 @dataclass
 class Outcome:
     job: Job
-    kind: str  # "done", "failed", "release" (back to the queue), "config" (stop the run)
+    # "done", "failed", "retry" (try again after `delay`), "release" (back to the
+    # queue), "config" (stop the run)
+    kind: str
     completion: llm.Completion | None = None
     copy: str = ""
     rationale: str = ""
     checks: list[dict] = field(default_factory=list)
     error: str = ""
+    reason: str = ""  # a Variant.FailureReason for "failed"
     cost: Decimal | None = None
+    delay: float = 0.0
+    normalisation: list[str] = field(default_factory=list)
+    # The answer was text although JSON was asked for: the endpoint ignores
+    # response_format, so the drain falls back to markers.
+    fell_back: bool = False
 
 
-def _backoff(retry_state: tenacity.RetryCallState) -> float:
+def backoff_seconds(attempt: int, retry_after: float | None = None) -> float:
     """Exponential backoff with full jitter, never shorter than the endpoint's Retry-After."""
-    jitter = tenacity.wait_random_exponential(multiplier=0.5, max=settings.LLM_BACKOFF_MAX_SECONDS)
-    exc = retry_state.outcome.exception() if retry_state.outcome else None
-    retry_after = getattr(exc, "retry_after", None) or 0
-    return max(retry_after, jitter(retry_state))
+    ceiling = min(settings.LLM_BACKOFF_MAX_SECONDS, 0.5 * 2**attempt)
+    return max(retry_after or 0.0, random.uniform(0, ceiling))
 
 
-def call(job: Job, limiter: EndpointLimiter, stop: threading.Event) -> Outcome:
-    """Send one job to the endpoint, retrying transient errors; never raises."""
+def attempt(job: Job, limiter: EndpointLimiter, stop: threading.Event) -> Outcome:
+    """Make one call for a job; never raises. A "retry" outcome says when to try again.
+
+    1. 429: wait out its Retry-After (this call only), up to LLM_RATE_LIMIT_RETRIES.
+    2. 5xx, timeouts, malformed answers: backoff, up to LLM_MAX_ATTEMPTS calls.
+    3. A refused key or model stops the run; another 4xx fails the variant.
+    """
+    if stop.is_set():
+        return Outcome(job, "release", error="Run stopped")
     version = job.variant.prompt_version
-
-    def pause_everyone(retry_state: tenacity.RetryCallState) -> None:
-        exc = retry_state.outcome.exception()
-        if getattr(exc, "retry_after", None):
-            limiter.pause(exc.retry_after)
-
-    retrying = tenacity.Retrying(
-        retry=tenacity.retry_if_exception(lambda e: isinstance(e, llm.LLMError) and e.transient),
-        wait=_backoff,
-        stop=tenacity.stop_after_attempt(settings.LLM_MAX_ATTEMPTS),
-        before_sleep=pause_everyone,
-        sleep=lambda seconds: stop.wait(seconds),
-        reraise=True,
-    )
-    attempts = 0
     try:
-        for attempt in retrying:
-            with attempt:
-                attempts += 1
-                # Jobs wait in the pool's queue; one whose run stopped meanwhile, or
-                # that is between retries, goes back to the queue untouched.
-                if stop.is_set():
-                    return Outcome(job, "release", error="Run stopped")
-                with limiter.slot(tokens=job.estimated_prompt_tokens):
-                    completion = llm.complete(
-                        messages=job.messages, model=version.model, temperature=version.temperature
-                    )
-                with contextlib.suppress(redis.RedisError):  # the copy is paid for: keep it
-                    limiter.observe(completion.headers)
-                copy, rationale = llm.split_rationale(completion.content)
+        with limiter.slot(tokens=job.estimated_prompt_tokens):
+            completion = llm.complete(
+                messages=job.messages,
+                model=version.model,
+                temperature=version.temperature,
+                response_format=answers.response_format()
+                if job.mode == capabilities.JSON
+                else None,
+            )
+        with contextlib.suppress(redis.RedisError):  # the copy is paid for: keep it
+            limiter.succeeded()
+            limiter.observe(completion.headers)
+        return read_answer(job, completion)
+    except llm.RateLimited as exc:
+        with contextlib.suppress(redis.RedisError):
+            limiter.rate_limited()
+            limiter.observe(exc.headers)
+        job.rate_limited += 1
+        if job.rate_limited > settings.LLM_RATE_LIMIT_RETRIES:
+            return Outcome(
+                job,
+                "failed",
+                reason=Reason.TRANSIENT,
+                error=f"Still rate limited after {job.rate_limited} answers of 429: {exc}",
+            )
+        return Outcome(job, "retry", delay=backoff_seconds(0, exc.retry_after), error=str(exc))
     except llm.EndpointConfigError as exc:
         return Outcome(job, "config", error=str(exc))
     except llm.LLMError as exc:
-        prefix = f"Gave up after {attempts} attempts: " if exc.transient else ""
-        return Outcome(job, "failed", error=f"{prefix}{exc}")
+        if not exc.transient:
+            return Outcome(job, "failed", reason=Reason.REQUEST, error=str(exc))
+        return _retry_or_fail(job, exc, getattr(exc, "reason", Reason.TRANSIENT))
     except LimiterTimeout as exc:
         return Outcome(job, "release", error=str(exc))
     except redis.RedisError as exc:
@@ -136,27 +158,98 @@ def call(job: Job, limiter: EndpointLimiter, stop: threading.Event) -> Outcome:
         stop.wait(1.0)
         return Outcome(job, "release", error=f"Redis unreachable: {exc}")
 
+
+def _retry_or_fail(job: Job, exc: Exception, reason: str) -> Outcome:
+    job.attempts += 1
+    if job.attempts >= settings.LLM_MAX_ATTEMPTS:
+        return Outcome(
+            job, "failed", reason=reason, error=f"Gave up after {job.attempts} attempts: {exc}"
+        )
+    delay = backoff_seconds(job.attempts, getattr(exc, "retry_after", None))
+    return Outcome(job, "retry", delay=delay, error=str(exc))
+
+
+def read_answer(job: Job, completion: llm.Completion) -> Outcome:
+    """Turn one completion into copy, rationale and checks, or a named failure.
+
+    Only these fail a variant: a refusal, a content filter, copy that is empty, and
+    an answer that stays malformed after retries. A missing rationale, copy cut off
+    at the length limit, or markup the channel cannot show are failed checks on copy
+    that people still read.
+    """
+    if completion.refusal:
+        return Outcome(
+            job,
+            "failed",
+            completion=completion,
+            reason=Reason.REFUSED,
+            error=f"The model refused: {completion.refusal}",
+        )
+    if completion.finish_reason == "content_filter":
+        return Outcome(
+            job,
+            "failed",
+            completion=completion,
+            reason=Reason.CONTENT_FILTER,
+            error="The endpoint's content filter stopped the answer (finish_reason: "
+            "content_filter)",
+        )
+    content = completion.content
+    truncated = completion.finish_reason == "length"
+    fell_back = False
+    try:
+        parsed = answers.parse_json(content)
+    except answers.AnswerError as exc:
+        if truncated:
+            parsed = (answers.salvage_json_copy(content), "")
+        elif job.mode == capabilities.JSON:
+            return _retry_or_fail(job, exc, exc.reason)
+        else:
+            parsed = None  # JSON-like text in a text answer: read it as text
+    if parsed is None and job.mode == capabilities.JSON and not truncated:
+        fell_back = True
+    copy, rationale = parsed if parsed is not None else answers.split_marked(content)
     variant = job.variant
     prompt = variant.prompt
+    normalised = answers.normalise(copy, fmt=job.fmt)
+    if not normalised.text.strip():
+        return Outcome(
+            job,
+            "failed",
+            completion=completion,
+            reason=Reason.EMPTY_COPY,
+            error="The answer had no copy"
+            + (" (cut off at the length limit)" if truncated else ""),
+        )
+    text = normalised.text
+    results = checks.run_checks(
+        text=text,
+        prompt=prompt,
+        brand=prompt.brand,
+        product=variant.product,
+        language=job.language,
+        segment=variant.segment,
+        customer=variant.customer,
+        identifiers=[variant.customer.external_id] if variant.customer else [],
+        input_findings=job.findings,
+    ) + checks.answer_checks(
+        rationale=rationale,
+        finish_reason=completion.finish_reason,
+        fmt=job.fmt,
+        removed=normalised.removed,
+        problems=normalised.problems,
+    )
     return Outcome(
         job,
         "done",
         completion=completion,
-        copy=copy,
+        copy=text,
         rationale=rationale,
-        checks=checks.run_checks(
-            text=copy,
-            prompt=prompt,
-            brand=prompt.brand,
-            product=variant.product,
-            language=job.language,
-            segment=variant.segment,
-            customer=variant.customer,
-            identifiers=[variant.customer.external_id] if variant.customer else [],
-            input_findings=job.findings,
-        ),
+        checks=results,
+        normalisation=normalised.removed,
+        fell_back=fell_back,
         cost=pricing.cost(
-            model=version.model,
+            model=variant.prompt_version.model,
             prompt_tokens=completion.prompt_tokens,
             completion_tokens=completion.completion_tokens,
             cached_tokens=completion.cached_tokens,
@@ -164,9 +257,26 @@ def call(job: Job, limiter: EndpointLimiter, stop: threading.Event) -> Outcome:
     )
 
 
-def prepare(variant: Variant, *, personal: frozenset[str] | None = None) -> Job:
+def call(job: Job, limiter: EndpointLimiter, stop: threading.Event) -> Outcome:
+    """Attempts until an outcome other than "retry", waiting in this thread (for a
+    caller with a few jobs, such as the studio's try); never raises."""
+    while True:
+        outcome = attempt(job, limiter, stop)
+        if outcome.kind != "retry":
+            return outcome
+        if stop.wait(outcome.delay):
+            return Outcome(job, "release", error=f"Run stopped while waiting: {outcome.error}")
+
+
+def prepare(
+    variant: Variant,
+    *,
+    personal: frozenset[str] | None = None,
+    mode: str = capabilities.MARKERS,
+) -> Job:
     """The job for one variant. `personal`: prompting.personal_attributes(), read once
-    by a caller preparing many (it is read here otherwise)."""
+    by a caller preparing many (it is read here otherwise); `mode`: how the answer is
+    asked for ("json" or "markers", see generation.capabilities)."""
     prompt = variant.prompt
     rendered = prompting.render(
         version=variant.prompt_version,
@@ -178,6 +288,7 @@ def prepare(variant: Variant, *, personal: frozenset[str] | None = None) -> Job:
         course_correction=variant.regeneration_note,
         purpose=variant.purpose,
         personal=personal,
+        mode=mode,
     )
     prompt_tokens = sum(pricing.estimate_tokens(m["content"]) for m in rendered.messages)
     completion_tokens = pricing.estimate_completion_tokens(prompt.max_length)
@@ -193,6 +304,8 @@ def prepare(variant: Variant, *, personal: frozenset[str] | None = None) -> Job:
             prompt_tokens=prompt_tokens,
             completion_tokens=completion_tokens,
         ),
+        mode=mode,
+        fmt=prompt.output_format,
     )
 
 
@@ -233,6 +346,9 @@ class Drain:
         self.threads = settings.GENERATION_THREADS_PER_TASK
         self.stop = threading.Event()
         self.ready: deque[Job] = deque()
+        # Jobs to call again at a time: (due on the monotonic clock, tiebreak, job).
+        self.delayed: list[tuple[float, int, Job]] = []
+        self._order = itertools.count()
         self.in_flight: dict[Future, Job] = {}
         self.outcomes: list[Outcome] = []
         self.exhausted = False
@@ -242,13 +358,28 @@ class Drain:
         self.deadline = time.monotonic() + settings.GENERATION_TASK_SECONDS
         self.continue_later = False
         self.next_lease_check = 0.0
+        # The output mode: the run's, else what is known of the endpoint and model
+        # (variants generated outside a run: regenerations, messages).
+        self.modes: dict[str, str] = {}
+        self.run_row: GenerationRun | None = None
         if run_id is not None:
             run = GenerationRun.objects.filter(pk=run_id).first()
             if run is None or run.status != GenerationRun.Status.RUNNING:
                 logger.info("run %s is gone or not running; nothing to drain", run_id)
                 self.exhausted = True
-            elif run.budget is not None:
-                self.budget = Budget(run)
+            else:
+                self.run_row = run
+                if run.budget is not None:
+                    self.budget = Budget(run)
+
+    def mode_for(self, variant: Variant) -> str:
+        model = variant.prompt_version.model
+        if model not in self.modes:
+            if self.run_row is not None and self.run_row.output_mode:
+                self.modes[model] = self.run_row.output_mode
+            else:
+                self.modes[model] = capabilities.output_mode(model)[0]
+        return self.modes[model]
 
     def run(self) -> int:
         with log_context(run_id=self.run_id):
@@ -260,13 +391,22 @@ class Drain:
         with ThreadPoolExecutor(self.threads, thread_name_prefix="llm") as pool:
             while True:
                 self._refill()
+                self._due()
                 self._submit(pool, limiter)
                 if not self.in_flight:
-                    break
-                done, _ = wait(self.in_flight, timeout=FLUSH_SECONDS, return_when=FIRST_COMPLETED)
-                for future in done:
-                    self.in_flight.pop(future)
-                    self.outcomes.append(future.result())
+                    if not self.delayed or self.stop.is_set():
+                        break
+                    # Only retries left, waiting for their time: sleep until the first.
+                    self.stop.wait(
+                        min(FLUSH_SECONDS, max(0, self.delayed[0][0] - time.monotonic()))
+                    )
+                else:
+                    done, _ = wait(
+                        self.in_flight, timeout=self._wait_seconds(), return_when=FIRST_COMPLETED
+                    )
+                    for future in done:
+                        self.in_flight.pop(future)
+                        self._received(future.result())
                 due = time.monotonic() - last_flush > FLUSH_SECONDS
                 if due or len(self.outcomes) >= FLUSH_SIZE:
                     self._flush()
@@ -274,6 +414,49 @@ class Drain:
             self._flush()
             self._release_ready()
         return self.written
+
+    def _wait_seconds(self) -> float:
+        if self.delayed:
+            return min(FLUSH_SECONDS, max(0.0, self.delayed[0][0] - time.monotonic()))
+        return FLUSH_SECONDS
+
+    def _received(self, outcome: Outcome) -> None:
+        if self.budget is not None and outcome.kind == "retry":
+            # The failed call cost nothing; the next one reserves again.
+            self.budget.settle(outcome.job.estimated_cost, None)
+        if outcome.kind == "retry":
+            due = time.monotonic() + outcome.delay
+            heapq.heappush(self.delayed, (due, next(self._order), outcome.job))
+            return
+        if outcome.fell_back:
+            self._fall_back(outcome.job)
+        self.outcomes.append(outcome)
+
+    def _fall_back(self, job: Job) -> None:
+        """JSON was asked for and text came back: this endpoint ignores response_format.
+        Jobs not yet sent switch to markers; the run and the capability remember it."""
+        model = job.variant.prompt_version.model
+        if self.modes.get(model) == capabilities.MARKERS:
+            return
+        self.modes[model] = capabilities.MARKERS
+        reason = capabilities.ignored_response_format(model)
+        if self.run_id is not None:
+            GenerationRun.objects.filter(pk=self.run_id).update(
+                output_mode=capabilities.MARKERS, output_mode_reason=reason[:300]
+            )
+        personal = prompting.personal_attributes()
+        self.ready = deque(
+            prepare(j.variant, personal=personal, mode=capabilities.MARKERS)
+            if j.mode == capabilities.JSON
+            else j
+            for j in self.ready
+        )
+
+    def _due(self) -> None:
+        """Retries whose time has come go to the front of the line."""
+        now = time.monotonic()
+        while self.delayed and self.delayed[0][0] <= now:
+            self.ready.appendleft(heapq.heappop(self.delayed)[2])
 
     def _refill(self) -> None:
         if self.stop.is_set() or self.exhausted or len(self.ready) >= self.threads:
@@ -303,11 +486,15 @@ class Drain:
         personal = prompting.personal_attributes() if variants else None
         for variant in variants:
             try:
-                self.ready.append(prepare(variant, personal=personal))
+                self.ready.append(prepare(variant, personal=personal, mode=self.mode_for(variant)))
             except (KeyError, ValueError, IndexError) as exc:
                 # A template that renders badly fails its variant, not the task.
                 job = Job(variant, [], "", [], 0, 0, None)
-                self.outcomes.append(Outcome(job, "failed", error=f"Prompt rendering: {exc}"))
+                self.outcomes.append(
+                    Outcome(
+                        job, "failed", reason=Reason.RENDERING, error=f"Prompt rendering: {exc}"
+                    )
+                )
 
     def _submit(self, pool: ThreadPoolExecutor, limiter: EndpointLimiter) -> None:
         # Up to twice the threads: a thread that finishes a call takes the next job at
@@ -318,7 +505,7 @@ class Drain:
                 self._pause_for_budget()
                 return
             self.ready.popleft()
-            self.in_flight[pool.submit(call, job, limiter, self.stop)] = job
+            self.in_flight[pool.submit(attempt, job, limiter, self.stop)] = job
 
     def _pause_for_budget(self) -> None:
         self.stop.set()
@@ -356,8 +543,10 @@ class Drain:
             self.stop.set()
 
     def _release_ready(self) -> None:
-        release([job.variant.pk for job in self.ready], claim_id=self.claim)
+        waiting = [*self.ready, *(job for _, _, job in self.delayed)]
+        release([job.variant.pk for job in waiting], claim_id=self.claim)
         self.ready.clear()
+        self.delayed.clear()
 
 
 def claim(
@@ -461,6 +650,10 @@ def write_outcomes(outcomes: list[Outcome], *, claim_id: str) -> int:
                     text=outcome.copy,
                     original_text=outcome.copy,
                     rationale=outcome.rationale,
+                    raw_output=completion.content,
+                    normalisation=outcome.normalisation,
+                    output_mode=outcome.job.mode,
+                    finish_reason=completion.finish_reason,
                     checks=outcome.checks,
                     checks_failed=sum(not c["passed"] for c in outcome.checks),
                     model=completion.model,
@@ -470,6 +663,7 @@ def write_outcomes(outcomes: list[Outcome], *, claim_id: str) -> int:
                     cached_tokens=completion.cached_tokens,
                     latency_ms=completion.latency_ms,
                     cost=outcome.cost,
+                    failure_reason="",
                     error="",
                     claim="",
                     claimed_at=None,
@@ -497,9 +691,14 @@ def write_outcomes(outcomes: list[Outcome], *, claim_id: str) -> int:
             pk=variant.pk, status=Variant.Status.GENERATING, claim=claim_id
         )
         if outcome.kind == "failed":
+            completion = outcome.completion
             updated = owned_one.update(
                 status=Variant.Status.FAILED,
+                failure_reason=outcome.reason or Reason.TRANSIENT,
                 error=outcome.error[:2000],
+                raw_output=completion.content if completion else "",
+                finish_reason=completion.finish_reason if completion else "",
+                output_mode=outcome.job.mode,
                 claim="",
                 claimed_at=None,
                 updated=now,

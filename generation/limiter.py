@@ -7,8 +7,19 @@ allows:
    a worker killed while holding a slot frees it when the lease ends);
 2. requests and tokens per minute: sliding-window counters from the `limits`
    library;
-3. a shared pause: when the endpoint answers 429 with Retry-After, or its
-   x-ratelimit-remaining-* headers reach 0, every worker waits until the reset.
+3. a shared pause: when the endpoint's x-ratelimit-remaining-* headers reach 0 (its
+   budget for the window is spent), every worker waits until the reset it names.
+
+A single 429 pauses nobody: the call that got it waits out its own Retry-After
+(the engine does that). Providers answer 429 at random to a share of calls when a
+shard is busy, with budget left; pausing everyone for each would idle the fleet.
+
+The concurrency cap itself moves (AIMD, as TCP's congestion window does): cut by
+LLM_CONCURRENCY_DECREASE when the budget is spent or when 429s pass
+LLM_RATE_LIMIT_SHARE of the calls of the last LLM_RATE_LIMIT_WINDOW_SECONDS, at most
+once a window; raised by one per `cap` successful calls (one a round of calls) back
+up to LLM_CONCURRENCY. The cap and why it is what it is live in Redis, so every
+worker obeys one number and the run page can show it.
 """
 
 from __future__ import annotations
@@ -20,6 +31,7 @@ import re
 import time
 import uuid
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from functools import cache
 
 import redis
@@ -28,14 +40,17 @@ from limits import RateLimitItemPerMinute
 from limits.storage import storage_from_string
 from limits.strategies import SlidingWindowCounterRateLimiter
 
-# Acquire a slot if fewer than `limit` unexpired holders and no pause is set.
+# Acquire a slot if fewer than `cap` unexpired holders and no pause is set; the cap is
+# the AIMD one in KEYS[3] when set, else ARGV[2] (the configured maximum).
 # Returns 0 when acquired, else the milliseconds worth waiting before trying again.
 _ACQUIRE = """
 local now = tonumber(ARGV[1])
 local pause = redis.call('PTTL', KEYS[2])
 if pause > 0 then return pause end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[2]) then
+local cap = math.floor(tonumber(redis.call('GET', KEYS[3]) or ARGV[2]))
+if cap < 1 then cap = 1 end
+if redis.call('ZCARD', KEYS[1]) < cap then
   redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[4])
   redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[3]))
   return 0
@@ -44,8 +59,81 @@ return 5
 """
 
 
+# One call's result, counted in per-second buckets, and the cap moved (AIMD).
+# KEYS: cap, reason, cooldown, calls hash, 429s hash.
+# ARGV: now (s), outcome ("ok", "429" or "spent"), max cap, min cap, share, window (s),
+#       min calls, decrease factor, reason text for a cut.
+# Returns the cap now in force.
+_RESULT = """
+local now = tonumber(ARGV[1])
+local outcome = ARGV[2]
+local max = tonumber(ARGV[3])
+local min = tonumber(ARGV[4])
+local window = tonumber(ARGV[6])
+local bucket = tostring(math.floor(now))
+redis.call('HINCRBY', KEYS[4], bucket, 1)
+redis.call('EXPIRE', KEYS[4], window * 3)
+if outcome ~= 'ok' then
+  redis.call('HINCRBY', KEYS[5], bucket, 1)
+  redis.call('EXPIRE', KEYS[5], window * 3)
+end
+local cap = tonumber(redis.call('GET', KEYS[1]) or max)
+if cap > max then cap = max end
+if outcome == 'ok' then
+  if cap < max then
+    cap = math.min(max, cap + 1 / cap)
+    redis.call('SET', KEYS[1], tostring(cap))
+    if cap >= max then
+      redis.call('SET', KEYS[2], 'back at the configured maximum after a cut')
+    end
+  end
+  return tostring(cap)
+end
+if redis.call('EXISTS', KEYS[3]) == 1 then return tostring(cap) end
+local cut = outcome == 'spent'
+local reason = ARGV[9]
+if not cut then
+  local calls, limited = 0, 0
+  local first = math.floor(now) - window + 1
+  for b = first, math.floor(now) do
+    calls = calls + tonumber(redis.call('HGET', KEYS[4], tostring(b)) or 0)
+    limited = limited + tonumber(redis.call('HGET', KEYS[5], tostring(b)) or 0)
+  end
+  if calls >= tonumber(ARGV[7]) and limited / calls > tonumber(ARGV[5]) then
+    cut = true
+    reason = string.format(reason, limited, calls)
+  end
+end
+if cut then
+  local before = math.floor(cap)
+  cap = math.max(min, math.floor(cap * tonumber(ARGV[8])))
+  redis.call('SET', KEYS[1], tostring(cap))
+  redis.call('SET', KEYS[2], string.format('cut from %d to %d: ', before, cap) .. reason)
+  redis.call('SET', KEYS[3], '1', 'PX', window * 1000)
+end
+return tostring(cap)
+"""
+
+
 class LimiterTimeout(Exception):
     pass
+
+
+@dataclass(frozen=True)
+class ConcurrencyState:
+    """What the run page shows: the cap in force, the most, calls in flight, why."""
+
+    cap: int
+    maximum: int
+    in_flight: int
+    reason: str
+    paused_seconds: float
+
+    def __str__(self) -> str:
+        line = f"{self.cap} of at most {self.maximum} calls at once ({self.in_flight} in flight)"
+        if self.paused_seconds > 0:
+            line += f"; every worker paused for {self.paused_seconds:.1f}s more"
+        return f"{line}: {self.reason}"
 
 
 @cache
@@ -72,11 +160,17 @@ class EndpointLimiter:
         key = hashlib.sha1(endpoint.encode()).hexdigest()[:12]
         self.slots_key = f"hyperpers:llm:{key}:slots"
         self.pause_key = f"hyperpers:llm:{key}:pause"
+        self.cap_key = f"hyperpers:llm:{key}:cap"
+        self.cap_reason_key = f"hyperpers:llm:{key}:cap-reason"
+        self.cap_cooldown_key = f"hyperpers:llm:{key}:cap-cooldown"
+        self.calls_key = f"hyperpers:llm:{key}:calls"
+        self.limited_key = f"hyperpers:llm:{key}:limited"
         self.window_key = f"llm-{key}"
         self.concurrency = concurrency
         self.lease_ms = lease_ms
         self.redis = client or redis_client()
         self._acquire = self.redis.register_script(_ACQUIRE)
+        self._result = self.redis.register_script(_RESULT)
         self.rpm = RateLimitItemPerMinute(rpm) if rpm else None
         self.tpm = RateLimitItemPerMinute(tpm) if tpm else None
         self.windows = (
@@ -93,7 +187,7 @@ class EndpointLimiter:
         while True:
             now_ms = int(time.time() * 1000)
             wait_ms = self._acquire(
-                keys=[self.slots_key, self.pause_key],
+                keys=[self.slots_key, self.pause_key, self.cap_key],
                 args=[now_ms, self.concurrency, self.lease_ms, holder],
             )
             if wait_ms == 0:
@@ -132,13 +226,79 @@ class EndpointLimiter:
         if current is None or current < ms:
             self.redis.set(self.pause_key, "1", px=ms)
 
+    def succeeded(self) -> int:
+        """A call was answered: count it, and raise the cap additively."""
+        return self._record("ok", "")
+
+    def rate_limited(self) -> int:
+        """A call got 429: count it; cut the cap when 429s pass their share of calls."""
+        return self._record(
+            "429",
+            # Lua's string.format fills in the counts, so a literal % is written %%.
+            f"%d of the last %d calls got 429 (over "
+            f"{settings.LLM_RATE_LIMIT_SHARE * 100:g}%% in "
+            f"{settings.LLM_RATE_LIMIT_WINDOW_SECONDS:g}s)",
+        )
+
+    def _record(self, outcome: str, reason: str) -> int:
+        cap = self._result(
+            keys=[
+                self.cap_key,
+                self.cap_reason_key,
+                self.cap_cooldown_key,
+                self.calls_key,
+                self.limited_key,
+            ],
+            args=[
+                time.time(),
+                outcome,
+                self.concurrency,
+                settings.LLM_CONCURRENCY_MIN,
+                settings.LLM_RATE_LIMIT_SHARE,
+                settings.LLM_RATE_LIMIT_WINDOW_SECONDS,
+                settings.LLM_RATE_LIMIT_MIN_CALLS,
+                settings.LLM_CONCURRENCY_DECREASE,
+                reason,
+            ],
+        )
+        return int(float(cap))
+
     def observe(self, headers: Mapping[str, str]) -> None:
-        """Follow the endpoint's x-ratelimit-* headers: pause when a budget is spent."""
+        """Follow the endpoint's x-ratelimit-* headers: when a budget is spent, pause
+        every worker until its reset and cut the cap."""
         for kind in ("requests", "tokens"):
             remaining = headers.get(f"x-ratelimit-remaining-{kind}")
             if remaining is not None and remaining.strip() in ("0", "0.0"):
-                reset = parse_duration(headers.get(f"x-ratelimit-reset-{kind}", "1s"))
-                self.pause(reset or 1.0)
+                reset = parse_duration(headers.get(f"x-ratelimit-reset-{kind}", "1s")) or 1.0
+                self.pause(reset)
+                self._record(
+                    "spent",
+                    f"the endpoint's {kind} budget is spent (x-ratelimit-remaining-{kind}: 0, "
+                    f"resets in {reset:g}s)",
+                )
+
+    def state(self) -> ConcurrencyState:
+        pipe = self.redis.pipeline()
+        now_ms = int(time.time() * 1000)
+        pipe.get(self.cap_key)
+        pipe.get(self.cap_reason_key)
+        pipe.zcount(self.slots_key, now_ms, "+inf")
+        pipe.pttl(self.pause_key)
+        cap, reason, in_flight, pause_ms = pipe.execute()
+        cap_value = min(self.concurrency, int(float(cap))) if cap is not None else self.concurrency
+        if reason is None:
+            text = f"the configured maximum (LLM_CONCURRENCY={self.concurrency}); no cut so far"
+        else:
+            text = reason.decode() if isinstance(reason, bytes) else str(reason)
+            if cap_value < self.concurrency:
+                text += "; rising by one per round of successful calls"
+        return ConcurrencyState(
+            cap=max(1, cap_value),
+            maximum=self.concurrency,
+            in_flight=int(in_flight or 0),
+            reason=text,
+            paused_seconds=max(0, pause_ms or 0) / 1000,
+        )
 
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")

@@ -6,7 +6,6 @@ The demo, the tests and production all take this path; only LLM_BASE_URL differs
 
 from __future__ import annotations
 
-import re
 import time
 from dataclasses import dataclass
 from functools import cache
@@ -40,10 +39,20 @@ class EndpointConfigError(PermanentLLMError):
     """The endpoint refuses our configuration (key, model): every call will fail alike."""
 
 
-class NoRationaleError(LLMError):
-    """The answer lacks its rationale; another sample may have it, so worth a few retries."""
+class RateLimited(TransientLLMError):
+    """A 429: this call waits out its Retry-After; the others go on."""
+
+
+class MalformedAnswer(LLMError):
+    """An answer we could not read (a body cut off, no choices, JSON off the schema).
+    Another sample may be well formed, so worth a few retries; `reason` names it
+    (a Variant.FailureReason value)."""
 
     transient = True
+
+    def __init__(self, message: str, *, reason: str, headers=None) -> None:
+        super().__init__(message, headers=headers)
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -56,6 +65,10 @@ class Completion:
     latency_ms: int
     response_id: str
     headers: dict[str, str]
+    # "stop", "length" (cut off at max_tokens), "content_filter", ... as the endpoint
+    # said; and the model's refusal text where it refused (content is then "").
+    finish_reason: str = "stop"
+    refusal: str = ""
 
 
 @cache
@@ -82,19 +95,37 @@ def _retry_after(headers) -> float | None:
     return None
 
 
-def complete(*, messages: list[dict[str, str]], model: str, temperature: float) -> Completion:
-    """One chat completion; raise TransientLLMError, PermanentLLMError or a subclass."""
+def complete(
+    *,
+    messages: list[dict[str, str]],
+    model: str,
+    temperature: float,
+    response_format: dict | None = None,
+    max_tokens: int | None = None,
+) -> Completion:
+    """One chat completion; raise TransientLLMError, PermanentLLMError or a subclass.
+
+    A refusal or a content filter is not an error here: the Completion says so
+    (finish_reason, refusal) and the caller decides what becomes of the variant.
+    """
     started = time.perf_counter()
+    extra: dict = {}
+    if response_format is not None:
+        extra["response_format"] = response_format
+    if max_tokens is not None:
+        extra["max_tokens"] = max_tokens
     try:
         raw = client().chat.completions.with_raw_response.create(
-            model=model, messages=messages, temperature=temperature
+            model=model, messages=messages, temperature=temperature, **extra
         )
         response = raw.parse()
     except openai.APIStatusError as exc:
         headers = exc.response.headers
         status = exc.status_code
         message = f"HTTP {status}: {exc.message}"
-        if status == 429 or status in (408, 409) or status >= 500:
+        if status == 429:
+            raise RateLimited(message, retry_after=_retry_after(headers), headers=headers) from exc
+        if status in (408, 409) or status >= 500:
             raise TransientLLMError(
                 message, retry_after=_retry_after(headers), headers=headers
             ) from exc
@@ -104,15 +135,28 @@ def complete(*, messages: list[dict[str, str]], model: str, temperature: float) 
     except openai.APIConnectionError as exc:  # includes timeouts
         raise TransientLLMError(f"{type(exc).__name__}: {exc}") from exc
     except (openai.APIResponseValidationError, ValueError) as exc:
-        raise PermanentLLMError(f"Malformed response from the endpoint: {exc}") from exc
+        # A body cut off mid-way (a proxy that dropped the connection) or not JSON.
+        raise MalformedAnswer(
+            f"Malformed response from the endpoint: {exc}", reason="malformed"
+        ) from exc
     latency_ms = round((time.perf_counter() - started) * 1000)
 
-    if not getattr(response, "choices", None) or response.choices[0].message.content is None:
-        raise PermanentLLMError("The endpoint returned no message content")
+    choices = getattr(response, "choices", None)
+    if not choices:
+        raise MalformedAnswer(
+            "The endpoint answered with an empty 'choices' list", reason="empty_choices"
+        )
+    choice = choices[0]
+    message = getattr(choice, "message", None)
+    content = getattr(message, "content", None) if message is not None else None
+    refusal = (getattr(message, "refusal", None) or "") if message is not None else ""
+    finish_reason = getattr(choice, "finish_reason", None) or "stop"
+    if content is None and not refusal and finish_reason != "content_filter":
+        raise MalformedAnswer("The endpoint returned no message content", reason="malformed")
     usage = response.usage
     details = getattr(usage, "prompt_tokens_details", None) if usage else None
     return Completion(
-        content=response.choices[0].message.content,
+        content=content or "",
         model=response.model or model,
         prompt_tokens=usage.prompt_tokens if usage else 0,
         completion_tokens=usage.completion_tokens if usage else 0,
@@ -120,25 +164,6 @@ def complete(*, messages: list[dict[str, str]], model: str, temperature: float) 
         latency_ms=latency_ms,
         response_id=response.id or "",
         headers=dict(raw.headers),
+        finish_reason=str(finish_reason),
+        refusal=str(refusal),
     )
-
-
-_RATIONALE = re.compile(r"^\s*(?:[*_#>]+\s*)?rationale\s*[*_]*\s*:\s*[*_]*", re.I | re.M)
-
-
-def split_rationale(content: str) -> tuple[str, str]:
-    """Split the model's answer into (copy, rationale) at its last 'Rationale:' line.
-
-    Raise PermanentLLMError when there is no rationale or no copy before it.
-    """
-    matches = list(_RATIONALE.finditer(content))
-    if not matches:
-        raise NoRationaleError("The answer has no 'Rationale:' section")
-    last = matches[-1]
-    copy = content[: last.start()].strip()
-    rationale = content[last.end() :].strip()
-    if not copy:
-        raise PermanentLLMError("The answer has a rationale but no copy before it")
-    if not rationale:
-        raise PermanentLLMError("The answer's 'Rationale:' section is empty")
-    return copy, rationale

@@ -242,12 +242,27 @@ class Prompt(models.Model):
         EMAIL = "email", "E-mail"
         APP = "app", "App"
         AD = "ad", "Ad"
+        SMS = "sms", "SMS"
+
+    class CopyFormat(models.TextChoices):
+        PLAIN = "plain", "Plain text"
+        MARKDOWN = "markdown", "Markdown subset (bold, italic, links, lists): e-mail only"
+
+    # Channels whose copy may carry the markdown subset; every other one is plain text.
+    MARKDOWN_CHANNELS = frozenset({Channel.EMAIL})
 
     slug = models.SlugField(max_length=100, unique=True)
     name = models.CharField(max_length=200)
     brand = models.ForeignKey(Brand, on_delete=models.PROTECT, related_name="prompts")
     channel = models.CharField(max_length=32, choices=Channel.choices, default=Channel.PRODUCT_PAGE)
     max_length = models.PositiveIntegerField(default=600, help_text="Maximum characters of copy.")
+    copy_format = models.CharField(
+        max_length=16,
+        choices=CopyFormat.choices,
+        default=CopyFormat.PLAIN,
+        help_text="The format the channel shows copy in. Markdown is for e-mail only; "
+        "everything else is plain text.",
+    )
     allowed_attributes = models.JSONField(
         default=list,
         blank=True,
@@ -285,6 +300,14 @@ class Prompt(models.Model):
     @property
     def current_version(self) -> PromptVersion | None:
         return self.versions.order_by("-number").first()
+
+    @property
+    def output_format(self) -> str:
+        """What generated copy is normalised to: "markdown" only where the channel
+        allows it and the lead chose it, else "plain"."""
+        if self.channel in self.MARKDOWN_CHANNELS and self.copy_format == self.CopyFormat.MARKDOWN:
+            return "markdown"
+        return "plain"
 
 
 class PromptVersion(models.Model):
@@ -344,6 +367,11 @@ class GenerationRun(models.Model):
     estimated_completion_tokens = models.PositiveBigIntegerField(default=0)
     estimated_cost = models.DecimalField(max_digits=14, decimal_places=6, null=True, blank=True)
     note = models.CharField(max_length=300, blank=True, help_text="Why this run was started.")
+    # How answers are asked for: "json" (response_format with the copy schema) or
+    # "markers" (a rationale section in text), and why that mode (probed, forced, or
+    # fallen back to because the endpoint ignored response_format).
+    output_mode = models.CharField(max_length=16, blank=True)
+    output_mode_reason = models.CharField(max_length=300, blank=True)
     error = models.TextField(blank=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
@@ -399,6 +427,20 @@ class Variant(models.Model):
         SUPERSEDED = "superseded", "Superseded"
         FAILED = "failed", "Failed"
 
+    class FailureReason(models.TextChoices):
+        """Why a variant failed. Only these fail one: anything else is copy a person
+        can still read, with a failed check."""
+
+        EMPTY_COPY = "empty_copy", "The answer had no copy"
+        REFUSED = "refused", "The model refused"
+        CONTENT_FILTER = "content_filter", "The endpoint's content filter blocked it"
+        MALFORMED = "malformed", "The answer stayed malformed after retries"
+        SCHEMA = "schema", "The JSON answer did not match the schema after retries"
+        EMPTY_CHOICES = "empty_choices", "The endpoint answered with no choices"
+        TRANSIENT = "transient", "The endpoint kept failing (rate limits, 5xx, timeouts)"
+        REQUEST = "request", "The endpoint refused the request"
+        RENDERING = "rendering", "The prompt could not be rendered"
+
     run = models.ForeignKey(
         GenerationRun, null=True, blank=True, on_delete=models.SET_NULL, related_name="variants"
     )
@@ -417,8 +459,16 @@ class Variant(models.Model):
         max_length=16, choices=Status.choices, default=Status.QUEUED, db_index=True
     )
     text = models.TextField(blank=True, help_text="The copy as it stands (edited if edited).")
-    original_text = models.TextField(blank=True, help_text="The copy as the model wrote it.")
+    original_text = models.TextField(
+        blank=True, help_text="The copy as the model wrote it, normalised to the channel's format."
+    )
     rationale = models.TextField(blank=True)
+    # The model's answer exactly as it came, and what normalising it to the channel's
+    # format took out (notes for the reviewer).
+    raw_output = models.TextField(blank=True)
+    normalisation = models.JSONField(default=list, blank=True)
+    output_mode = models.CharField(max_length=16, blank=True)
+    finish_reason = models.CharField(max_length=32, blank=True)
     checks = models.JSONField(default=list, blank=True)
     # How many checks failed: the queue shows flagged variants first.
     checks_failed = models.PositiveSmallIntegerField(default=0)
@@ -441,6 +491,8 @@ class Variant(models.Model):
     # How the review policy treated it: "", "reviewed" (sampled for people),
     # "auto" (published by the policy).
     policy_outcome = models.CharField(max_length=16, blank=True)
+    # Why a variant failed, as a name (FailureReason) beside the message in `error`.
+    failure_reason = models.CharField(max_length=32, blank=True)
     error = models.TextField(blank=True)
     attempts = models.PositiveSmallIntegerField(default=0)
     # Who is generating it: the Celery task id that claimed it, and when. A task
@@ -512,3 +564,23 @@ class Variant(models.Model):
     @property
     def audience(self) -> Segment | Customer:
         return self.segment or self.customer
+
+
+class EndpointCapability(models.Model):
+    """What one endpoint and model support, as probed before a run (endpoint_check) and
+    corrected by what answers show (an endpoint that ignores response_format)."""
+
+    base_url = models.CharField(max_length=500)
+    model = models.CharField(max_length=120)
+    # None: not known yet (never probed, or the probe could not tell).
+    structured_output = models.BooleanField(null=True)
+    note = models.CharField(max_length=300, blank=True)
+    checked = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["base_url", "model"], name="endpoint_model_capability")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.model} at {self.base_url}"

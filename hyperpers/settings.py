@@ -225,12 +225,30 @@ LLM_BASE_URL = env.str(
 LLM_API_KEY = env.str("LLM_API_KEY", default="offline-writer")
 LLM_DEFAULT_MODEL = env.str("LLM_DEFAULT_MODEL", default="offline-writer-1")
 LLM_TIMEOUT_SECONDS = env.float("LLM_TIMEOUT_SECONDS", default=60.0)
-# Attempts per variant on transient errors (429, 5xx, timeouts, no rationale), with
+# Attempts per variant on transient errors (5xx, timeouts, malformed answers), with
 # exponential backoff and jitter up to LLM_BACKOFF_MAX_SECONDS, honouring Retry-After.
 LLM_MAX_ATTEMPTS = env.int("LLM_MAX_ATTEMPTS", default=5)
 LLM_BACKOFF_MAX_SECONDS = env.float("LLM_BACKOFF_MAX_SECONDS", default=60.0)
+# 429s are counted apart: each waits out its own Retry-After, this many times a variant.
+LLM_RATE_LIMIT_RETRIES = env.int("LLM_RATE_LIMIT_RETRIES", default=30)
+# How answers are asked for: "auto" probes the endpoint and model for structured output
+# (response_format with a JSON schema) and remembers it; "json" or "markers" force one.
+LLM_STRUCTURED_OUTPUT = env.str("LLM_STRUCTURED_OUTPUT", default="auto")
+if LLM_STRUCTURED_OUTPUT not in ("auto", "json", "markers"):
+    raise ImproperlyConfigured(
+        f"LLM_STRUCTURED_OUTPUT={LLM_STRUCTURED_OUTPUT!r}: write auto, json or markers"
+    )
 # The endpoint's limits, kept by all workers together through Redis.
 LLM_CONCURRENCY = env.int("LLM_CONCURRENCY", default=16)
+# The concurrency cap in force moves (AIMD): cut by LLM_CONCURRENCY_DECREASE (down to
+# LLM_CONCURRENCY_MIN) when the endpoint says its budget is spent, or when more than
+# LLM_RATE_LIMIT_SHARE of the calls of the last LLM_RATE_LIMIT_WINDOW_SECONDS (at least
+# LLM_RATE_LIMIT_MIN_CALLS of them) got 429; raised by one a round of successful calls.
+LLM_CONCURRENCY_MIN = env.int("LLM_CONCURRENCY_MIN", default=1)
+LLM_CONCURRENCY_DECREASE = env.float("LLM_CONCURRENCY_DECREASE", default=0.5)
+LLM_RATE_LIMIT_SHARE = env.float("LLM_RATE_LIMIT_SHARE", default=0.3)
+LLM_RATE_LIMIT_WINDOW_SECONDS = env.int("LLM_RATE_LIMIT_WINDOW_SECONDS", default=10)
+LLM_RATE_LIMIT_MIN_CALLS = env.int("LLM_RATE_LIMIT_MIN_CALLS", default=50)
 LLM_RPM = env.int("LLM_RPM", default=None)
 LLM_TPM = env.int("LLM_TPM", default=None)
 # Calls each generation task keeps in flight (its thread pool), and how many such

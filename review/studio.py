@@ -365,6 +365,12 @@ def studio_preview(request: HttpRequest, slug: str) -> HttpResponse:
             "rendered": rendered,
             "preview_slot": (product, segment),
             "preview_tokens": sum(pricing.estimate_tokens(m["content"]) for m in rendered.messages),
+            "prefix": services.prompt_prefix_share(
+                prompt=prompt,
+                template=request.POST.get("template", "").replace("\r\n", "\n"),
+                product=product,
+                examples=_examples(request.POST, prompt),
+            ),
         }
     except STUDIO_ERRORS as exc:
         context["preview_error"] = str(exc)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 from decimal import Decimal, InvalidOperation
 
+import redis
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
@@ -18,6 +19,7 @@ from django_htmx.http import push_url
 
 from generation import prompting
 from generation import services as generation_services
+from generation.limiter import endpoint_limiter
 from generation.models import GenerationRun, Prompt, Segment, Variant
 from generation.services import RunError
 from review import metrics, services
@@ -434,13 +436,38 @@ def run_detail(request: HttpRequest, pk: int) -> HttpResponse:
     statuses = [
         (label, by_status[value]) for value, label in Variant.Status.choices if value in by_status
     ]
+    by_reason = dict(
+        Variant.objects.filter(run=run, status=Variant.Status.FAILED)
+        .order_by()
+        .values_list("failure_reason")
+        .annotate(n=Count("id"))
+    )
+    reasons = [
+        (value, Variant.FailureReason(value).label if value in Variant.FailureReason else value, n)
+        for value, n in sorted(by_reason.items(), key=lambda kv: -kv[1])
+    ]
     template = "review/run.html#run-progress" if request.htmx else "review/run.html"
     is_lead = request.user.is_staff or request.user.groups.filter(name="marketing lead").exists()
     return render(
         request,
         template,
-        {"run": run, "failures": failures, "is_lead": is_lead, "statuses": statuses},
+        {
+            "run": run,
+            "failures": failures,
+            "is_lead": is_lead,
+            "statuses": statuses,
+            "reasons": reasons,
+            "concurrency": _concurrency_line(),
+        },
     )
+
+
+def _concurrency_line() -> str:
+    """The endpoint's concurrency cap in force and why (shared by all workers, in Redis)."""
+    try:
+        return str(endpoint_limiter().state())
+    except redis.RedisError as exc:
+        return f"unknown: Redis is unreachable ({exc.__class__.__name__})"
 
 
 @login_required

@@ -67,6 +67,19 @@ def configure_writer(server, **settings_) -> dict:
         return json.loads(response.read())
 
 
+def slot_completions(server) -> list[dict]:
+    """The chat completions a writer received for slots: without the structured-output
+    probes that endpoint checks send before a run or a try."""
+    from generation.capabilities import PROBE_MESSAGES
+
+    return [
+        r
+        for r in server.requests
+        if r["path"].endswith("/chat/completions")
+        and (r.get("body") or {}).get("messages") != PROBE_MESSAGES
+    ]
+
+
 @pytest.fixture
 def luma_products() -> Path:
     path = SHARED_DATA / "luma" / "configurable_products.csv"

@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from generation import engine, services
 from generation.models import GenerationRun, Variant
-from tests.conftest import configure_writer
+from tests.conftest import configure_writer, slot_completions
 from tests.factories import ProductFactory, PromptVersionFactory, SegmentFactory
 
 pytestmark = pytest.mark.django_db
@@ -37,7 +37,7 @@ def _run(products=2, segments=2, **kwargs) -> GenerationRun:
 
 
 def _completions(server) -> list[dict]:
-    return [r for r in server.requests if r["path"].endswith("/chat/completions")]
+    return slot_completions(server)
 
 
 def _counts(run):
@@ -76,8 +76,8 @@ def test_two_drains_on_one_run_never_write_a_slot_twice(offline_writer):
 
 
 def test_transient_errors_are_retried_until_they_pass(offline_writer):
-    configure_writer(offline_writer, fail_first_n=2)
     run = _run(products=1, segments=1)
+    configure_writer(offline_writer, fail_first_n=2)
     engine.drain_run(run_id=run.pk, claim_id="t")
     assert _counts(run) == ("finished", 1, 0, 1)
     assert len(_completions(offline_writer)) == 3
@@ -104,21 +104,39 @@ def test_429_with_retry_after_is_waited_out(offline_writer, settings):
 
 
 @pytest.mark.parametrize(
-    ("fault", "reason"),
+    ("fault", "failure_reason", "message"),
     [
-        ("malformed_rate", "Malformed"),
-        ("empty_rate", "no message content"),
-        ("no_rationale_rate", "Gave up after 3 attempts"),
-        ("error_5xx_rate", "Gave up after 3 attempts"),
+        ("malformed_rate", "malformed", "Gave up after 3 attempts: Malformed response"),
+        ("empty_rate", "empty_choices", "Gave up after 3 attempts: The endpoint answered with "
+         "an empty 'choices' list"),
+        ("error_5xx_rate", "transient", "Gave up after 3 attempts: HTTP 50"),
+        ("refusal_rate", "refused", "The model refused: "),
+        ("content_filter_rate", "content_filter", "content filter stopped the answer"),
     ],
-)
-def test_permanent_failures_are_recorded_with_a_reason(offline_writer, fault, reason):
-    configure_writer(offline_writer, **{fault: 1.0})
+)  # fmt: skip
+def test_failures_are_recorded_with_a_named_reason(offline_writer, fault, failure_reason, message):
     run = _run(products=1, segments=2)
+    configure_writer(offline_writer, **{fault: 1.0})
     engine.drain_run(run_id=run.pk, claim_id="t")
     assert _counts(run) == ("finished", 0, 2, 2)
     for variant in Variant.objects.filter(run=run):
-        assert variant.status == "failed" and reason in variant.error
+        assert variant.status == "failed"
+        assert variant.failure_reason == failure_reason
+        assert message in variant.error
+
+
+def test_a_missing_rationale_keeps_the_copy_for_review_and_fails_the_rationale_check(
+    offline_writer,
+):
+    run = _run(products=1, segments=2)
+    configure_writer(offline_writer, no_rationale_rate=1.0)
+    engine.drain_run(run_id=run.pk, claim_id="t")
+    assert _counts(run) == ("finished", 2, 0, 2)
+    assert len(_completions(offline_writer)) == 2  # no retry: another sample would not help
+    for variant in Variant.objects.filter(run=run):
+        assert variant.status == "in_review" and variant.text and variant.rationale == ""
+        [rationale] = [c for c in variant.checks if c["name"] == "rationale"]
+        assert not rationale["passed"] and "rationale is missing" in rationale["message"]
 
 
 def test_retrying_failed_variants_completes_the_run_with_exact_counts(

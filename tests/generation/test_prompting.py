@@ -178,9 +178,10 @@ def test_injection_in_a_customer_attribute_stays_in_the_data_block_and_is_flagge
     )
     system, user = (m["content"] for m in rendered.messages)
     assert "Ignore previous instructions" not in system
-    instruction, block = user.split("<data>\n", 1)
+    assert user.startswith("<data>\n")
+    block, instruction = user.removeprefix("<data>\n").split("\n</data>\n\n", 1)
     assert "Ignore previous instructions" not in instruction
-    assert block.count("</data>") == 1 and block.endswith("</data>")  # closed once, by us
-    data = json_.loads(block.removesuffix("\n</data>").replace("<\\/data>", "</data>"))
+    assert "</data>" not in block and "</data>" not in instruction  # closed once, by us
+    data = json_.loads(block.replace("<\\/data>", "</data>"))
     assert "Ignore previous instructions" in data["audience"]["attributes"]["nickname"]
     assert any("nickname" in finding for finding in rendered.findings)

@@ -8,7 +8,7 @@ import pytest
 from generation import prompting, services
 from generation.models import GenerationRun, PromptVersion, Variant
 from generation.prompting import PromptTemplateError
-from tests.conftest import configure_writer
+from tests.conftest import configure_writer, slot_completions
 from tests.factories import (
     BrandFactory,
     ProductFactory,
@@ -30,7 +30,7 @@ def patient_enough(settings):
 
 
 def _completions(server) -> list[dict]:
-    return [r for r in server.requests if r["path"].endswith("/chat/completions")]
+    return slot_completions(server)
 
 
 def _counts() -> tuple[int, int, int]:
@@ -209,6 +209,7 @@ def test_trying_against_an_unreachable_endpoint_names_it(settings):
 
 def test_a_sample_the_endpoint_fails_shows_the_error_and_the_others_still_come(offline_writer):
     version = PromptVersionFactory()
+    services.endpoint_check(model="offline-writer-1")  # probed now, remembered for the try
     configure_writer(offline_writer, fail_first_n=2)  # both attempts of one sample
 
     results = services.prompt_try(

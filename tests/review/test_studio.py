@@ -5,6 +5,7 @@ from django.test import Client
 from django.urls import reverse
 
 from generation.models import Brand, GenerationRun, PromptVersion, Variant
+from tests.conftest import slot_completions
 from tests.factories import (
     BrandFactory,
     ProductFactory,
@@ -275,9 +276,10 @@ def test_trying_writes_samples_now_and_saves_nothing(client, lead, studio, offli
     assert response.status_code == 200 and 'id="try-results"' in body
     after = (Variant.objects.count(), PromptVersion.objects.count(), GenerationRun.objects.count())
     assert after == before
-    completions = [r for r in offline_writer.requests if r["path"].endswith("/chat/completions")]
+    completions = slot_completions(offline_writer)
     assert len(completions) == 2
-    assert all(r["body"]["messages"][1]["content"].startswith("TRY ") for r in completions)
+    # The instruction comes after the data block (the prefix-cache order).
+    assert all("</data>\n\nTRY " in r["body"]["messages"][1]["content"] for r in completions)
     assert body.count('<article class="card sample') == 2
     assert "Rationale:" in body and "tokens" in body and " ms" in body
     assert "<script>alert" not in body and "&lt;script&gt;alert(1)" in body

@@ -59,6 +59,7 @@ Reason = Variant.FailureReason
 FLUSH_SECONDS = 0.5
 FLUSH_SIZE = 200
 LEASE_CHECK_SECONDS = 60
+POPULATE_WAIT_SECONDS = 0.25
 BUDGET_KEY_SECONDS = 30 * 24 * 3600
 
 
@@ -394,12 +395,11 @@ class Drain:
                 self._due()
                 self._submit(pool, limiter)
                 if not self.in_flight:
-                    if not self.delayed or self.stop.is_set():
+                    if self.stop.is_set() or (self.exhausted and not self.delayed):
                         break
-                    # Only retries left, waiting for their time: sleep until the first.
-                    self.stop.wait(
-                        min(FLUSH_SECONDS, max(0, self.delayed[0][0] - time.monotonic()))
-                    )
+                    if self.delayed:
+                        # Only retries left, waiting for their time: sleep until the first.
+                        self.stop.wait(self._wait_seconds())
                 else:
                     done, _ = wait(
                         self.in_flight, timeout=self._wait_seconds(), return_when=FIRST_COMPLETED
@@ -481,6 +481,8 @@ class Drain:
             limit=max(0, 2 * self.threads - len(self.ready) - len(variants)),
             expired=expired,
         )
+        if not variants and self.variant_ids is None and self._still_populating():
+            return  # its next slots are being queued (services.run_populate): wait
         if not variants or self.variant_ids is not None:
             self.exhausted = True
         personal = prompting.personal_attributes() if variants else None
@@ -495,6 +497,16 @@ class Drain:
                         job, "failed", reason=Reason.RENDERING, error=f"Prompt rendering: {exc}"
                     )
                 )
+
+    def _still_populating(self) -> bool:
+        """The run has slots yet to be queued: wait a moment for them, unless calls are
+        in flight (then the loop comes back here after them anyway)."""
+        populating = GenerationRun.objects.filter(
+            pk=self.run_id, status=GenerationRun.Status.RUNNING, queued__lt=F("total")
+        ).exists()
+        if populating and not self.in_flight and not self.ready:
+            self.stop.wait(POPULATE_WAIT_SECONDS)
+        return populating
 
     def _submit(self, pool: ThreadPoolExecutor, limiter: EndpointLimiter) -> None:
         # Up to twice the threads: a thread that finishes a call takes the next job at

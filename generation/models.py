@@ -354,6 +354,11 @@ class GenerationRun(models.Model):
     )
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
     total = models.PositiveIntegerField(default=0)
+    # Slots queued as variants so far, and how many of the scope's products they cover:
+    # a big run queues its first slots when it is created and the rest in the
+    # background while it runs (services.run_populate), product by product.
+    queued = models.PositiveIntegerField(default=0)
+    queued_products = models.PositiveIntegerField(default=0)
     succeeded = models.PositiveIntegerField(default=0)
     failed = models.PositiveIntegerField(default=0)
     prompt_tokens = models.PositiveBigIntegerField(default=0)
@@ -393,6 +398,11 @@ class GenerationRun(models.Model):
     @property
     def is_active(self) -> bool:
         return self.status in (self.Status.PENDING, self.Status.RUNNING)
+
+    @property
+    def is_populating(self) -> bool:
+        """Some of its slots are still to be queued (see services.run_populate)."""
+        return self.queued < self.total
 
 
 class VariantQuerySet(models.QuerySet):

@@ -23,11 +23,20 @@ DATABASE_RETRY = {
 
 @shared_task(**DATABASE_RETRY)
 def run_start(run_id: int) -> int:
-    """Fan a run out to its drain tasks, which any worker on any machine may take."""
+    """Fan a run out to its drain tasks, which any worker on any machine may take, then
+    queue the rest of its slots while they write the first ones."""
     tasks = services.run_dispatch(run_id=run_id)
     for _ in range(tasks):
         run_drain.delay(run_id)
+    if tasks:
+        services.run_populate(run_id=run_id)
     return tasks
+
+
+@shared_task(**DATABASE_RETRY)
+def run_populate(run_id: int) -> int:
+    """Beat's revive: queue the slots of a run whose populating stopped half-way."""
+    return services.run_populate(run_id=run_id)
 
 
 # acks_late + reject_on_worker_lost: a task whose worker is killed is delivered

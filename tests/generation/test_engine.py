@@ -312,3 +312,67 @@ def test_a_reviewer_note_reaches_the_prompt_as_a_course_correction(
     assert '"course_correction": "Make it shorter"' in sent
     run.refresh_from_db()
     assert run.succeeded == 0  # the regenerated variant left the run's counts
+
+
+def test_a_big_run_queues_its_first_slots_at_once_and_the_rest_while_it_runs(
+    offline_writer, monkeypatch
+):
+    monkeypatch.setattr(services, "QUEUE_NOW_SLOTS", 4)
+    monkeypatch.setattr(services, "POPULATE_PRODUCTS", 1)
+    products, segments = ProductFactory.create_batch(5), SegmentFactory.create_batch(2)
+    version = PromptVersionFactory()
+    run = services.run_create(prompt=version.prompt, products=products, segments=segments)
+    assert (run.total, run.queued, run.queued_products) == (10, 4, 2)
+    assert run.is_populating and Variant.objects.filter(run=run).count() == 4
+
+    services.run_dispatch(run_id=run.pk)
+    assert services.run_populate(run_id=run.pk) == 6
+    run.refresh_from_db()
+    assert (run.total, run.queued, run.queued_products) == (10, 10, 5) and not run.is_populating
+    # Product by product, in the scope's order: consecutive calls share a product.
+    order = list(Variant.objects.filter(run=run).order_by("pk").values_list("product", flat=True))
+    assert order == [p.pk for p in products for _ in segments]
+
+    engine.drain_run(run_id=run.pk, claim_id="t")
+    assert _counts(run) == ("finished", 10, 0, 10)
+
+
+@pytest.mark.django_db(transaction=True)  # the drain waits for the populating thread
+def test_a_drain_waits_for_slots_still_being_queued_instead_of_ending(offline_writer, monkeypatch):
+    monkeypatch.setattr(services, "QUEUE_NOW_SLOTS", 2)
+    monkeypatch.setattr(services, "POPULATE_PRODUCTS", 1)
+    version = PromptVersionFactory()
+    run = services.run_create(
+        prompt=version.prompt,
+        products=ProductFactory.create_batch(4),
+        segments=SegmentFactory.create_batch(2),
+    )
+    services.run_dispatch(run_id=run.pk)
+    drain = threading.Thread(target=engine.drain_run, kwargs={"run_id": run.pk, "claim_id": "t"})
+    drain.start()
+    threading.Event().wait(1.0)  # the drain has written the first 2 and waits
+    assert drain.is_alive()
+    services.run_populate(run_id=run.pk)
+    drain.join(timeout=30)
+    assert not drain.is_alive()
+    assert _counts(run) == ("finished", 8, 0, 8)
+
+
+def test_populating_stops_with_a_cancel_and_goes_on_after_a_resume(offline_writer, monkeypatch):
+    monkeypatch.setattr(services, "QUEUE_NOW_SLOTS", 2)
+    monkeypatch.setattr(services, "POPULATE_PRODUCTS", 1)
+    version = PromptVersionFactory()
+    run = services.run_create(
+        prompt=version.prompt,
+        products=ProductFactory.create_batch(3),
+        segments=SegmentFactory.create_batch(2),
+    )
+    services.run_cancel(run=run)
+    assert services.run_populate(run_id=run.pk) == 0
+    run.refresh_from_db()
+    assert (run.queued, run.total) == (2, 6)
+    services.run_resume(run=run)
+    services.run_dispatch(run_id=run.pk)
+    assert services.run_populate(run_id=run.pk) == 4
+    engine.drain_run(run_id=run.pk, claim_id="t")
+    assert _counts(run) == ("finished", 6, 0, 6)

@@ -376,3 +376,32 @@ def test_populating_stops_with_a_cancel_and_goes_on_after_a_resume(offline_write
     assert services.run_populate(run_id=run.pk) == 4
     engine.drain_run(run_id=run.pk, claim_id="t")
     assert _counts(run) == ("finished", 6, 0, 6)
+
+
+def test_an_endpoint_that_ignores_response_format_falls_back_to_markers_and_is_remembered(
+    offline_writer, settings
+):
+    from generation.models import EndpointCapability
+
+    # As if a probe had said yes; the writer's plain profile ignores response_format.
+    EndpointCapability.objects.create(
+        base_url=settings.LLM_BASE_URL, model="offline-writer-1", structured_output=True
+    )
+    version = PromptVersionFactory()
+    run = services.run_create(
+        prompt=version.prompt,
+        products=ProductFactory.create_batch(3),
+        segments=SegmentFactory.create_batch(2),
+        check_endpoint=False,
+    )
+    assert run.output_mode == "json"
+    services.run_dispatch(run_id=run.pk)
+    engine.drain_run(run_id=run.pk, claim_id="t")
+
+    assert _counts(run) == ("finished", 6, 0, 6)
+    assert run.output_mode == "markers" and "ignored response_format" in run.output_mode_reason
+    capability = EndpointCapability.objects.get(model="offline-writer-1")
+    assert capability.structured_output is False
+    for variant in Variant.objects.filter(run=run):
+        assert variant.rationale and "Rationale:" not in variant.text
+        assert "Rationale:" in variant.raw_output

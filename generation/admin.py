@@ -88,7 +88,7 @@ class PromptVersionInline(admin.TabularInline):
 
 @admin.register(Prompt)
 class PromptAdmin(admin.ModelAdmin):
-    list_display = ["slug", "name", "brand", "channel", "max_length"]
+    list_display = ["slug", "name", "brand", "channel", "copy_format", "max_length"]
     inlines = [PromptVersionInline]
 
 

@@ -11,6 +11,7 @@ keeps two invariants about slots (see Variant.Meta.constraints):
 from __future__ import annotations
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator
 from django.db import models
 from django.db.models import Q
@@ -300,6 +301,18 @@ class Prompt(models.Model):
     @property
     def current_version(self) -> PromptVersion | None:
         return self.versions.order_by("-number").first()
+
+    def clean(self) -> None:
+        if (
+            self.copy_format == self.CopyFormat.MARKDOWN
+            and self.channel not in self.MARKDOWN_CHANNELS
+        ):
+            raise ValidationError(
+                {
+                    "copy_format": f"The {self.get_channel_display()} channel shows plain text "
+                    "only; markdown is for e-mail."
+                }
+            )
 
     @property
     def output_format(self) -> str:

@@ -405,3 +405,18 @@ def test_an_endpoint_that_ignores_response_format_falls_back_to_markers_and_is_r
     for variant in Variant.objects.filter(run=run):
         assert variant.rationale and "Rationale:" not in variant.text
         assert "Rationale:" in variant.raw_output
+
+
+def test_markdown_copy_is_for_e_mail_only():
+    from django.core.exceptions import ValidationError
+
+    from generation.models import Prompt
+
+    prompt = PromptVersionFactory().prompt
+    prompt.copy_format = Prompt.CopyFormat.MARKDOWN
+    with pytest.raises(ValidationError, match="plain text only; markdown is for e-mail"):
+        prompt.clean()
+    assert prompt.output_format == "plain"
+    prompt.channel = Prompt.Channel.EMAIL
+    prompt.clean()
+    assert prompt.output_format == "markdown"

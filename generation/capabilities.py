@@ -91,12 +91,10 @@ def output_mode(model: str) -> tuple[str, str]:
         return MARKERS, "forced by LLM_STRUCTURED_OUTPUT=markers"
     capability = known(model)
     if capability is None:
-        return MARKERS, "not probed yet: text with a rationale section"
-    if capability.structured_output:
-        return JSON, f"structured output: the endpoint {capability.note}"
+        return MARKERS, "the endpoint and model were not probed yet"
     if capability.structured_output is None:
-        return MARKERS, f"text with a rationale section: {capability.note}"
-    return MARKERS, f"text with a rationale section: the endpoint {capability.note}"
+        return MARKERS, capability.note
+    return (JSON if capability.structured_output else MARKERS), f"the endpoint {capability.note}"
 
 
 def ignored_response_format(model: str) -> str:
@@ -105,4 +103,4 @@ def ignored_response_format(model: str) -> str:
     if settings.LLM_STRUCTURED_OUTPUT == "auto":
         _record(model, False, note)
     logger.warning("%s at %s %s; falling back to markers", model, settings.LLM_BASE_URL, note)
-    return f"fell back to text with a rationale section: the endpoint {note}"
+    return f"fell back from JSON: the endpoint {note}"

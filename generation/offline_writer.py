@@ -56,7 +56,7 @@ import sys
 import threading
 import time
 import uuid
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -756,10 +756,96 @@ def estimate_tokens(text: str) -> int:
 
 
 # --------------------------------------------------------------------------------------
+# Provider profiles: the shapes real models give their answers
+
+REFUSAL = "I'm sorry, but I can't help with that request."
+_RATIONALE_MARKS = (
+    "**Rationale**: {r}", "**Rationale:** {r}", "### Rationale\n{r}", "Rationale - {r}",
+    "Rationale — {r}", "*Rationale*: {r}", "RATIONALE: {r}",
+)  # fmt: skip
+_PREAMBLES = (
+    "Here is the copy:", "Sure! Here's a version for this audience:",
+    "Certainly! Here's the product description:",
+)  # fmt: skip
+
+
+def _wants_json(body: Any) -> bool:
+    fmt = body.get("response_format") if isinstance(body, dict) else None
+    return isinstance(fmt, dict) and fmt.get("type") in ("json_schema", "json_object")
+
+
+def shape_answer(
+    content: str, *, profile: str, pick: int, name: str, wants_json: bool, bad_json: bool = False
+) -> tuple[str, str, str]:
+    """(content, finish_reason, shape) of one answer in a profile's shape.
+
+    `content` is compose()'s "copy, blank line, Rationale: ..."; `pick` (a hash of the
+    request) chooses among a profile's shapes, so the same request is always answered
+    the same way, as a model that marks its rationale one way keeps doing so.
+    """
+    copy, _, rationale = content.partition("\n\nRationale: ")
+    if profile == "json" and wants_json:
+        if bad_json:
+            return json.dumps({"text": copy}, ensure_ascii=False), "stop", "bad_json"
+        answer = json.dumps({"copy": copy, "rationale": rationale}, ensure_ascii=False)
+        if pick % 4 == 0:
+            return f"```json\n{answer}\n```", "stop", "json_fenced"
+        return answer, "stop", "json"
+    if profile == "markdown" and name and name in copy:
+        copy = copy.replace(name, f"**{name}**", 1)
+        if pick % 3 == 0:
+            copy = f"## {name}\n\n{copy}"
+        mark = _RATIONALE_MARKS[pick % len(_RATIONALE_MARKS)].format(r=rationale)
+        return f"{copy}\n\n{mark}", "stop", "bold_name"
+    if profile == "terse":
+        if pick % 3 == 0:
+            return copy, "stop", "no_rationale"
+        return f"{copy}\n\nRationale: {rationale.split(':')[0]}.", "stop", "plain"
+    if profile == "chatty":
+        quoted = f'"{copy}"' if pick % 2 == 0 and '"' not in copy else copy
+        return f"{_PREAMBLES[pick % 3]}\n\n{quoted}\n\nRationale: {rationale}", "stop", "preamble"
+    if profile == "truncating" and pick % 4 == 0:
+        return copy[: max(1, len(copy) // 2)], "length", "truncated"
+    return content, "stop", "plain"
+
+
+def shape_answers(payload: dict[str, Any], body: Any, profile: str, *, bad_json: bool) -> str:
+    """Shape every choice of a composed completion; return the first one's shape."""
+    messages = body.get("messages") if isinstance(body, dict) else []
+    digest = hashlib.sha256(json.dumps(messages, sort_keys=True, default=str).encode()).digest()
+    pick = int.from_bytes(digest[:4], "big")
+    users = [m for m in messages if isinstance(m, Mapping) and m.get("role") == "user"]
+    data = extract_data(message_text(users[-1].get("content"))) if users else None
+    name = _inline(_mapping((data or {}).get("product")).get("name"), limit=300)
+    shape = "plain"
+    for i, choice in enumerate(payload["choices"]):
+        if choice["finish_reason"] == "length":
+            shape = "truncated" if i == 0 else shape
+            continue
+        content, finish, this = shape_answer(
+            choice["message"]["content"],
+            profile=profile,
+            pick=pick,
+            name=name,
+            wants_json=_wants_json(body),
+            bad_json=bad_json,
+        )
+        choice["message"]["content"], choice["finish_reason"] = content, finish
+        shape = this if i == 0 else shape
+    return shape
+
+
+# --------------------------------------------------------------------------------------
 # HTTP: settings for latency, limits and faults
 
 
-FAULTS: tuple[str, ...] = ("reset", "timeout", "error_5xx", "malformed", "empty", "no_rationale")
+FAULTS: tuple[str, ...] = (
+    "reset", "timeout", "error_5xx", "malformed", "empty", "no_rationale",
+    "rate_limit", "refusal", "content_filter", "bad_json",
+)  # fmt: skip
+# How answers are shaped, like the range of hosted models (see shape_answer).
+PROFILES: tuple[str, ...] = ("plain", "markdown", "json", "terse", "chatty", "truncating")
+PREFIX_CACHE_ENTRIES = 20_000
 LATENCY_DISTRIBUTIONS: tuple[str, ...] = ("uniform", "lognormal")
 TIMEOUT_ACTIONS: tuple[str, ...] = ("504", "close")
 WINDOW_S = 60.0  # the sliding window of rpm_limit and tpm_limit
@@ -789,7 +875,14 @@ class WriterSettings:
     malformed_rate: float = 0.0  # 200 whose body is cut-off JSON
     empty_rate: float = 0.0  # 200 with choices: []
     no_rationale_rate: float = 0.0  # 200 whose content has no "Rationale:" line
+    rate_limit_rate: float = 0.0  # an immediate 429 (Retry-After retry_after_s), budget left
+    refusal_rate: float = 0.0  # 200 with content null and message.refusal set
+    content_filter_rate: float = 0.0  # 200 with content null, finish_reason content_filter
+    bad_json_rate: float = 0.0  # a JSON answer off the schema (json profile, response_format)
     reset_rate: float = 0.0  # the connection is reset (RST) without an answer
+    profile: str = "plain"  # the shape of answers: one of PROFILES
+    prefix_cache: bool = True  # report cached_tokens for prompt prefixes seen before
+    prefix_cache_block_tokens: int = 64  # the cache's granularity (OpenAI's is 128)
     fail_first_n: int = 0  # the next N completions get 503 (from start, reset or setting)
     record: bool = True  # keep requests for server.requests and /_offline/requests
     record_limit: int = 10_000  # only the last this many
@@ -870,6 +963,9 @@ _CHECKS: dict[str, Callable[[Any], Any]] = {
     "timeout_hold_s": _number(0),
     "timeout_action": _choice(*TIMEOUT_ACTIONS),
     "fail_first_n": _integer(0),
+    "profile": _choice(*PROFILES),
+    "prefix_cache": _boolean,
+    "prefix_cache_block_tokens": _integer(1),
     "record": _boolean,
     "record_limit": _integer(1),
 }
@@ -1132,6 +1228,7 @@ class OfflineWriterServer(ThreadingHTTPServer):
                 "window": {"requests": len(self._request_window), "tokens": self._tokens_used},
                 "connections": {"opened": self._opened, "open": len(self._connections)},
                 "recorded": len(self._requests),
+                "shapes": dict(self._shapes),
             }
 
     def reset(self) -> int:
@@ -1145,7 +1242,9 @@ class OfflineWriterServer(ThreadingHTTPServer):
 
     def _clear_counters(self) -> None:
         self._counts = dict.fromkeys(("requests", "completed", "invalid", "internal_errors"), 0)
-        self._rejected = dict.fromkeys(("concurrency", "requests", "tokens"), 0)
+        self._rejected = dict.fromkeys(("concurrency", "requests", "tokens", "random"), 0)
+        self._shapes: dict[str, int] = {}
+        self._prefixes: OrderedDict[bytes, None] = OrderedDict()
         self._injected = dict.fromkeys(("fail_first_n", *FAULTS), 0)
         # Requests still in flight stay counted; their release() decrements.
         self._max_in_flight = self._in_flight
@@ -1213,12 +1312,54 @@ class OfflineWriterServer(ThreadingHTTPServer):
             self._tokens_used += prompt_tokens
             # Drawn in arrival order, so a seed repeats a sequential run exactly.
             fault = draw_fault(settings, self._rng)
+            if fault == "rate_limit":
+                # A busy shard's 429: not a spent budget, and counted in no window.
+                self._rejected["random"] += 1
+                self._injected["rate_limit"] += 1
+                raise _RateLimited(
+                    f"Rate limit reached for {model}: the server is busy. Please try again "
+                    f"in {format_duration(settings.retry_after_s)}." + _INJECTED,
+                    type_="requests", retry_after_s=settings.retry_after_s,
+                )  # fmt: skip
             latency_s = draw_latency_ms(settings, self._rng) / 1000
             status = self._rng.choice((500, 502, 503)) if fault == "error_5xx" else 0
             if self._fail_remaining > 0:
                 self._fail_remaining -= 1
                 fault = "fail_first_n"
             return _Ticket(fault, latency_s, status, entry)
+
+    def count_shape(self, shape: str) -> None:
+        with self._lock:
+            self._shapes[shape] = self._shapes.get(shape, 0) + 1
+
+    def cached_tokens(self, settings: WriterSettings, messages: Any, prompt_tokens: int) -> int:
+        """Like a provider's automatic prefix cache: the tokens of the longest run of
+        leading blocks of this prompt seen before (then all its blocks are remembered)."""
+        if not settings.prefix_cache or not isinstance(messages, list):
+            return 0
+        text = "".join(
+            f"{m.get('role')}:{message_text(m.get('content'))}\n"
+            for m in messages
+            if isinstance(m, Mapping)
+        )
+        size = settings.prefix_cache_block_tokens * 4
+        digest = hashlib.sha256()
+        keys = []
+        for start in range(0, len(text) - size + 1, size):
+            digest.update(text[start : start + size].encode())
+            keys.append(digest.copy().digest())
+        hits = 0
+        with self._lock:
+            for key in keys:
+                if key not in self._prefixes:
+                    break
+                hits += 1
+            for key in keys:
+                self._prefixes[key] = None
+                self._prefixes.move_to_end(key)
+            while len(self._prefixes) > PREFIX_CACHE_ENTRIES:
+                self._prefixes.popitem(last=False)
+        return min(prompt_tokens, hits * settings.prefix_cache_block_tokens)
 
     def charge(self, ticket: _Ticket, completion_tokens: int) -> None:
         """Add a completion's tokens to its entry in the token window, if still there."""
@@ -1526,7 +1667,18 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(error.status, error.body(), request_id, started)
             return
         server.charge(ticket, payload["usage"]["completion_tokens"])
-        if fault == "empty":
+        if fault in (None, "bad_json"):
+            shape = shape_answers(payload, body, settings.profile, bad_json=fault == "bad_json")
+            server.count_shape(shape)
+        if fault == "refusal":
+            for choice in payload["choices"]:
+                choice["message"]["content"] = None
+                choice["message"]["refusal"] = REFUSAL
+        elif fault == "content_filter":
+            for choice in payload["choices"]:
+                choice["message"]["content"] = None
+                choice["finish_reason"] = "content_filter"
+        elif fault == "empty":
             payload["choices"] = []
         elif fault == "no_rationale":
             for choice in payload["choices"]:
@@ -1680,6 +1832,7 @@ class _Handler(BaseHTTPRequestHandler):
         if isinstance(max_tokens, int) and 0 < max_tokens < estimate_tokens(content):
             content, finish_reason = content[: max_tokens * 4], "length"
         prompt_tokens = _prompt_tokens(body)
+        cached = self.server.cached_tokens(self.server.settings, messages, prompt_tokens)
         completion_tokens = estimate_tokens(content) * n
         return {
             "id": f"chatcmpl-offline-{uuid.uuid4().hex}",
@@ -1700,7 +1853,7 @@ class _Handler(BaseHTTPRequestHandler):
                 "prompt_tokens": prompt_tokens,
                 "completion_tokens": completion_tokens,
                 "total_tokens": prompt_tokens + completion_tokens,
-                "prompt_tokens_details": {"cached_tokens": 0},
+                "prompt_tokens_details": {"cached_tokens": cached},
             },
             "hyperpers_offline_writer": dict(METADATA),
         }

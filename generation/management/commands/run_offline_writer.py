@@ -13,6 +13,7 @@ from generation.offline_writer import (
     DEFAULT_MODELS,
     FAULTS,
     LATENCY_DISTRIBUTIONS,
+    PROFILES,
     SETTING_NAMES,
     TIMEOUT_ACTIONS,
     OfflineWriterServer,
@@ -28,6 +29,10 @@ FAULT_HELP = {
     "malformed": "Answer 200 with cut-off JSON.",
     "empty": "Answer 200 with no choices.",
     "no_rationale": "Answer 200 with copy but no 'Rationale:' line.",
+    "rate_limit": "Answer 429 at once with Retry-After, budget headers showing plenty left.",
+    "refusal": "Answer 200 with no content and a refusal.",
+    "content_filter": "Answer 200 with no content and finish_reason content_filter.",
+    "bad_json": "With the json profile and response_format: JSON off the schema.",
 }
 # Settings whose flag is named otherwise (--rpm, --tpm), as setting → option dest.
 DESTS = {"rpm_limit": "rpm", "tpm_limit": "tpm"}
@@ -118,6 +123,13 @@ class Command(BaseCommand):
             help="After the hold: answer 504 (the default) or close the connection.",
         )
         faults.add_argument("--fail-first-n", type=int, help="The first N completions get 503.")
+        faults.add_argument(
+            "--profile",
+            choices=PROFILES,
+            help="How answers are shaped, like hosted models: plain (the default), markdown "
+            "(bold names, marked rationales), json (honours response_format), terse (some "
+            "with no rationale), chatty (a preamble), truncating (some cut off).",
+        )
 
         recording = parser.add_argument_group("recording of requests")
         recording.add_argument(

@@ -1304,6 +1304,7 @@ class OfflineWriterServer(ThreadingHTTPServer):
                     f"again in {format_duration(wait)}.",
                     type_="tokens", retry_after_s=wait,
                 )  # fmt: skip
+            previous_max = self._max_in_flight
             self._in_flight += 1
             self._max_in_flight = max(self._max_in_flight, self._in_flight)
             self._request_window.append(now)
@@ -1313,7 +1314,13 @@ class OfflineWriterServer(ThreadingHTTPServer):
             # Drawn in arrival order, so a seed repeats a sequential run exactly.
             fault = draw_fault(settings, self._rng)
             if fault == "rate_limit":
-                # A busy shard's 429: not a spent budget, and counted in no window.
+                # A busy shard's 429: not a spent budget, so it leaves the windows and
+                # the in-flight count as they were.
+                self._in_flight -= 1
+                self._max_in_flight = previous_max
+                self._request_window.pop()
+                self._token_window.pop()
+                self._tokens_used -= prompt_tokens
                 self._rejected["random"] += 1
                 self._injected["rate_limit"] += 1
                 raise _RateLimited(

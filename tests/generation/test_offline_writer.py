@@ -690,3 +690,109 @@ def test_the_command_flags_become_writer_settings():
         record=False,
     )  # fmt: skip
     assert writer_settings(vars(parser.parse_args([]))) == {}
+
+
+# --- provider profiles, the new faults and the prefix cache -----------------------------
+
+
+def _ask(server: OfflineWriterServer, sku: str = "MH01", **extra: Any) -> Any:
+    product = {**_data()["product"], "sku": sku}
+    return _client(server).chat.completions.create(
+        model="offline-writer-1", messages=_messages(_data(product=product)), **extra
+    )
+
+
+SCHEMA = {"type": "json_schema", "json_schema": {"name": "c", "schema": {"type": "object"}}}
+
+
+def test_the_markdown_profile_bolds_the_name_and_marks_the_rationale_its_own_way(start_writer):
+    server = start_writer(profile="markdown")
+    contents = [_ask(server, sku=f"S{i}").choices[0].message.content for i in range(12)]
+    assert all(f"**{NAME}**" in c for c in contents)
+    assert any(c.startswith(f"## {NAME}") for c in contents)
+    assert not any("\n\nRationale: " in c for c in contents)
+    assert len({re.search(r"\n\n(\W*rationale\W*)", c, re.I)[1] for c in contents}) > 2
+    assert server.stats()["shapes"] == {"bold_name": 12}
+
+
+def test_the_same_request_is_answered_in_the_same_shape(start_writer):
+    server = start_writer(profile="markdown")
+    assert _ask(server).choices[0].message.content == _ask(server).choices[0].message.content
+
+
+def test_only_the_json_profile_honours_response_format(start_writer):
+    plain = start_writer()
+    assert "\n\nRationale: " in _ask(plain, response_format=SCHEMA).choices[0].message.content
+    server = start_writer(profile="json")
+    answers = [
+        _ask(server, sku=f"S{i}", response_format=SCHEMA).choices[0].message.content
+        for i in range(12)
+    ]
+    fenced = [a for a in answers if a.startswith("```json\n")]
+    assert fenced and len(fenced) < len(answers)
+    for answer in answers:
+        parsed = json.loads(answer.removeprefix("```json\n").removesuffix("\n```"))
+        assert NAME in parsed["copy"] and parsed["rationale"]
+    assert "\n\nRationale: " in _ask(server).choices[0].message.content  # no response_format
+
+
+def test_the_terse_chatty_and_truncating_profiles(start_writer):
+    terse = start_writer(profile="terse")
+    answers = [_ask(terse, sku=f"S{i}").choices[0].message.content for i in range(12)]
+    assert 0 < sum("Rationale" not in a for a in answers) < 12
+    chatty = start_writer(profile="chatty")
+    answer = _ask(chatty).choices[0].message.content
+    assert answer.split("\n")[0].endswith(":") and "Rationale: " in answer
+    cut = start_writer(profile="truncating")
+    choices = [_ask(cut, sku=f"S{i}").choices[0] for i in range(12)]
+    truncated = [c for c in choices if c.finish_reason == "length"]
+    assert truncated and len(truncated) < 12
+    assert all("Rationale" not in c.message.content for c in truncated)
+    assert cut.stats()["shapes"]["truncated"] == len(truncated)
+
+
+def test_refusals_content_filters_and_json_off_the_schema(start_writer):
+    refused = _ask(start_writer(refusal_rate=1.0)).choices[0]
+    assert refused.message.content is None and "can't help" in refused.message.refusal
+    filtered = _ask(start_writer(content_filter_rate=1.0)).choices[0]
+    assert (filtered.message.content, filtered.finish_reason) == (None, "content_filter")
+    bad = _ask(start_writer(profile="json", bad_json_rate=1.0), response_format=SCHEMA)
+    assert "copy" not in json.loads(bad.choices[0].message.content)
+
+
+def test_a_random_429_says_retry_after_and_leaves_the_budget_untouched(start_writer):
+    server = start_writer(rate_limit_rate=1.0, retry_after_s=2, rpm_limit=100)
+    with pytest.raises(openai.RateLimitError) as caught:
+        _ask(server)
+    headers = caught.value.response.headers
+    assert headers["retry-after"] == "2" and int(headers["x-ratelimit-remaining-requests"]) == 100
+    stats = server.stats()
+    assert stats["rejected_by"]["random"] == 1 == stats["errors_injected"]["rate_limit"]
+    assert stats["rejected_429"] == 1 and stats["in_flight"] == 0
+
+
+def test_the_prefix_cache_reports_the_tokens_of_a_prompt_prefix_seen_before(start_writer):
+    server = start_writer()
+    first = _ask(server).usage
+    again = _ask(server).usage
+    audience = {**_data()["audience"], "name": "Another segment"}
+    other = (  # the same product for another audience: the prefix up to the audience
+        _client(server)
+        .chat.completions.create(
+            model="offline-writer-1", messages=_messages(_data(audience=audience))
+        )
+        .usage
+    )
+    assert first.prompt_tokens_details.cached_tokens == 0
+    assert 0 < again.prompt_tokens_details.cached_tokens <= again.prompt_tokens
+    assert 0 < other.prompt_tokens_details.cached_tokens < again.prompt_tokens_details.cached_tokens
+    off = start_writer(prefix_cache=False)
+    _ask(off)
+    assert _ask(off).usage.prompt_tokens_details.cached_tokens == 0
+
+
+def test_an_unknown_profile_is_refused_naming_the_setting(start_writer):
+    server = start_writer()
+    status, body = _control(server, "POST", "/_offline/config", {"profile": "poetic"})
+    assert status == 400 and body["error"]["param"] == "profile"
+    assert "plain, markdown, json, terse, chatty, truncating" in body["error"]["message"]

@@ -1,8 +1,11 @@
 """The marketing lead's pages: brand voice and the prompt studio (review/studio.py)."""
 
+import re
+
 import pytest
 from django.test import Client
 from django.urls import reverse
+from django.utils import timezone
 
 from generation.models import Brand, GenerationRun, PromptVersion, Variant
 from tests.conftest import slot_completions
@@ -234,6 +237,25 @@ def test_preview_shows_the_exact_messages_escaped(client, lead, studio):
     assert prompt.brand.voice in body  # the system message
     assert f"&lt;i&gt;New&lt;/i&gt; {products[0].name} for {segments[0].name}" in body
     assert "&lt;data&gt;" in body and "<i>New" not in body
+
+
+def test_preview_shows_the_share_of_the_prompt_every_segment_of_a_product_starts_with(
+    client, lead, studio
+):
+    prompt = studio[0]
+    Variant.objects.filter(prompt=prompt).update(
+        generated=timezone.now(), prompt_tokens=400, cached_tokens=100
+    )
+    data = _draft(*studio, template="Write about {product_name} for {segment_name}.")
+    response = client.post(reverse("review:studio-preview", args=[prompt.slug]), data, headers=HX)
+    body = " ".join(response.content.decode().split())
+    share = re.search(r"Prompt caching: (\d+)% of the rendered prompt \((\d+) of about (\d+)", body)
+    assert share, body
+    percent, shared, length = map(int, share.groups())
+    # The voice, the rules and the product's data come before the audience.
+    assert 50 <= percent < 100 and shared < length
+    assert "compared over 2 segments" in body
+    assert "reported 300 of 1200 prompt tokens cached" in body and "(25%)" in body
 
 
 def test_preview_of_an_unknown_placeholder_names_it_inline(client, lead, studio):

@@ -359,6 +359,10 @@ class Drain:
         self.deadline = time.monotonic() + settings.GENERATION_TASK_SECONDS
         self.continue_later = False
         self.next_lease_check = 0.0
+        # Claims look past the last id this drain claimed: at 140,000 slots a claim
+        # that starts at the first id walks every written variant when the planner,
+        # with statistics from when all were queued, prefers the primary key.
+        self.claim_cursor = 0
         # The output mode: the run's, else what is known of the endpoint and model
         # (variants generated outside a run: regenerations, messages).
         self.modes: dict[str, str] = {}
@@ -474,13 +478,29 @@ class Drain:
         expired = time.monotonic() > self.next_lease_check
         if expired:
             self.next_lease_check = time.monotonic() + LEASE_CHECK_SECONDS
-        variants += claim(
+        limit = max(0, 2 * self.threads - len(self.ready) - len(variants))
+        found = claim(
             claim_id=self.claim,
             run_id=self.run_id,
             variant_ids=self.variant_ids,
-            limit=max(0, 2 * self.threads - len(self.ready) - len(variants)),
+            limit=limit,
             expired=expired,
+            after=self.claim_cursor,
         )
+        if not found and self.claim_cursor:
+            # Nothing past the cursor: look from the start once for variants released
+            # back to the queue (and expired claims) behind it.
+            self.claim_cursor = 0
+            found = claim(
+                claim_id=self.claim,
+                run_id=self.run_id,
+                variant_ids=self.variant_ids,
+                limit=limit,
+                expired=True,
+            )
+        if found:
+            self.claim_cursor = found[-1].pk
+        variants += found
         if not variants and self.variant_ids is None and self._still_populating():
             return  # its next slots are being queued (services.run_populate): wait
         if not variants or self.variant_ids is not None:
@@ -502,7 +522,7 @@ class Drain:
         """The run has slots yet to be queued: wait a moment for them, unless calls are
         in flight (then the loop comes back here after them anyway)."""
         populating = GenerationRun.objects.filter(
-            pk=self.run_id, status=GenerationRun.Status.RUNNING, queued__lt=F("total")
+            pk=self.run_id, status=GenerationRun.Status.RUNNING, unqueued__gt=0
         ).exists()
         if populating and not self.in_flight and not self.ready:
             self.stop.wait(POPULATE_WAIT_SECONDS)
@@ -568,11 +588,13 @@ def claim(
     variant_ids: list[int] | None,
     limit: int,
     expired: bool = True,
+    after: int = 0,
 ) -> list[Variant]:
     """Claim up to `limit` variants (of a run, or given ids) for this task.
 
     Queued variants are found through the partial index on (run, id) where queued;
-    with `expired`, variants whose claim's lease ended are claimable too.
+    with `expired`, variants whose claim's lease ended are claimable too; with
+    `after`, only variants past that id.
     """
     if limit <= 0:
         return []
@@ -584,6 +606,8 @@ def claim(
             claimed_at__lt=now - timedelta(seconds=settings.GENERATION_LEASE_SECONDS),
         )
     candidates = Variant.objects.filter(claimable)
+    if after:
+        candidates = candidates.filter(pk__gt=after)
     if variant_ids is not None:
         candidates = candidates.filter(pk__in=variant_ids)
     else:

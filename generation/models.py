@@ -367,10 +367,10 @@ class GenerationRun(models.Model):
     )
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
     total = models.PositiveIntegerField(default=0)
-    # Slots queued as variants so far, and how many of the scope's products they cover:
-    # a big run queues its first slots when it is created and the rest in the
+    # Slots not queued as variants yet, and how many of the scope's products are: a
+    # big run queues its first slots when it is created and the rest in the
     # background while it runs (services.run_populate), product by product.
-    queued = models.PositiveIntegerField(default=0)
+    unqueued = models.PositiveIntegerField(default=0)
     queued_products = models.PositiveIntegerField(default=0)
     succeeded = models.PositiveIntegerField(default=0)
     failed = models.PositiveIntegerField(default=0)
@@ -415,7 +415,7 @@ class GenerationRun(models.Model):
     @property
     def is_populating(self) -> bool:
         """Some of its slots are still to be queued (see services.run_populate)."""
-        return self.queued < self.total
+        return self.unqueued > 0
 
 
 class VariantQuerySet(models.QuerySet):

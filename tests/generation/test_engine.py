@@ -322,13 +322,14 @@ def test_a_big_run_queues_its_first_slots_at_once_and_the_rest_while_it_runs(
     products, segments = ProductFactory.create_batch(5), SegmentFactory.create_batch(2)
     version = PromptVersionFactory()
     run = services.run_create(prompt=version.prompt, products=products, segments=segments)
-    assert (run.total, run.queued, run.queued_products) == (10, 4, 2)
+    assert (run.total, run.unqueued, run.queued_products) == (10, 6, 2)
     assert run.is_populating and Variant.objects.filter(run=run).count() == 4
 
     services.run_dispatch(run_id=run.pk)
     assert services.run_populate(run_id=run.pk) == 6
     run.refresh_from_db()
-    assert (run.total, run.queued, run.queued_products) == (10, 10, 5) and not run.is_populating
+    assert (run.total, run.unqueued, run.queued_products) == (10, 0, 5)
+    assert not run.is_populating
     # Product by product, in the scope's order: consecutive calls share a product.
     order = list(Variant.objects.filter(run=run).order_by("pk").values_list("product", flat=True))
     assert order == [p.pk for p in products for _ in segments]
@@ -370,7 +371,7 @@ def test_populating_stops_with_a_cancel_and_goes_on_after_a_resume(offline_write
     services.run_cancel(run=run)
     assert services.run_populate(run_id=run.pk) == 0
     run.refresh_from_db()
-    assert (run.queued, run.total) == (2, 6)
+    assert (run.unqueued, run.total) == (4, 6)
     services.run_resume(run=run)
     services.run_dispatch(run_id=run.pk)
     assert services.run_populate(run_id=run.pk) == 4

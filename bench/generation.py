@@ -1209,7 +1209,7 @@ class Bench:
             prompt=self.prompt, products=products, segments=self.segments, check_endpoint=False
         )
         created = time.perf_counter() - started
-        queued_by_create = run.queued
+        queued_by_create = run.total - run.unqueued
         started = time.perf_counter()
         services.run_populate(run_id=run.pk)
         populated = time.perf_counter() - started
@@ -1220,7 +1220,8 @@ class Bench:
         reset_state(args.redis_url)
         print(
             f"  bare INSERT … SELECT wrote {rows} rows; run_create queued {queued_by_create} "
-            f"of {run.total}, run_populate the other {run.queued - queued_by_create}",
+            f"of {run.total}, run_populate the other "
+            f"{run.total - run.unqueued - queued_by_create}",
             flush=True,
         )
         figure("slots", slots)
@@ -1228,7 +1229,7 @@ class Bench:
         figure(f"run_create_seconds_{size}", created, "<= 3", created <= 3)
         figure(f"run_create_to_bare_insert_{size}", created / bare if bare else float("nan"))
         figure(f"populate_seconds_{size}", populated)
-        figure(f"queued_after_populate_{size}", run.queued)
+        figure(f"queued_after_populate_{size}", run.total - run.unqueued)
 
     def zero_latency(self) -> None:
         args = self.args

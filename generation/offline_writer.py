@@ -16,23 +16,61 @@ Phrasings are varied by a hash of the SKU and the audience, never at random, so 
 same request always gets the same answer (temperature is ignored). The rationale is
 written in English for the reviewer.
 
-It is also a test server for the generation engine, standing in for a real provider's
-behaviour under load: a latency (fixed, uniform jitter or log-normal), a concurrency
+It is also a test server for the generation engine, standing in for the range of real
+providers under load: a latency (fixed, uniform jitter or log-normal), a concurrency
 limit and sliding-minute rpm/tpm limits answered with 429 and Retry-After, OpenAI's
-x-ratelimit-* headers, and injected faults (5xx, held requests, cut-off JSON, empty
-choices, no rationale, connection resets, the first N requests failing), drawn from a
-seedable RNG. WriterSettings lists them; they can be changed while it serves.
+x-ratelimit-* headers, a prefix cache, the answer shapes of hosted models, and injected
+faults drawn from a seedable RNG. WriterSettings lists them; they can be changed while
+it serves.
+
+Profiles (setting `profile`) change the shape of the content, never the copy's words.
+Which shape an answer gets comes from a hash of the request's messages, not the RNG, so
+a retried request is answered the same way. Only `json` reads response_format; the
+others ignore it, as an endpoint without structured output does.
+- plain (the default): the copy, a blank line, "Rationale: ...".
+- markdown: the product name bolded (**Name**), some copies under a "## Name" or
+  "# Name" heading, and the rationale marked in one of the ways models mark it
+  ("**Rationale**: ", "**Rationale:** ", "### Rationale" on its own line, "Rationale - ",
+  "Rationale — ", "*Rationale*: ", "RATIONALE: ").
+- json: with response_format json_schema or json_object, {"copy": ..., "rationale": ...},
+  one answer in four in a ```json code fence; without it, as plain.
+- terse: one answer in three without a rationale, the rest with a short one.
+- chatty: a preamble line ("Here is the copy:", "Sure! Here's ..."), some copies in
+  double quotes, then "Rationale: ...".
+- truncating: one answer in four cut off mid-copy with finish_reason "length"; the rest
+  as plain.
+An answer longer than max_tokens is cut as before, whatever the profile.
+
+Faults (setting `<fault>_rate`; a request draws at most one, the rates add up to 1 at
+most): error_5xx (500/502/503), timeout (hold, then 504 or close), malformed (cut-off
+JSON), empty (no choices), no_rationale, reset (TCP reset), rate_limit (a 429 at once,
+with Retry-After and x-ratelimit-remaining-* showing plenty left: a busy server, not a
+spent budget), refusal (content null, message.refusal set), content_filter (content
+null, finish_reason "content_filter") and bad_json (JSON off the schema, for a json
+answer only; any other answer goes out whole). fail_first_n fails the next N with 503.
+
+The prefix cache (settings `prefix_cache`, `prefix_cache_block_tokens`) works like
+OpenAI's automatic prompt caching: the prompt - the messages' roles and contents in
+order - is hashed cumulatively in blocks of that many tokens (four characters a token),
+the last PREFIX_CACHE_ENTRIES block hashes are remembered, and
+usage.prompt_tokens_details.cached_tokens reports the tokens of the longest run of
+leading blocks seen before (never more than prompt_tokens).
 
 Endpoints:
-- POST /v1/chat/completions (non-streaming; `n` and `max_tokens` are honoured). The only
-  endpoint that is limited and fault-injected.
+- POST /v1/chat/completions (non-streaming; `n`, `max_tokens` and, in the json profile,
+  `response_format` are honoured). The only endpoint that is limited, fault-injected
+  and shaped.
 - GET /v1/models and GET /v1/models/<id>
 - GET /_offline/requests: what the server has received, for tests; DELETE clears it.
 - GET /_offline/config: the settings; POST it a JSON object of settings to change
   (an unknown setting or a bad value gets 400 naming it).
-- GET /_offline/stats: counters of completions (requests, completed, rejected_429,
-  errors_injected, ...) and in_flight/max_in_flight.
-- POST /_offline/reset: clear the records, counters and rate windows.
+- GET /_offline/stats: counters of completions (requests, completed, rejected_429 and
+  rejected_by {concurrency, requests, tokens, random}, errors_injected per fault,
+  shapes: the completed answers per shape - plain, bold_name, marked, json,
+  json_fenced, bad_json, no_rationale, short_rationale, preamble, truncated) and
+  in_flight/max_in_flight.
+- POST /_offline/reset: clear the records, counters, shapes, rate windows and prefix
+  cache.
 When the server has an api_key, all of them need `Authorization: Bearer <key>`.
 Every response carries the x-ratelimit-* headers.
 """
@@ -759,13 +797,15 @@ def estimate_tokens(text: str) -> int:
 # Provider profiles: the shapes real models give their answers
 
 REFUSAL = "I'm sorry, but I can't help with that request."
+# How hosted models mark the rationale when they do not keep to "Rationale: ".
 _RATIONALE_MARKS = (
     "**Rationale**: {r}", "**Rationale:** {r}", "### Rationale\n{r}", "Rationale - {r}",
     "Rationale — {r}", "*Rationale*: {r}", "RATIONALE: {r}",
 )  # fmt: skip
 _PREAMBLES = (
     "Here is the copy:", "Sure! Here's a version for this audience:",
-    "Certainly! Here's the product description:",
+    "Certainly! Here's the product description:", "Of course! Here is your copy:",
+    "Here you go:",
 )  # fmt: skip
 
 
@@ -777,52 +817,71 @@ def _wants_json(body: Any) -> bool:
 def shape_answer(
     content: str, *, profile: str, pick: int, name: str, wants_json: bool, bad_json: bool = False
 ) -> tuple[str, str, str]:
-    """(content, finish_reason, shape) of one answer in a profile's shape.
+    """(content, finish_reason, shape) of one answer in a profile's shape (see PROFILES).
 
     `content` is compose()'s "copy, blank line, Rationale: ..."; `pick` (a hash of the
-    request) chooses among a profile's shapes, so the same request is always answered
-    the same way, as a model that marks its rationale one way keeps doing so.
+    request's messages) chooses among a profile's shapes, each choice from its own slot
+    of the hash, so the same request is always answered the same way, as a model that
+    marks its rationale one way keeps doing so. Only the json profile reads
+    response_format; the others answer as an endpoint without structured output does.
     """
     copy, _, rationale = content.partition("\n\nRationale: ")
     if profile == "json" and wants_json:
         if bad_json:
-            return json.dumps({"text": copy}, ensure_ascii=False), "stop", "bad_json"
+            wrong = {"text": copy} if _pick(pick, 1, 2) else {"copy": len(copy)}
+            return json.dumps(wrong, ensure_ascii=False), "stop", "bad_json"
         answer = json.dumps({"copy": copy, "rationale": rationale}, ensure_ascii=False)
-        if pick % 4 == 0:
+        if _pick(pick, 2, 4) == 0:
             return f"```json\n{answer}\n```", "stop", "json_fenced"
         return answer, "stop", "json"
-    if profile == "markdown" and name and name in copy:
+    if profile == "markdown":
+        mark = _RATIONALE_MARKS[_pick(pick, 3, len(_RATIONALE_MARKS))].format(r=rationale)
+        if not name or name not in copy:
+            return f"{copy}\n\n{mark}", "stop", "marked"
         copy = copy.replace(name, f"**{name}**", 1)
-        if pick % 3 == 0:
-            copy = f"## {name}\n\n{copy}"
-        mark = _RATIONALE_MARKS[pick % len(_RATIONALE_MARKS)].format(r=rationale)
+        if _pick(pick, 4, 3) == 0:
+            copy = f"{'#' * (1 + _pick(pick, 5, 2))} {name}\n\n{copy}"
         return f"{copy}\n\n{mark}", "stop", "bold_name"
     if profile == "terse":
-        if pick % 3 == 0:
+        if _pick(pick, 6, 3) == 0:
             return copy, "stop", "no_rationale"
-        return f"{copy}\n\nRationale: {rationale.split(':')[0]}.", "stop", "plain"
+        short = rationale.split(":")[0].rstrip(".")
+        return f"{copy}\n\nRationale: {short}.", "stop", "short_rationale"
     if profile == "chatty":
-        quoted = f'"{copy}"' if pick % 2 == 0 and '"' not in copy else copy
-        return f"{_PREAMBLES[pick % 3]}\n\n{quoted}\n\nRationale: {rationale}", "stop", "preamble"
-    if profile == "truncating" and pick % 4 == 0:
+        preamble = _PREAMBLES[_pick(pick, 7, len(_PREAMBLES))]
+        quoted = _pick(pick, 8, 2) == 0 and '"' not in copy
+        body = f'"{copy}"' if quoted else copy
+        return f"{preamble}\n\n{body}\n\nRationale: {rationale}", "stop", "preamble"
+    if profile == "truncating" and _pick(pick, 9, 4) == 0:
+        # Cut mid-copy, as a model stopped by its token limit is: no rationale follows.
         return copy[: max(1, len(copy) // 2)], "length", "truncated"
     return content, "stop", "plain"
 
 
+def request_pick(body: Any) -> int:
+    """A number from a hash of the request's messages: the same request, the same pick."""
+    messages = body.get("messages") if isinstance(body, dict) else None
+    encoded = json.dumps(messages, sort_keys=True, ensure_ascii=False, default=str).encode()
+    return int.from_bytes(hashlib.sha256(encoded).digest()[:8], "big")
+
+
 def shape_answers(payload: dict[str, Any], body: Any, profile: str, *, bad_json: bool) -> str:
-    """Shape every choice of a composed completion; return the first one's shape."""
+    """Shape every choice of a composed completion; return the first one's shape.
+
+    A choice already cut off at max_tokens keeps its cut (shape "truncated"). The usage
+    is counted again for what is sent.
+    """
     messages = body.get("messages") if isinstance(body, dict) else []
-    digest = hashlib.sha256(json.dumps(messages, sort_keys=True, default=str).encode()).digest()
-    pick = int.from_bytes(digest[:4], "big")
     users = [m for m in messages if isinstance(m, Mapping) and m.get("role") == "user"]
     data = extract_data(message_text(users[-1].get("content"))) if users else None
     name = _inline(_mapping((data or {}).get("product")).get("name"), limit=300)
-    shape = "plain"
-    for i, choice in enumerate(payload["choices"]):
+    pick = request_pick(body)
+    shapes = []
+    for choice in payload["choices"]:
         if choice["finish_reason"] == "length":
-            shape = "truncated" if i == 0 else shape
+            shapes.append("truncated")
             continue
-        content, finish, this = shape_answer(
+        content, finish, shape = shape_answer(
             choice["message"]["content"],
             profile=profile,
             pick=pick,
@@ -831,8 +890,19 @@ def shape_answers(payload: dict[str, Any], body: Any, profile: str, *, bad_json:
             bad_json=bad_json,
         )
         choice["message"]["content"], choice["finish_reason"] = content, finish
-        shape = this if i == 0 else shape
-    return shape
+        shapes.append(shape)
+    _recount_usage(payload)
+    return shapes[0] if shapes else "plain"
+
+
+def _recount_usage(payload: dict[str, Any]) -> None:
+    """completion_tokens (and total_tokens) for the content or refusal now in the choices."""
+    usage = payload["usage"]
+    usage["completion_tokens"] = sum(
+        estimate_tokens(choice["message"]["content"] or choice["message"]["refusal"] or "")
+        for choice in payload["choices"]
+    )
+    usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
 
 
 # --------------------------------------------------------------------------------------
@@ -1344,11 +1414,7 @@ class OfflineWriterServer(ThreadingHTTPServer):
         leading blocks of this prompt seen before (then all its blocks are remembered)."""
         if not settings.prefix_cache or not isinstance(messages, list):
             return 0
-        text = "".join(
-            f"{m.get('role')}:{message_text(m.get('content'))}\n"
-            for m in messages
-            if isinstance(m, Mapping)
-        )
+        text = prompt_text(messages)
         size = settings.prefix_cache_block_tokens * 4
         digest = hashlib.sha256()
         keys = []
@@ -1482,12 +1548,25 @@ class OfflineWriterServer(ThreadingHTTPServer):
         super().handle_error(request, client_address)
 
 
+def prompt_text(messages: Any) -> str:
+    """The prompt as counted and cached: each message's role and content, in order.
+
+    One text for both, so the prefix cache's whole blocks never add up to more tokens
+    than prompt_tokens reports."""
+    if not isinstance(messages, list):
+        return ""
+    return "".join(
+        f"{m.get('role')}:{message_text(m.get('content'))}\n"
+        for m in messages
+        if isinstance(m, Mapping)
+    )
+
+
 def _prompt_tokens(body: Any) -> int:
     messages = body.get("messages") if isinstance(body, dict) else None
     if not isinstance(messages, list):
         return 0
-    text = "".join(message_text(m.get("content")) for m in messages if isinstance(m, Mapping))
-    return estimate_tokens(text)
+    return estimate_tokens(prompt_text(messages))
 
 
 def _dumps(payload: Any) -> bytes:
@@ -1635,8 +1714,12 @@ class _Handler(BaseHTTPRequestHandler):
         1. fail_first_n: 503 at once. timeout: hold, then 504 or close.
         2. A bad request: 4xx at once.
         3. Compose, then wait out the drawn latency (counted from arrival).
-        4. reset and error_5xx replace the answer; empty, no_rationale and malformed
-           spoil it; otherwise it is sent as composed.
+        4. reset and error_5xx replace the answer; refusal, content_filter, empty,
+           no_rationale and malformed spoil it; otherwise it is sent in the profile's
+           shape (bad_json spoils it only when that shape is JSON), and its shape counted.
+        5. Charge the tokens sent to the token window.
+
+        A rate_limit fault never gets here: admit() refuses it at once.
         """
         server = self.server
         fault = ticket.fault
@@ -1655,7 +1738,7 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             if malformed:
                 raise self._invalid_json()
-            payload = self._completion(body)
+            payload = self._completion(body, settings)
         except _APIError as exc:
             self._outcome = "invalid"
             self._send_json(exc.status, exc.body(), request_id, started)
@@ -1673,14 +1756,16 @@ class _Handler(BaseHTTPRequestHandler):
             error = _SERVER_ERRORS[ticket.error_status]
             self._send_json(error.status, error.body(), request_id, started)
             return
-        server.charge(ticket, payload["usage"]["completion_tokens"])
         if fault in (None, "bad_json"):
             shape = shape_answers(payload, body, settings.profile, bad_json=fault == "bad_json")
+            if shape != "bad_json":
+                fault = None  # bad_json spoils only a JSON answer; this one went out whole
             server.count_shape(shape)
-        if fault == "refusal":
+        elif fault == "refusal":
             for choice in payload["choices"]:
                 choice["message"]["content"] = None
                 choice["message"]["refusal"] = REFUSAL
+            _recount_usage(payload)
         elif fault == "content_filter":
             for choice in payload["choices"]:
                 choice["message"]["content"] = None
@@ -1691,6 +1776,7 @@ class _Handler(BaseHTTPRequestHandler):
             for choice in payload["choices"]:
                 message = choice["message"]
                 message["content"] = message["content"].split("\n\nRationale:")[0]
+        server.charge(ticket, payload["usage"]["completion_tokens"])
         data = _dumps(payload)
         if fault == "malformed":
             data = data[: len(data) // 2]  # cut off mid-object, as a dropped proxy would
@@ -1803,7 +1889,8 @@ class _Handler(BaseHTTPRequestHandler):
             "owned_by": "hyperpers",
         }
 
-    def _completion(self, body: Any) -> dict[str, Any]:
+    def _completion(self, body: Any, settings: WriterSettings) -> dict[str, Any]:
+        """The composed completion in the plain shape; shape_answers() reshapes it."""
         if not isinstance(body, dict):
             raise _APIError(400, "The request body must be a JSON object.", code="invalid_json")
         model = body.get("model")
@@ -1839,7 +1926,7 @@ class _Handler(BaseHTTPRequestHandler):
         if isinstance(max_tokens, int) and 0 < max_tokens < estimate_tokens(content):
             content, finish_reason = content[: max_tokens * 4], "length"
         prompt_tokens = _prompt_tokens(body)
-        cached = self.server.cached_tokens(self.server.settings, messages, prompt_tokens)
+        cached = self.server.cached_tokens(settings, messages, prompt_tokens)
         completion_tokens = estimate_tokens(content) * n
         return {
             "id": f"chatcmpl-offline-{uuid.uuid4().hex}",

@@ -16,10 +16,13 @@ from typing import Any
 
 import openai
 import pytest
+from django.core.management import CommandError
 
+from generation import offline_writer
 from generation.management.commands.run_offline_writer import Command, writer_settings
 from generation.offline_writer import (
     OfflineWriterServer,
+    SettingError,
     WriterSettings,
     draw_latency_ms,
     serve_in_thread,
@@ -692,7 +695,17 @@ def test_the_command_flags_become_writer_settings():
     assert writer_settings(vars(parser.parse_args([]))) == {}
 
 
-# --- provider profiles, the new faults and the prefix cache -----------------------------
+# --------------------------------------------------------------------------------------
+# Provider profiles: the shapes of hosted models' answers
+
+
+PROFILES = ["plain", "markdown", "json", "terse", "chatty", "truncating"]
+SCHEMA = {"type": "json_schema", "json_schema": {"name": "c", "schema": {"type": "object"}}}
+# The rationale marks of the markdown profile: (mark, separator before the text).
+MARKS = re.compile(
+    r"\n\n(\*\*Rationale\*\*: |\*\*Rationale:\*\* |### Rationale\n|Rationale - |Rationale — "
+    r"|\*Rationale\*: |RATIONALE: )"
+)
 
 
 def _ask(server: OfflineWriterServer, sku: str = "MH01", **extra: Any) -> Any:
@@ -702,97 +715,442 @@ def _ask(server: OfflineWriterServer, sku: str = "MH01", **extra: Any) -> Any:
     )
 
 
-SCHEMA = {"type": "json_schema", "json_schema": {"name": "c", "schema": {"type": "object"}}}
+def _choices(server: OfflineWriterServer, count: int = 24, **extra: Any) -> list[Any]:
+    """The first choice of answers to `count` requests that differ only in the SKU."""
+    return [_ask(server, sku=f"S{i}", **extra).choices[0] for i in range(count)]
 
 
-def test_the_markdown_profile_bolds_the_name_and_marks_the_rationale_its_own_way(start_writer):
-    server = start_writer(profile="markdown")
-    contents = [_ask(server, sku=f"S{i}").choices[0].message.content for i in range(12)]
-    assert all(f"**{NAME}**" in c for c in contents)
-    assert any(c.startswith(f"## {NAME}") for c in contents)
-    assert not any("\n\nRationale: " in c for c in contents)
-    assert len({re.search(r"\n\n(\W*rationale\W*)", c, re.I)[1] for c in contents}) > 2
-    assert server.stats()["shapes"] == {"bold_name": 12}
+def _plain(start_writer, count: int = 24) -> list[tuple[str, str]]:
+    """(copy, rationale) of the same requests from a plain writer, for comparison."""
+    contents = [c.message.content for c in _choices(start_writer(), count)]
+    return [tuple(c.split("\n\nRationale: ")) for c in contents]
 
 
-def test_the_same_request_is_answered_in_the_same_shape(start_writer):
-    server = start_writer(profile="markdown")
-    assert _ask(server).choices[0].message.content == _ask(server).choices[0].message.content
-
-
-def test_only_the_json_profile_honours_response_format(start_writer):
-    plain = start_writer()
-    assert "\n\nRationale: " in _ask(plain, response_format=SCHEMA).choices[0].message.content
-    server = start_writer(profile="json")
-    answers = [
-        _ask(server, sku=f"S{i}", response_format=SCHEMA).choices[0].message.content
-        for i in range(12)
-    ]
-    fenced = [a for a in answers if a.startswith("```json\n")]
-    assert fenced and len(fenced) < len(answers)
-    for answer in answers:
-        parsed = json.loads(answer.removeprefix("```json\n").removesuffix("\n```"))
-        assert NAME in parsed["copy"] and parsed["rationale"]
-    assert "\n\nRationale: " in _ask(server).choices[0].message.content  # no response_format
-
-
-def test_the_terse_chatty_and_truncating_profiles(start_writer):
-    terse = start_writer(profile="terse")
-    answers = [_ask(terse, sku=f"S{i}").choices[0].message.content for i in range(12)]
-    assert 0 < sum("Rationale" not in a for a in answers) < 12
-    chatty = start_writer(profile="chatty")
-    answer = _ask(chatty).choices[0].message.content
-    assert answer.split("\n")[0].endswith(":") and "Rationale: " in answer
-    cut = start_writer(profile="truncating")
-    choices = [_ask(cut, sku=f"S{i}").choices[0] for i in range(12)]
-    truncated = [c for c in choices if c.finish_reason == "length"]
-    assert truncated and len(truncated) < 12
-    assert all("Rationale" not in c.message.content for c in truncated)
-    assert cut.stats()["shapes"]["truncated"] == len(truncated)
-
-
-def test_refusals_content_filters_and_json_off_the_schema(start_writer):
-    refused = _ask(start_writer(refusal_rate=1.0)).choices[0]
-    assert refused.message.content is None and "can't help" in refused.message.refusal
-    filtered = _ask(start_writer(content_filter_rate=1.0)).choices[0]
-    assert (filtered.message.content, filtered.finish_reason) == (None, "content_filter")
-    bad = _ask(start_writer(profile="json", bad_json_rate=1.0), response_format=SCHEMA)
-    assert "copy" not in json.loads(bad.choices[0].message.content)
-
-
-def test_a_random_429_says_retry_after_and_leaves_the_budget_untouched(start_writer):
-    server = start_writer(rate_limit_rate=1.0, retry_after_s=2, rpm_limit=100)
-    with pytest.raises(openai.RateLimitError) as caught:
-        _ask(server)
-    headers = caught.value.response.headers
-    assert headers["retry-after"] == "2" and int(headers["x-ratelimit-remaining-requests"]) == 100
-    stats = server.stats()
-    assert stats["rejected_by"]["random"] == 1 == stats["errors_injected"]["rate_limit"]
-    assert stats["rejected_429"] == 1 and stats["in_flight"] == 0
-
-
-def test_the_prefix_cache_reports_the_tokens_of_a_prompt_prefix_seen_before(start_writer):
+def test_the_plain_profile_is_the_default_and_ignores_response_format(start_writer):
     server = start_writer()
-    first = _ask(server).usage
-    again = _ask(server).usage
-    audience = {**_data()["audience"], "name": "Another segment"}
-    other = (  # the same product for another audience: the prefix up to the audience
+    assert server.config()["profile"] == "plain"
+
+    with_format = _ask(server, response_format=SCHEMA).choices[0].message.content
+    assert with_format == _ask(server).choices[0].message.content
+    copy, rationale = with_format.split("\n\nRationale: ")
+    assert NAME in copy and "fixed rules" in rationale
+    assert server.stats()["shapes"] == {"plain": 2}
+
+
+def test_the_markdown_profile_bolds_the_name_adds_headings_and_marks_the_rationale(start_writer):
+    plain = _plain(start_writer)
+    server = start_writer(profile="markdown")
+    choices = _choices(server)
+
+    headings, marks = set(), set()
+    for choice, (plain_copy, plain_rationale) in zip(choices, plain, strict=True):
+        content = choice.message.content
+        assert choice.finish_reason == "stop" and "\n\nRationale: " not in content
+        copy, mark, rationale = MARKS.split(content)
+        marks.add(mark)
+        assert rationale == plain_rationale
+        if copy.startswith("#"):
+            heading, copy = copy.split("\n\n", 1)
+            headings.add(heading)
+        assert f"**{NAME}**" in copy and copy.replace("**", "") == plain_copy
+    assert headings == {f"# {NAME}", f"## {NAME}"}
+    assert len(marks) >= 4
+    assert server.stats()["shapes"] == {"bold_name": 24}
+
+
+def test_the_markdown_profile_marks_the_rationale_of_copy_without_a_product_name(start_writer):
+    server = start_writer(profile="markdown")
+    messages = [{"role": "user", "content": "A big red mug. It keeps coffee hot."}]
+
+    content = (
         _client(server)
-        .chat.completions.create(
-            model="offline-writer-1", messages=_messages(_data(audience=audience))
-        )
-        .usage
+        .chat.completions.create(model="offline-writer-1", messages=messages)
+        .choices[0]
+        .message.content
     )
-    assert first.prompt_tokens_details.cached_tokens == 0
-    assert 0 < again.prompt_tokens_details.cached_tokens <= again.prompt_tokens
-    assert 0 < other.prompt_tokens_details.cached_tokens < again.prompt_tokens_details.cached_tokens
-    off = start_writer(prefix_cache=False)
-    _ask(off)
-    assert _ask(off).usage.prompt_tokens_details.cached_tokens == 0
+
+    copy, _mark, rationale = MARKS.split(content)
+    assert copy.startswith("A big red mug.") and "**" not in copy and "fixed rules" in rationale
+    assert server.stats()["shapes"] == {"marked": 1}
+
+
+def test_the_json_profile_answers_json_to_response_format_sometimes_in_a_code_fence(
+    start_writer,
+):
+    plain = _plain(start_writer)
+    server = start_writer(profile="json")
+    choices = _choices(server, response_format=SCHEMA)
+
+    fenced = 0
+    for choice, (plain_copy, plain_rationale) in zip(choices, plain, strict=True):
+        content = choice.message.content
+        if content.startswith("```json\n"):
+            assert content.endswith("\n```")
+            content, fenced = content.removeprefix("```json\n").removesuffix("\n```"), fenced + 1
+        assert json.loads(content) == {"copy": plain_copy, "rationale": plain_rationale}
+    assert 0 < fenced < len(choices)
+    assert server.stats()["shapes"] == {"json": len(choices) - fenced, "json_fenced": fenced}
+
+    answer = _ask(server, response_format={"type": "json_object"}).choices[0].message.content
+    assert json.loads(answer.removeprefix("```json\n").removesuffix("\n```"))["copy"]
+
+
+def test_the_json_profile_without_response_format_answers_like_plain(start_writer):
+    plain = _ask(start_writer()).choices[0].message.content
+    server = start_writer(profile="json")
+
+    assert _ask(server).choices[0].message.content == plain
+    text_format = _ask(server, response_format={"type": "text"}).choices[0].message.content
+    assert text_format == plain
+    assert server.stats()["shapes"] == {"plain": 2}
+
+
+def test_the_terse_profile_leaves_out_some_rationales_and_shortens_the_rest(start_writer):
+    plain = _plain(start_writer)
+    server = start_writer(profile="terse")
+    choices = _choices(server)
+
+    missing = 0
+    for choice, (plain_copy, plain_rationale) in zip(choices, plain, strict=True):
+        content = choice.message.content
+        if content == plain_copy:
+            missing += 1
+            continue
+        copy, rationale = content.split("\n\nRationale: ")
+        assert copy == plain_copy and "\n" not in rationale
+        assert len(rationale) < len(plain_rationale) and rationale.endswith(".")
+    assert 4 <= missing <= 12  # about one in three of 24
+    assert server.stats()["shapes"] == {"no_rationale": missing, "short_rationale": 24 - missing}
+
+
+def test_the_chatty_profile_opens_with_a_preamble_and_sometimes_quotes_the_copy(start_writer):
+    plain = _plain(start_writer)
+    server = start_writer(profile="chatty")
+    choices = _choices(server)
+
+    preambles, quoted = set(), 0
+    for choice, (plain_copy, plain_rationale) in zip(choices, plain, strict=True):
+        preamble, copy, rationale = choice.message.content.split("\n\n")
+        preambles.add(preamble)
+        assert preamble.endswith(":") and preamble.startswith(("Here", "Sure", "Certainly", "Of"))
+        if copy.startswith('"'):
+            copy, quoted = copy.removeprefix('"').removesuffix('"'), quoted + 1
+        assert copy == plain_copy and rationale == f"Rationale: {plain_rationale}"
+    assert len(preambles) >= 3 and 0 < quoted < len(choices)
+    assert server.stats()["shapes"] == {"preamble": 24}
+
+
+def test_the_truncating_profile_cuts_some_answers_off_mid_copy_with_finish_reason_length(
+    start_writer,
+):
+    plain = _plain(start_writer)
+    server = start_writer(profile="truncating")
+    choices = _choices(server)
+
+    cut = [c for c in choices if c.finish_reason == "length"]
+    for choice, (plain_copy, plain_rationale) in zip(choices, plain, strict=True):
+        content = choice.message.content
+        if choice.finish_reason == "length":
+            assert plain_copy.startswith(content) and len(content) < len(plain_copy)
+            assert "Rationale" not in content
+        else:
+            assert choice.finish_reason == "stop"
+            assert content == f"{plain_copy}\n\nRationale: {plain_rationale}"
+    assert 2 <= len(cut) <= 10  # about one in four of 24
+    assert server.stats()["shapes"] == {"truncated": len(cut), "plain": 24 - len(cut)}
+
+
+def test_max_tokens_still_cuts_the_answer_in_any_profile(start_writer):
+    for profile in PROFILES:
+        server = start_writer(profile=profile)
+        choice = _ask(server, max_tokens=10, response_format=SCHEMA).choices[0]
+        assert (choice.finish_reason, len(choice.message.content)) == ("length", 40), profile
+        assert server.stats()["shapes"] == {"truncated": 1}, profile
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_a_request_gets_the_same_shape_every_time_whatever_the_seed(start_writer, profile):
+    first = start_writer(profile=profile, seed=1)
+    second = start_writer(profile=profile, seed=2)
+
+    answers = [(c.message.content, c.finish_reason) for c in _choices(first, 12)]
+
+    assert [(c.message.content, c.finish_reason) for c in _choices(first, 12)] == answers
+    assert [(c.message.content, c.finish_reason) for c in _choices(second, 12)] == answers
+
+
+@pytest.mark.parametrize("profile", ["plain", "markdown", "terse", "chatty", "truncating"])
+def test_profiles_without_structured_output_ignore_response_format(start_writer, profile):
+    server = start_writer(profile=profile)
+
+    without = [c.message.content for c in _choices(server, 12)]
+
+    for response_format in (SCHEMA, {"type": "json_object"}):
+        assert [
+            c.message.content for c in _choices(server, 12, response_format=response_format)
+        ] == (without)
+    assert not any(c.lstrip().startswith(("{", "```")) for c in without)
+
+
+def test_the_profile_can_be_switched_while_serving(start_writer):
+    server = start_writer()
+    plain = _ask(server, response_format=SCHEMA).choices[0].message.content
+
+    status, config = _control(server, "POST", "/_offline/config", {"profile": "json"})
+
+    assert status == 200 and config["profile"] == "json"
+    answer = _ask(server, response_format=SCHEMA).choices[0].message.content
+    assert answer != plain and json.loads(answer.strip("`").removeprefix("json"))["copy"]
 
 
 def test_an_unknown_profile_is_refused_naming_the_setting(start_writer):
+    with pytest.raises(SettingError) as caught:
+        OfflineWriterServer(profile="poetic")
+    assert caught.value.name == "profile"
+
     server = start_writer()
+    with pytest.raises(SettingError) as caught:
+        server.configure(profile="Markdown")
+    assert caught.value.name == "profile"
     status, body = _control(server, "POST", "/_offline/config", {"profile": "poetic"})
     assert status == 400 and body["error"]["param"] == "profile"
     assert "plain, markdown, json, terse, chatty, truncating" in body["error"]["message"]
+    assert server.config()["profile"] == "plain"
+
+
+# --------------------------------------------------------------------------------------
+# The faults of hosted models: random 429s, refusals, content filters, JSON off the schema
+
+
+def test_a_random_429_comes_at_once_with_retry_after_and_the_budget_left(start_writer):
+    server = start_writer(
+        rate_limit_rate=1.0, retry_after_s=2.5, rpm_limit=100, tpm_limit=100_000, latency_ms=500
+    )
+
+    with pytest.raises(openai.RateLimitError) as caught:
+        _ask(server)
+
+    exc = caught.value
+    assert (exc.status_code, exc.code, exc.type) == (429, "rate_limit_exceeded", "requests")
+    assert "injected" in exc.message
+    headers = exc.response.headers
+    assert (headers["retry-after"], headers["retry-after-ms"]) == ("3", "2500")
+    assert int(headers["openai-processing-ms"]) < 500  # refused before the latency
+    assert headers["x-ratelimit-remaining-requests"] == "100"
+    assert headers["x-ratelimit-remaining-tokens"] == "100000"
+    stats = server.stats()
+    assert stats["rejected_by"] == {"concurrency": 0, "requests": 0, "tokens": 0, "random": 1}
+    assert stats["rejected_429"] == 1 == stats["errors_injected"]["rate_limit"]
+    assert (stats["in_flight"], stats["max_in_flight"], stats["window"]["requests"]) == (0, 0, 0)
+    assert stats["completed"] == 0 and stats["shapes"] == {}
+
+
+def test_random_429s_are_drawn_like_the_other_faults(start_writer):
+    server = start_writer(rate_limit_rate=0.5, seed=5)
+    outcomes = []
+    for i in range(20):
+        try:
+            _ask(server, sku=f"S{i}")
+            outcomes.append("ok")
+        except openai.RateLimitError:
+            outcomes.append("429")
+
+    stats = server.stats()
+    assert 0 < outcomes.count("429") < 20
+    assert stats["errors_injected"]["rate_limit"] == outcomes.count("429") == stats["rejected_429"]
+    assert stats["completed"] == outcomes.count("ok")
+
+
+def test_a_refusal_has_no_content_and_says_why_in_message_refusal(start_writer):
+    server = start_writer(refusal_rate=1.0, profile="json")
+
+    response = _ask(server, response_format=SCHEMA)
+
+    choice = response.choices[0]
+    assert choice.message.content is None and "can't help" in choice.message.refusal
+    assert choice.finish_reason == "stop"
+    assert response.usage.completion_tokens > 0
+    stats = server.stats()
+    assert stats["errors_injected"]["refusal"] == 1 and stats["completed"] == 0
+    assert stats["shapes"] == {}
+
+
+def test_a_content_filter_answer_has_no_content_and_finish_reason_content_filter(start_writer):
+    server = start_writer(content_filter_rate=1.0)
+
+    choice = _ask(server).choices[0]
+
+    assert (choice.message.content, choice.finish_reason) == (None, "content_filter")
+    assert choice.message.refusal is None
+    assert server.stats()["errors_injected"]["content_filter"] == 1
+
+
+def test_bad_json_is_valid_json_off_the_schema_for_a_json_answer(start_writer):
+    server = start_writer(profile="json", bad_json_rate=1.0)
+
+    answers = [json.loads(c.message.content) for c in _choices(server, 12, response_format=SCHEMA)]
+
+    assert {tuple(a) for a in answers} == {("text",), ("copy",)}
+    assert all(isinstance(a["text"], str) for a in answers if "text" in a)
+    assert all(isinstance(a["copy"], int) for a in answers if "copy" in a)
+    stats = server.stats()
+    assert stats["errors_injected"]["bad_json"] == 12 and stats["shapes"] == {"bad_json": 12}
+
+
+@pytest.mark.parametrize(
+    ("profile", "extra"), [("json", {}), ("markdown", {"response_format": SCHEMA})]
+)
+def test_bad_json_leaves_an_answer_that_is_not_json_alone(start_writer, profile, extra):
+    clean = _ask(start_writer(profile=profile), **extra).choices[0].message.content
+    server = start_writer(profile=profile, bad_json_rate=1.0)
+
+    assert _ask(server, **extra).choices[0].message.content == clean
+    stats = server.stats()
+    assert stats["errors_injected"]["bad_json"] == 0 and stats["completed"] == 1
+
+
+def test_the_new_fault_rates_count_towards_the_limit_of_one(start_writer):
+    server = start_writer(refusal_rate=0.5)
+
+    status, body = _control(
+        server, "POST", "/_offline/config", {"rate_limit_rate": 0.3, "bad_json_rate": 0.3}
+    )
+
+    assert status == 400 and body["error"]["param"] == "rate_limit_rate"
+    assert server.config()["rate_limit_rate"] == 0
+
+
+# --------------------------------------------------------------------------------------
+# The prefix cache
+
+STYLE = "You write product copy for Luma. " + "Keep it warm, plain and true. " * 30
+
+
+def _cached(server: OfflineWriterServer, sku: str = "MH01", system: str = STYLE) -> Any:
+    """The usage of a request with a long shared system message."""
+    messages = _messages(_data(product={**_data()["product"], "sku": sku, "name": f"N {sku}"}))
+    messages[0]["content"] = system
+    return (
+        _client(server).chat.completions.create(model="offline-writer-1", messages=messages).usage
+    )
+
+
+def test_a_repeated_prompt_reports_cached_tokens_for_its_prefix(start_writer):
+    server = start_writer()
+
+    first, again = _cached(server), _cached(server)
+
+    assert first.prompt_tokens_details.cached_tokens == 0
+    cached = again.prompt_tokens_details.cached_tokens
+    assert 0 < cached <= again.prompt_tokens and cached % 64 == 0
+    assert again.prompt_tokens - cached < 64 + 2  # all but the last, partial block
+
+
+def test_another_product_under_the_same_system_message_reports_the_shared_blocks(start_writer):
+    server = start_writer()
+    _cached(server, sku="A")
+
+    other = _cached(server, sku="B").prompt_tokens_details.cached_tokens
+    repeat = _cached(server, sku="B").prompt_tokens_details.cached_tokens
+
+    assert len(STYLE) // 4 - 64 <= other < repeat
+    assert other % 64 == 0
+    fresh = _cached(server, sku="C", system="Another style. " * 60)
+    assert fresh.prompt_tokens_details.cached_tokens == 0
+
+
+def test_the_prefix_cache_block_size_is_a_setting(start_writer):
+    coarse, fine = start_writer(), start_writer(prefix_cache_block_tokens=16)
+    for server in (coarse, fine):
+        _cached(server)
+
+    by_64 = _cached(coarse).prompt_tokens_details.cached_tokens
+    by_16 = _cached(fine).prompt_tokens_details.cached_tokens
+
+    assert by_64 % 64 == 0 and by_16 % 16 == 0
+    assert by_64 < by_16 <= by_64 + 48  # finer blocks cover more of the last, partial one
+
+
+def test_cached_tokens_never_exceed_the_prompt_tokens(start_writer):
+    # One-token blocks: every whole block of the prompt is cached, never more than
+    # prompt_tokens counts (the last block is partial when the length is not a multiple
+    # of four characters).
+    server = start_writer(prefix_cache_block_tokens=1)
+    _cached(server)
+
+    again = _cached(server)
+
+    assert again.prompt_tokens - 1 <= again.prompt_tokens_details.cached_tokens
+    assert again.prompt_tokens_details.cached_tokens <= again.prompt_tokens
+
+
+def test_the_prefix_cache_can_be_turned_off_and_reset_clears_it(start_writer):
+    off = start_writer(prefix_cache=False)
+    _cached(off)
+    assert _cached(off).prompt_tokens_details.cached_tokens == 0
+
+    server = start_writer()
+    _cached(server)
+    _control(server, "POST", "/_offline/reset")
+    assert _cached(server).prompt_tokens_details.cached_tokens == 0
+    assert _cached(server).prompt_tokens_details.cached_tokens > 0
+
+
+def test_the_prefix_cache_forgets_the_least_recently_used_blocks(start_writer, monkeypatch):
+    # Each prompt is six whole blocks of 64 tokens: B's six push out A's oldest two,
+    # and A's lookup stops at its first block.
+    monkeypatch.setattr(offline_writer, "PREFIX_CACHE_ENTRIES", 10)
+    server = start_writer()
+    _cached(server, sku="A")
+    _cached(server, sku="B", system="Another style. " * 60)
+
+    assert _cached(server, sku="A").prompt_tokens_details.cached_tokens == 0
+    assert _cached(server, sku="A").prompt_tokens_details.cached_tokens > 0
+
+
+# --------------------------------------------------------------------------------------
+# The shapes counter and the command
+
+
+def test_the_shapes_counter_counts_completed_answers_by_shape_and_reset_clears_it(start_writer):
+    server = start_writer(profile="terse")
+    choices = _choices(server, 9)
+    server.configure(profile="json")
+    _ask(server, response_format=SCHEMA)
+    server.configure(empty_rate=1.0)
+    _ask(server)  # a spoiled answer is an injected error, not a shape
+
+    missing = sum("Rationale" not in c.message.content for c in choices)
+    shapes = _stats(server)["shapes"]
+    assert shapes == {
+        "no_rationale": missing,
+        "short_rationale": 9 - missing,
+        next(iter(set(shapes) - {"no_rationale", "short_rationale"})): 1,
+    }
+    assert set(shapes) - {"no_rationale", "short_rationale"} <= {"json", "json_fenced"}
+    assert sum(shapes.values()) == _stats(server)["completed"] == 10
+
+    _control(server, "POST", "/_offline/reset")
+    assert _stats(server)["shapes"] == {}
+
+
+def test_the_command_takes_a_profile_and_the_prefix_cache_settings():
+    parser = Command().create_parser("manage.py", "run_offline_writer")
+    flags = (
+        "--profile chatty --no-prefix-cache --prefix-cache-block-tokens 128 "
+        "--rate-limit-rate 0.1 --refusal-rate 0.02 --content-filter-rate 0.01 "
+        "--bad-json-rate 0.05"
+    )
+
+    chosen = writer_settings(vars(parser.parse_args(flags.split())))
+
+    assert chosen == {
+        "profile": "chatty", "prefix_cache": False, "prefix_cache_block_tokens": 128,
+        "rate_limit_rate": 0.1, "refusal_rate": 0.02, "content_filter_rate": 0.01,
+        "bad_json_rate": 0.05,
+    }  # fmt: skip
+    server = OfflineWriterServer(**chosen)
+    server.server_close()
+    assert server.settings.profile == "chatty" and server.settings.prefix_cache is False
+    with pytest.raises(CommandError, match="invalid choice: 'poetic'"):
+        parser.parse_args(["--profile", "poetic"])

@@ -52,6 +52,8 @@ def writer_settings(options: dict[str, Any]) -> dict[str, Any]:
     }
     if options.get("no_record"):
         chosen["record"] = False
+    if options.get("no_prefix_cache"):
+        chosen["prefix_cache"] = False
     return chosen
 
 
@@ -102,7 +104,8 @@ class Command(BaseCommand):
         limits.add_argument(
             "--retry-after-s",
             type=float,
-            help=f"Retry-After of a concurrency 429 (default: {DEFAULTS.retry_after_s:g}).",
+            help="Retry-After of a concurrency or random 429 "
+            f"(default: {DEFAULTS.retry_after_s:g}).",
         )
         limits.add_argument("--rpm", type=int, help="Requests per sliding minute.")
         limits.add_argument("--tpm", type=int, help="Tokens per sliding minute.")
@@ -123,12 +126,25 @@ class Command(BaseCommand):
             help="After the hold: answer 504 (the default) or close the connection.",
         )
         faults.add_argument("--fail-first-n", type=int, help="The first N completions get 503.")
-        faults.add_argument(
+
+        answers = parser.add_argument_group("the shape of answers and the prefix cache")
+        answers.add_argument(
             "--profile",
             choices=PROFILES,
             help="How answers are shaped, like hosted models: plain (the default), markdown "
             "(bold names, marked rationales), json (honours response_format), terse (some "
             "with no rationale), chatty (a preamble), truncating (some cut off).",
+        )
+        answers.add_argument(
+            "--no-prefix-cache",
+            action="store_true",
+            help="Report no cached tokens (by default prompt prefixes seen before are).",
+        )
+        answers.add_argument(
+            "--prefix-cache-block-tokens",
+            type=int,
+            help="The prefix cache's block, in tokens of four characters "
+            f"(default: {DEFAULTS.prefix_cache_block_tokens}).",
         )
 
         recording = parser.add_argument_group("recording of requests")

@@ -562,6 +562,11 @@ class RunRequestSerializer(serializers.Serializer):
         return self._pick(Segment, "slug", slugs)
 
 
+class RunEstimateLanguageSerializer(serializers.Serializer):
+    language = serializers.CharField()
+    slots = serializers.IntegerField()
+
+
 class RunEstimateSerializer(serializers.Serializer):
     prompt = serializers.CharField()
     prompt_version = serializers.IntegerField()
@@ -570,6 +575,9 @@ class RunEstimateSerializer(serializers.Serializer):
     completion_tokens = serializers.IntegerField()
     cost = serializers.DecimalField(
         max_digits=14, decimal_places=6, allow_null=True, help_text="null: the model has no price"
+    )
+    languages = RunEstimateLanguageSerializer(
+        many=True, help_text="The languages written in and the slots of each"
     )
 
 
@@ -773,7 +781,10 @@ class RunEstimateView(APIView):
             )
         slots = len(services.queued_slots(version, products, segments))
         estimate = services.run_estimate(
-            version=version, products=products, segments=segments, slots=slots
+            version=version,
+            products=products,
+            audiences=services.segment_slots(prompt, segments),
+            slots=slots,
         )
         return Response(
             RunEstimateSerializer(
@@ -784,6 +795,7 @@ class RunEstimateView(APIView):
                     "prompt_tokens": estimate.prompt_tokens,
                     "completion_tokens": estimate.completion_tokens,
                     "cost": estimate.cost,
+                    "languages": [{"language": tag, "slots": n} for tag, n in estimate.languages],
                 }
             ).data
         )
@@ -1308,6 +1320,13 @@ class PromptSettingsSerializer(serializers.Serializer):
         required=False,
         help_text="Customer attributes the prompt may send; empty: every one not personal",
     )
+    languages = serializers.ListField(
+        child=serializers.CharField(max_length=35),
+        required=False,
+        help_text="BCP 47 tags to write in (de-CH gets slots of its own); empty: every "
+        "language at least language_min_share percent of a segment's members read",
+    )
+    language_min_share = serializers.IntegerField(min_value=1, max_value=100, required=False)
 
 
 class PromptSettingsView(APIView):
@@ -1322,10 +1341,12 @@ class PromptSettingsView(APIView):
             "review_sample_percent": prompt.review_sample_percent,
             "policy_counts": messages.policy_counts(prompt),
             "allowed_attributes": prompt.allowed_attributes,
+            "languages": prompt.languages,
+            "language_min_share": prompt.language_min_share,
         }
 
     @extend_schema(
-        summary="A prompt's review policy (with its counts) and attribute allowlist",
+        summary="A prompt's review policy (with its counts), attribute allowlist and languages",
         description=PEOPLE_ONLY,
         responses={
             200: OpenApiResponse(description="The settings"),
@@ -1337,7 +1358,7 @@ class PromptSettingsView(APIView):
         return Response(self._body(get_object_or_404(Prompt, slug=slug)))
 
     @extend_schema(
-        summary="Change a prompt's review policy or attribute allowlist",
+        summary="Change a prompt's review policy, attribute allowlist or languages",
         description=PEOPLE_ONLY,
         request=PromptSettingsSerializer,
         responses={
@@ -1370,3 +1391,9 @@ class PromptSettingsView(APIView):
             )
         if "allowed_attributes" in data:
             messages.prompt_allowlist_save(prompt=prompt, attributes=data["allowed_attributes"])
+        if "languages" in data or "language_min_share" in data:
+            messages.prompt_languages_save(
+                prompt=prompt,
+                languages=data.get("languages"),
+                min_share=data.get("language_min_share"),
+            )

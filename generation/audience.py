@@ -43,13 +43,11 @@ from functools import cache
 from pathlib import Path
 
 from generation.importers import ImportFileError
+from generation.languages import DEFAULT_LANGUAGE, LanguageTagError, language_tag
 
 EXTERNAL_ID_MAX = 128
-LANGUAGE_MAX = 16
 TEXT_MAX = 1000
 ATTRIBUTE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
-DEFAULT_LANGUAGE = "en"
-LANGUAGE_RE = re.compile(r"^[a-z]{2,3}(-[a-z0-9]{2,8})*$")
 
 FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
 TYPES = ("text", "integer", "number", "boolean", "date", "choice")
@@ -477,14 +475,15 @@ def clean_external_id(value: object) -> str:
 
 
 def clean_language(value: object, column: str) -> str:
-    if value is None:
+    """A BCP 47 tag as stored (generation.languages), or a bad row naming the column."""
+    if value is None or (isinstance(value, str) and not value.strip()):
         return DEFAULT_LANGUAGE
     if not isinstance(value, str):
-        raise _Bad(column, "language must be text such as 'en' or 'pt-br'")
-    language = value.strip().lower().replace("_", "-") or DEFAULT_LANGUAGE
-    if len(language) > LANGUAGE_MAX or not LANGUAGE_RE.match(language):
-        raise _Bad(column, f"{value.strip()!r} is not a language tag such as 'en' or 'pt-br'")
-    return language
+        raise _Bad(column, "language must be text such as 'en' or 'pt-BR'")
+    try:
+        return language_tag(value)
+    except LanguageTagError as exc:
+        raise _Bad(column, str(exc)) from None
 
 
 def _identity_row(record: dict) -> tuple[str, str, dict]:

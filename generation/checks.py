@@ -29,7 +29,9 @@ class CheckResult:
 
 
 def check_length(text: str, *, max_length: int) -> CheckResult:
-    n = len(text)
+    # Characters as written: composed (NFC), so "é" typed as e + a combining accent
+    # counts once, as a reader and a channel's limit count it.
+    n = len(unicodedata.normalize("NFC", text))
     if n > max_length:
         return CheckResult("length", False, f"{n} characters, over the limit of {max_length}")
     return CheckResult("length", True, f"{n} of {max_length} characters")
@@ -485,7 +487,7 @@ def run_checks(
     results = [
         check_length(text, max_length=prompt.max_length),
         check_protected_terms(text, terms=list(dict.fromkeys(terms))),
-        check_banned_phrases(text, phrases=brand.banned_phrases),
+        check_banned_phrases(text, phrases=brand.banned_for(language)),
         check_language(text, language=language, ignore=names),
         check_personal_data(text, identifiers=identifiers),
         check_placeholders(text),

@@ -290,6 +290,7 @@ def prepare(
         purpose=variant.purpose,
         personal=personal,
         mode=mode,
+        language=variant.language,
     )
     prompt_tokens = sum(pricing.estimate_tokens(m["content"]) for m in rendered.messages)
     completion_tokens = pricing.estimate_completion_tokens(prompt.max_length)

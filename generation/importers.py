@@ -6,11 +6,14 @@ nothing is half-imported.
 
 Product files are CSV in one of three layouts, told apart by the header:
 
-1. ours: ``sku, name, description`` and optionally ``category, subcategory``; every
-   other column is an attribute;
+1. ours: ``sku, name, description`` and optionally ``category, subcategory``, and
+   translated base copy in ``description:de`` / ``name:de``-style columns (any BCP 47
+   tag after the colon); every other column is an attribute;
 2. the Magento / Adobe Commerce product export (``product_type`` with ``categories``,
    ``additional_attributes`` or ``attribute_set_code``): configurable products absorb
-   their size/colour children;
+   their size/colour children, and rows with a ``store_view_code`` carry the
+   translated ``name`` / ``description`` of the store view's language (a code that is
+   a language tag, such as ``de`` or ``fr_ch``, or one mapped by ``store_views``);
 3. the Magento sample-data fixtures (``category`` and ``attribute_set``, no
    ``subcategory``): one simple product per row, category paths and multi-valued
    attributes one item per line inside a quoted field.
@@ -25,10 +28,12 @@ import html
 import io
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from html.parser import HTMLParser
 from pathlib import Path
+
+from generation.languages import LanguageTagError, language_tag
 
 # Mirror the max_length of the fields in generation.models, so that a value that would
 # not fit is reported with its line instead of failing inside the write transaction.
@@ -98,6 +103,8 @@ class ProductRow:
     description: str
     attributes: Attributes
     line: int
+    # {tag: {"name": ..., "description": ...}}: the base copy in other languages.
+    translations: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
 # --- HTML ----------------------------------------------------------------------------
@@ -442,8 +449,11 @@ def _split_multi(value: str, separator: str) -> str | list[str]:
     return items if len(items) > 1 else "".join(items)
 
 
-def read_products(path: Path | str) -> list[ProductRow]:
-    """Read a product CSV in any supported layout (see the module docstring)."""
+def read_products(
+    path: Path | str, *, store_views: dict[str, str] | None = None
+) -> list[ProductRow]:
+    """Read a product CSV in any supported layout (see the module docstring).
+    `store_views` maps Magento store view codes to language tags ({"german": "de"})."""
     display = str(path)
     path = Path(path)
     _check_extension(path, display, PRODUCT_EXTENSIONS)
@@ -454,7 +464,7 @@ def read_products(path: Path | str) -> list[ProductRow]:
         or table.has("attribute_set_code")
     ):
         table.require("sku", "name", "description")
-        return _read_magento_export(table)
+        return _read_magento_export(table, store_views or {})
     if table.has("category", "attribute_set") and not table.has("subcategory"):
         table.require("sku", "name", "description")
         return _read_sample_fixture(table)
@@ -470,9 +480,50 @@ def _remember_sku(seen: dict[str, int], sku: str, display: str, line: int) -> No
     seen[sku] = line
 
 
+_TRANSLATED_COLUMN = re.compile(r"^(name|description):(.+)$")
+
+
+def _translated_columns(table: _CsvTable) -> dict[str, tuple[str, str]]:
+    """{column: (field, tag)} for our layout's name:de / description:de columns; a tag
+    that is not BCP 47 stops the import, naming the header's column."""
+    found = {}
+    for column in table.columns:
+        match = _TRANSLATED_COLUMN.match(column)
+        if not match:
+            continue
+        try:
+            tag = language_tag(match.group(2))
+        except LanguageTagError as exc:
+            raise ImportFileError(table.display, table.header_line, column, str(exc)) from None
+        found[column] = (match.group(1), tag)
+    return found
+
+
+def _translations(
+    record: dict[str, str], columns: dict[str, tuple[str, str]], display: str, line: int
+) -> dict[str, dict[str, str]]:
+    """A record's translated base copy: a language with a description, and its name."""
+    found: dict[str, dict[str, str]] = {}
+    for column, (name, tag) in columns.items():
+        value = record.get(column, "").strip()
+        if not value:
+            continue
+        if name == "name":
+            found.setdefault(tag, {})["name"] = _clean_name(value, display, line)
+        else:
+            found.setdefault(tag, {})["description"] = _clean_description(value, display, line)
+    for tag, copy in found.items():
+        if "description" not in copy:
+            raise ImportFileError(
+                display, line, f"description:{tag}", f"a {tag} name needs a {tag} description"
+            )
+    return found
+
+
 def _read_own_layout(table: _CsvTable) -> list[ProductRow]:
     display = table.display
-    fixed = {"sku", "name", "description", "category", "subcategory"}
+    translated = _translated_columns(table)
+    fixed = {"sku", "name", "description", "category", "subcategory", *translated}
     seen: dict[str, int] = {}
     products = []
     for line, record in table:
@@ -489,7 +540,12 @@ def _read_own_layout(table: _CsvTable) -> list[ProductRow]:
             for key, value in record.items()
             if key not in fixed and value.strip()
         }
-        products.append(ProductRow(sku, name, category, subcategory, description, attributes, line))
+        translations = _translations(record, translated, display, line)
+        products.append(
+            ProductRow(
+                sku, name, category, subcategory, description, attributes, line, translations
+            )
+        )
     return _non_empty(products, display)
 
 
@@ -570,11 +626,26 @@ def _parse_variations(raw: str, display: str, line: int) -> list[dict[str, str]]
     return variations
 
 
-def _read_magento_export(table: _CsvTable) -> list[ProductRow]:
+def _store_view_language(code: str, store_views: dict[str, str], display: str, line: int) -> str:
+    mapped = store_views.get(code) or store_views.get(code.lower())
+    try:
+        return language_tag(mapped or code)
+    except LanguageTagError:
+        raise ImportFileError(
+            display,
+            line,
+            "store_view_code",
+            f"store view {code!r} names no language: name store views by language "
+            "(de, fr_ch) or map the code to one (--store-view CODE=TAG)",
+        ) from None
+
+
+def _read_magento_export(table: _CsvTable, store_views: dict[str, str]) -> list[ProductRow]:
     """Collapse a Magento export into one product per sellable item.
 
-    1. Read every default-scope row (rows for a store view only override texts and
-       are skipped), validating SKU, name, additional_attributes and variations.
+    1. Read every default-scope row, validating SKU, name, additional_attributes and
+       variations. A store view's row carries that view's language's name and
+       description (empty: the default's); it becomes a translation of its SKU.
     2. Attach each configurable product's variations to it; a variation must be a
        simple row of the file that belongs to no other parent.
     3. Every row that is not a variation and is visible in the shop becomes a product;
@@ -584,8 +655,26 @@ def _read_magento_export(table: _CsvTable) -> list[ProductRow]:
     display = table.display
     rows: dict[str, _MagentoRow] = {}
     seen: dict[str, int] = {}
+    # sku → {tag: (line, name, description)}
+    views: dict[str, dict[str, tuple[int, str, str]]] = {}
     for line, record in table:
-        if record.get("store_view_code", "").strip():
+        code = record.get("store_view_code", "").strip()
+        if code:
+            tag = _store_view_language(code, store_views, display, line)
+            sku = _clean_sku(record["sku"], display, line)
+            if tag in views.get(sku, {}):
+                raise ImportFileError(
+                    display,
+                    line,
+                    "store_view_code",
+                    f"SKU {sku!r} already has a {tag} row on line {views[sku][tag][0]}",
+                )
+            name = record["name"].strip()
+            views.setdefault(sku, {})[tag] = (
+                line,
+                _clean_name(name, display, line) if name else "",
+                html_to_text(record["description"]),
+            )
             continue
         sku = _clean_sku(record["sku"], display, line)
         _remember_sku(seen, sku, display, line)
@@ -621,6 +710,19 @@ def _read_magento_export(table: _CsvTable) -> list[ProductRow]:
         if row.parent is not None or visibility == MAGENTO_NOT_VISIBLE:
             continue
         products.append(_magento_product(row, rows, display))
+    for sku in views:
+        if sku not in rows:
+            line = min(found[0] for found in views[sku].values())
+            raise ImportFileError(
+                display, line, "sku", f"store view row for SKU {sku!r}, which has no default row"
+            )
+    for product in products:
+        for tag, (line, name, description) in views.get(product.sku, {}).items():
+            if description:
+                product.translations[tag] = {
+                    "name": name or product.name,
+                    "description": _clean_description(description, display, line),
+                }
     return _non_empty(products, display)
 
 

@@ -91,6 +91,7 @@ def message_create(
             "prompt": prompt,
             "model": version.model,
             "callback_url": callback_url,
+            "language": customer.language,
         },
     )
     if not created and variant.status == Variant.Status.FAILED:
@@ -189,6 +190,7 @@ def message_run_create(
                     customer=c,
                     purpose=purpose,
                     model=version.model,
+                    language=c.language,
                 )
                 for c in todo
             ),
@@ -273,6 +275,39 @@ def prompt_policy_save(*, prompt: Prompt, policy: str, sample_percent: int | Non
         prompt.review_sample_percent = sample_percent
     prompt.review_policy = policy
     prompt.save(update_fields=["review_policy", "review_sample_percent"])
+    return prompt
+
+
+LANGUAGES_MAX = 100
+
+
+@transaction.atomic
+def prompt_languages_save(
+    *, prompt: Prompt, languages: list[str] | None = None, min_share: int | None = None
+) -> Prompt:
+    """The languages the prompt writes in: an explicit list of BCP 47 tags (empty: the
+    languages at least `min_share` percent of a segment's members read). A tag that is
+    not BCP 47 is refused by name. Runs started later take the change; the slots of
+    runs already made stay as they were."""
+    from generation.languages import LanguageTagError, language_tag
+
+    fields = []
+    if languages is not None:
+        if len(languages) > LANGUAGES_MAX:
+            raise MessageError("languages", f"At most {LANGUAGES_MAX} languages a prompt")
+        try:
+            cleaned = list(dict.fromkeys(language_tag(tag) for tag in languages))
+        except LanguageTagError as exc:
+            raise MessageError("languages", str(exc)) from None
+        prompt.languages = cleaned
+        fields.append("languages")
+    if min_share is not None:
+        if not 1 <= min_share <= 100:
+            raise MessageError("language_min_share", "The share is 1 to 100 percent")
+        prompt.language_min_share = min_share
+        fields.append("language_min_share")
+    if fields:
+        prompt.save(update_fields=fields)
     return prompt
 
 

@@ -1,6 +1,8 @@
 """What gets written: the catalog, the audience, the prompts and the variants.
 
-A *slot* is (prompt, product, segment) or (prompt, product, customer). The database
+A *slot* is (prompt, product, segment, language) or (prompt, product, customer,
+purpose); a segment slot's language is one of those the prompt writes in for that
+segment (Prompt.segment_languages), a customer's is their own. The database
 keeps two invariants about slots (see Variant.Meta.constraints):
 
 1. at most one published variant per slot;
@@ -12,15 +14,20 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.core.validators import MaxValueValidator
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
+
+from generation.languages import DEFAULT_LANGUAGE, base_language, languages_for
 
 
 class Brand(models.Model):
     name = models.CharField(max_length=120, unique=True)
     voice = models.TextField(help_text="The constant system prompt: who we are and how we speak.")
     banned_phrases = models.JSONField(default=list, blank=True)
+    # Phrases banned in one language only, by stored tag: {"de": ["Wunder"]}; a base
+    # language's apply to its regional tags too.
+    banned_phrases_by_language = models.JSONField(default=dict, blank=True)
     protected_terms = models.JSONField(
         default=list, blank=True, help_text="Names that must appear verbatim, never translated."
     )
@@ -30,6 +37,14 @@ class Brand(models.Model):
     def __str__(self) -> str:
         return self.name
 
+    def banned_for(self, language: str) -> list[str]:
+        """The phrases banned in copy in `language`: every language's, then its base
+        language's, then its own tag's."""
+        by_language = self.banned_phrases_by_language or {}
+        tags = dict.fromkeys([base_language(language), language]) if language else {}
+        found = [*self.banned_phrases, *(p for tag in tags for p in by_language.get(tag, []))]
+        return list(dict.fromkeys(found))
+
 
 class Product(models.Model):
     sku = models.CharField(max_length=64, unique=True)
@@ -38,6 +53,9 @@ class Product(models.Model):
     subcategory = models.CharField(max_length=120, blank=True)
     description = models.TextField(help_text="The base copy, as clean text.")
     attributes = models.JSONField(default=dict, blank=True)
+    # Base copy in other languages, by stored tag: {"de": {"name": ..., "description":
+    # ...}}, from store-view rows or description:de columns (generation.importers).
+    translations = models.JSONField(default=dict, blank=True)
     created = models.DateTimeField(auto_now_add=True)
     updated = models.DateTimeField(auto_now=True)
 
@@ -46,6 +64,16 @@ class Product(models.Model):
 
     def __str__(self) -> str:
         return f"{self.sku} {self.name}"
+
+    def base_copy(self, language: str) -> tuple[str, str, str]:
+        """(name, description, the language they are in) for copy in `language`: its
+        translation, else the base language's (de for de-ch), else the default copy
+        (language "")."""
+        for tag in (language, base_language(language)) if language else ():
+            found = (self.translations or {}).get(tag)
+            if isinstance(found, dict) and found.get("description"):
+                return found.get("name") or self.name, found["description"], tag
+        return self.name, self.description, ""
 
 
 class CustomerSource(models.Model):
@@ -83,7 +111,9 @@ class CustomerSource(models.Model):
 
 class Customer(models.Model):
     external_id = models.CharField(max_length=128, unique=True)
-    language = models.CharField(max_length=16, default="en", help_text="Preferred language.")
+    language = models.CharField(
+        max_length=35, default="en", help_text="Preferred language, a BCP 47 tag in lower case."
+    )
     attributes = models.JSONField(default=dict, blank=True)
     created = models.DateTimeField(auto_now_add=True)
     updated = models.DateTimeField(auto_now=True)
@@ -221,6 +251,19 @@ class Segment(models.Model):
         """'value_tier is high; region is north or south; age from 25 to under 35'."""
         return describe_rules(self.rules)
 
+    def language_shares(self) -> dict[str, float]:
+        """The members' language tags and their shares. A segment whose rules name the
+        language has no language in its summary (rules are left out of it): its rule's
+        tags share the members evenly."""
+        rule = self.rules.get("language")
+        if rule is not None and not isinstance(rule, dict):
+            tags = [str(t).lower() for t in (rule if isinstance(rule, list) else [rule])]
+            return {tag: 1 / len(tags) for tag in tags}
+        shares = (self.summary or {}).get("language") or {}
+        if not isinstance(shares, dict):
+            return {}
+        return {str(k): float(v or 0) for k, v in shares.items()}
+
 
 def describe_rules(rules: dict) -> str:
     words = {"gte": "from", "gt": "over", "lte": "up to", "lt": "under"}
@@ -270,6 +313,20 @@ class Prompt(models.Model):
         help_text="Customer attributes that may reach the endpoint; empty: every attribute "
         "that is not personal. Personal ones (e-mail, name, phone...) never do.",
     )
+    languages = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="The languages to write in, as BCP 47 tags (a regional tag such as de-CH "
+        "gets slots of its own); empty: every language at least language_min_share "
+        "percent of a segment's members speak.",
+    )
+    language_min_share = models.PositiveSmallIntegerField(
+        default=10,
+        validators=[MinValueValidator(1), MaxValueValidator(100)],
+        help_text="Without a list of languages: the share (1-100%) of a segment's members "
+        "a language needs, counted by base language (de-DE and de-CH are both de), to be "
+        "written in.",
+    )
     holdout_percent = models.PositiveSmallIntegerField(
         default=10,
         validators=[MaxValueValidator(50)],
@@ -313,6 +370,21 @@ class Prompt(models.Model):
                     "only; markdown is for e-mail."
                 }
             )
+
+    @property
+    def default_language(self) -> str:
+        """What a reader with no variant in their language falls back to: the first
+        listed language, else the default one."""
+        return self.languages[0] if self.languages else DEFAULT_LANGUAGE
+
+    def segment_languages(self, segment: Segment) -> list[str]:
+        """The languages this prompt writes in for `segment` (one slot each)."""
+        return languages_for(
+            segment.language_shares(),
+            explicit=self.languages or (),
+            min_share=self.language_min_share / 100,
+            fallback=DEFAULT_LANGUAGE,
+        )
 
     @property
     def output_format(self) -> str:
@@ -413,6 +485,17 @@ class GenerationRun(models.Model):
         return self.status in (self.Status.PENDING, self.Status.RUNNING)
 
     @property
+    def languages(self) -> list[tuple[str, int]]:
+        """The languages its segment slots are written in, with how many segments each
+        (from the scope fixed at creation), most segments first."""
+        per_segment = (self.scope or {}).get("languages") or {}
+        counts: dict[str, int] = {}
+        for tags in per_segment.values():
+            for tag in tags:
+                counts[tag] = counts.get(tag, 0) + 1
+        return sorted(counts.items(), key=lambda t: (-t[1], t[0]))
+
+    @property
     def is_populating(self) -> bool:
         """Some of its slots are still to be queued (see services.run_populate)."""
         return self.unqueued > 0
@@ -426,10 +509,12 @@ class VariantQuerySet(models.QuerySet):
         return self.filter(status=Variant.Status.PUBLISHED)
 
     def for_slot(
-        self, *, prompt, product, segment=None, customer=None, purpose=None
+        self, *, prompt, product, segment=None, customer=None, purpose=None, language=None
     ) -> VariantQuerySet:
         slot = self.filter(prompt=prompt, product=product, segment=segment, customer=customer)
-        return slot if purpose is None else slot.filter(purpose=purpose)
+        if purpose is not None:
+            slot = slot.filter(purpose=purpose)
+        return slot if language is None else slot.filter(language=language)
 
 
 class Variant(models.Model):
@@ -501,7 +586,8 @@ class Variant(models.Model):
     cached_tokens = models.PositiveIntegerField(default=0)
     latency_ms = models.PositiveIntegerField(null=True, blank=True)
     cost = models.DecimalField(max_digits=12, decimal_places=6, null=True, blank=True)
-    language = models.CharField(max_length=16, blank=True)
+    # The slot's language (a segment slot's, or the customer's), a stored BCP 47 tag.
+    language = models.CharField(max_length=35, blank=True)
     regeneration_note = models.TextField(
         blank=True, help_text="A reviewer's course correction for the next generation."
     )
@@ -544,9 +630,9 @@ class Variant(models.Model):
                 name="variant_segment_xor_customer",
             ),
             models.UniqueConstraint(
-                fields=["prompt", "product", "segment"],
+                fields=["prompt", "product", "segment", "language"],
                 condition=Q(status="published", segment__isnull=False),
-                name="one_published_per_segment_slot",
+                name="one_published_per_segment_language_slot",
             ),
             # A customer slot is (prompt, product, customer, purpose): messages for
             # other purposes stay live beside it.
@@ -556,9 +642,9 @@ class Variant(models.Model):
                 name="one_published_per_customer_purpose",
             ),
             models.UniqueConstraint(
-                fields=["prompt_version", "product", "segment"],
+                fields=["prompt_version", "product", "segment", "language"],
                 condition=Q(segment__isnull=False),
-                name="one_variant_per_version_segment_slot",
+                name="one_variant_per_version_segment_language_slot",
             ),
             # A customer can get several messages about one product from one prompt
             # version, each for its own purpose.

@@ -26,6 +26,7 @@ import re
 import string
 from dataclasses import dataclass, field
 
+from generation import languages
 from generation.checks import PERSONAL_ATTRIBUTES, scan_for_injection
 from generation.models import (
     Brand,
@@ -122,17 +123,18 @@ def summary_text(summary: dict) -> str:
     for attribute, shares in summary.items():
         if not isinstance(shares, dict):
             continue
+        if attribute == "language":
+            parts.append(f"language: {languages.shares_text(shares)}")
+            continue
         top = sorted(shares.items(), key=lambda kv: -kv[1])[:5]
         parts.append(f"{attribute}: " + ", ".join(f"{v} {share:.0%}" for v, share in top))
     return "; ".join(parts)
 
 
 def segment_language(segment: Segment) -> str:
-    """The segment's language: its rule if it has one, else the members' most common one."""
-    if "language" in segment.rules:
-        return str(segment.rules["language"])
-    languages = segment.summary.get("language") or {}
-    return max(languages, key=languages.get) if languages else "en"
+    """A segment's main language (its members' largest base language), for a render
+    that names no slot language (a legacy variant queued before slots had one)."""
+    return languages.languages_for(segment.language_shares(), min_share=1.0)[0]
 
 
 _DATA_TAG = re.compile(r"<(/?)data>", re.I)
@@ -221,14 +223,17 @@ def render(
     history: list[str] | None = None,
     personal: frozenset[str] | None = None,
     mode: str = "markers",
+    language: str = "",
 ) -> RenderedPrompt:
     """The messages for one slot. For a customer, `purpose` is what the message is for
     and `history` the last messages they received (read when None). Customer
     identifiers never enter the messages: only the allowed attributes do. `mode`
-    is the run's output mode ("json" or "markers"): it picks the output rules."""
+    is the run's output mode ("json" or "markers"): it picks the output rules.
+    `language` is the slot's (a segment's main language, or the customer's, when
+    empty); the product's base copy is given in it where a translation exists."""
     personal = personal_attributes() if personal is None else personal
     if segment is not None:
-        language = segment_language(segment)
+        language = language or segment_language(segment)
         summary = allowed_attributes(prompt, segment.summary, personal)
         audience = {
             "kind": "segment",
@@ -239,7 +244,7 @@ def render(
         }
         segment_name, segment_summary = segment.name, summary_text(summary)
     elif customer is not None:
-        language = customer.language
+        language = language or customer.language
         audience = {
             "kind": "customer",
             "attributes": allowed_attributes(prompt, customer.attributes, personal),
@@ -253,10 +258,13 @@ def render(
     else:
         raise ValueError("render() needs a segment or a customer")
 
+    # The name stays the catalog's own: product names are kept verbatim, never
+    # translated (a store view's translated name is not sent as the name to keep).
+    _name, description, copy_language = product.base_copy(language)
     values = {
         "brand_name": brand.name,
         "product_name": product.name,
-        "product_description": product.description,
+        "product_description": description,
         "category": product.category,
         "subcategory": product.subcategory,
         "segment_name": segment_name,
@@ -276,13 +284,14 @@ def render(
         "channel": prompt.channel,
         "max_length": prompt.max_length,
         "protected_terms": brand.protected_terms,
-        "banned_phrases": brand.banned_phrases,
+        "banned_phrases": brand.banned_for(language),
         "product": {
             "sku": product.sku,
             "name": product.name,
             "category": product.category,
             "subcategory": product.subcategory,
-            "description": product.description,
+            "description": description,
+            "description_language": copy_language or "default",
             "attributes": product.attributes,
         },
         "language": language,

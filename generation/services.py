@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
+import re
 import threading
 import time
 from collections import Counter, defaultdict
@@ -21,7 +23,7 @@ from django.db.models import Count, Exists, F, OuterRef, Q, Sum
 from django.utils import timezone
 from django.utils.text import slugify
 
-from generation import audience, capabilities, checks, engine, llm, pricing, prompting
+from generation import audience, capabilities, checks, engine, languages, llm, pricing, prompting
 from generation.audience import CustomerRow, Reading, RowError
 from generation.importers import ImportFileError, read_products
 from generation.limiter import EndpointLimiter, endpoint_limiter
@@ -83,11 +85,11 @@ def _upsert(model, key: str, rows: list[dict], fields: list[str]) -> ImportResul
     return ImportResult(created=len(to_create), updated=len(to_update), unchanged=unchanged)
 
 
-def products_import(*, path: Path) -> ImportResult:
+def products_import(*, path: Path, store_views: dict[str, str] | None = None) -> ImportResult:
     """1. Read and validate the whole file (raises ImportFileError, nothing written).
     2. Upsert by SKU in one transaction."""
-    rows = read_products(path)
-    fields = ["name", "category", "subcategory", "description", "attributes"]
+    rows = read_products(path, store_views=store_views)
+    fields = ["name", "category", "subcategory", "description", "attributes", "translations"]
     now = timezone.now()
     with transaction.atomic():
         result = _upsert(
@@ -617,34 +619,62 @@ class RunEstimate:
     prompt_tokens: int
     completion_tokens: int
     cost: Decimal | None
+    # The languages written in, with the slots of each (a segment slot per language).
+    languages: tuple[tuple[str, int], ...] = ()
 
     def __str__(self) -> str:
         cost = f"${self.cost:,.4f}" if self.cost is not None else "unknown cost (no price)"
         return (
-            f"{self.slots} slots, about {self.prompt_tokens:,} prompt + "
+            f"{self.slots:,} slots{self.languages_text}, about {self.prompt_tokens:,} prompt + "
             f"{self.completion_tokens:,} completion tokens, {cost}"
         )
+
+    @property
+    def languages_text(self) -> str:
+        """' in 3 languages (en 1,000, de 600, fr 400)'; empty for one language."""
+        if len(self.languages) < 2:
+            return f" in {self.languages[0][0]}" if self.languages else ""
+        listed = ", ".join(f"{tag} {n:,}" for tag, n in self.languages[:12])
+        more = f", +{len(self.languages) - 12} more" if len(self.languages) > 12 else ""
+        return f" in {len(self.languages)} languages ({listed}{more})"
 
 
 ESTIMATE_SAMPLES = 12
 
 
 def run_estimate(
-    *, version: PromptVersion, products: list[Product], segments: list[Segment], slots: int
+    *,
+    version: PromptVersion,
+    products: list[Product],
+    audiences: list[tuple[Segment, str]],
+    slots: int,
 ) -> RunEstimate:
-    """Estimate a run's tokens and cost by rendering a sample of its slots."""
+    """Estimate a run's tokens and cost by rendering a sample of its slots; `audiences`
+    are its (segment, language) pairs (segment_slots)."""
+    per_language = Counter(language for _s, language in audiences)
+    languages = tuple(
+        (tag, n * len(products)) for tag, n in sorted(per_language.items(), key=lambda t: -t[1])
+    )
     if not slots:
-        return RunEstimate(0, 0, 0, Decimal(0))
+        return RunEstimate(0, 0, 0, Decimal(0), languages)
     prompt = version.prompt
-    step = max(1, len(products) * len(segments) // ESTIMATE_SAMPLES)
-    pairs = [(p, s) for p in products for s in segments][::step][:ESTIMATE_SAMPLES]
+    count = len(products) * len(audiences)
+    step = max(1, count // ESTIMATE_SAMPLES)
+    picks = range(0, count, step)[:ESTIMATE_SAMPLES]
     per_slot = sum(
         pricing.estimate_tokens(m["content"])
-        for product, segment in pairs
+        for product, (segment, language) in (
+            (products[i // len(audiences)], audiences[i % len(audiences)]) for i in picks
+        )
         for m in prompting.render(
-            version=version, prompt=prompt, brand=prompt.brand, product=product, segment=segment
+            version=version,
+            prompt=prompt,
+            brand=prompt.brand,
+            product=product,
+            segment=segment,
+            language=language,
         ).messages
-    ) / len(pairs)
+    ) / len(picks)
     prompt_tokens = round(per_slot * slots)
     completion_tokens = pricing.estimate_completion_tokens(prompt.max_length) * slots
     return RunEstimate(
@@ -654,6 +684,7 @@ def run_estimate(
         pricing.cost(
             model=version.model, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens
         ),
+        languages,
     )
 
 
@@ -708,13 +739,27 @@ def _endpoint_models_check(*, model: str) -> None:
         )
 
 
+def segment_slots(prompt: Prompt, segments: list[Segment]) -> list[tuple[Segment, str]]:
+    """(segment, language) for each language the prompt writes in for each segment:
+    with every product, the run's slots."""
+    return [(s, language) for s in segments for language in prompt.segment_languages(s)]
+
+
 def queued_slots(version: PromptVersion, products: list[Product], segments: list[Segment]):
+    """(product, segment, language) of products × segments × languages this version has
+    written no variant for yet."""
     done = set(
         Variant.objects.filter(prompt_version=version, segment__isnull=False).values_list(
-            "product_id", "segment_id"
+            "product_id", "segment_id", "language"
         )
     )
-    return [(p, s) for p in products for s in segments if (p.pk, s.pk) not in done]
+    audiences = segment_slots(version.prompt, segments)
+    return [
+        (p, s, language)
+        for p in products
+        for s, language in audiences
+        if (p.pk, s.pk, language) not in done
+    ]
 
 
 def run_create(
@@ -726,10 +771,11 @@ def run_create(
     budget: Decimal | None = None,
     note: str = "",
     check_endpoint: bool = True,
-    only_slots: set[tuple[int, int]] | None = None,
+    only_slots: set[tuple[int, int, str]] | None = None,
 ) -> GenerationRun:
-    """Create a run of the prompt's current version over products × segments
-    (or, with `only_slots`, just those (product id, segment id) pairs among them).
+    """Create a run of the prompt's current version over products × segments × the
+    languages it writes in for each segment (or, with `only_slots`, just those
+    (product id, segment id, language) among them).
 
     1. Refuse a prompt with no version, an empty scope, a budget for a model with no
        price, and an endpoint that refuses the key or the model, naming which.
@@ -761,29 +807,30 @@ def run_create(
     with transaction.atomic():
         run = GenerationRun.objects.create(
             prompt_version=version,
-            scope={"products": [p.sku for p in products], "segments": [s.slug for s in segments]},
+            scope={
+                "products": [p.sku for p in products],
+                "segments": [s.slug for s in segments],
+                "languages": {s.slug: prompt.segment_languages(s) for s in segments},
+            },
             created_by=user,
             budget=budget,
             note=note,
             output_mode=mode,
             output_mode_reason=mode_reason[:300],
         )
+        audiences = segment_slots(prompt, segments)
         if only_slots is None:
-            total = _unwritten_slots(version, products, segments)
+            total = _unwritten_slots(version, products, audiences)
             # The first slots now, so the run starts at once; a big run queues the
             # rest in the background (run_populate) while its first slots are written.
-            first = max(1, QUEUE_NOW_SLOTS // len(segments))
-            queued = _insert_slots(run, version, products[:first], segments) if total else 0
+            first = max(1, QUEUE_NOW_SLOTS // len(audiences))
+            queued = _insert_slots(run, version, products[:first], audiences) if total else 0
             run.queued_products = min(first, len(products))
             if run.queued_products == len(products):
                 total = queued  # all of it is queued: the exact count
             run.unqueued = total - queued
         else:
-            slots = [
-                (p, s)
-                for p, s in queued_slots(version, products, segments)
-                if (p.pk, s.pk) in only_slots
-            ]
+            slots = _chosen_slots(version, products, segments, only_slots)
             Variant.objects.bulk_create(
                 Variant(
                     run=run,
@@ -791,13 +838,16 @@ def run_create(
                     prompt_version=version,
                     product=product,
                     segment=segment,
+                    language=language,
                     model=version.model,
                 )
-                for product, segment in slots
+                for product, segment, language in slots
             )
             total = len(slots)
             run.queued_products = len(products)
-        estimate = run_estimate(version=version, products=products, segments=segments, slots=total)
+        estimate = run_estimate(
+            version=version, products=products, audiences=audiences, slots=total
+        )
         run.total = total
         run.estimated_prompt_tokens = estimate.prompt_tokens
         run.estimated_completion_tokens = estimate.completion_tokens
@@ -818,16 +868,53 @@ def run_create(
     return run
 
 
+def _chosen_slots(
+    version: PromptVersion,
+    products: list[Product],
+    segments: list[Segment],
+    chosen: set[tuple[int, int, str]],
+) -> list[tuple[Product, Segment, str]]:
+    """The chosen (product id, segment id, language) slots among products × segments
+    that this version has not written yet, product by product. A slot of a variant
+    made before slots had a language ("") takes the segment's main language."""
+    done = set(
+        Variant.objects.filter(prompt_version=version, segment__isnull=False).values_list(
+            "product_id", "segment_id", "language"
+        )
+    )
+    order = {p.pk: i for i, p in enumerate(products)}
+    by_product = {p.pk: p for p in products}
+    by_segment = {s.pk: s for s in segments}
+    slots = set()
+    for product_id, segment_id, language in chosen:
+        if product_id not in by_product or segment_id not in by_segment:
+            continue
+        segment = by_segment[segment_id]
+        language = language or prompting.segment_language(segment)
+        if (product_id, segment_id, language) not in done:
+            slots.add((product_id, segment_id, language))
+    return [
+        (by_product[p], by_segment[s], language)
+        for p, s, language in sorted(slots, key=lambda t: (order[t[0]], t[1], t[2]))
+    ]
+
+
 def _unwritten_slots(
-    version: PromptVersion, products: list[Product], segments: list[Segment]
+    version: PromptVersion, products: list[Product], audiences: list[tuple[Segment, str]]
 ) -> int:
-    """How many of products × segments this version has no variant for yet."""
-    written = Variant.objects.filter(
-        prompt_version=version,
-        product_id__in=[p.pk for p in products],
-        segment_id__in=[s.pk for s in segments],
-    ).count()
-    return len(products) * len(segments) - written
+    """How many of products × (segment, language) this version has no variant for yet."""
+    wanted = {(s.pk, language) for s, language in audiences}
+    written = (
+        Variant.objects.filter(
+            prompt_version=version,
+            product_id__in=[p.pk for p in products],
+            segment_id__in={s for s, _language in wanted},
+        )
+        .values_list("segment_id", "language")
+        .annotate(n=Count("id"))
+    )
+    done = sum(n for segment_id, language, n in written if (segment_id, language) in wanted)
+    return len(products) * len(audiences) - done
 
 
 def run_populate(*, run_id: int) -> int:
@@ -856,7 +943,8 @@ def run_populate(*, run_id: int) -> int:
             by_slug = Segment.objects.in_bulk(run.scope.get("segments", []), field_name="slug")
             products = [by_sku[sku] for sku in chunk if sku in by_sku]
             segments = [by_slug[slug] for slug in run.scope.get("segments", []) if slug in by_slug]
-            inserted = _insert_slots(run, version, products, segments) if chunk else 0
+            audiences = _run_audiences(run, segments)
+            inserted = _insert_slots(run, version, products, audiences) if chunk else 0
             run.unqueued = max(0, run.unqueued - inserted)
             run.queued_products += len(chunk)
             if not chunk or run.queued_products >= len(skus):
@@ -876,11 +964,24 @@ def run_populate(*, run_id: int) -> int:
             return added
 
 
+def _run_audiences(run: GenerationRun, segments: list[Segment]) -> list[tuple[Segment, str]]:
+    """The run's (segment, language) pairs as fixed when it was created (scope
+    "languages"), so populating later is not changed by a recount; a run made before
+    languages were kept takes them from the prompt now."""
+    fixed = run.scope.get("languages")
+    if not isinstance(fixed, dict):
+        return segment_slots(run.prompt_version.prompt, segments)
+    return [(s, language) for s in segments for language in fixed.get(s.slug, [])]
+
+
 def _insert_slots(
-    run: GenerationRun, version: PromptVersion, products: list[Product], segments: list[Segment]
+    run: GenerationRun,
+    version: PromptVersion,
+    products: list[Product],
+    audiences: list[tuple[Segment, str]],
 ) -> int:
-    """Queue a variant for every slot of products × segments this version has not
-    written yet, in one INSERT … SELECT; return how many.
+    """Queue a variant for every slot of products × (segment, language) this version
+    has not written yet, in one INSERT … SELECT; return how many.
 
     The rows are numbered product by product, in the order given: tasks claim in id
     order, so consecutive calls share a product, and with it the prompt's cacheable
@@ -888,37 +989,44 @@ def _insert_slots(
     through Python in 28 s; this sends two lists of ids.
     """
     template = Variant(run=run, prompt=version.prompt, prompt_version=version, model=version.model)
+    slot_columns = ("product_id", "segment_id", "language")
     fields = [
         f
         for f in Variant._meta.concrete_fields
-        if not f.primary_key and f.attname not in ("product_id", "segment_id")
+        if not f.primary_key and f.attname not in slot_columns
     ]
     values = [f.get_db_prep_save(f.pre_save(template, add=True), connection) for f in fields]
     table = connection.ops.quote_name(Variant._meta.db_table)
     columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
+    segment_ids = [s.pk for s, _language in audiences]
+    tags = [language for _s, language in audiences]
     if connection.vendor == "postgresql":
         constants = ", ".join(f"CAST(%s AS {f.db_type(connection)})" for f in fields)
+        # The two audience arrays unnest side by side: row n is (segment n, language n).
         sources = (
             "unnest(%s::bigint[]) WITH ORDINALITY AS p(id, n) "
-            "CROSS JOIN unnest(%s::bigint[]) WITH ORDINALITY AS s(id, n)"
+            "CROSS JOIN unnest(%s::bigint[], %s::text[]) WITH ORDINALITY AS s(id, lang, n)"
         )
-        ids = [[p.pk for p in products], [s.pk for s in segments]]
+        params = [[p.pk for p in products], segment_ids, tags]
+        p_id, s_id, s_lang = "p.id", "s.id", "s.lang"
         order = "p.n, s.n"
     else:
         constants = ", ".join(["%s"] * len(fields))
         sources = "json_each(%s) AS p CROSS JOIN json_each(%s) AS s"
-        ids = [json.dumps([p.pk for p in products]), json.dumps([s.pk for s in segments])]
+        pairs = list(zip(segment_ids, tags, strict=True))
+        params = [json.dumps([p.pk for p in products]), json.dumps(pairs)]
+        p_id = "p.value"
+        s_id, s_lang = "json_extract(s.value, '$[0]')", "json_extract(s.value, '$[1]')"
         order = "p.key, s.key"
-    p_id, s_id = ("p.id", "s.id") if connection.vendor == "postgresql" else ("p.value", "s.value")
     sql = (
-        f"INSERT INTO {table} ({columns}, product_id, segment_id) "
-        f"SELECT {constants}, {p_id}, {s_id} FROM {sources} "
+        f"INSERT INTO {table} ({columns}, product_id, segment_id, language) "
+        f"SELECT {constants}, {p_id}, {s_id}, {s_lang} FROM {sources} "
         f"WHERE NOT EXISTS (SELECT 1 FROM {table} AS v WHERE v.prompt_version_id = %s "
-        f"AND v.product_id = {p_id} AND v.segment_id = {s_id}) "
+        f"AND v.product_id = {p_id} AND v.segment_id = {s_id} AND v.language = {s_lang}) "
         f"ORDER BY {order}"
     )
     with connection.cursor() as cursor:
-        cursor.execute(sql, [*values, *ids, version.pk])
+        cursor.execute(sql, [*values, *params, version.pk])
         return cursor.rowcount
 
 
@@ -1103,14 +1211,16 @@ def prompt_regenerate(*, prompt: Prompt, user=None) -> GenerationRun | None:
         status=Variant.Status.SUPERSEDED, updated=timezone.now()
     )
     slots = set(
-        older.filter(segment__isnull=False).values_list("product_id", "segment_id").distinct()
+        older.filter(segment__isnull=False)
+        .values_list("product_id", "segment_id", "language")
+        .distinct()
     )
     if not slots:
         return None
     return run_create(
         prompt=prompt,
-        products=list(Product.objects.filter(pk__in={p for p, _ in slots})),
-        segments=list(Segment.objects.filter(pk__in={s for _, s in slots})),
+        products=list(Product.objects.filter(pk__in={p for p, _s, _l in slots})),
+        segments=list(Segment.objects.filter(pk__in={s for _p, s, _l in slots})),
         user=user,
         note=f"Regeneration for {version}",
         check_endpoint=False,
@@ -1128,7 +1238,12 @@ def run_estimate_for(*, prompt: Prompt) -> RunEstimate:
     if not products or not segments:
         raise RunError("Import products and build segments before estimating a run")
     slots = len(queued_slots(version, products, segments))
-    return run_estimate(version=version, products=products, segments=segments, slots=slots)
+    return run_estimate(
+        version=version,
+        products=products,
+        audiences=segment_slots(prompt, segments),
+        slots=slots,
+    )
 
 
 # --- The brand voice editor and the prompt studio ----------------------------------
@@ -1161,6 +1276,31 @@ def _unique_lines(values: list[str], *, key) -> list[str]:
     return kept
 
 
+_LANGUAGE_LINE = re.compile(r"^\[([^\]]*)\]\s*(.*)$")
+
+
+def _banned_by_language(lines: list[str]) -> tuple[list[str], dict[str, list[str]]]:
+    """Banned phrases for every language, and those of one language, written
+    "[de] Wunder" (a BCP 47 tag in brackets); BrandError names a bad tag."""
+    every: list[str] = []
+    by_language: dict[str, list[str]] = {}
+    for line in lines:
+        match = _LANGUAGE_LINE.match(line)
+        if match is None:
+            every.append(line)
+            continue
+        try:
+            tag = languages.language_tag(match.group(1))
+        except languages.LanguageTagError as exc:
+            raise BrandError(f"Banned phrase '{line}': {exc}") from None
+        if not match.group(2).strip():
+            raise BrandError(
+                f"Banned phrase '{line}': the phrase after [{match.group(1)}] is empty"
+            )
+        by_language.setdefault(tag, []).append(match.group(2).strip())
+    return every, by_language
+
+
 def brand_update(
     *, brand: Brand, voice: str, banned_phrases: list[str], protected_terms: list[str], user
 ) -> Brand:
@@ -1176,16 +1316,26 @@ def brand_update(
     voice = voice.strip()
     if not voice:
         raise BrandError("The brand voice cannot be empty: it is the system prompt of every prompt")
-    banned = _unique_lines(banned_phrases, key=str.casefold)
+    banned, by_language = _banned_by_language(_unique_lines(banned_phrases, key=str.casefold))
     protected = _unique_lines(protected_terms, key=str)
-    clashes = [t for t in protected if not checks.check_banned_phrases(t, phrases=banned).passed]
+    every = [*banned, *(p for phrases in by_language.values() for p in phrases)]
+    clashes = [t for t in protected if not checks.check_banned_phrases(t, phrases=every).passed]
     if clashes:
         raise BrandError(
             "A protected term cannot contain a banned phrase: "
             + ", ".join(f"'{t}'" for t in clashes)
         )
     brand.voice, brand.banned_phrases, brand.protected_terms = voice, banned, protected
-    brand.save(update_fields=["voice", "banned_phrases", "protected_terms", "updated"])
+    brand.banned_phrases_by_language = by_language
+    brand.save(
+        update_fields=[
+            "voice",
+            "banned_phrases",
+            "banned_phrases_by_language",
+            "protected_terms",
+            "updated",
+        ]
+    )
     logger.info("brand %s (%s) updated by %s", brand.pk, brand.name, user)
     return brand
 
@@ -1512,7 +1662,14 @@ def prompt_impact(
     products = list(Product.objects.filter(pk__in=slotted.values("product_id")))
     segments = list(Segment.objects.filter(pk__in=slotted.values("segment_id")))
     # The regeneration covers exactly the slots that have a variant (prompt_regenerate).
-    slots = slotted.values("product_id", "segment_id").distinct().count()
+    slot_keys = set(slotted.values_list("segment_id", "language", "product_id").distinct())
+    slots = len(slot_keys)
+    by_segment = {s.pk: s for s in segments}
+    audiences = [
+        (by_segment[s], language)
+        for s, language in sorted({(s, language) for s, language, _p in slot_keys})
+        if s in by_segment
+    ]
     return Impact(
         number=current.number + 1 if current else 1,
         products=len(products),
@@ -1527,7 +1684,10 @@ def prompt_impact(
                 GenerationRun.Status.PAUSED,
             ],
         ).count(),
-        estimate=run_estimate(version=version, products=products, segments=segments, slots=slots),
+        estimate=dataclasses.replace(
+            run_estimate(version=version, products=products, audiences=audiences, slots=slots),
+            languages=tuple(Counter(language for _s, language, _p in slot_keys).most_common()),
+        ),
         unchanged_since=current.number if current and _same_version(current, version) else None,
         **counts,
     )

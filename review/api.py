@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from urllib.parse import unquote_plus
 
@@ -18,6 +19,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from generation import languages
 from review import delivery, services
 from review.auth import (
     CHECKED_ATTRIBUTE,
@@ -66,6 +68,19 @@ class LiveQuerySerializer(serializers.Serializer):
         help_text="Pin this variant (it must have been live), e.g. to re-render a sent e-mail",
     )
 
+    language = serializers.CharField(
+        max_length=35,
+        required=False,
+        help_text="The language to serve (a BCP 47 tag, e.g. de-CH); without it, "
+        "Accept-Language, then a customer's own language, then the prompt's default",
+    )
+
+    def validate_language(self, value: str) -> str:
+        try:
+            return languages.language_tag(value)
+        except languages.LanguageTagError as exc:
+            raise ValidationError(str(exc)) from None
+
     def validate(self, attrs: dict) -> dict:
         if ("segment" in attrs) == ("customer" in attrs):
             raise ValidationError({"segment": "Give either a segment or a customer, not both."})
@@ -102,7 +117,15 @@ class LiveCopySerializer(serializers.Serializer):
     source = serializers.ChoiceField(["pinned", "customer", "segment", "base_copy"])
     fallback = serializers.BooleanField(help_text="True when this is the product's base copy")
     fallback_reason = serializers.ChoiceField(
-        ["no_live_variant", "holdout", "no_matching_segment"], allow_null=True
+        ["no_live_variant", "no_variant_in_language", "holdout", "no_matching_segment"],
+        allow_null=True,
+    )
+    language = serializers.CharField(help_text="The language of the text served")
+    language_reason = serializers.ChoiceField(
+        ["exact", "base_language", "default", "no_variant_in_language"],
+        help_text="exact: the language asked for; base_language: de for de-CH (or the "
+        "other way); default: none was asked for; no_variant_in_language: the prompt's "
+        "default language, as the one asked for has neither a variant nor base copy",
     )
     text = serializers.CharField()
     exposure_id = serializers.CharField(help_text="Quote it in engagement events")
@@ -121,7 +144,7 @@ def _cache_headers(etag: str, *, private: bool) -> dict[str, str]:
     return {
         "ETag": etag,
         "Cache-Control": f"{scope}, max-age={settings.DELIVERY_MAX_AGE}",
-        "Vary": "Authorization, Cookie",
+        "Vary": "Authorization, Cookie, Accept-Language",
     }
 
 
@@ -140,6 +163,13 @@ class _LiveBase(APIView):
     throttle_classes = [TokenRateThrottle]
 
     def _resolve(self, query: dict, skus: list[str]) -> list[delivery.Live]:
+        if query.get("language"):
+            wanted = [query["language"]]
+        else:
+            try:
+                wanted = languages.accept_language(self.request.headers.get("Accept-Language", ""))
+            except languages.LanguageTagError as exc:
+                raise ValidationError({"Accept-Language": [str(exc)]}) from None
         try:
             return delivery.live_copy(
                 prompt_slug=query["prompt"],
@@ -147,6 +177,7 @@ class _LiveBase(APIView):
                 segment_slug=query.get("segment"),
                 customer_id=query.get("customer"),
                 pinned_variant_id=query.get("variant"),
+                wanted=wanted,
             )
         except delivery.DeliveryError as exc:
             raise NotFound(str(exc)) from exc
@@ -198,6 +229,18 @@ class LiveBatchView(_LiveBase):
 # messages; the answer it gives is byte for byte the same (tests compare the two).
 
 _LIVE_PARAMETERS = frozenset(("prompt", "product", "segment"))
+_LIVE_WITH_LANGUAGE = _LIVE_PARAMETERS | {"language"}
+
+
+@functools.lru_cache(maxsize=1024)
+def _tag(value: str) -> str | None:
+    """A language= value as stored, or None (LiveView names what is wrong with it)."""
+    try:
+        return languages.language_tag(value)
+    except languages.LanguageTagError:
+        return None
+
+
 _SLUG = re.compile(r"[-a-zA-Z0-9_]+")
 _READ_PREFIX = f"Bearer {PREFIX}{ApiToken.Kind.READ[0]}_"
 
@@ -205,8 +248,9 @@ _READ_PREFIX = f"Bearer {PREFIX}{ApiToken.Kind.READ[0]}_"
 def _fast_live(request: HttpRequest) -> HttpResponse | None:
     """The answer of the fast path, or None to hand the request to LiveView.
 
-    1. A GET with a read token, and exactly a valid prompt, product and segment, once
-       each (an ASCII query string: anything else is LiveView's to decode).
+    1. A GET with a read token, and exactly a valid prompt, product and segment, and
+       perhaps a language, once each (an ASCII query string: anything else is
+       LiveView's to decode), and no Accept-Language header.
     2. Count it against the token's rate limit (LiveView answers a refusal).
     3. The copy from the snapshot; ETag, 304, cache headers as LiveView sets them.
     """
@@ -214,13 +258,18 @@ def _fast_live(request: HttpRequest) -> HttpResponse | None:
     query = request.META.get("QUERY_STRING", "")
     if request.method != "GET" or not authorization.startswith(_READ_PREFIX) or not query.isascii():
         return None
+    if request.META.get("HTTP_ACCEPT_LANGUAGE", "").strip():
+        return None  # a language to negotiate: LiveView's
     pairs = query.split("&")
     params = {name: value for name, _, value in (pair.partition("=") for pair in pairs)}
-    if len(pairs) != len(_LIVE_PARAMETERS) or params.keys() != _LIVE_PARAMETERS:
+    if len(pairs) != len(params) or params.keys() not in (_LIVE_PARAMETERS, _LIVE_WITH_LANGUAGE):
         return None
     if "%" in query or "+" in query:  # SKUs may be quoted; slugs never are
         params = {name: unquote_plus(value) for name, value in params.items()}
     prompt, sku, segment = params["prompt"], params["product"], params["segment"]
+    asked = _tag(params["language"]) if "language" in params else ""
+    if asked is None:
+        return None
     if not (
         len(prompt) <= 100
         and _SLUG.fullmatch(prompt)
@@ -240,7 +289,7 @@ def _fast_live(request: HttpRequest) -> HttpResponse | None:
     setattr(request, CHECKED_ATTRIBUTE, wait)
     if wait is not None:
         return None
-    answer = delivery.rendered_from_snapshot(prompt, sku, segment)
+    answer = delivery.rendered_from_snapshot(prompt, sku, segment, asked)
     if answer is None:
         return None
     content, etag = answer

@@ -17,8 +17,8 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from generation import languages, prompting, services
 from generation import messages as gen_messages
-from generation import prompting, services
 from generation.models import Customer, CustomerSource, Product, Prompt, Segment, describe_rules
 from review import queue as q
 from review.views import require_lead
@@ -248,7 +248,19 @@ def prompt_privacy(request: HttpRequest, slug: str) -> HttpResponse:
     prompt = get_object_or_404(Prompt.objects.select_related("brand"), slug=slug)
     if request.method == "POST":
         try:
-            if request.POST.get("form") == "policy":
+            if request.POST.get("form") == "languages":
+                share = request.POST.get("language_min_share", "").strip()
+                tags = [t.strip() for t in request.POST.get("languages", "").split(",")]
+                gen_messages.prompt_languages_save(
+                    prompt=prompt,
+                    languages=[t for t in tags if t],
+                    min_share=int(share) if share.isdigit() else None,
+                )
+                written = ", ".join(prompt.languages) or (
+                    f"every language {prompt.language_min_share}% of a segment's members read"
+                )
+                messages.success(request, f"The prompt writes in: {written}")
+            elif request.POST.get("form") == "policy":
                 percent = request.POST.get("review_sample_percent", "").strip()
                 gen_messages.prompt_policy_save(
                     prompt=prompt,
@@ -312,5 +324,13 @@ def prompt_privacy(request: HttpRequest, slug: str) -> HttpResponse:
         "studio_url": reverse("review:studio", args=[prompt.slug]),
         "policies": Prompt.ReviewPolicy.choices,
         "policy_counts": gen_messages.policy_counts(prompt),
+        "segment_languages": [
+            {
+                "segment": segment,
+                "shares": languages.shares_text(segment.language_shares()),
+                "languages": prompt.segment_languages(segment),
+            }
+            for segment in Segment.objects.filter(member_count__gt=0).order_by("name")[:100]
+        ],
     }
     return render(request, "review/privacy.html", context)

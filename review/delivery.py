@@ -68,12 +68,13 @@ from django.core import signing
 from django.db import connections, transaction
 from django.db.models import Q
 
+from generation import languages
 from generation.models import Customer, Product, Prompt, PromptVersion, Segment, Variant
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-EXPOSURE_VERSION = "e1"
+EXPOSURE_VERSION = "e2"  # e2 adds the language served; e1 ids (no language) still decode
 _signer = signing.Signer(salt="hyperpers.exposure")
 
 EPOCHS_KEY = "hyperpers:live:epochs"
@@ -96,11 +97,12 @@ class Exposure:
     segment_id: int | None
     customer_id: int | None
     variant_id: int | None
+    language: str = ""
 
     def encode(self) -> str:
         return _signer.sign(
             f"{EXPOSURE_VERSION}.{self.prompt_id}.{self.product_id}.{self.segment_id or 0}."
-            f"{self.customer_id or 0}.{self.variant_id or 0}"
+            f"{self.customer_id or 0}.{self.variant_id or 0}.{self.language}"
         )
 
     @classmethod
@@ -111,10 +113,13 @@ class Exposure:
         except signing.BadSignature as exc:
             raise ValueError("not an exposure id issued by this API") from exc
         version, *ids = payload.split(".")
-        if version != EXPOSURE_VERSION or len(ids) != 5:
+        language = ""
+        if version == EXPOSURE_VERSION and len(ids) == 6:
+            language = ids.pop()
+        elif version != "e1" or len(ids) != 5:
             raise ValueError("exposure id of an unknown format")
         prompt, product, segment, customer, variant = (int(i) for i in ids)
-        return cls(prompt, product, segment or None, customer or None, variant or None)
+        return cls(prompt, product, segment or None, customer or None, variant or None, language)
 
 
 @dataclass(slots=True)
@@ -134,11 +139,22 @@ class Live:
     prompt_version: int | None
     text: str
     source: str  # pinned | customer | segment | base_copy
-    fallback_reason: str | None  # no_live_variant | holdout | no_matching_segment
+    # no_live_variant | no_variant_in_language | holdout | no_matching_segment
+    fallback_reason: str | None
+    language: str = ""  # the language of the text served
+    # Why that language: exact | base_language (de for de-ch, or the other way) |
+    # default (none was asked for) | no_variant_in_language (the prompt's default
+    # language, since the reader's had neither a variant nor base copy).
+    language_reason: str = "default"
 
     def as_dict(self) -> dict:
         exposure = Exposure(
-            self.prompt_id, self.product_id, self.segment_id, self.customer_id, self.variant_id
+            self.prompt_id,
+            self.product_id,
+            self.segment_id,
+            self.customer_id,
+            self.variant_id,
+            self.language,
         )
         return {
             "prompt": self.prompt,
@@ -150,6 +166,8 @@ class Live:
             "source": self.source,
             "fallback": self.variant_id is None,
             "fallback_reason": self.fallback_reason,
+            "language": self.language,
+            "language_reason": self.language_reason,
             "text": self.text,
             "exposure_id": exposure.encode(),
         }
@@ -172,7 +190,14 @@ def _live(
     variant: Variant | None,
     source: str,
     fallback_reason: str | None = None,
+    *,
+    language: str | None = None,
+    language_reason: str = "default",
+    text: str | None = None,
 ) -> Live:
+    """An answer; `text` overrides the variant's or the base copy's (a translation)."""
+    if language is None:
+        language = (variant.language if variant else "") or prompt.default_language
     return Live(
         prompt.pk,
         prompt.slug,
@@ -184,10 +209,72 @@ def _live(
         customer.external_id if customer else None,
         variant.pk if variant else None,
         variant.prompt_version.number if variant else None,
-        variant.text if variant else product.description,
+        text if text is not None else (variant.text if variant else product.description),
         source,
         fallback_reason,
+        language,
+        language_reason,
     )
+
+
+class _Copy(NamedTuple):
+    """A live variant as the language choice sees it."""
+
+    variant_id: int
+    prompt_version: int
+    text: str
+
+
+def _choose_language(
+    *,
+    default: str,
+    wanted: list[str],
+    live: dict[str, _Copy],
+    translations: dict,
+    description: str,
+) -> tuple[_Copy | None, str, str, str | None, str]:
+    """(variant or None for the base copy, language served, language reason, fallback
+    reason, text) for a reader who wants `wanted` (most wanted first; empty: none
+    asked), given a product's live variants by language ("" is one published before
+    slots had a language: the default's), its translations and its base copy.
+
+    1. A wanted language's variant: the exact tag, else its base language (or a
+       regional variant of a base language asked for), as RFC 4647's lookup does.
+    2. Else a wanted language's base copy (the catalog's translation), marked
+       no_variant_in_language.
+    3. Else the prompt's default language: its variant, or the default base copy.
+    """
+    live = {(tag or default): copy for tag, copy in live.items()}
+    if wanted:
+        choice = languages.negotiate(wanted, live, default="")
+        if choice.language:
+            copy = live[choice.language]
+            return copy, choice.language, choice.reason, None, copy.text
+        for tag in wanted:
+            if tag == "*":
+                break
+            for candidate, reason in (
+                (tag, "exact"),
+                (languages.base_language(tag), "base_language"),
+            ):
+                found = (translations or {}).get(candidate)
+                if isinstance(found, dict) and found.get("description"):
+                    return None, candidate, reason, "no_variant_in_language", found["description"]
+    reason = "default"
+    for tag in wanted:
+        if tag == "*":
+            break
+        if tag == default or languages.base_language(tag) == languages.base_language(default):
+            reason = "exact" if tag == default else "base_language"
+            break
+        reason = "no_variant_in_language"
+    copy = live.get(default)
+    if copy is not None:
+        return copy, default, reason, None, copy.text
+    # A reader of another language whom other languages' variants could not serve is
+    # told so; one who reads the default language simply has no live variant yet.
+    fallback = "no_variant_in_language" if live and reason == "no_variant_in_language" else None
+    return None, default, reason, fallback or "no_live_variant", description
 
 
 def in_holdout(prompt: Prompt, customer: Customer) -> bool:
@@ -309,24 +396,34 @@ def catalog_changed(**kwargs) -> None:
 
 
 class _Slot(NamedTuple):
-    """One product of a block: its base copy, the segment's published variant, and the
-    answer rendered once when the slot is read (its exposure id is deterministic, so a
-    slot always renders the same bytes). A tuple of strings and numbers, which the
-    garbage collector stops tracking: a full collection does not walk the snapshot."""
+    """One product of a block: the answer for the block's language (the published
+    variant chosen, or the base copy), rendered once when the slot is read (its exposure
+    id is deterministic, so a slot always renders the same bytes). A tuple of strings
+    and numbers, which the garbage collector stops tracking: a full collection does
+    not walk the snapshot."""
 
     product_id: int
-    description: str
+    description: str  # the default base copy (a customer in the holdout gets it)
     variant_id: int | None
     prompt_version: int | None
-    text: str | None
+    text: str  # what is served: the variant's text, or the base copy chosen
+    language: str
+    language_reason: str
+    fallback_reason: str | None
     content: bytes
     etag: str
 
 
+# The fields of a slot that say what it serves: a slot read again with the same ones
+# keeps its rendered answer.
+_SERVED = 8
+
+
 @dataclass
 class _Block:
-    """A prompt's copy for one segment: every product's slot, in BUCKETS buckets by
-    product id, each with the epoch it was read at and when."""
+    """A prompt's copy for one segment, as served to readers who ask for one language
+    (`asked`; "" for none): every product's slot, in BUCKETS buckets by product id, each
+    with the epoch it was read at and when."""
 
     prompt_id: int
     prompt: str
@@ -336,10 +433,14 @@ class _Block:
     epochs: list  # a bucket's epoch as read before it was loaded; None: not known
     loaded: list[float]  # when each bucket was loaded (or is deemed to have been)
     verified: float
+    # The prompt's default language, and the one language readers of this block ask
+    # for ("" for none): the language choice is made once per slot, at load.
+    language: str = languages.DEFAULT_LANGUAGE
+    asked: str = ""
 
     def live(self, sku: str) -> Live | None:
         slot = self.slots.get(sku) if self.slots is not None else None
-        return None if slot is None else self.answer(sku, *slot[:5])
+        return None if slot is None else self.answer(sku, *slot[:_SERVED])
 
     def rendered(self, sku: str) -> tuple[bytes, str] | None:
         """The product's answer as the API sends it: (body, ETag)."""
@@ -350,27 +451,38 @@ class _Block:
         self,
         sku: str,
         product_id: int,
-        description: str,
+        _description: str,
         variant_id: int | None,
         prompt_version: int | None,
-        text: str | None,
+        text: str,
+        language: str,
+        language_reason: str,
+        fallback_reason: str | None,
     ) -> Live:
-        if variant_id is None:
-            return Live(
-                self.prompt_id, self.prompt, product_id, sku, self.segment_id, self.segment,
-                None, None, None, None, description, "base_copy", "no_live_variant",
-            )  # fmt: skip
         return Live(
-            self.prompt_id, self.prompt, product_id, sku, self.segment_id, self.segment,
-            None, None, variant_id, prompt_version, text, "segment", None,
-        )  # fmt: skip
+            self.prompt_id,
+            self.prompt,
+            product_id,
+            sku,
+            self.segment_id,
+            self.segment,
+            None,
+            None,
+            variant_id,
+            prompt_version,
+            text,
+            "segment" if variant_id is not None else "base_copy",
+            fallback_reason,
+            language,
+            language_reason,
+        )
 
 
 @dataclass
 class _Names:
     """Prompts and segments by slug, and the segments for resolving customers."""
 
-    prompts: dict[str, tuple[int, int]]  # slug -> (id, holdout percent)
+    prompts: dict[str, tuple[int, int, str]]  # slug -> (id, holdout percent, default language)
     segments: dict[str, Segment]
     epoch: object
     loaded: float
@@ -381,7 +493,8 @@ class Snapshot:
     """This process's memory of live copy (see the module's docstring)."""
 
     def __init__(self) -> None:
-        self._blocks: OrderedDict[tuple[str, str], _Block] = OrderedDict()
+        # By (prompt, segment, language asked): one block per language readers ask for.
+        self._blocks: OrderedDict[tuple[str, str, str], _Block] = OrderedDict()
         self._rows = 0
         self._names: _Names | None = None
         self._descriptions: dict[int, str] = {}  # product id -> base copy, see _slots
@@ -389,7 +502,7 @@ class Snapshot:
         # (queries, rendering) holds that block's own lock instead: a burst of requests
         # for a cold block loads it once, and threads serving other blocks go on.
         self._lock = threading.Lock()
-        self._loading: dict[tuple[str, str], threading.Lock] = {}
+        self._loading: dict[tuple[str, str, str], threading.Lock] = {}
         # Bumped by every drop: a load that began before one is thrown away, since what
         # it read may predate the change that caused the drop.
         self._drops = 0
@@ -435,8 +548,10 @@ class Snapshot:
 
     def _load_names(self, epoch: object, now: float) -> _Names:
         prompts = {
-            slug: (pk, holdout)
-            for pk, slug, holdout in Prompt.objects.values_list("pk", "slug", "holdout_percent")
+            slug: (pk, holdout, Prompt(languages=tags or []).default_language)
+            for pk, slug, holdout, tags in Prompt.objects.values_list(
+                "pk", "slug", "holdout_percent", "languages"
+            )
         }
         segments = {s.slug: s for s in Segment.objects.only("id", "slug", "name", "rules")}
         self._names = _Names(prompts, segments, epoch, now, now)
@@ -454,8 +569,9 @@ class Snapshot:
         self._rows = 0
         self._drops += 1
 
-    def block(self, prompt_slug: str, segment_slug: str) -> _Block | None:
-        """The block of this prompt and segment, checked within the last
+    def block(self, prompt_slug: str, segment_slug: str, asked: str = "") -> _Block | None:
+        """The block of this prompt and segment for readers who ask for the language
+        `asked` (a stored tag; "" for none), checked within the last
         DELIVERY_SNAPSHOT_VERIFY_SECONDS; None if either is unknown here.
 
         1. A block checked recently enough is served as it is.
@@ -465,7 +581,7 @@ class Snapshot:
            DELIVERY_SNAPSHOT_MAX_AGE_SECONDS (a new block's buckets are deemed loaded at
            staggered times, so they come due one by one, not all at once).
         """
-        key = (prompt_slug, segment_slug)
+        key = (prompt_slug, segment_slug, asked)
         now = time.monotonic()
         block = self._blocks.get(key)
         if block is not None and now - block.verified < settings.DELIVERY_SNAPSHOT_VERIFY_SECONDS:
@@ -511,16 +627,15 @@ class Snapshot:
             self._touch(key)
             return block
 
-    def _touch(self, key: tuple[str, str]) -> None:
+    def _touch(self, key: tuple[str, str, str]) -> None:
         with contextlib.suppress(KeyError):  # dropped by another thread meanwhile
             self._blocks.move_to_end(key)
 
-    def _rows_of(
-        self, prompt_id: int, segment_id: int, product_ids: list[int] | None = None
-    ) -> list[tuple]:
-        """(sku, product id, base copy, variant id, version number, text) of every
-        product, or of these, with the segment's published variant if it has one."""
-        where, params = "", [prompt_id, segment_id, Variant.Status.PUBLISHED]
+    def _rows_of(self, block: _Block, product_ids: list[int] | None = None) -> list[tuple]:
+        """(sku, product id, base copy, translations, variant id, version number, text,
+        language) of every product, or of these: a row per published variant of the
+        segment (a product with none has one row of NULLs)."""
+        where, params = "", [block.prompt_id, block.segment_id, Variant.Status.PUBLISHED]
         connection = connections[Variant.objects.db]
         if product_ids is not None and connection.vendor == "postgresql":
             # One array, not a list of literals: PostgreSQL plans a long IN list slowly.
@@ -528,8 +643,11 @@ class Snapshot:
         elif product_ids is not None:
             where = f"WHERE p.id IN ({', '.join(['%s'] * len(product_ids))}) "
             params += product_ids
+        # The translations only where a language is asked: the default block needs none.
+        translations = "p.translations" if block.asked else "NULL"
         sql = (
-            "SELECT p.sku, p.id, p.description, v.id, pv.number, v.text "
+            f"SELECT p.sku, p.id, p.description, {translations}, v.id, pv.number, v.text, "
+            "v.language "
             f"FROM {Product._meta.db_table} p "
             f"LEFT JOIN {Variant._meta.db_table} v ON v.product_id = p.id "
             "AND v.prompt_id = %s AND v.segment_id = %s AND v.status = %s "
@@ -540,18 +658,51 @@ class Snapshot:
             cursor.execute(sql, params)
             return cursor.fetchall()
 
-    def _slot(self, block: _Block, sku: str, product_id: int, description: str, *variant) -> _Slot:
-        """A slot of the block from its row, with its answer rendered."""
+    def _served(self, block: _Block, rows: list[tuple]) -> dict[str, tuple]:
+        """What each product's slot serves in the block's language, from _rows_of's
+        rows: sku -> the first _SERVED fields of its slot."""
+        products: dict[str, tuple[int, str, object]] = {}
+        live: dict[str, dict[str, _Copy]] = {}
+        for sku, product_id, description, translations, variant_id, number, text, tag in rows:
+            products[sku] = (product_id, description, translations)
+            if variant_id is not None:
+                live.setdefault(sku, {})[tag or ""] = _Copy(variant_id, number, text)
+        wanted = [block.asked] if block.asked else []
+        served = {}
+        for sku, (product_id, description, translations) in products.items():
+            if isinstance(translations, str):  # SQLite, and jsonb read as text
+                translations = json.loads(translations)
+            copy, tag, reason, fallback, text = _choose_language(
+                default=block.language,
+                wanted=wanted,
+                live=live.get(sku, {}),
+                translations=translations or {},
+                description=description,
+            )
+            served[sku] = (
+                product_id,
+                description,
+                copy.variant_id if copy else None,
+                copy.prompt_version if copy else None,
+                text,
+                tag,
+                reason,
+                fallback,
+            )
+        return served
+
+    def _slot(self, block: _Block, sku: str, product_id: int, description: str, *served) -> _Slot:
+        """A slot of the block from what it serves, with its answer rendered."""
         # Every block holds each product's base copy: share one string among them.
         if self._descriptions.get(product_id) != description:
             self._descriptions[product_id] = description
         description = self._descriptions[product_id]
-        content = render(block.answer(sku, product_id, description, *variant).as_dict())
-        return _Slot(product_id, description, *variant, content, etag_of(content))
+        content = render(block.answer(sku, product_id, description, *served).as_dict())
+        return _Slot(product_id, description, *served, content, etag_of(content))
 
     def _load_block(
         self,
-        key: tuple[str, str],
+        key: tuple[str, str, str],
         prompt: tuple[int, int],
         segment: Segment,
         bucket_epochs: list,
@@ -566,11 +717,20 @@ class Snapshot:
         spread = settings.DELIVERY_SNAPSHOT_MAX_AGE_SECONDS / BUCKETS
         loaded = [now - b * spread for b in range(BUCKETS)]
         block = _Block(
-            prompt[0], key[0], segment.pk, segment.slug, None, list(bucket_epochs), loaded, now
+            prompt[0],
+            key[0],
+            segment.pk,
+            segment.slug,
+            None,
+            list(bucket_epochs),
+            loaded,
+            now,
+            prompt[2],
+            key[2],
         )
         if Product.objects.count() <= limit:
-            rows = self._rows_of(prompt[0], segment.pk)
-            block.slots = {sku: self._slot(block, sku, *rest) for sku, *rest in rows}
+            served = self._served(block, self._rows_of(block))
+            block.slots = {sku: self._slot(block, sku, *rest) for sku, rest in served.items()}
         with self._lock:
             if self._drops != drops:
                 return None
@@ -589,13 +749,13 @@ class Snapshot:
         wanted = set(buckets)
         held = [sku for sku, s in block.slots.items() if s.product_id % BUCKETS in wanted]
         product_ids = [block.slots[sku].product_id for sku in held]
-        rows = self._rows_of(block.prompt_id, block.segment_id, product_ids) if held else []
+        served = self._served(block, self._rows_of(block, product_ids)) if held else {}
         found = {}
-        for sku, *row in rows:
+        for sku, row in served.items():
             slot = block.slots.get(sku)
             # Mostly nothing changed (a bucket read again for its age): keep the slot
             # and its rendered answer rather than render it again.
-            unchanged = slot is not None and tuple(slot[:5]) == tuple(row)
+            unchanged = slot is not None and tuple(slot[:_SERVED]) == row
             found[sku] = slot if unchanged else self._slot(block, sku, *row)
         change = 0
         for sku in held:
@@ -640,18 +800,23 @@ def _audience(
     return segment, None
 
 
-def live_from_snapshot(prompt_slug: str, skus: list[str], segment_slug: str) -> list[Live] | None:
-    """The live copy of these products for a segment from this process's snapshot, or
-    None when it cannot say (an unknown name, a block too big to hold): the caller then
-    asks the database, which also names what is unknown."""
-    block = snapshot.block(prompt_slug, segment_slug)
+def live_from_snapshot(
+    prompt_slug: str, skus: list[str], segment_slug: str, asked: str = ""
+) -> list[Live] | None:
+    """The live copy of these products for a segment, for readers who ask for the
+    language `asked` ("" for none), from this process's snapshot, or None when it cannot
+    say (an unknown name, a block too big to hold): the caller then asks the database,
+    which also names what is unknown."""
+    block = snapshot.block(prompt_slug, segment_slug, asked)
     if block is None:
         return None
     found = [block.live(sku) for sku in skus]
     return None if None in found else found
 
 
-def _live_for_customer(prompt_slug: str, skus: list[str], customer_id: str) -> list[Live] | None:
+def _live_for_customer(
+    prompt_slug: str, skus: list[str], customer_id: str, asked: str = ""
+) -> list[Live] | None:
     """The live copy of these products for a customer with two queries (the customer,
     and their own published variants), the rest from the snapshot; None when it cannot
     say (an unknown name, no matching segment, a block too big to hold): the caller
@@ -666,18 +831,17 @@ def _live_for_customer(prompt_slug: str, skus: list[str], customer_id: str) -> l
     if prompt is None or customer is None:
         return None
     segment = segment_for(customer.segment_attributes(), list(names.segments.values()))
-    block = snapshot.block(prompt_slug, segment.slug) if segment is not None else None
+    asked = asked or customer.language  # a customer reads their own language
+    block = snapshot.block(prompt_slug, segment.slug, asked) if segment is not None else None
     found = [block.live(sku) for sku in skus] if block is not None else [None]
     if None in found:
         return None
     for live in found:
         live.customer_id, live.customer = customer.pk, customer.external_id
     if _in_holdout(prompt_slug, prompt[1], customer.external_id):
-        for live in found:
-            live.variant_id = live.prompt_version = None
-            live.source, live.fallback_reason = "base_copy", "holdout"
-            live.text = block.slots[live.product].description
-        return found
+        # The control group's base copy is chosen for their language without the
+        # variants (the database path does that; a tenth of customer requests or so).
+        return None
     own = {
         v.product_id: v
         for v in Variant.objects.published()
@@ -698,11 +862,11 @@ def _live_for_customer(prompt_slug: str, skus: list[str], customer_id: str) -> l
 
 
 def rendered_from_snapshot(
-    prompt_slug: str, sku: str, segment_slug: str
+    prompt_slug: str, sku: str, segment_slug: str, asked: str = ""
 ) -> tuple[bytes, str] | None:
     """One product's answer for a segment as the API sends it, (body, ETag), from the
     snapshot; None as for live_from_snapshot."""
-    block = snapshot.block(prompt_slug, segment_slug)
+    block = snapshot.block(prompt_slug, segment_slug, asked)
     return None if block is None else block.rendered(sku)
 
 
@@ -713,23 +877,31 @@ def live_copy(
     segment_slug: str | None = None,
     customer_id: str | None = None,
     pinned_variant_id: int | None = None,
+    wanted: list[str] | None = None,
 ) -> list[Live]:
     """Resolve the live copy of each product, in the order asked, with a constant
     number of queries however many products there are.
 
-    0. With no pin: from the snapshot (for a customer, their own variants from the
-       database), unless it cannot say.
+    `wanted` are the languages the reader asked for (language= or Accept-Language),
+    most wanted first; a customer is read in their own language unless one is asked.
+
+    0. With no pin and at most one language asked: from the snapshot (for a customer,
+       their own variants from the database), unless it cannot say.
     1. Look up the prompt, the products and the audience (404 for any unknown one).
     2. A pinned variant must belong to the prompt and product and have been live.
-    3. Customers in the holdout get the base copy.
-    4. Otherwise fetch every published variant of these slots in one query and take
-       the customer's own before the segment's.
+    3. Customers in the holdout get the base copy, in their language where the catalog
+       has it.
+    4. Otherwise fetch every published variant of these slots in one query; take the
+       customer's own, else the segment's in the reader's language (_choose_language).
     """
-    if pinned_variant_id is None:
+    wanted = list(wanted or [])
+    # The snapshot holds one block per language asked: one tag, or none.
+    if pinned_variant_id is None and len(wanted) <= 1 and wanted != ["*"]:
+        asked = wanted[0] if wanted else ""
         if customer_id is not None:
-            found = _live_for_customer(prompt_slug, skus, customer_id)
+            found = _live_for_customer(prompt_slug, skus, customer_id, asked)
         else:
-            found = live_from_snapshot(prompt_slug, skus, segment_slug)
+            found = live_from_snapshot(prompt_slug, skus, segment_slug, asked)
         if found is not None:
             return found
     prompt = _prompt(prompt_slug)
@@ -738,9 +910,11 @@ def live_copy(
     if missing:
         raise DeliveryError("Unknown product " + ", ".join(f"'{s}'" for s in missing))
     segment, customer = _audience(segment_slug=segment_slug, customer_id=customer_id)
+    if customer is not None and not wanted:
+        wanted = [customer.language]
 
-    def answer(product, variant, source, reason=None) -> Live:
-        return _live(prompt, product, segment, customer, variant, source, reason)
+    def answer(product, variant, source, reason=None, **language) -> Live:
+        return _live(prompt, product, segment, customer, variant, source, reason, **language)
 
     if pinned_variant_id is not None:
         product = products[skus[0]]
@@ -760,33 +934,74 @@ def live_copy(
             )
         return [answer(product, variant, "pinned")]
 
+    def choose(product: Product, live: dict[str, _Copy]):
+        return _choose_language(
+            default=prompt.default_language,
+            wanted=wanted,
+            live=live,
+            translations=product.translations or {},
+            description=product.description,
+        )
+
     if customer is not None and in_holdout(prompt, customer):
-        return [answer(products[sku], None, "base_copy", "holdout") for sku in skus]
+        results = []
+        for sku in skus:
+            _v, tag, why, _f, text = choose(products[sku], {})
+            results.append(
+                answer(
+                    products[sku],
+                    None,
+                    "base_copy",
+                    "holdout",
+                    language=tag,
+                    language_reason=why,
+                    text=text,
+                )
+            )
+        return results
 
     audience = Q(segment=segment) if segment is not None else Q(pk__in=[])
     if customer is not None:
         audience |= Q(customer=customer)
-    live: dict[tuple[int, str], Variant] = {}
+    own: dict[int, Variant] = {}
+    found: dict[int, dict[str, Variant]] = {}
     for variant in (
         Variant.objects.published()
         .filter(audience, prompt=prompt, product__in=products.values())
         .select_related("prompt_version")
         .order_by("published", "id")  # the newest of a customer's messages wins
     ):
-        live[(variant.product_id, "customer" if variant.customer_id else "segment")] = variant
+        if variant.customer_id:
+            own[variant.product_id] = variant
+        else:
+            found.setdefault(variant.product_id, {})[variant.language] = variant
 
     results = []
     for sku in skus:
         product = products[sku]
-        for source in ("customer", "segment"):
-            if (product.pk, source) in live:
-                results.append(answer(product, live[(product.pk, source)], source))
-                break
-        else:
-            reason = (
-                "no_matching_segment"
-                if customer is not None and segment is None
-                else "no_live_variant"
+        if product.pk in own:
+            results.append(answer(product, own[product.pk], "customer", language_reason="exact"))
+            continue
+        by_language = found.get(product.pk, {})
+        copies = {
+            tag: _Copy(v.pk, v.prompt_version.number, v.text) for tag, v in by_language.items()
+        }
+        copy, tag, why, fallback, text = choose(product, copies)
+        if copy is not None:
+            variant = next(v for v in by_language.values() if v.pk == copy.variant_id)
+            results.append(answer(product, variant, "segment", language=tag, language_reason=why))
+            continue
+        if customer is not None and segment is None:
+            fallback = "no_matching_segment"
+        results.append(
+            answer(
+                product,
+                None,
+                "base_copy",
+                fallback,
+                language=tag,
+                language_reason=why,
+                text=text,
             )
-            results.append(answer(product, None, "base_copy", reason))
+        )
     return results

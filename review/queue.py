@@ -16,6 +16,7 @@ from django.db import connection
 from django.db.models import BooleanField, Count, Q, QuerySet
 from django.db.models.expressions import RawSQL
 
+from generation import languages
 from generation.models import Variant
 
 PAGE_SIZE = 20
@@ -60,11 +61,20 @@ class QueueFilters(forms.Form):
     prompt = forms.SlugField(required=False, max_length=100)
     product = forms.CharField(required=False, max_length=100, strip=True)
     segment = forms.SlugField(required=False, max_length=200)
-    language = forms.RegexField(regex=r"^[A-Za-z]{2,3}([_-][A-Za-z0-9]{2,8})?$", required=False)
+    language = forms.CharField(required=False, max_length=35, strip=True)
     check = forms.ChoiceField(choices=[("", "any"), *CHECK_NAMES.items()], required=False)
     run = forms.IntegerField(required=False, min_value=1)
     # Flagged by review.metrics: doing significantly worse than the base copy.
     underperforming = forms.BooleanField(required=False)
+
+    def clean_language(self) -> str:
+        value = self.cleaned_data.get("language", "")
+        if not value:
+            return ""
+        try:
+            return languages.language_tag(value)
+        except languages.LanguageTagError as exc:
+            raise forms.ValidationError(str(exc)) from None
 
     def values(self) -> dict:
         """The valid, non-empty filters; status defaults to in review."""
@@ -110,7 +120,14 @@ def variants_filtered(values: dict, *, status: bool = True) -> QuerySet[Variant]
     if values.get("segment"):
         qs = qs.filter(segment__slug=values["segment"])
     if values.get("language"):
-        qs = qs.filter(language=values["language"])
+        # A base language ("de") takes its regional tags too (de-ch); a regional tag
+        # only itself.
+        tag = values["language"]
+        qs = qs.filter(
+            Q(language=tag) | Q(language__startswith=f"{tag}-")
+            if "-" not in tag
+            else Q(language=tag)
+        )
     if values.get("check"):
         # checks_failed first: it excludes most rows before the JSON is looked at.
         qs = qs.filter(checks_failed__gt=0).filter(_failed_check(values["check"]))
@@ -295,9 +312,10 @@ class QueueEntry:
 
 
 def queue_entries(variants: list[Variant]) -> list[QueueEntry]:
-    """Group the page's near-identical variants in review of one product and prompt version.
+    """Group the page's near-identical variants in review of one product, prompt version
+    and language (copy in two languages is never a duplicate).
 
-    Only the page's variants are compared, and only within a product and version, so
+    Only the page's variants are compared, and only within such a bucket, so
     the work is bounded by the page size (at most 190 pairs for 20 variants). A group
     takes the place of its first member; the others move up beside it.
     """
@@ -312,7 +330,7 @@ def queue_entries(variants: list[Variant]) -> list[QueueEntry]:
     buckets: dict[tuple, list[int]] = {}
     for i, v in enumerate(variants):
         if v.status == Variant.Status.IN_REVIEW:
-            buckets.setdefault((v.product_id, v.prompt_version_id), []).append(i)
+            buckets.setdefault((v.product_id, v.prompt_version_id, v.language), []).append(i)
     for members in buckets.values():
         for n, i in enumerate(members):
             for j in members[n + 1 :]:
@@ -399,7 +417,12 @@ def segment_summary(summary: dict, *, top: int = 3) -> list[dict]:
     for attribute, shares in sorted((summary or {}).items()):
         if not isinstance(shares, dict):
             continue
-        ordered = sorted(shares.items(), key=lambda kv: -float(kv[1] or 0))
+        if attribute == "language":
+            # Both ways: "de 33%" with its tags, "de-de 18%, de-ch 15%", beside it.
+            bases = languages.base_shares({k: float(v or 0) for k, v in shares.items()})
+            ordered = [(f"{b.base} ({b.detail})" if b.detail else b.base, b.share) for b in bases]
+        else:
+            ordered = sorted(shares.items(), key=lambda kv: -float(kv[1] or 0))
         rows.append(
             {
                 "attribute": attribute,

@@ -64,7 +64,9 @@ def _lock_in_review(variant: Variant, revision: int | None = None, user=None) ->
 
 
 def _live_in_slot(variant: Variant):
-    return (
+    """The slot's published variant: a segment slot is one language's (or a variant
+    published before slots had a language, language ""), a customer's one purpose's."""
+    live = (
         Variant.objects.select_for_update()
         .published()
         .for_slot(
@@ -76,6 +78,9 @@ def _live_in_slot(variant: Variant):
         )
         .exclude(pk=variant.pk)
     )
+    if variant.segment_id is not None:
+        live = live.filter(language__in={variant.language, ""})
+    return live
 
 
 @transaction.atomic

@@ -84,7 +84,16 @@ def _brand_form(brand: Brand) -> BrandForm:
     return BrandForm(
         initial={
             "voice": brand.voice,
-            "banned_phrases": "\n".join(brand.banned_phrases),
+            "banned_phrases": "\n".join(
+                [
+                    *brand.banned_phrases,
+                    *(
+                        f"[{tag}] {phrase}"
+                        for tag, phrases in sorted((brand.banned_phrases_by_language or {}).items())
+                        for phrase in phrases
+                    ),
+                ]
+            ),
             "protected_terms": "\n".join(brand.protected_terms),
         }
     )

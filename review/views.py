@@ -17,7 +17,7 @@ from django.views.decorators.http import require_GET, require_POST
 from django.views.decorators.vary import vary_on_headers
 from django_htmx.http import push_url
 
-from generation import prompting
+from generation import languages, prompting
 from generation import services as generation_services
 from generation.limiter import endpoint_limiter
 from generation.models import GenerationRun, Prompt, Segment, Variant
@@ -96,11 +96,11 @@ def _queue_context(request: HttpRequest, **extra) -> dict:
     segments = list(Segment.objects.only("slug", "name", "rules", "summary").order_by("slug"))
     # The languages the audience speaks, from what the segments already hold (no
     # DISTINCT over the variants table on every page).
-    languages = {str(s.rules["language"]) for s in segments if "language" in s.rules}
-    for s in segments:
-        languages.update(str(k) for k in (s.summary.get("language") or {}))
+    # Base languages are offered beside their regional tags: "de" takes de-de and de-ch.
+    tags = {tag for s in segments for tag in s.language_shares()}
+    tags |= {languages.base_language(tag) for tag in tags}
     if values.get("language"):
-        languages.add(values["language"])
+        tags.add(values["language"])
     cursor = {"after": after and str(after), "before": before and str(before)}
     return {
         "form": form,
@@ -119,7 +119,7 @@ def _queue_context(request: HttpRequest, **extra) -> dict:
         "run_listed": any(r.pk == values.get("run") for r in runs),
         "prompts": list(Prompt.objects.only("slug", "name").order_by("slug")),
         "segments": segments,
-        "languages": sorted(languages),
+        "languages": sorted(tags),
         "checks": q.CHECK_NAMES,
         "statuses": Variant.Status.choices,
         "reject_reasons": q.REJECT_REASONS,
@@ -155,6 +155,7 @@ def _focus_context(request: HttpRequest, variant: Variant, **extra) -> dict:
             product=variant.product_id,
             segment=variant.segment_id,
             customer=variant.customer_id,
+            language=variant.language if variant.segment_id else None,
         )
         .exclude(pk=variant.pk)
         .select_related("prompt_version__prompt")
@@ -173,11 +174,22 @@ def _focus_context(request: HttpRequest, variant: Variant, **extra) -> dict:
         audience = q.segment_summary({k: {str(v): 1} for k, v in attributes.items()})
     last = _last_decision(request.user)
     qs = q.querystring(values)
+    _name, base_copy, base_language = variant.product.base_copy(variant.language)
     return {
         "variant": _prepare(variant),
         "f": values,
         "qs": qs,
-        "diff": q.word_diff(variant.product.description, variant.text),
+        "diff": q.word_diff(base_copy, variant.text),
+        # The base copy shown is in the variant's language where the catalog has it;
+        # otherwise the variant was written from the default-language copy.
+        "base_language": base_language,
+        # ...said only for a language other than the prompt's default.
+        "base_fallback": bool(
+            variant.language
+            and not base_language
+            and languages.base_language(variant.language)
+            != languages.base_language(variant.prompt.default_language)
+        ),
         "edit_diff": (
             q.word_diff(variant.original_text, variant.text)
             if variant.original_text and variant.original_text != variant.text

@@ -114,6 +114,8 @@ class VariantFactory(factory.django.DjangoModelFactory):
     product = factory.SubFactory(ProductFactory)
     segment = factory.SubFactory(SegmentFactory)
     status = Variant.Status.IN_REVIEW
+    # The slot's language: segments of English speakers, as SegmentFactory's are.
+    language = "en"
     text = "AeroStride Runner: made for your daily miles."
     original_text = factory.SelfAttribute("text")
     rationale = "The segment values durability."

@@ -302,6 +302,7 @@ def test_a_run_can_be_narrowed_to_products_and_segments_with_a_budget(catalog, o
     assert run.scope == {
         "products": [products[1].sku],
         "segments": [segments[0].slug, segments[2].slug],
+        "languages": {segments[0].slug: ["en"], segments[2].slug: ["en"]},
     }
 
 

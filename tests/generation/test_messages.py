@@ -348,9 +348,29 @@ def test_prompt_settings_read_by_reviewers_changed_by_leads(version):
     assert response.json() | {"policy_counts": None} == {
         "slug": version.prompt.slug, "review_policy": "sample", "review_sample_percent": 25,
         "policy_counts": None, "allowed_attributes": ["value_tier"],
+        "languages": [], "language_min_share": 10,
     }  # fmt: skip
     refused = as_("lead").patch(url, {"allowed_attributes": ["email"]}, format="json")
     assert refused.status_code == 400 and "personal" in str(refused.json())
+
+
+def test_a_lead_sets_the_languages_a_prompt_writes_in(version):
+    url = f"{API}/prompts/{version.prompt.slug}/settings/"
+    assert as_("copywriter").patch(url, {"languages": ["de"]}, format="json").status_code == 403
+
+    response = as_("lead").patch(
+        url, {"languages": ["de_CH", "de", "DE"], "language_min_share": 20}, format="json"
+    )
+
+    assert response.status_code == 200, response.content
+    assert (response.json()["languages"], response.json()["language_min_share"]) == (
+        ["de-ch", "de"],
+        20,
+    )
+    refused = as_("lead").patch(url, {"languages": ["en", "klingon"]}, format="json")
+    assert refused.status_code == 400 and "'klingon' is not a language tag" in str(refused.json())
+    version.prompt.refresh_from_db()
+    assert version.prompt.languages == ["de-ch", "de"]  # a refused list changes nothing
 
 
 # --- found in review ---------------------------------------------------------------------

@@ -80,12 +80,16 @@ def test_luma_catalog_to_live_copy(celery_worker_process, luma_products, client,
         model="offline-writer-1",
     )
     run = _wait_for(services.run_create(prompt=prompt, products=[hoodie], segments=segments))
-    assert (run.succeeded, run.failed) == (3, 0)
+    # A third of the customers read German: each segment gets an English and a German slot.
+    assert (run.succeeded, run.failed) == (6, 0)
+    assert sorted(Variant.objects.filter(run=run).values_list("language", flat=True)) == [
+        "de", "de", "de", "en", "en", "en",
+    ]  # fmt: skip
     assert all("c1@example.com" not in str(r["body"]) for r in offline_writer.requests)
 
     # 4. A copywriter approves one through the review view, over HTMX.
     client.force_login(UserFactory(username="cw", groups=["copywriter"]))
-    variant = Variant.objects.filter(run=run).first()
+    variant = Variant.objects.filter(run=run, language="en").first()
     response = client.post(
         reverse("review:approve", args=[variant.pk]), headers={"HX-Request": "true"}
     )

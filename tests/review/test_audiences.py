@@ -257,6 +257,26 @@ def test_saving_the_allowlist_and_policy_from_the_privacy_page(lead):
     assert "email is personal and never sent" in response.content.decode()
 
 
+def test_a_lead_sets_the_prompts_languages_on_its_settings_page(lead):
+    version = PromptVersionFactory()
+    SegmentFactory(name="Mixed", summary={"language": {"en-us": 0.6, "de-ch": 0.3, "it": 0.1}})
+    url = reverse("review:privacy", args=[version.prompt.slug])
+
+    page = lead.get(url).content.decode()
+    assert "en 60% (en-us 60%), de 30% (de-ch 30%), it 10%" in page
+    assert "<td>en, de, it</td>" in page
+
+    lead.post(url, {"form": "languages", "languages": "de-CH, fr", "language_min_share": "25"})
+    version.prompt.refresh_from_db()
+    assert (version.prompt.languages, version.prompt.language_min_share) == (["de-ch", "fr"], 25)
+    assert "<td>de-ch, fr</td>" in lead.get(url).content.decode()
+
+    refused = lead.post(url, {"form": "languages", "languages": "de, elvish"}, follow=True)
+    assert "&#x27;elvish&#x27; is not a language tag" in refused.content.decode()
+    version.prompt.refresh_from_db()
+    assert version.prompt.languages == ["de-ch", "fr"]
+
+
 def test_building_every_combination_never_overwrites_a_hand_made_segment():
     CustomerFactory(attributes={"value_tier": "high"})
     services.segment_save(slug="high", name="High spenders", rules={"value_tier": ["high"]})

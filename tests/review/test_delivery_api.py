@@ -163,10 +163,12 @@ def test_the_published_variant_is_served_with_what_attributes_it(reader):
         "source": "segment",
         "fallback": False,
         "fallback_reason": None,
+        "language": "en",
+        "language_reason": "default",
         "text": "Live copy",
     }
     assert Exposure.decode(exposure) == Exposure(
-        live.prompt_id, live.product_id, live.segment_id, None, live.pk
+        live.prompt_id, live.product_id, live.segment_id, None, live.pk, "en"
     )
 
 

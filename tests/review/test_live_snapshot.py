@@ -174,7 +174,7 @@ def test_least_recently_used_blocks_go_first(reader, settings):
     reader.get(LIVE, _params(first))
     reader.get(LIVE, _params(second))
     held = list(delivery.snapshot._blocks)
-    assert held == [(second.prompt.slug, second.segment.slug)]
+    assert held == [(second.prompt.slug, second.segment.slug, "")]  # no language asked
     assert reader.get(LIVE, _params(first)).json()["variant_id"] == first.pk
 
 

@@ -4,7 +4,13 @@ from decimal import Decimal, InvalidOperation
 from django.core.management.base import BaseCommand, CommandError
 
 from generation.models import GenerationRun, Product, Prompt, Segment
-from generation.services import RunError, queued_slots, run_create, run_estimate
+from generation.services import (
+    RunError,
+    queued_slots,
+    run_create,
+    run_estimate,
+    segment_slots,
+)
 
 
 class Command(BaseCommand):
@@ -41,7 +47,10 @@ class Command(BaseCommand):
             raise CommandError(f"--budget must be a number of dollars, not '{budget}'") from exc
         if products and segments:
             slots = len(queued_slots(version, products, segments))
-            guess = run_estimate(version=version, products=products, segments=segments, slots=slots)
+            audiences = segment_slots(prompt_obj, segments)
+            guess = run_estimate(
+                version=version, products=products, audiences=audiences, slots=slots
+            )
             self.stdout.write(f"Estimate for {version}: {guess}")
         if estimate:
             return

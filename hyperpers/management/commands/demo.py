@@ -131,6 +131,9 @@ class Command(BaseCommand):
                 f"'{url}api/v1/live/?prompt={summary.example[0]}&product={summary.example[1]}"
                 f"&segment={summary.example[2]}'"
             )
+            self.stdout.write(
+                "  in German        add &language=de (or -H 'Accept-Language: de-CH, de;q=0.9')"
+            )
             self.stdout.write(f"  events (write)   Bearer {summary.api_keys['write']}")
             self.stdout.write("Press Ctrl-C to stop everything.")
             while True:

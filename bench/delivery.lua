@@ -8,6 +8,7 @@
 --   BENCH_SEGMENTS  number of segments, slugs BENCH_SEGMENT_PREFIX .. %02d from 0
 --   BENCH_BATCH     products a batch request names
 --   BENCH_SEED      random seed (each wrk thread adds its own number)
+--   BENCH_LANGUAGES comma-separated tags; each request asks for one at random
 --
 -- Each request names a product and a segment drawn at random among all of them, so
 -- every slot is as likely as any other and no cache of a few answers flatters us.
@@ -22,6 +23,10 @@ local batch = tonumber(os.getenv("BENCH_BATCH") or "50")
 local seed = tonumber(os.getenv("BENCH_SEED") or "1")
 local sku_prefix = os.getenv("BENCH_SKU_PREFIX") or "BD-"
 local segment_prefix = os.getenv("BENCH_SEGMENT_PREFIX") or "bd-"
+local tags = {}
+for tag in string.gmatch(os.getenv("BENCH_LANGUAGES") or "", "[^,]+") do
+  tags[#tags + 1] = tag
+end
 
 local headers = { ["Authorization"] = "Bearer " .. token }
 local counter = 0
@@ -43,6 +48,13 @@ local function segment()
   return string.format("%s%02d", segment_prefix, math.random(0, segments - 1))
 end
 
+local function language()
+  if #tags == 0 then
+    return ""
+  end
+  return "&language=" .. tags[math.random(1, #tags)]
+end
+
 function request()
   local path
   if mode == "batch" then
@@ -51,11 +63,13 @@ function request()
       skus[i] = sku()
     end
     path = "/api/v1/live/batch/?prompt=" .. prompt .. "&segment=" .. segment()
-      .. "&products=" .. table.concat(skus, ",")
+      .. "&products=" .. table.concat(skus, ",") .. language()
   elseif mode == "bare" then
     path = "/bench/bare/?prompt=" .. prompt .. "&product=" .. sku() .. "&segment=" .. segment()
+      .. language()
   else
     path = "/api/v1/live/?prompt=" .. prompt .. "&product=" .. sku() .. "&segment=" .. segment()
+      .. language()
   end
   return wrk.format("GET", path, headers)
 end

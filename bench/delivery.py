@@ -146,6 +146,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--products", type=int, default=10_000)
     parser.add_argument("--segments", type=int, default=14)
+    parser.add_argument(
+        "--languages",
+        default="en,de,fr",
+        help="Languages with a published variant in every slot, the prompt's default first "
+        "(default en,de,fr: 420,000 live slots); each request asks for one of them at "
+        "random with language= (the default one too).",
+    )
     parser.add_argument("--reseed", action="store_true", help="Seed again even if it fits.")
     parser.add_argument(
         "--worker-classes",
@@ -186,15 +193,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def seeded(args: argparse.Namespace) -> bool:
-    from generation.models import Brand, Product, Segment, Variant
+    from generation.models import Brand, Product, Prompt, Segment, Variant
 
     return (
         Brand.objects.filter(name=BRAND).exists()
         and Product.objects.count() == args.products
         and Segment.objects.count() == args.segments
-        and Variant.objects.published().count() == args.products * args.segments
-        and Variant.objects.count() == args.products * args.segments
+        and Variant.objects.published().count() == slots(args)
+        and Variant.objects.count() == slots(args)
+        and Prompt.objects.filter(slug=PROMPT, languages=bench_languages(args)).exists()
     )
+
+
+def bench_languages(args: argparse.Namespace) -> list[str]:
+    return [tag.strip() for tag in args.languages.split(",") if tag.strip()]
+
+
+def slots(args: argparse.Namespace) -> int:
+    return args.products * args.segments * len(bench_languages(args))
 
 
 def copy_rows(model: Any, rows: Iterator[Any]) -> int:
@@ -213,9 +229,9 @@ def copy_rows(model: Any, rows: Iterator[Any]) -> int:
     return n
 
 
-def variant_text(p: int, s: int) -> str:
-    """About 400 characters, different for each slot."""
-    return " ".join(
+def variant_text(p: int, s: int, language: str = "en") -> str:
+    """About 400 characters, different for each slot (and language)."""
+    return (f"[{language}] " if language != "en" else "") + " ".join(
         (
             f"{OPENERS[(p + s) % len(OPENERS)]}: the {BRAND} Trail Runner {p}.",
             MIDDLES[p % len(MIDDLES)],
@@ -229,7 +245,7 @@ def variant_text(p: int, s: int) -> str:
 
 def seed(args: argparse.Namespace) -> None:
     """A brand, a prompt and its version, the products, the segments, and a published
-    variant in every slot (product × segment), in one transaction."""
+    variant in every slot (product × segment × language), in one transaction."""
     from django.db import connection, transaction
     from django.utils import timezone
 
@@ -243,7 +259,11 @@ def seed(args: argparse.Namespace) -> None:
             protected_terms=[BRAND],
         )
         prompt = Prompt.objects.create(
-            slug=PROMPT, name="Bench delivery product page", brand=brand, max_length=600
+            slug=PROMPT,
+            name="Bench delivery product page",
+            brand=brand,
+            max_length=600,
+            languages=bench_languages(args),
         )
         version = PromptVersion.objects.create(
             prompt=prompt,
@@ -288,16 +308,17 @@ def seed(args: argparse.Namespace) -> None:
                     product_id=product_id,
                     segment_id=segment.pk,
                     status=Variant.Status.PUBLISHED,
-                    text=variant_text(p, s),
-                    original_text=variant_text(p, s),
+                    text=variant_text(p, s, language),
+                    original_text=variant_text(p, s, language),
                     rationale="Speaks to the segment's main activity.",
                     model="offline-writer-1",
-                    language="en",
+                    language=language,
                     generated=now,
                     published=now,
                 )
                 for p, product_id in enumerate(product_ids)
                 for s, segment in enumerate(segments)
+                for language in bench_languages(args)
             ),
         )
     with connection.cursor() as cursor:
@@ -517,6 +538,7 @@ def wrk_environment(args: argparse.Namespace, mode: str, key: str) -> dict[str, 
         "BENCH_SEED": str(args.seed),
         "BENCH_SKU_PREFIX": SKU_PREFIX,
         "BENCH_SEGMENT_PREFIX": SEGMENT_PREFIX,
+        "BENCH_LANGUAGES": ",".join(bench_languages(args)),
     }
 
 
@@ -670,16 +692,18 @@ def run_open_loop(
 def random_paths(args: argparse.Namespace, mode: str, salt: int) -> Iterator[str]:
     rng = random.Random(args.seed * 7919 + salt)
     base = {"live": "/api/v1/live/", "bare": "/bench/bare/"}
+    tags = bench_languages(args)
     while True:
         segment = f"{SEGMENT_PREFIX}{rng.randrange(args.segments):02d}"
+        language = f"&language={rng.choice(tags)}" if tags else ""
         if mode == "batch":
             skus = ",".join(
                 f"{SKU_PREFIX}{rng.randrange(args.products):06d}" for _ in range(args.batch_size)
             )
-            yield f"/api/v1/live/batch/?prompt={PROMPT}&segment={segment}&products={skus}"
+            yield f"/api/v1/live/batch/?prompt={PROMPT}&segment={segment}&products={skus}{language}"
         else:
             sku = f"{SKU_PREFIX}{rng.randrange(args.products):06d}"
-            yield f"{base[mode]}?prompt={PROMPT}&product={sku}&segment={segment}"
+            yield f"{base[mode]}?prompt={PROMPT}&product={sku}&segment={segment}{language}"
 
 
 def load_line(label: str, load: Load) -> None:
@@ -863,6 +887,7 @@ def check_answers(args: argparse.Namespace, server: Server, key: str) -> None:
                     answer["source"] != "segment"
                     or answer["product"] != query["product"][0]
                     or answer["segment"] != query["segment"][0]
+                    or answer["language"] != query.get("language", [answer["language"]])[0]
                 ):
                     raise SystemExit(f"GET {path}: not the slot's published variant: {answer}")
             sizes[mode] = len(body)
@@ -1012,7 +1037,8 @@ def main(argv: list[str] | None = None) -> int:
             empty_tables()
             seed(args)
             print(
-                f"seeded {args.products} products × {args.segments} segments in "
+                f"seeded {args.products} products × {args.segments} segments × "
+                f"{len(bench_languages(args))} languages in "
                 f"{time.perf_counter() - seed_started:.1f}s (COPY, VACUUM ANALYZE)",
                 flush=True,
             )

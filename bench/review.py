@@ -27,6 +27,7 @@ import argparse
 import math
 import os
 import re
+import secrets
 import statistics
 import sys
 import time
@@ -688,6 +689,9 @@ def main(argv: list[str] | None = None) -> int:
             "DATABASE_URL": args.database_url,
             "DEBUG": "false",
             "LOG_LEVEL": "WARNING",
+            # DEBUG=false refuses the development key: bring a long random one (the
+            # server inherits it), unless one is set.
+            "SECRET_KEY": os.environ.get("SECRET_KEY") or secrets.token_urlsafe(50),
         }
     )
     header(args)

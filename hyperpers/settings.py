@@ -343,7 +343,7 @@ DELIVERY_MAX_AGE = env.int("DELIVERY_MAX_AGE", default=60)
 # a process holds at most this many products' copy in all.
 DELIVERY_SNAPSHOT_VERIFY_SECONDS = env.float("DELIVERY_SNAPSHOT_VERIFY_SECONDS", default=1.0)
 DELIVERY_SNAPSHOT_MAX_AGE_SECONDS = env.float("DELIVERY_SNAPSHOT_MAX_AGE_SECONDS", default=600.0)
-DELIVERY_SNAPSHOT_MAX_ROWS = env.int("DELIVERY_SNAPSHOT_MAX_ROWS", default=200_000)
+DELIVERY_SNAPSHOT_MAX_ROWS = env.int("DELIVERY_SNAPSHOT_MAX_ROWS", default=600_000)
 # Products in one batch request (a product listing page).
 DELIVERY_BATCH_MAX = env.int("DELIVERY_BATCH_MAX", default=100)
 # The largest file an import over the API takes (the commands take any size).

@@ -100,6 +100,9 @@ class EngagementEvent(models.Model):
         on_delete=models.CASCADE,
         related_name="engagement_events",
     )
+    # The language the copy was served in, from the exposure id ("" before ids carried
+    # it): metrics can split by language.
+    language = models.CharField(max_length=35, blank=True)
     value = models.DecimalField(
         max_digits=12, decimal_places=2, null=True, blank=True, help_text="Conversion value."
     )

@@ -383,6 +383,7 @@ def engagement_record(*, events: list[dict], token=None) -> int:
             segment_id=x.segment_id if x.segment_id in segments else None,
             customer_id=x.customer_id if x.customer_id in customers else None,
             variant_id=x.variant_id,
+            language=x.language,
             value=event.get("value"),
             occurred=event.get("occurred") or now,
             token=token,

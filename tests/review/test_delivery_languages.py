@@ -8,6 +8,7 @@ from generation.models import Variant
 from review import delivery, services
 from review.auth import api_token_create
 from review.delivery import Exposure
+from review.models import EngagementEvent
 from tests.factories import (
     CustomerFactory,
     ProductFactory,
@@ -120,8 +121,10 @@ def test_a_language_with_no_variant_and_no_base_copy_falls_back_to_the_default_b
         "no_variant_in_language",
     )
     assert body["source"] == "base_copy" and body["variant_id"] is None
-    nothing = _get(reader, prompt, ProductFactory(), segment, language="it").json()
-    assert nothing["fallback_reason"] == "no_live_variant"
+    nothing = _get(reader, prompt, ProductFactory(), segment).json()
+    assert nothing["fallback_reason"] == "no_live_variant"  # none asked: nothing live yet
+    english = _get(reader, prompt, ProductFactory(), segment, language="en-GB").json()
+    assert _said(english)[1:] == ("en", "base_language", "no_live_variant")
 
 
 @pytest.mark.parametrize(
@@ -238,3 +241,20 @@ def test_the_fast_path_answers_a_language_byte_for_byte_as_liveview(reader, shop
     assert fast.status_code == 200 and fast.json()["language"] == "de"
     assert fast.content == reader.get(LIVE, {**params, "language": "de-ch"}).content
     assert view.content == fast.content and view["ETag"] == fast["ETag"]
+
+
+def test_engagement_keeps_the_language_the_copy_was_served_in(reader, shop):
+    prompt, product, segment, _live = shop
+    _token, key = api_token_create(name="journey tool", kind="write")
+    writer = APIClient()
+    writer.credentials(HTTP_AUTHORIZATION=f"Bearer {key}")
+    german = _get(reader, prompt, product, segment, language="de").json()
+
+    response = writer.post(
+        "/api/v1/events/",
+        {"events": [{"event_id": "e-1", "type": "click", "exposure_id": german["exposure_id"]}]},
+        format="json",
+    )
+
+    assert response.status_code in (200, 201, 202), response.content
+    assert EngagementEvent.objects.get(event_id="e-1").language == "de"

@@ -585,6 +585,11 @@ def seed(*, products: int, segments: int) -> tuple[Any, list[Any], list[Any]]:
             slug="bench-product-page",
             defaults={"name": "Bench product page", "brand": brand, "max_length": 600},
         )
+        # One language: a run is products × segments slots, as its figures are named
+        # (the segments' 10% of German readers would double every run otherwise).
+        if prompt.languages != ["en"]:
+            prompt.languages = ["en"]
+            prompt.save(update_fields=["languages"])
         if prompt.current_version is None:
             PromptVersion.objects.create(
                 prompt=prompt,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import tempfile
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
@@ -779,12 +780,13 @@ class RunEstimateView(APIView):
             raise ValidationError(
                 {"segments": ["The run covers no segments; build segments first"]}
             )
-        slots = len(services.queued_slots(version, products, segments))
+        todo = services.queued_slots(version, products, segments)
         estimate = services.run_estimate(
             version=version,
             products=products,
             audiences=services.segment_slots(prompt, segments),
-            slots=slots,
+            slots=len(todo),
+            per_language=Counter(language for _p, _s, language in todo),
         )
         return Response(
             RunEstimateSerializer(

@@ -648,13 +648,17 @@ def run_estimate(
     products: list[Product],
     audiences: list[tuple[Segment, str]],
     slots: int,
+    per_language: Counter | None = None,
 ) -> RunEstimate:
     """Estimate a run's tokens and cost by rendering a sample of its slots; `audiences`
-    are its (segment, language) pairs (segment_slots)."""
-    per_language = Counter(language for _s, language in audiences)
-    languages = tuple(
-        (tag, n * len(products)) for tag, n in sorted(per_language.items(), key=lambda t: -t[1])
-    )
+    are its (segment, language) pairs (segment_slots), `per_language` the slots still
+    to write in each language (by default every product's)."""
+    if per_language is None:
+        per_language = Counter()
+        for _segment, language in audiences:
+            per_language[language] += len(products)
+    # Most slots first; ties in the order the prompt lists them (a stable sort).
+    languages = tuple(sorted(per_language.items(), key=lambda t: -t[1]))
     if not slots:
         return RunEstimate(0, 0, 0, Decimal(0), languages)
     prompt = version.prompt
@@ -1237,12 +1241,13 @@ def run_estimate_for(*, prompt: Prompt) -> RunEstimate:
     segments = list(Segment.objects.filter(member_count__gt=0))
     if not products or not segments:
         raise RunError("Import products and build segments before estimating a run")
-    slots = len(queued_slots(version, products, segments))
+    todo = queued_slots(version, products, segments)
     return run_estimate(
         version=version,
         products=products,
         audiences=segment_slots(prompt, segments),
-        slots=slots,
+        slots=len(todo),
+        per_language=Counter(language for _p, _s, language in todo),
     )
 
 

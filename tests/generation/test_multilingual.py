@@ -317,3 +317,18 @@ def test_the_length_limit_counts_characters_as_written():
     assert checks.check_length(composed, max_length=20).passed
     assert checks.check_length(decomposed, max_length=20).passed
     assert checks.check_length(decomposed, max_length=20).message == "20 of 20 characters"
+
+
+def test_the_estimate_counts_per_language_only_the_slots_still_to_write(mixed):
+    prompt, segment, _english = mixed
+    first, _second = ProductFactory.create_batch(2)
+    VariantFactory(
+        prompt_version=prompt.current_version, product=first, segment=segment, language="de"
+    )
+
+    estimate = services.run_estimate_for(prompt=prompt)
+
+    # segment: en, de, fr, es; english: en; for two products, less first's de.
+    assert estimate.slots == 2 * 5 - 1
+    assert dict(estimate.languages) == {"en": 4, "de": 1, "fr": 2, "es": 2}
+    assert sum(n for _tag, n in estimate.languages) == estimate.slots

@@ -1,4 +1,5 @@
 import time
+from collections import Counter
 from decimal import Decimal, InvalidOperation
 
 from django.core.management.base import BaseCommand, CommandError
@@ -46,10 +47,13 @@ class Command(BaseCommand):
         except InvalidOperation as exc:
             raise CommandError(f"--budget must be a number of dollars, not '{budget}'") from exc
         if products and segments:
-            slots = len(queued_slots(version, products, segments))
-            audiences = segment_slots(prompt_obj, segments)
+            todo = queued_slots(version, products, segments)
             guess = run_estimate(
-                version=version, products=products, audiences=audiences, slots=slots
+                version=version,
+                products=products,
+                audiences=segment_slots(prompt_obj, segments),
+                slots=len(todo),
+                per_language=Counter(language for _p, _s, language in todo),
             )
             self.stdout.write(f"Estimate for {version}: {guess}")
         if estimate:

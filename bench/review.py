@@ -689,8 +689,8 @@ def main(argv: list[str] | None = None) -> int:
             "DATABASE_URL": args.database_url,
             "DEBUG": "false",
             "LOG_LEVEL": "WARNING",
-            # DEBUG=false refuses the development key: bring a long random one (the
-            # server inherits it), unless one is set.
+            # DEBUG=false refuses the development key: bring a long random one, unless
+            # one is set.
             "SECRET_KEY": os.environ.get("SECRET_KEY") or secrets.token_urlsafe(50),
         }
     )
@@ -699,6 +699,11 @@ def main(argv: list[str] | None = None) -> int:
     import django
 
     django.setup()
+    from django.core.management import call_command
+
+    # DEBUG=false serves static files through the hashed manifest, as production does:
+    # the pages render their static URLs from it, so it must exist (var/static).
+    call_command("collectstatic", interactive=False, verbosity=0)
     if args.variant_related is not None:
         from review import views
 

@@ -749,14 +749,19 @@ def segment_slots(prompt: Prompt, segments: list[Segment]) -> list[tuple[Segment
     return [(s, language) for s in segments for language in prompt.segment_languages(s)]
 
 
-def queued_slots(version: PromptVersion, products: list[Product], segments: list[Segment]):
-    """(product, segment, language) of products × segments × languages this version has
-    written no variant for yet."""
-    done = set(
+def _written_slots(version: PromptVersion) -> set[tuple[int, int, str]]:
+    """(product id, segment id, language) of every segment slot this version wrote."""
+    return set(
         Variant.objects.filter(prompt_version=version, segment__isnull=False).values_list(
             "product_id", "segment_id", "language"
         )
     )
+
+
+def queued_slots(version: PromptVersion, products: list[Product], segments: list[Segment]):
+    """(product, segment, language) of products × segments × languages this version has
+    written no variant for yet."""
+    done = _written_slots(version)
     audiences = segment_slots(version.prompt, segments)
     return [
         (p, s, language)
@@ -808,13 +813,17 @@ def run_create(
         endpoint_check(model=version.model)
 
     mode, mode_reason = capabilities.output_mode(version.model)
+    audiences = segment_slots(prompt, segments)
+    languages_by_segment: dict[str, list[str]] = {}
+    for segment, language in audiences:
+        languages_by_segment.setdefault(segment.slug, []).append(language)
     with transaction.atomic():
         run = GenerationRun.objects.create(
             prompt_version=version,
             scope={
                 "products": [p.sku for p in products],
                 "segments": [s.slug for s in segments],
-                "languages": {s.slug: prompt.segment_languages(s) for s in segments},
+                "languages": languages_by_segment,
             },
             created_by=user,
             budget=budget,
@@ -822,7 +831,6 @@ def run_create(
             output_mode=mode,
             output_mode_reason=mode_reason[:300],
         )
-        audiences = segment_slots(prompt, segments)
         if only_slots is None:
             total = _unwritten_slots(version, products, audiences)
             # The first slots now, so the run starts at once; a big run queues the
@@ -881,11 +889,7 @@ def _chosen_slots(
     """The chosen (product id, segment id, language) slots among products × segments
     that this version has not written yet, product by product. A slot of a variant
     made before slots had a language ("") takes the segment's main language."""
-    done = set(
-        Variant.objects.filter(prompt_version=version, segment__isnull=False).values_list(
-            "product_id", "segment_id", "language"
-        )
-    )
+    done = _written_slots(version)
     order = {p.pk: i for i, p in enumerate(products)}
     by_product = {p.pk: p for p in products}
     by_segment = {s.pk: s for s in segments}

@@ -16,7 +16,7 @@ from django.db import transaction
 from generation import services
 from generation.models import Brand, GenerationRun, Product, Prompt, Variant
 from review.auth import api_token_create
-from review.models import ApiToken
+from review.models import ApiToken, ReviewerProfile
 
 DEMO_DIR = Path(__file__).resolve().parent / "demo"
 SEGMENT_BY = ["preferred_subcategory", "value_tier"]
@@ -24,7 +24,10 @@ DEMO_USERS = {
     # role: (username, password, group, staff)
     "copywriter": ("copywriter", "copywriter-demo", "copywriter", False),
     "marketing lead": ("lead", "lead-demo", "marketing lead", True),
+    "German copywriter": ("copywriter-de", "copywriter-de-demo", "copywriter", False),
 }
+# The languages a demo reviewer names on their profile: their queue shows those first.
+DEMO_REVIEWER_LANGUAGES = {"copywriter-de": ["de"]}
 # The demo's delivery clients; their keys are new at every start (only hashes are kept).
 DEMO_TOKENS = {"read": "demo web shop", "write": "demo journey tool"}
 
@@ -80,6 +83,10 @@ def load(*, start_run: bool = True) -> DemoSummary:
                 user.is_superuser = staff
                 user.save()
             user.groups.add(Group.objects.get(name=group))
+            if username in DEMO_REVIEWER_LANGUAGES:
+                ReviewerProfile.objects.get_or_create(
+                    user=user, defaults={"languages": DEMO_REVIEWER_LANGUAGES[username]}
+                )
             summary.credentials[role] = (username, password)
         ApiToken.objects.filter(name__in=DEMO_TOKENS.values()).delete()
         for kind, name in DEMO_TOKENS.items():

@@ -2,7 +2,7 @@ from django.contrib import admin, messages
 from django.utils import timezone
 
 from review.auth import api_token_create
-from review.models import ApiToken, EngagementEvent, ReviewEvent
+from review.models import ApiToken, EngagementEvent, ReviewerProfile, ReviewEvent
 
 
 @admin.register(ReviewEvent)
@@ -75,3 +75,9 @@ class EngagementEventAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None) -> bool:
         return False
+
+
+@admin.register(ReviewerProfile)
+class ReviewerProfileAdmin(admin.ModelAdmin):
+    list_display = ["user", "languages"]
+    search_fields = ["user__username"]

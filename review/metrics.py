@@ -285,6 +285,9 @@ class _Engagement:
     treated: dict[tuple[int, int | None], Counts]
     # (prompt, product, segment) → counts of base-copy exposures
     control: dict[tuple[int, int, int | None], Counts]
+    # language served → counts, of the variants' exposures and of the base copy's
+    treated_by_language: dict[str, Counts]
+    control_by_language: dict[str, Counts]
 
     def control_for_slot(self, prompt_id: int, product_id: int, segment_id: int | None) -> Counts:
         return self.control.get((prompt_id, product_id, segment_id), Counts())
@@ -301,12 +304,25 @@ class _Engagement:
         return out
 
 
+def _summed(grouped: dict[tuple, Counts], key) -> dict:
+    out: dict = defaultdict(Counts)
+    for k, c in grouped.items():
+        out[key(k)] += c
+    return dict(out)
+
+
 def _engagement(events: QuerySet) -> _Engagement:
+    # The language is in both GROUP BYs, so the per-language table costs no query of its
+    # own; the other tables sum it out.
+    treated = _grouped(events.filter(variant__isnull=False), "variant_id", "segment_id", "language")
+    control = _grouped(
+        events.filter(variant__isnull=True), "prompt_id", "product_id", "segment_id", "language"
+    )
     return _Engagement(
-        treated=_grouped(events.filter(variant__isnull=False), "variant_id", "segment_id"),
-        control=_grouped(
-            events.filter(variant__isnull=True), "prompt_id", "product_id", "segment_id"
-        ),
+        treated=_summed(treated, lambda k: k[:2]),
+        control=_summed(control, lambda k: k[:3]),
+        treated_by_language=_summed(treated, lambda k: k[-1]),
+        control_by_language=_summed(control, lambda k: k[-1]),
     )
 
 
@@ -342,6 +358,32 @@ def _variant_rows(
     return rows
 
 
+UNKNOWN_LANGUAGE = "Unknown (events from before exposure ids carried the language)"
+
+
+def _language_rows(engagement: _Engagement, *, confidence: float, min_trials: int) -> list[Row]:
+    """One row per language served: the variants in it against the base copy in it.
+
+    The control is the base copy served in the same language, so a language whose
+    readers click more does not make its variants look better.
+    """
+    treated, control = engagement.treated_by_language, engagement.control_by_language
+    return sorted(
+        (
+            row_build(
+                label=tag or UNKNOWN_LANGUAGE,
+                counts=treated.get(tag, Counts()),
+                control=control.get(tag, Counts()),
+                key=tag,
+                confidence=confidence,
+                min_trials=min_trials,
+            )
+            for tag in set(treated) | set(control)
+        ),
+        key=lambda r: (r.key == "", r.key),
+    )
+
+
 def is_edited(variant: Variant) -> bool:
     """Approved with a reviewer's edit: the text differs from what the model wrote."""
     return bool(variant.original_text) and variant.text != variant.original_text
@@ -361,6 +403,7 @@ class PromptMetrics:
     control: Counts
     versions: list[Row]
     segments: list[Row]
+    languages: list[Row]  # by the language the copy was served in (exposure ids say it)
     edited: list[Row]
     variants: list[Row]  # best CTR uplift first, those without enough data last
     top: list[Row]
@@ -466,6 +509,7 @@ def prompt_metrics(
         control=control,
         versions=versions,
         segments=segment_rows,
+        languages=_language_rows(engagement, **build),
         edited=edited,
         variants=ranked,
         top=best,
@@ -521,7 +565,7 @@ def metrics_flag_underperformers(*, prompt: Prompt | None = None) -> int:
 
 # --- export ----------------------------------------------------------------------------
 
-EXPORTS = ("variant", "version", "segment", "edited")
+EXPORTS = ("variant", "version", "segment", "language", "edited")
 
 
 _RATE_COLUMNS = (
@@ -581,6 +625,7 @@ def export_rows(metrics: PromptMetrics, by: str) -> list[dict]:
         "variant": metrics.variants,
         "version": metrics.versions,
         "segment": metrics.segments,
+        "language": metrics.languages,
         "edited": metrics.edited,
     }[by]
     out = []

@@ -121,3 +121,27 @@ class EngagementEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} {self.event_id}"
+
+
+class ReviewerProfile(models.Model):
+    """What a reviewer says about themselves: the languages they review.
+
+    Their default queue shows variants in those languages first (review/queue.py);
+    a base tag ("de") takes its regional ones (de-CH) too.
+    """
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="reviewer_profile"
+    )
+    # BCP 47 tags as generation.languages.language_tag stores them, in the reviewer's order.
+    languages = models.JSONField(default=list, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.user}: {', '.join(self.languages) or 'every language'}"
+
+    @classmethod
+    def languages_of(cls, user) -> list[str]:
+        if not getattr(user, "is_authenticated", False):
+            return []
+        profile = cls.objects.filter(user=user).only("languages").first()
+        return list(profile.languages) if profile else []

@@ -9,6 +9,8 @@ import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from difflib import SequenceMatcher
+from functools import reduce
+from operator import or_
 from urllib.parse import urlencode
 
 from django import forms
@@ -54,6 +56,14 @@ FILTER_FIELDS = (
 )
 
 
+# Language filter values beside a tag: the reviewer's own languages (their profile), and
+# every language (for a reviewer with languages who wants the rest too).
+MINE = "mine"
+ALL = "all"
+# Resolved from the reviewer's profile by reviewer_languages(); never in a URL.
+_INTERNAL = ("mine_tags", "mine_default")
+
+
 class QueueFilters(forms.Form):
     """The queue's GET form. Invalid values are reported and left out, never a 400."""
 
@@ -71,6 +81,8 @@ class QueueFilters(forms.Form):
         value = self.cleaned_data.get("language", "")
         if not value:
             return ""
+        if value.lower() in (MINE, ALL):
+            return value.lower()
         try:
             return languages.language_tag(value)
         except languages.LanguageTagError as exc:
@@ -87,7 +99,37 @@ class QueueFilters(forms.Form):
 def querystring(values: dict, **overrides) -> str:
     """The filters as a query string, for links that keep them; None drops a key."""
     merged = {**values, **overrides}
-    return urlencode({k: v for k, v in merged.items() if v not in (None, "")})
+    return urlencode(
+        {k: v for k, v in merged.items() if v not in (None, "") and k not in _INTERNAL}
+    )
+
+
+def reviewer_languages(values: dict, mine: list[str]) -> dict:
+    """The filters with the language resolved for a reviewer who reviews `mine`.
+
+    No language asked: their languages, marked as the default (the view shows every
+    language once none of theirs is left to review). "mine" asks for them outright,
+    "all" for every language. A reviewer without languages sees every language.
+    """
+    language = values.get("language")
+    if language == ALL or (language == MINE and not mine):
+        return {k: v for k, v in values.items() if k != "language"}
+    if language == MINE or (language is None and mine):
+        return {**values, "language": MINE, "mine_tags": tuple(mine), "mine_default": not language}
+    return values
+
+
+def every_language(values: dict) -> dict:
+    """The filters with the reviewer's languages let go of ("all" in links)."""
+    kept = {k: v for k, v in values.items() if k not in _INTERNAL}
+    return {**kept, "language": ALL}
+
+
+def _language_q(tag: str) -> Q:
+    # A base language ("de") takes its regional tags too (de-ch); a regional tag only itself.
+    if "-" in tag:
+        return Q(language=tag)
+    return Q(language=tag) | Q(language__startswith=f"{tag}-")
 
 
 def _failed_check(name: str) -> Q:
@@ -119,15 +161,13 @@ def variants_filtered(values: dict, *, status: bool = True) -> QuerySet[Variant]
         qs = qs.filter(Q(product__sku__istartswith=term) | Q(product__name__icontains=term))
     if values.get("segment"):
         qs = qs.filter(segment__slug=values["segment"])
-    if values.get("language"):
-        # A base language ("de") takes its regional tags too (de-ch); a regional tag
-        # only itself.
-        tag = values["language"]
-        qs = qs.filter(
-            Q(language=tag) | Q(language__startswith=f"{tag}-")
-            if "-" not in tag
-            else Q(language=tag)
-        )
+    language = values.get("language")
+    if language == MINE:
+        tags = values.get("mine_tags") or ()
+        if tags:
+            qs = qs.filter(reduce(or_, (_language_q(tag) for tag in tags)))
+    elif language and language != ALL:
+        qs = qs.filter(_language_q(language))
     if values.get("check"):
         # checks_failed first: it excludes most rows before the JSON is looked at.
         qs = qs.filter(checks_failed__gt=0).filter(_failed_check(values["check"]))

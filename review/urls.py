@@ -11,6 +11,7 @@ urlpatterns = [
     path("variants/<int:pk>/reject/", views.reject, name="reject"),
     path("variants/<int:pk>/regenerate/", views.regenerate, name="regenerate"),
     path("events/<int:pk>/undo/", views.undo, name="undo"),
+    path("profile/", views.profile, name="profile"),
     path("runs/", views.runs, name="runs"),
     path("runs/new/", views.run_new, name="run-new"),
     path("runs/<int:pk>/", views.run_detail, name="run"),

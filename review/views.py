@@ -6,6 +6,7 @@ import csv
 from decimal import Decimal, InvalidOperation
 
 import redis
+from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
@@ -24,7 +25,7 @@ from generation.models import GenerationRun, Prompt, Segment, Variant
 from generation.services import RunError
 from review import metrics, services
 from review import queue as q
-from review.models import ReviewEvent
+from review.models import ReviewerProfile, ReviewEvent
 
 REVIEWER_GROUPS = ("copywriter", "marketing lead")
 PAGE_SIZE = q.PAGE_SIZE
@@ -71,16 +72,27 @@ def _last_decision(user) -> ReviewEvent | None:
     return None if event is None or event.moved_on else event
 
 
-def _queue_context(request: HttpRequest, **extra) -> dict:
+def _filters(request: HttpRequest) -> tuple[q.QueueFilters, dict, list[str]]:
+    """The queue's filters, the language resolved with the reviewer's own languages."""
     form = q.QueueFilters(request.GET)
-    values = form.values()
+    mine = ReviewerProfile.languages_of(request.user)
+    return form, q.reviewer_languages(form.values(), mine), mine
+
+
+def _queue_context(request: HttpRequest, **extra) -> dict:
+    form, values, mine = _filters(request)
+    counts = q.status_counts(values)
+    mine_done = bool(values.get("mine_default")) and not counts.get(values["status"])
+    if mine_done:
+        # Their languages come first; with none of them left, the rest follow.
+        values = q.every_language(values)
+        counts = q.status_counts(values)
     variants = q.variants_filtered(values).select_related(*VARIANT_RELATED)
     after = q.Key.parse(request.GET.get("after"))
     before = q.Key.parse(request.GET.get("before"))
     page = q.page_fetch(variants, after=after, before=before)
     for variant in page.variants:
         _prepare(variant)
-    counts = q.status_counts(values)
     tabs = [
         {
             "status": status,
@@ -99,7 +111,7 @@ def _queue_context(request: HttpRequest, **extra) -> dict:
     # Base languages are offered beside their regional tags: "de" takes de-de and de-ch.
     tags = {tag for s in segments for tag in s.language_shares()}
     tags |= {languages.base_language(tag) for tag in tags}
-    if values.get("language"):
+    if values.get("language") not in (None, q.MINE, q.ALL):
         tags.add(values["language"])
     cursor = {"after": after and str(after), "before": before and str(before)}
     return {
@@ -120,6 +132,9 @@ def _queue_context(request: HttpRequest, **extra) -> dict:
         "prompts": list(Prompt.objects.only("slug", "name").order_by("slug")),
         "segments": segments,
         "languages": sorted(tags),
+        "my_languages": mine,
+        "mine_done": mine_done,
+        "all_languages_qs": q.querystring(q.every_language(values)),
         "checks": q.CHECK_NAMES,
         "statuses": Variant.Status.choices,
         "reject_reasons": q.REJECT_REASONS,
@@ -146,7 +161,7 @@ def queue(request: HttpRequest) -> HttpResponse:
 
 
 def _focus_context(request: HttpRequest, variant: Variant, **extra) -> dict:
-    values = q.QueueFilters(request.GET).values()
+    _form, values, _mine = _filters(request)
     previous, following = q.neighbours(q.variants_filtered(values), variant)
     live = (
         Variant.objects.published()
@@ -554,7 +569,7 @@ def metrics_dashboard(request: HttpRequest) -> HttpResponse:
 @login_required
 @require_GET
 def metrics_csv(request: HttpRequest) -> HttpResponse:
-    """One table of the dashboard as CSV: ?prompt=<slug>&by=variant|version|segment|edited."""
+    """One table of the dashboard as CSV: ?prompt=<slug>&by=<one of metrics.EXPORTS>."""
     require_reviewer(request)
     by = request.GET.get("by", "variant")
     if by not in metrics.EXPORTS:
@@ -591,3 +606,43 @@ def metrics_flag(request: HttpRequest) -> HttpResponse:
         f"{n} variant{'s' if n != 1 else ''} of {prompt.name} flagged as underperforming",
     )
     return redirect(f"{reverse('review:metrics')}?prompt={prompt.slug}")
+
+
+PROFILE_LANGUAGES_MAX = 20
+
+
+class ProfileForm(forms.Form):
+    languages = forms.CharField(
+        required=False,
+        max_length=400,
+        help_text="BCP 47 tags, separated by commas: de, fr-CA. A base language takes its "
+        "regional tags too. Empty: every language.",
+    )
+
+    def clean_languages(self) -> list[str]:
+        raw = [t.strip() for t in self.cleaned_data["languages"].replace(";", ",").split(",")]
+        tags = [t for t in raw if t]
+        if len(tags) > PROFILE_LANGUAGES_MAX:
+            raise forms.ValidationError(f"At most {PROFILE_LANGUAGES_MAX} languages")
+        try:
+            return list(dict.fromkeys(languages.language_tag(t) for t in tags))
+        except languages.LanguageTagError as exc:
+            raise forms.ValidationError(str(exc)) from None
+
+
+@login_required
+def profile(request: HttpRequest) -> HttpResponse:
+    """A reviewer names the languages they review; their default queue shows those first."""
+    profile, _ = ReviewerProfile.objects.get_or_create(user=request.user)
+    saved = False
+    if request.method == "POST":
+        form = ProfileForm(request.POST)
+        if form.is_valid():
+            profile.languages = form.cleaned_data["languages"]
+            profile.save(update_fields=["languages"])
+            saved = True
+    else:
+        form = ProfileForm(initial={"languages": ", ".join(profile.languages)})
+    status = 400 if form.is_bound and not form.is_valid() else 200
+    context = {"form": form, "profile": profile, "saved": saved}
+    return render(request, "review/profile.html", context, status=status)

@@ -155,6 +155,7 @@ def engagement_create(
     clicks: int = 0,
     conversions: int = 0,
     value: str = "10.00",
+    language: str = "",
 ) -> None:
     """Record counts of events for one variant (or, with variant=None, for the base copy
     of prompt × product × segment) in one bulk insert."""
@@ -176,6 +177,7 @@ def engagement_create(
             product=product,
             segment=segment,
             variant=variant,
+            language=language,
             value=value if kind == "conversion" else None,
             occurred=now,
         )

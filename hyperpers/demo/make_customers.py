@@ -26,6 +26,16 @@ DEFAULT_SEED = 2024
 DEFAULT_COUNT = 2000
 
 LANGUAGES = {"en": 52, "de": 15, "fr": 12, "es": 9, "nl": 7, "it": 5}
+# Where each language's readers live: a CDP exports BCP 47 tags with the region, so the
+# demo counts "de 15% (de-DE 8%, de-CH 4%, de-AT 3%)" the way a real export would.
+REGIONAL_TAGS = {
+    "en": {"en-US": 60, "en-GB": 40},
+    "de": {"de-DE": 55, "de-CH": 25, "de-AT": 20},
+    "fr": {"fr-FR": 75, "fr-CA": 25},
+    "es": {"es-ES": 70, "es-MX": 30},
+    "nl": {"nl-NL": 80, "nl-BE": 20},
+    "it": {"it-IT": 100},
+}
 VALUE_TIERS = {"low": 50, "medium": 35, "high": 15}
 AGE_BANDS = {"18-24": 16, "25-34": 29, "35-44": 25, "45-54": 18, "55+": 12}
 
@@ -94,7 +104,11 @@ def pick(rng: random.Random, weights: dict[str, float]) -> str:
     return rng.choices(list(weights), weights=list(weights.values()), k=1)[0]
 
 
-def make_customer(rng: random.Random, number: int, subcategories: list[str]) -> dict:
+def make_customer(
+    rng: random.Random, number: int, subcategories: list[str], regions: random.Random
+) -> dict:
+    """One customer; ``regions`` draws the language's region on its own stream, so adding
+    regional tags left every other field of the file as it was."""
     age_band = pick(rng, AGE_BANDS)
     shift = TIER_SHIFT_BY_AGE[age_band]
     tiers = {"low": VALUE_TIERS["low"] / shift, "medium": 35, "high": VALUE_TIERS["high"] * shift}
@@ -108,7 +122,7 @@ def make_customer(rng: random.Random, number: int, subcategories: list[str]) -> 
     first, last = rng.choice(FIRST_NAMES), rng.choice(LAST_NAMES)
     return {
         "external_id": f"C{number:06d}",
-        "language": pick(rng, LANGUAGES),
+        "language": pick(regions, REGIONAL_TAGS[pick(rng, LANGUAGES)]),
         "value_tier": value_tier,
         "preferred_subcategory": pick(rng, popularity),
         "discount_sensitivity": pick(rng, DISCOUNT_BY_TIER[value_tier]),
@@ -120,11 +134,11 @@ def make_customer(rng: random.Random, number: int, subcategories: list[str]) -> 
 
 
 def write_customers(out: Path, *, seed: int, count: int) -> int:
-    rng = random.Random(seed)
+    rng, regions = random.Random(seed), random.Random(f"{seed}-regions")
     subcategories = read_subcategories()
     with out.open("w", encoding="utf-8", newline="\n") as fh:
         for number in range(1, count + 1):
-            customer = make_customer(rng, number, subcategories)
+            customer = make_customer(rng, number, subcategories, regions)
             fh.write(json.dumps(customer, ensure_ascii=False) + "\n")
     return count
 

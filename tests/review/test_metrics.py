@@ -327,3 +327,35 @@ def test_the_uplift_interval_never_goes_below_minus_100_percent():
     c = metrics.compare(1, 100, 3, 100, min_trials=10)
     assert c.difference_low / c.control_rate < -1
     assert c.uplift_low == -1.0 and c.uplift_high > 0
+
+
+def test_languages_compare_the_copy_served_in_each_with_the_base_copy_in_the_same(db):
+    """German readers click more: German variants are judged against German base copy,
+    so a language's own rate never makes its variants look better."""
+    variant = VariantFactory(status=Variant.Status.PUBLISHED, language="de")
+    english = VariantFactory(
+        prompt_version=variant.prompt_version, status=Variant.Status.PUBLISHED, language="en"
+    )
+    prompt, product, segment = variant.prompt, variant.product, variant.segment
+    engagement_create(variant=variant, impressions=1000, clicks=60, language="de-ch")
+    engagement_create(
+        prompt=prompt, product=product, segment=segment, impressions=1000, clicks=60,
+        language="de-ch",
+    )  # fmt: skip
+    engagement_create(variant=english, impressions=1000, clicks=30, language="en")
+    engagement_create(
+        prompt=prompt, product=product, segment=segment, impressions=1000, clicks=20, language="en"
+    )
+    engagement_create(variant=english, impressions=10, clicks=1)  # before ids had a language
+
+    m = metrics.prompt_metrics(prompt=prompt, confidence=0.95, min_trials=100)
+
+    rows = {r.key: r for r in m.languages}
+    assert list(rows) == ["de-ch", "en", ""]
+    assert rows["de-ch"].ctr.rate == 0.06 and rows["de-ch"].ctr.control_rate == 0.06
+    assert not rows["de-ch"].ctr.significant
+    assert rows["en"].ctr.rate == 0.03 and rows["en"].ctr.control_rate == 0.02
+    assert rows[""].label == metrics.UNKNOWN_LANGUAGE and rows[""].counts.impressions == 10
+    exported = metrics.export_rows(m, "language")
+    assert [r["group"] for r in exported] == ["de-ch", "en", metrics.UNKNOWN_LANGUAGE]
+    assert exported[1]["control_clicks"] == 20

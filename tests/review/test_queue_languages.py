@@ -110,3 +110,70 @@ def test_the_focus_view_shows_the_base_copy_in_the_variants_language_or_says_it_
     assert "No fr base copy in the catalog" in fallback and "A warm hoodie." in fallback
     # English is the prompt's default language: its base copy is the default one.
     assert "A warm hoodie." in english and "base copy in the catalog" not in english
+
+
+# --- a reviewer's own languages ---------------------------------------------------------
+
+
+def _reviewer(client, languages: list[str]):
+    from review.models import ReviewerProfile
+
+    user = UserFactory(username="de-reviewer", groups=["copywriter"])
+    ReviewerProfile.objects.create(user=user, languages=languages)
+    client.force_login(user)
+    return user
+
+
+def test_a_reviewers_default_queue_shows_their_languages_first(client, slots):
+    _reviewer(client, ["de"])
+
+    body = client.get(QUEUE).content.decode()
+    everything = client.get(QUEUE, {"language": "all"}).content.decode()
+
+    assert slots["de"].text in body and slots["de-ch"].text in body
+    assert slots["en"].text not in body
+    assert "Showing your languages first: de" in body
+    assert "language=all" in body  # the link to every language
+    assert all(v.text in everything for v in slots.values())
+
+
+def test_with_nothing_left_in_their_languages_the_queue_shows_every_language(client, slots):
+    _reviewer(client, ["de"])
+    Variant.objects.filter(language__startswith="de").update(status=Variant.Status.REJECTED)
+
+    body = client.get(QUEUE).content.decode()
+
+    assert slots["en"].text in body
+    assert "Nothing left to review in your languages (de)" in body
+
+
+def test_asking_for_mine_keeps_to_them_even_when_none_is_left(client, slots):
+    _reviewer(client, ["fr"])
+
+    body = client.get(QUEUE, {"language": "mine"}).content.decode()
+
+    assert not any(v.text in body for v in slots.values())
+
+
+def test_a_reviewer_without_languages_sees_every_language(client, copywriter, slots):
+    body = client.get(QUEUE).content.decode()
+
+    assert all(v.text in body for v in slots.values())
+    assert "Showing your languages" not in body
+
+
+def test_a_reviewer_names_their_languages_on_their_profile(client):
+    from review.models import ReviewerProfile
+
+    user = UserFactory(username="multi", groups=["copywriter"])
+    client.force_login(user)
+    url = reverse("review:profile")
+
+    bad = client.post(url, {"languages": "de, klingon"})
+    good = client.post(url, {"languages": "DE-ch; fr , de-CH"})
+
+    assert bad.status_code == 400
+    assert "&#x27;klingon&#x27; is not a language tag" in bad.content.decode()
+    assert good.status_code == 200 and "Saved." in good.content.decode()
+    assert ReviewerProfile.objects.get(user=user).languages == ["de-ch", "fr"]
+    assert 'value="de-ch, fr"' in client.get(url).content.decode()

@@ -628,6 +628,32 @@ def claim(
     return _claimed(Variant.objects.filter(pk__in=ids), claim_id)
 
 
+def _written_update(rows: list[Variant], *, claim_id: str) -> None:
+    """Write the WRITTEN_FIELDS of `rows`: one parameterised UPDATE, executed per row.
+
+    Still conditional on the claim, like the locked read before it. Not bulk_update:
+    that builds a CASE WHEN expression per row and field through the ORM, which was half
+    of a worker's CPU per variant (py-spy, bench/generation zero_latency). executemany
+    sends the same statement with each row's values (pipelined by psycopg), and each
+    field adapts its value as a save would (JSON, decimals, time zones).
+    """
+    fields = [Variant._meta.get_field(name) for name in WRITTEN_FIELDS]
+    quote = connection.ops.quote_name
+    assignments = ", ".join(f"{quote(f.column)} = %s" for f in fields)
+    sql = (
+        f"UPDATE {quote(Variant._meta.db_table)} SET {assignments} "
+        f"WHERE {quote(Variant._meta.pk.column)} = %s AND {quote('status')} = %s "
+        f"AND {quote('claim')} = %s"
+    )
+    params = [
+        [f.get_db_prep_save(getattr(row, f.attname), connection) for f in fields]
+        + [row.pk, Variant.Status.GENERATING, claim_id]
+        for row in rows
+    ]
+    with connection.cursor() as cursor:
+        cursor.executemany(sql, params)
+
+
 def reclaim_own(*, claim_id: str) -> list[Variant]:
     """The variants a task with this id had claimed (it is running again), re-leased."""
     held = Variant.objects.filter(status=Variant.Status.GENERATING, claim=claim_id)
@@ -717,7 +743,7 @@ def write_outcomes(outcomes: list[Outcome], *, claim_id: str) -> int:
                 c["cached_tokens"] += completion.cached_tokens
                 c["cost"] += outcome.cost or 0
         if rows:
-            owned.bulk_update(rows, WRITTEN_FIELDS, batch_size=FLUSH_SIZE)
+            _written_update(rows, claim_id=claim_id)
             messages.policy_apply([row.pk for row in rows])
         written += len(rows)
     for outcome in outcomes:

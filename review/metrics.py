@@ -358,7 +358,7 @@ def _variant_rows(
     return rows
 
 
-UNKNOWN_LANGUAGE = "Unknown (events from before exposure ids carried the language)"
+UNKNOWN_LANGUAGE = "Unknown (the exposure id named no language)"
 
 
 def _language_rows(engagement: _Engagement, *, confidence: float, min_trials: int) -> list[Row]:

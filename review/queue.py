@@ -109,10 +109,12 @@ def reviewer_languages(values: dict, mine: list[str]) -> dict:
 
     No language asked: their languages, marked as the default (the view shows every
     language once none of theirs is left to review). "mine" asks for them outright,
-    "all" for every language. A reviewer without languages sees every language.
+    "all" for every language (kept, so that links and the form keep it). A reviewer
+    without languages sees every language. A reviewer reviews whole languages: fr-CA
+    takes fr and every regional fr, as a prompt writes base languages unless told.
     """
     language = values.get("language")
-    if language == ALL or (language == MINE and not mine):
+    if language == MINE and not mine:
         return {k: v for k, v in values.items() if k != "language"}
     if language == MINE or (language is None and mine):
         return {**values, "language": MINE, "mine_tags": tuple(mine), "mine_default": not language}
@@ -163,9 +165,9 @@ def variants_filtered(values: dict, *, status: bool = True) -> QuerySet[Variant]
         qs = qs.filter(segment__slug=values["segment"])
     language = values.get("language")
     if language == MINE:
-        tags = values.get("mine_tags") or ()
-        if tags:
-            qs = qs.filter(reduce(or_, (_language_q(tag) for tag in tags)))
+        bases = dict.fromkeys(languages.base_language(t) for t in values.get("mine_tags") or ())
+        if bases:
+            qs = qs.filter(reduce(or_, (_language_q(base) for base in bases)))
     elif language and language != ALL:
         qs = qs.filter(_language_q(language))
     if values.get("check"):

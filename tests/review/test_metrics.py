@@ -294,7 +294,8 @@ def test_simulated_engagement_covers_every_variant_and_its_base_copy_once(db, ca
     # The draws depend only on the seed, the prompt's slug and the variants' order.
     version = PromptVersionFactory(prompt__slug="simulated")
     variants = [
-        VariantFactory(prompt_version=version, status=Variant.Status.PUBLISHED) for _ in range(3)
+        VariantFactory(prompt_version=version, status=Variant.Status.PUBLISHED, language=tag)
+        for tag in ("en", "de", "fr")
     ]
     VariantFactory(prompt_version=version)  # in review: never shown
 
@@ -310,6 +311,8 @@ def test_simulated_engagement_covers_every_variant_and_its_base_copy_once(db, ca
     # One variant is made clearly worse than the base copy of its slot.
     assert min(r.ctr.uplift for r in m.variants) < -0.4
     assert "flagged as underperforming" in capsys.readouterr().out
+    # Each arm is served in its variant's language, the base copy in the same.
+    assert {r.key: r.control.impressions for r in m.languages} == {"en": 300, "de": 300, "fr": 300}
 
     total = events.count()
     call_command("simulate_engagement", "--prompt", version.prompt.slug, "--impressions", "300")

@@ -132,9 +132,21 @@ def test_a_reviewers_default_queue_shows_their_languages_first(client, slots):
 
     assert slots["de"].text in body and slots["de-ch"].text in body
     assert slots["en"].text not in body
-    assert "Showing your languages first: de" in body
+    assert "Showing your languages: de" in body
     assert "language=all" in body  # the link to every language
     assert all(v.text in everything for v in slots.values())
+    # "every language" stays chosen: the select says so, and links keep it.
+    assert '<option value="all" selected>every language</option>' in everything
+    assert "Showing your languages" not in everything
+
+
+def test_a_reviewer_with_a_regional_tag_reviews_the_whole_language(client, slots):
+    _reviewer(client, ["de-AT"])
+
+    body = client.get(QUEUE).content.decode()
+
+    assert slots["de"].text in body and slots["de-ch"].text in body
+    assert slots["en"].text not in body
 
 
 def test_with_nothing_left_in_their_languages_the_queue_shows_every_language(client, slots):

@@ -124,17 +124,17 @@ class Command(BaseCommand):
                 raise CommandError(f"The web server did not come up on {url}; see its log")
             self.stdout.write(self.style.SUCCESS(f"\nHyperpers demo is up: {url}"))
             for role, (username, password) in summary.credentials.items():
-                self.stdout.write(f"  {role:16} {username} / {password}")
-            self.stdout.write(f"  API docs         {url}api/v1/docs/")
+                self.stdout.write(f"  {role:18} {username} / {password}")
+            self.stdout.write(f"  API docs           {url}api/v1/docs/")
             self.stdout.write(
-                f"  live copy        curl -H 'Authorization: Bearer {summary.api_keys['read']}' "
+                f"  live copy          curl -H 'Authorization: Bearer {summary.api_keys['read']}' "
                 f"'{url}api/v1/live/?prompt={summary.example[0]}&product={summary.example[1]}"
                 f"&segment={summary.example[2]}'"
             )
             self.stdout.write(
-                "  in German        add &language=de (or -H 'Accept-Language: de-CH, de;q=0.9')"
+                "  in German          add &language=de (or -H 'Accept-Language: de-CH, de;q=0.9')"
             )
-            self.stdout.write(f"  events (write)   Bearer {summary.api_keys['write']}")
+            self.stdout.write(f"  events (write)     Bearer {summary.api_keys['write']}")
             self.stdout.write("Press Ctrl-C to stop everything.")
             while True:
                 for name, process in children:

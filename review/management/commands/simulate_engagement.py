@@ -71,19 +71,21 @@ class Command(BaseCommand):
         arms: list[tuple[Exposure, float, float]] = []  # exposure, CTR, conversion per click
         base_ctrs: dict[tuple, float] = {}  # per slot, drawn in variant order: no ids
         for index, variant in enumerate(variants):
-            slot = (variant.product_id, variant.segment_id, variant.customer_id)
+            # The base copy it is compared with is served in the same language.
+            slot = (variant.product_id, variant.segment_id, variant.customer_id, variant.language)
             new_slot = slot not in base_ctrs
             base_ctr = base_ctrs.setdefault(slot, rng.uniform(0.04, 0.07))
             lift = WORSE if index == worse else rng.uniform(0.9, 1.5)
             arms.append(
                 (
-                    Exposure(prompt.pk, *slot, variant.pk),
+                    Exposure(prompt.pk, *slot[:3], variant.pk, slot[3]),
                     base_ctr * lift,
                     CONVERT_AFTER_CLICK * rng.uniform(0.9, 1.2),
                 )
             )
             if new_slot:
-                arms.append((Exposure(prompt.pk, *slot, None), base_ctr, CONVERT_AFTER_CLICK))
+                control = Exposure(prompt.pk, *slot[:3], None, slot[3])
+                arms.append((control, base_ctr, CONVERT_AFTER_CLICK))
 
         events: list[dict] = []
         recorded = 0

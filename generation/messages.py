@@ -25,15 +25,15 @@ import json
 import logging
 import socket
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 
+import httpx2 as httpx
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Count
 
 from generation.models import Customer, GenerationRun, Product, Prompt, Segment, Variant
+from hyperpers.logs import redact
 
 logger = logging.getLogger(__name__)
 
@@ -364,10 +364,32 @@ class CallbackRefused(ValueError):
     this machine or a private network."""
 
 
+# IPv6 forms that carry an IPv4 address a gateway or the host would reach: NAT64
+# (64:ff9b::/96, 64:ff9b:1::/48), 6to4 (2002::/16), IPv4-compatible (::a.b.c.d) and the
+# deprecated site-local fec0::/10. ipaddress counts several of them as global.
+_REFUSED_V6 = tuple(
+    ipaddress.ip_network(n)
+    for n in ("64:ff9b::/96", "64:ff9b:1::/48", "2002::/16", "::/96", "fec0::/10")
+)
+
+
+def address_public(address: str) -> bool:
+    """A global unicast address that embeds no other: a callback may go there."""
+    ip = ipaddress.ip_address(address)
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return address_public(str(ip.ipv4_mapped))
+        if any(ip in network for network in _REFUSED_V6):
+            return False
+    return ip.is_global and not ip.is_multicast
+
+
 def callback_url_check(url: str) -> list[str]:
     """The addresses `url` resolves to, once checked: https (or http where allowed),
     and unless MESSAGE_CALLBACK_ALLOW_PRIVATE no loopback, private, link-local or
-    reserved address, so a token cannot point our workers at internal services."""
+    reserved address (nor an IPv6 form embedding one), so a token cannot point our
+    workers at internal services. The caller connects to these addresses, not to the
+    name again: a second lookup could answer otherwise (DNS rebinding)."""
     parts = urllib.parse.urlsplit(url)
     schemes = ("https", "http") if settings.MESSAGE_CALLBACK_ALLOW_HTTP else ("https",)
     if parts.scheme not in schemes or not parts.hostname:
@@ -379,8 +401,7 @@ def callback_url_check(url: str) -> list[str]:
     addresses = sorted({info[4][0] for info in infos})
     if not settings.MESSAGE_CALLBACK_ALLOW_PRIVATE:
         for address in addresses:
-            ip = ipaddress.ip_address(address)
-            if not ip.is_global or ip.is_multicast:
+            if not address_public(address):
                 raise CallbackRefused(f"{url}: {parts.hostname} is {address}, not a public address")
     return addresses
 
@@ -404,41 +425,54 @@ def message_callback_send(*, variant_id: int) -> int | None:
     if variant is None or not variant.callback_url:
         return None
     try:
-        callback_url_check(variant.callback_url)
+        addresses = callback_url_check(variant.callback_url)
     except CallbackRefused as exc:
-        logger.warning("callback for message %s not sent: %s", variant_id, exc)
+        logger.warning("callback for message %s not sent: %s", variant_id, redact(str(exc)))
         return None
     body = json.dumps(
         {"event": f"message.{variant.status}", "message": message_payload(variant)}
     ).encode()
-    request = urllib.request.Request(
-        variant.callback_url,
-        data=body,
-        method="POST",
-        headers={
-            "Content-Type": "application/json",
-            "User-Agent": "Hyperpers-callback/1",
-            "X-Hyperpers-Signature": callback_signature(body),
-        },
-    )
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": "Hyperpers-callback/1",
+        "X-Hyperpers-Signature": callback_signature(body),
+    }
+    shown = redact(variant.callback_url)
     try:
-        with _OPENER.open(request, timeout=CALLBACK_TIMEOUT_SECONDS) as response:
-            status = response.status
-    except urllib.error.HTTPError as exc:
-        status = exc.code
-    except (urllib.error.URLError, OSError) as exc:
-        raise CallbackFailed(f"{variant.callback_url}: {exc}") from exc
+        status = _callback_post(variant.callback_url, addresses[0], body=body, headers=headers)
+    except httpx.HTTPError as exc:
+        raise CallbackFailed(f"{shown}: {redact(str(exc))}") from exc
     if status >= 500 or status == 429:
-        raise CallbackFailed(f"{variant.callback_url}: HTTP {status}")
+        raise CallbackFailed(f"{shown}: HTTP {status}")
     if status >= 300:
         logger.warning("callback for message %s answered HTTP %s; not retried", variant_id, status)
     return status
 
 
-class _NoRedirects(urllib.request.HTTPRedirectHandler):
-    # A redirect would turn the POST into a GET somewhere we were not told to call.
-    def redirect_request(self, req, fp, code, msg, headers, newurl):
-        return None
-
-
-_OPENER = urllib.request.build_opener(_NoRedirects)
+def _callback_post(url: str, address: str, *, body: bytes, headers: dict) -> int:
+    """POST to `url` at the checked `address`: the connection goes to that address (no
+    second lookup), the Host header and the TLS name (SNI and certificate) stay the URL's.
+    No redirects: one would turn the POST into a GET somewhere we were not told to call.
+    Userinfo in the URL is sent as basic auth by the client, never logged."""
+    parts = urllib.parse.urlsplit(url)
+    host = f"[{address}]" if ":" in address else address
+    netloc = host + (f":{parts.port}" if parts.port else "")
+    target = urllib.parse.urlunsplit((parts.scheme, netloc, parts.path or "/", parts.query, ""))
+    auth = (
+        (urllib.parse.unquote(parts.username), urllib.parse.unquote(parts.password or ""))
+        if parts.username
+        else None
+    )
+    host_header = parts.hostname + (f":{parts.port}" if parts.port else "")
+    extensions = {"sni_hostname": parts.hostname} if parts.scheme == "https" else {}
+    with httpx.Client(
+        timeout=CALLBACK_TIMEOUT_SECONDS, follow_redirects=False, trust_env=False
+    ) as client:
+        response = client.post(
+            target,
+            content=body,
+            headers={**headers, "Host": host_header},
+            auth=auth,
+            extensions=extensions,
+        )
+    return response.status_code

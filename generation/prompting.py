@@ -90,31 +90,58 @@ class PromptTemplateError(ValueError):
     pass
 
 
-def template_placeholders(template: str) -> list[str]:
-    """Return the placeholders a template uses; raise PromptTemplateError naming a bad one."""
-    names: list[str] = []
+def _template_parts(template: str) -> list[tuple[str, str | None]]:
+    """(literal text, placeholder name or None) pairs; raise PromptTemplateError naming
+    what is not a bare named placeholder.
+
+    Only `{name}` is a placeholder: a format spec (`{product_name:>20000000}` would render
+    20 MB), a conversion (`{name!r}`) or a nested field (`{max_length:{brand_name...}}`)
+    gives a lead's template a say over more than where a value goes.
+    """
     try:
         parsed = list(string.Formatter().parse(template))
     except ValueError as exc:
         raise PromptTemplateError(
             f"Template is not valid: {exc}. Write literal braces as {{{{ and }}}}."
         ) from exc
-    for _literal, placeholder, _spec, _conversion in parsed:
+    known = ", ".join("{" + p + "}" for p in PLACEHOLDERS)
+    parts: list[tuple[str, str | None]] = []
+    for literal, placeholder, spec, conversion in parsed:
         if placeholder is None:
+            parts.append((literal, None))
             continue
         if placeholder == "" or placeholder.isdigit():
             raise PromptTemplateError(
-                "Template has an empty or positional placeholder '{}'; use a named one: "
-                + ", ".join("{" + p + "}" for p in PLACEHOLDERS)
+                f"Template has an empty or positional placeholder '{{}}'; use a named one: {known}"
+            )
+        if spec or conversion:
+            written = placeholder + (f"!{conversion}" if conversion else "")
+            written += f":{spec}" if spec else ""
+            raise PromptTemplateError(
+                f"Placeholder '{{{written}}}' has a format spec or conversion; "
+                f"write it bare, as '{{{placeholder}}}'"
             )
         if placeholder not in PLACEHOLDERS:
             raise PromptTemplateError(
-                f"Unknown placeholder '{{{placeholder}}}'. Known placeholders: "
-                + ", ".join("{" + p + "}" for p in PLACEHOLDERS)
+                f"Unknown placeholder '{{{placeholder}}}'. Known placeholders: {known}"
             )
-        if placeholder not in names:
-            names.append(placeholder)
-    return names
+        parts.append((literal, placeholder))
+    return parts
+
+
+def template_placeholders(template: str) -> list[str]:
+    """Return the placeholders a template uses; raise PromptTemplateError naming a bad one."""
+    return list(dict.fromkeys(name for _literal, name in _template_parts(template) if name))
+
+
+def template_fill(template: str, values: dict) -> str:
+    """The template with each bare placeholder replaced by its value (str.format would
+    also run format specs and attribute lookups; a version saved before they were refused
+    is refused here, at render, by name)."""
+    return "".join(
+        literal + ("" if name is None else str(values[name]))
+        for literal, name in _template_parts(template)
+    )
 
 
 def summary_text(summary: dict) -> str:
@@ -275,8 +302,8 @@ def render(
         "purpose": purpose,
     }
     # Values spliced into the instruction cannot open or close the data block either.
-    instruction = version.template.format(
-        **{k: _inert(v) if isinstance(v, str) else v for k, v in values.items()}
+    instruction = template_fill(
+        version.template, {k: _inert(v) if isinstance(v, str) else v for k, v in values.items()}
     )
     # Product first, audience after: see the module docstring (prefix caching).
     data = {

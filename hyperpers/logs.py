@@ -10,11 +10,19 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 _context: contextvars.ContextVar[dict | None] = contextvars.ContextVar("log_context", default=None)
 CONTEXT_KEYS = ("run_id", "variant_id", "task_id")
+# The userinfo of a URL (scheme://user:password@host): a callback URL may carry one.
+_USERINFO = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://)[^/\s@]+@")
+
+
+def redact(text: str) -> str:
+    """`text` with the userinfo of every URL in it hidden: http://u:pw@host → http://***@host."""
+    return _USERINFO.sub(r"\1***@", text)
 
 
 @contextmanager
@@ -29,9 +37,18 @@ def log_context(**ids) -> Iterator[None]:
 
 
 class ContextFilter(logging.Filter):
-    """Adds the context's ids (and the Celery task id) to every record."""
+    """Adds the context's ids (and the Celery task id) to every record, and hides the
+    userinfo of any URL in its message or traceback (redact)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "@" in message and "://" in message:
+            record.msg, record.args = redact(message), None
+        if record.exc_info and not record.exc_text:
+            text = logging.Formatter().formatException(record.exc_info)
+            if "@" in text and "://" in text:
+                # exc_text only: a JSON formatter would format exc_info itself again.
+                record.exc_text, record.exc_info = redact(text), None
         for key, value in (_context.get() or {}).items():
             if not hasattr(record, key):
                 setattr(record, key, value)

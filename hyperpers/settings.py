@@ -50,8 +50,9 @@ X_FRAME_OPTIONS = "DENY"
 # under this secret; only to public https addresses unless these allow more (the demo
 # and the tests call back to 127.0.0.1 over http).
 MESSAGE_CALLBACK_SECRET = env.str("MESSAGE_CALLBACK_SECRET", default=SECRET_KEY)
-MESSAGE_CALLBACK_ALLOW_HTTP = env.bool("MESSAGE_CALLBACK_ALLOW_HTTP", default=DEBUG)
-MESSAGE_CALLBACK_ALLOW_PRIVATE = env.bool("MESSAGE_CALLBACK_ALLOW_PRIVATE", default=DEBUG)
+# Off unless set: DEBUG (the default) must not open the guards (issue 15).
+MESSAGE_CALLBACK_ALLOW_HTTP = env.bool("MESSAGE_CALLBACK_ALLOW_HTTP", default=False)
+MESSAGE_CALLBACK_ALLOW_PRIVATE = env.bool("MESSAGE_CALLBACK_ALLOW_PRIVATE", default=False)
 # Content security policy (django-csp): scripts and styles only from our own static
 # files; no inline script anywhere (the pages have none). Inline style attributes stay
 # allowed: the share bars set their width with one.

@@ -153,6 +153,7 @@ class _CallbackReceiver(BaseHTTPRequestHandler):
     def do_POST(self):
         body = self.rfile.read(int(self.headers["Content-Length"]))
         self.server.received.append(json.loads(body))
+        self.server.headers.append(dict(self.headers))
         self.send_response(self.server.status)
         if 300 <= self.server.status < 400:
             self.send_header("Location", "http://127.0.0.1:9/elsewhere")
@@ -167,7 +168,7 @@ def callback_receiver():
     """An HTTP server that records the JSON POSTed to it (`.received`), answering
     `.status` (204); `.url` is where to send."""
     server = ThreadingHTTPServer(("127.0.0.1", 0), _CallbackReceiver)
-    server.received, server.status = [], 204
+    server.received, server.headers, server.status = [], [], 204
     threading.Thread(target=server.serve_forever, daemon=True).start()
     server.url = f"http://127.0.0.1:{server.server_port}/hook"
     yield server

@@ -15,3 +15,7 @@ os.environ.setdefault("SQLITE_TEST_NAME", str(_var / f"test-{os.getpid()}.sqlite
 # tests change copy and read it back within microseconds, so they check it every
 # request. tests/review/test_live_snapshot.py sets the window back to test it.
 os.environ.setdefault("DELIVERY_SNAPSHOT_VERIFY_SECONDS", "0")
+# The tests' callback receivers listen on 127.0.0.1 over http; production refuses both
+# unless these say so (tests/generation/test_messages.py turns them off to test that).
+os.environ.setdefault("MESSAGE_CALLBACK_ALLOW_HTTP", "true")
+os.environ.setdefault("MESSAGE_CALLBACK_ALLOW_PRIVATE", "true")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import os
 
 import pytest
 
@@ -439,33 +441,102 @@ def test_callbacks_to_private_addresses_are_refused_unless_allowed(version, sett
     assert receiver.received == []
 
 
-def test_a_callback_is_signed_with_the_shared_secret(version, settings, monkeypatch):
+def test_a_callback_is_signed_with_the_shared_secret(version, settings, receiver):
     import hashlib
     import hmac
 
     settings.MESSAGE_CALLBACK_SECRET = "s3cret"
-    seen = {}
+    variant = _message(version, CustomerFactory(), status="published", callback_url=receiver.url)
 
-    class Response:
-        status = 204
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            return False
-
-    def fake_open(request, timeout):
-        seen["body"], seen["signature"] = request.data, request.get_header("X-hyperpers-signature")
-        return Response()
-
-    monkeypatch.setattr(messages._OPENER, "open", fake_open)
-    variant = _message(
-        version, CustomerFactory(), status="published", callback_url="http://127.0.0.1:1/x"
-    )
     assert messages.message_callback_send(variant_id=variant.pk) == 204
-    expected = hmac.new(b"s3cret", seen["body"], hashlib.sha256).hexdigest()
-    assert seen["signature"] == f"sha256={expected}"
+
+    body = json.dumps(receiver.received[0]).encode()
+    expected = hmac.new(b"s3cret", body, hashlib.sha256).hexdigest()
+    assert receiver.headers[0]["X-Hyperpers-Signature"] == f"sha256={expected}"
+
+
+def test_a_callback_connects_to_the_address_it_checked_not_a_second_lookup(
+    version, receiver, monkeypatch
+):
+    """DNS rebinding: the name resolves to the checked address once, then elsewhere.
+    The POST still reaches the checked address, with the URL's own Host header, and the
+    URL's userinfo as basic auth."""
+    import socket
+
+    real = socket.getaddrinfo
+    lookups = []
+
+    def rebinding(host, port, *args, **kwargs):
+        if host == "hooks.example":
+            lookups.append(host)
+            address = "127.0.0.1" if len(lookups) == 1 else "10.255.255.1"
+            return real(address, port, *args, **kwargs)
+        return real(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", rebinding)
+    port = receiver.server_port
+    url = f"http://user:pa%40ss@hooks.example:{port}/hook"
+    variant = _message(version, CustomerFactory(), status="published", callback_url=url)
+
+    assert messages.message_callback_send(variant_id=variant.pk) == 204
+
+    assert lookups == ["hooks.example"]
+    assert receiver.headers[0]["Host"] == f"hooks.example:{port}"
+    expected = base64.b64encode(b"user:pa@ss").decode()
+    assert receiver.headers[0]["Authorization"] == f"Basic {expected}"
+
+
+@pytest.mark.parametrize(
+    ("address", "public"),
+    [
+        ("8.8.8.8", True),
+        ("2606:4700:4700::1111", True),
+        ("10.0.0.1", False),
+        ("::ffff:10.0.0.1", False),  # IPv4-mapped
+        ("64:ff9b::a00:1", False),  # NAT64 of 10.0.0.1
+        ("64:ff9b::808:808", False),  # NAT64 even of a public one: a gateway's business
+        ("64:ff9b:1::a00:1", False),  # local-use NAT64
+        ("2002:a00:1::1", False),  # 6to4 of 10.0.0.1
+        ("::a00:1", False),  # IPv4-compatible
+        ("fec0::1", False),  # site-local
+        ("fe80::1", False),
+        ("::1", False),
+    ],
+)
+def test_ipv6_forms_that_embed_an_ipv4_address_are_not_public(address, public):
+    assert messages.address_public(address) is public
+
+
+def test_the_callback_guards_are_on_even_with_debug_unless_a_setting_says_otherwise():
+    """Settings read fresh in a subprocess: DEBUG=true alone opens neither guard."""
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MESSAGE_CALLBACK_ALLOW")} | {
+        "DEBUG": "true",
+        "DJANGO_SETTINGS_MODULE": "hyperpers.settings",
+    }
+    code = (
+        "import django; django.setup(); from django.conf import settings as s; "
+        "print(s.MESSAGE_CALLBACK_ALLOW_HTTP, s.MESSAGE_CALLBACK_ALLOW_PRIVATE)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.split() == ["False", "False"]
+
+
+def test_credentials_in_a_url_never_reach_a_log_line(caplog):
+    import logging
+
+    from hyperpers.logs import ContextFilter
+
+    record = logging.LogRecord(
+        "x", logging.WARNING, __file__, 1, "callback to %s failed", ("https://u:secret@h/x",), None
+    )
+    ContextFilter().filter(record)
+
+    assert record.getMessage() == "callback to https://***@h/x failed"
 
 
 def test_a_customer_whose_id_has_a_slash_can_be_erased():

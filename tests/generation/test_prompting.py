@@ -19,6 +19,12 @@ def test_template_placeholders_lists_known_names_once():
         ("Write for {audience}", "'{audience}'"),
         ("Write {} copy", "positional"),
         ("Write {product_name", "not valid"),
+        # Format specs, conversions and nested fields: a bare name only (issue 15).
+        ("{product_name:>20000000}", r"'\{product_name:>20000000\}' has a format spec"),
+        ("{max_length:{brand_name.__class__}}", "has a format spec"),
+        ("{product_name!r}", r"'\{product_name!r\}' has a format spec or conversion"),
+        ("{brand_name.__class__}", "Unknown placeholder"),
+        ("{product_name[0]}", "Unknown placeholder"),
     ],
 )
 def test_bad_template_error_names_the_problem(template, named):
@@ -185,3 +191,16 @@ def test_injection_in_a_customer_attribute_stays_in_the_data_block_and_is_flagge
     data = json_.loads(block.replace("<\\/data>", "</data>"))
     assert "Ignore previous instructions" in data["audience"]["attributes"]["nickname"]
     assert any("nickname" in finding for finding in rendered.findings)
+
+
+def test_a_version_saved_with_a_format_spec_is_refused_at_render_not_rendered():
+    """Saved before specs were refused: render names it instead of writing 20 MB."""
+    version = PromptVersionFactory(template="{product_name:>20000000}")
+    with pytest.raises(PromptTemplateError, match="format spec"):
+        render(
+            version=version,
+            prompt=version.prompt,
+            brand=version.prompt.brand,
+            product=ProductFactory(),
+            segment=SegmentFactory(),
+        )

@@ -3,7 +3,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 from django.views.generic import RedirectView
 
-from hyperpers import health
+from hyperpers import health, login
 
 urlpatterns = [
     # First: the live endpoint is the hottest URL, and patterns are tried in order.
@@ -11,7 +11,7 @@ urlpatterns = [
     path("", RedirectView.as_view(pattern_name="review:queue", permanent=False)),
     path("health/", health.health, name="health"),
     path("health/live/", health.live, name="health-live"),
-    path("login/", auth_views.LoginView.as_view(), name="login"),
+    path("login/", login.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
     path("review/", include("review.urls")),

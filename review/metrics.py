@@ -661,9 +661,12 @@ def export_rows(metrics: PromptMetrics, by: str) -> list[dict]:
     return out
 
 
-# Spreadsheets run a cell that starts with one of these as a formula; variant text and
-# names are untrusted, so such a cell is written with a leading apostrophe.
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+# Spreadsheets run a cell that starts with one of these as a formula, also after leading
+# whitespace (" =1+1", "\t=..."), and a tab or line break may start one; variant text and
+# names are untrusted, so such a cell is written with a leading apostrophe. The
+# full-width forms are there for spreadsheets that normalise them.
+FORMULA_STARTS = ("=", "+", "-", "@", "\uff1d", "\uff0b", "\uff0d", "\uff20")
+CONTROL_STARTS = ("\t", "\r", "\n")
 
 
 def csv_safe(value: object) -> object:
@@ -673,7 +676,9 @@ def csv_safe(value: object) -> object:
     """
     if value is None:
         return ""
-    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+    if isinstance(value, str) and (
+        value.startswith(CONTROL_STARTS) or value.lstrip().startswith(FORMULA_STARTS)
+    ):
         return "'" + value
     return value
 

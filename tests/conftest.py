@@ -40,6 +40,16 @@ def fresh_live_snapshot():
     snapshot.clear()
 
 
+@pytest.fixture(autouse=True)
+def fresh_login_failures():
+    """Failed logins are counted per address in Redis (hyperpers/login.py), and every
+    test client is 127.0.0.1: each test starts with none counted."""
+    from hyperpers import login
+
+    login.clear("127.0.0.1")
+    yield
+
+
 @pytest.fixture
 def offline_writer(settings):
     """The bundled offline writer on a free port, as the configured LLM endpoint."""

@@ -129,9 +129,41 @@ def test_logins_are_locked_out_after_repeated_failures(client):
     response = client.post(reverse("login"), {"username": "ann", "password": "right-password"})
     assert response.status_code == 429
     assert "Too many failed logins" in response.content.decode()
+    # The wait in words, not ISO 8601 (PT15M).
+    assert "Try again in 15\xa0minutes" in response.content.decode()
+    assert "PT15M" not in response.content.decode()
     # Another username from the same address is not locked out.
     UserFactory(username="bob", password="bob-password")
     response = client.post(reverse("login"), {"username": "bob", "password": "bob-password"})
+    assert response.status_code == 302
+
+
+def test_password_spraying_from_one_address_is_throttled(client, settings):
+    """20 usernames × 4 passwords from one address: no username × address pair reaches
+    axes' limit of 5, but the address does reach LOGIN_IP_FAILURE_LIMIT."""
+    settings.LOGIN_IP_FAILURE_LIMIT = 20
+    UserFactory(username="carol", password="carol-password")
+    statuses = []
+    for user in range(20):
+        for password in range(4):
+            response = client.post(
+                reverse("login"), {"username": f"user{user}", "password": f"guess{password}"}
+            )
+            statuses.append(response.status_code)
+
+    assert statuses[:20] == [200] * 20
+    assert statuses[20:] == [429] * 60
+    # Even the right password of another user waits out the cool-off from there.
+    response = client.post(reverse("login"), {"username": "carol", "password": "carol-password"})
+    assert response.status_code == 429
+    assert "from your address, for any username" in response.content.decode()
+    assert "15\xa0minutes" in response.content.decode()
+    # Another address is not affected.
+    response = client.post(
+        reverse("login"),
+        {"username": "carol", "password": "carol-password"},
+        REMOTE_ADDR="192.0.2.7",
+    )
     assert response.status_code == 302
 
 

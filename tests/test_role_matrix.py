@@ -80,6 +80,14 @@ MATRIX = [
     ("review:run", "get", PEOPLE),
     ("review:metrics", "get", PEOPLE),
     ("review:metrics-csv", "get", PEOPLE),
+    ("review:profile", "get", PEOPLE),
+    ("review:profile", "post", PEOPLE),
+    # the Django admin: staff only, and no one changes a variant there (decisions go
+    # through review/services.py, with their audit event)
+    ("admin:index", "get", {"staff"}),
+    ("admin:generation_variant_changelist", "get", NOBODY),
+    ("admin:generation_variant_change", "post", NOBODY),
+    ("admin:generation_variant_delete", "post", NOBODY),
     # the lead's pages
     ("review:run-new", "post", LEADS),
     ("review:run-action", "post", LEADS),
@@ -155,6 +163,8 @@ def _kwargs(name: str, world: dict) -> dict:
         return {"slug": variant.prompt.slug, "number": variant.prompt_version.number}
     if short in ("api-prompt-settings", "privacy") or short.startswith("studio"):
         return {"slug": variant.prompt.slug}
+    if name.startswith("admin:generation_variant_") and short != "generation_variant_changelist":
+        return {"object_id": variant.pk}
     if short == "api-customer":
         return {"external_id": "C-1"}
     if "pk" in _parameters(name):
@@ -184,7 +194,8 @@ def _client(role: str) -> APIClient:
 def test_every_url_has_a_row():
     covered = {name for name, _method, _roles in MATRIX} | UNGATED
     assert _all_url_names() - covered == set(), "decide who may use these: add rows to MATRIX"
-    assert covered - _all_url_names() == set(), "rows for URLs that no longer exist"
+    admin = {name for name in covered if name.startswith("admin:")}
+    assert covered - admin - _all_url_names() == set(), "rows for URLs that no longer exist"
 
 
 @pytest.mark.parametrize("role", ROLES)
@@ -203,3 +214,23 @@ def test_each_role_gets_exactly_what_the_matrix_allows(role):
             verdict = "let in" if let_in else "refused"
             wrong.append(f"{method.upper()} {url} ({name}): {verdict} with {response.status_code}")
     assert wrong == [], f"{role}:\n" + "\n".join(wrong)
+
+
+def test_not_even_a_superuser_changes_a_variants_status_or_text_in_the_admin(client):
+    from generation.models import Variant
+
+    variant = VariantFactory(status="in_review", text="As written.")
+    client.force_login(UserFactory(username="root", is_staff=True, is_superuser=True))
+    url = reverse("admin:generation_variant_change", args=[variant.pk])
+
+    shown = client.get(url)
+    changed = client.post(url, {"status": "published", "text": "Unreviewed copy."})
+    deleted = client.post(
+        reverse("admin:generation_variant_delete", args=[variant.pk]), {"post": "yes"}
+    )
+
+    assert shown.status_code == 200  # readable
+    assert changed.status_code == 403 and deleted.status_code == 403
+    variant.refresh_from_db()
+    assert (variant.status, variant.text) == ("in_review", "As written.")
+    assert Variant.objects.filter(pk=variant.pk).exists()

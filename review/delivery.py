@@ -900,7 +900,8 @@ def live_copy(
     0. With no pin and at most one language asked: from the snapshot (for a customer,
        their own variants from the database), unless it cannot say.
     1. Look up the prompt, the products and the audience (404 for any unknown one).
-    2. A pinned variant must belong to the prompt and product and have been live.
+    2. A pinned variant must be copy of the slot asked for (prompt, product, and the
+       segment or customer) and have been live.
     3. Customers in the holdout get the base copy, in their language where the catalog
        has it.
     4. Otherwise fetch every published variant of these slots in one query; take the
@@ -935,10 +936,20 @@ def live_copy(
             .select_related("prompt_version")
             .first()
         )
+        # The pin must be copy of the slot asked for: a customer's own message only for
+        # that customer, a segment's variant only for that segment (named, or the
+        # customer's). Otherwise it reads as unknown: a read token cannot probe ids.
         if variant is None:
+            in_slot = False
+        elif variant.customer_id is not None:
+            in_slot = customer is not None and variant.customer_id == customer.pk
+        else:
+            in_slot = segment is not None and variant.segment_id == segment.pk
+        if not in_slot:
+            audience = f"customer '{customer_id}'" if customer_id else f"segment '{segment_slug}'"
             raise DeliveryError(
                 f"Variant {pinned_variant_id} is not copy of prompt '{prompt.slug}' "
-                f"for product '{product.sku}'"
+                f"for product '{product.sku}' and {audience}"
             )
         if variant.status not in (Variant.Status.PUBLISHED, Variant.Status.RETIRED):
             raise DeliveryError(

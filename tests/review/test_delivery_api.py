@@ -269,6 +269,41 @@ def test_a_pin_must_be_copy_of_the_product_asked_for(reader):
     assert f"for product '{other.sku}'" in response.json()["detail"]
 
 
+def test_a_read_token_cannot_pin_another_customers_message(reader):
+    """Issue 15: live/?customer=C1&variant=<C2's message> pinned C2's message, and with
+    segment= the answer went out Cache-Control: public."""
+    from tests.factories import CustomerFactory
+
+    theirs = VariantFactory(
+        status=Variant.Status.PUBLISHED, segment=None, customer=CustomerFactory(), purpose="x",
+        text="Private to them",
+    )  # fmt: skip
+    someone = CustomerFactory()
+    segment = SegmentFactory()
+    asked = {"prompt": theirs.prompt.slug, "product": theirs.product.sku, "variant": theirs.pk}
+
+    as_other = reader.get(LIVE, {**asked, "customer": someone.external_id})
+    as_segment = reader.get(LIVE, {**asked, "segment": segment.slug})
+    as_them = reader.get(LIVE, {**asked, "customer": theirs.customer.external_id})
+
+    for response in (as_other, as_segment):
+        assert response.status_code == 404
+        assert "Private to them" not in response.content.decode()
+        assert f"Variant {theirs.pk} is not copy of prompt" in response.json()["detail"]
+    assert as_them.status_code == 200 and as_them.json()["text"] == "Private to them"
+    assert as_them["Cache-Control"].startswith("private")
+
+
+def test_a_segment_variant_is_pinned_only_for_its_own_segment(reader):
+    variant = VariantFactory(status=Variant.Status.PUBLISHED)
+    other = SegmentFactory()
+
+    response = reader.get(LIVE, _params(variant, segment=other.slug, variant=variant.pk))
+
+    assert response.status_code == 404
+    assert f"segment '{other.slug}'" in response.json()["detail"]
+
+
 # ---------------------------------------------------------------- live copy for a customer
 
 

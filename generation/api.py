@@ -24,7 +24,7 @@ from django.urls import reverse
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field
 from rest_framework import serializers, status
 from rest_framework.exceptions import NotFound, ValidationError
-from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.permissions import SAFE_METHODS, BasePermission, IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -41,6 +41,7 @@ from generation.models import (
     Segment,
     Variant,
 )
+from hyperpers.errors import JSONParser
 from review import queue as q
 from review.auth import TokenRateThrottle, request_token
 from review.models import ApiToken, ReviewEvent

@@ -16,3 +16,6 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("review/", include("review.urls")),
 ]
+
+# Bad input: a 400 that says what the BadRequest said (hyperpers/errors.py).
+handler400 = "hyperpers.errors.bad_request"

@@ -14,12 +14,12 @@ from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers, status
 from rest_framework.exceptions import AuthenticationFailed, NotFound, ValidationError
-from rest_framework.parsers import JSONParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from generation import languages
+from hyperpers.errors import JSONParser
 from review import delivery, services
 from review.auth import (
     CHECKED_ATTRIBUTE,
@@ -440,11 +440,11 @@ class EventsView(APIView):
 # Its imports stay here, with the section, so the code above keeps its own.
 
 from django.shortcuts import get_object_or_404  # noqa: E402
-from rest_framework.parsers import JSONParser  # noqa: E402
 from rest_framework.permissions import IsAuthenticated  # noqa: E402
 
 from generation.api import IsReviewer, VariantDetailSerializer, variant_detail_data  # noqa: E402
 from generation.models import Variant  # noqa: E402
+from hyperpers.errors import JSONParser  # noqa: E402
 from review import queue as review_queue  # noqa: E402
 
 

@@ -20,6 +20,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from generation import languages, prompting, services
 from generation import messages as gen_messages
 from generation.models import Customer, CustomerSource, Product, Prompt, Segment, describe_rules
+from hyperpers.errors import ascii_int
 from review import queue as q
 from review.views import require_lead
 
@@ -254,7 +255,7 @@ def prompt_privacy(request: HttpRequest, slug: str) -> HttpResponse:
                 gen_messages.prompt_languages_save(
                     prompt=prompt,
                     languages=[t for t in tags if t],
-                    min_share=int(share) if share.isdigit() else None,
+                    min_share=ascii_int(share, "language_min_share") if share else None,
                 )
                 written = ", ".join(prompt.languages) or (
                     f"every language {prompt.language_min_share}% of a segment's members read"
@@ -265,7 +266,7 @@ def prompt_privacy(request: HttpRequest, slug: str) -> HttpResponse:
                 gen_messages.prompt_policy_save(
                     prompt=prompt,
                     policy=request.POST.get("review_policy", ""),
-                    sample_percent=int(percent) if percent.isdigit() else None,
+                    sample_percent=ascii_int(percent, "review_sample_percent") if percent else None,
                 )
                 messages.success(request, f"Review policy: {prompt.get_review_policy_display()}")
             else:

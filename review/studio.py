@@ -28,6 +28,7 @@ from generation import pricing, services
 from generation.models import Brand, Product, Prompt, PromptVersion, Segment, Variant
 from generation.prompting import OUTPUT_RULES, PLACEHOLDERS, PromptTemplateError
 from generation.prompting import template_placeholders as placeholders_in
+from hyperpers.errors import ascii_int
 from review import metrics
 from review.views import require_lead
 
@@ -268,8 +269,9 @@ def _examples(data: QueryDict, prompt: Prompt) -> list[str] | None:
         return None
     current = prompt.current_version
     old = list(current.examples) if current is not None else []
-    kept = [old[int(i)] for i in data.getlist("keep_example") if i.isdigit() and int(i) < len(old)]
-    ids = [int(i) for i in data.getlist("example_variant") if i.isdigit()]
+    keep = [ascii_int(i, "keep_example") for i in data.getlist("keep_example")]
+    kept = [old[i] for i in keep if i < len(old)]
+    ids = [ascii_int(i, "example_variant") for i in data.getlist("example_variant")]
     texts = dict(
         Variant.objects.filter(
             pk__in=ids,

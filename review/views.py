@@ -23,6 +23,7 @@ from generation import services as generation_services
 from generation.limiter import endpoint_limiter
 from generation.models import GenerationRun, Prompt, Segment, Variant
 from generation.services import RunError
+from hyperpers.errors import ascii_int
 from review import metrics, services
 from review import queue as q
 from review.models import ReviewerProfile, ReviewEvent
@@ -356,12 +357,12 @@ def undo(request: HttpRequest, pk: int) -> HttpResponse:
 def bulk(request: HttpRequest) -> HttpResponse:
     """Approve or reject the selected variants; answer with the queue and what happened."""
     require_reviewer(request)
-    ids = [int(i) for i in request.POST.getlist("ids") if i.isdigit()]
+    ids = [ascii_int(i, "ids") for i in request.POST.getlist("ids")]
     revisions = {}
     for pk in ids:
         raw = request.POST.get(f"rev-{pk}", "")
-        if raw.isdigit():
-            revisions[pk] = int(raw)
+        if raw:
+            revisions[pk] = ascii_int(raw, f"rev-{pk}")
     action = request.POST.get("action", "")
     reason = q.reject_reason(request.POST.get("reason", ""), request.POST.get("detail", ""))
     report: dict = {"error": "", "decided": [], "refused": []}
@@ -515,7 +516,8 @@ def run_action(request: HttpRequest, pk: int, action: str) -> HttpResponse:
             n = generation_services.run_retry_failed(run=run)
             messages.success(request, f"{n} failed variant{'s' if n != 1 else ''} queued again")
         elif action == "retry-variant":
-            variant = get_object_or_404(Variant, pk=request.POST.get("variant"), run=run)
+            pk = ascii_int(request.POST.get("variant", ""), "variant")
+            variant = get_object_or_404(Variant, pk=pk, run=run)
             generation_services.variant_retry(variant=variant)
             messages.success(request, f"Variant {variant.pk} queued again")
         else:

@@ -552,6 +552,7 @@ def _metrics_context(request: HttpRequest) -> dict:
         "chart": metrics.chart_data(data) if data is not None else None,
         "exports": metrics.EXPORTS,
         "confidence_pct": f"{metrics.confidence_level() * 100:g}%",
+        "alpha_pct": f"{(1 - metrics.confidence_level()) * 100:g}%",
         "is_lead": _is_lead(request.user),
     }
 

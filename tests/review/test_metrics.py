@@ -21,10 +21,8 @@ from tests.factories import (
 # Reference numbers worked by hand for 60/1000 against 40/1000:
 #   pooled p = 100/2000 = 0.05, SE = sqrt(0.05 × 0.95 × (1/1000 + 1/1000)) = 0.0097468
 #   z = 0.02 / 0.0097468 = 2.05196, two-sided p = 2 × (1 − Φ(2.05196)) = 0.04017
-#   unpooled SE = sqrt(0.06 × 0.94 / 1000 + 0.04 × 0.96 / 1000) = 0.0097365
-#   95% CI of the difference = 0.02 ± 1.959964 × 0.0097365 = [0.000917, 0.039083]
-#   relative uplift = 0.06 / 0.04 − 1 = 0.5, CI = [0.000917, 0.039083] / 0.04
-#                   = [0.02292, 0.97708]
+# The difference's interval is Newcombe's hybrid score interval (method 10); its
+# reference values are Table II of Newcombe (1998), Statistics in Medicine 17:873–890.
 
 
 def test_two_proportion_test_matches_the_hand_worked_reference():
@@ -33,20 +31,55 @@ def test_two_proportion_test_matches_the_hand_worked_reference():
     assert p == pytest.approx(0.04017, abs=1e-5)
 
 
+@pytest.mark.parametrize(
+    ("counts", "interval"),
+    [
+        ((56, 70, 48, 80), (0.0524, 0.3339)),
+        ((9, 10, 3, 10), (0.1705, 0.8090)),
+        ((5, 56, 0, 29), (-0.0381, 0.1926)),
+        ((0, 10, 0, 20), (-0.1611, 0.2775)),
+        ((0, 10, 0, 10), (-0.2775, 0.2775)),
+    ],
+)
+def test_the_difference_interval_matches_newcombes_published_values(counts, interval):
+    low, high = metrics.difference_interval(*counts, confidence=0.95)
+    assert (low, high) == (
+        pytest.approx(interval[0], abs=1e-4),
+        pytest.approx(interval[1], abs=1e-4),
+    )
+
+
 def test_the_uplift_interval_is_the_difference_interval_over_the_control_rate():
     c = metrics.compare(60, 1000, 40, 1000, confidence=0.95, min_trials=100)
     assert c.rate == 0.06 and c.control_rate == 0.04
     assert c.difference == pytest.approx(0.02)
-    assert (c.difference_low, c.difference_high) == (
-        pytest.approx(0.000917, abs=1e-6),
-        pytest.approx(0.039083, abs=1e-6),
-    )
+    low, high = metrics.difference_interval(60, 1000, 40, 1000, confidence=0.95)
+    assert (c.difference_low, c.difference_high) == (low, high)
+    assert 0 < low < 0.02 < high
     assert c.uplift == pytest.approx(0.5)
-    assert (c.uplift_low, c.uplift_high) == (
-        pytest.approx(0.02292, abs=1e-5),
-        pytest.approx(0.97708, abs=1e-5),
-    )
+    assert (c.uplift_low, c.uplift_high) == (pytest.approx(low / 0.04), pytest.approx(high / 0.04))
     assert c.significant and c.better and not c.worse and c.verdict == "better"
+
+
+def test_zero_clicks_against_a_low_rate_is_not_flagged_worse():
+    """Issue 15: 0/120 against 30/3,000 was flagged worse by the Wald interval (it
+    collapses to a point at 0 clicks) while the page's own z-test said p = 0.27. One
+    method now decides, and at 1.2 expected clicks it does not decide at all."""
+    c = metrics.compare(0, 120, 30, 3000, min_trials=100)
+    assert c.p_value == pytest.approx(0.27, abs=0.01)
+    assert not c.worse and not c.significant
+    assert c.difference_low < 0 < c.difference_high  # Newcombe's interval does not collapse
+    assert c.verdict == "not enough data"
+    # With enough expected clicks the same test decides, and the verdict follows its sign.
+    worse = metrics.compare(0, 1000, 30, 3000, min_trials=100)
+    assert worse.enough_data and worse.p_value < 0.05 and worse.worse
+
+
+def test_the_verdict_always_agrees_with_the_z_test():
+    for x1, n1, x0, n0 in [(60, 1000, 40, 1000), (45, 1000, 60, 1000), (12, 400, 300, 10000)]:
+        c = metrics.compare(x1, n1, x0, n0)
+        assert c.significant == (c.p_value < 0.05)
+        assert c.worse == (c.significant and x1 / n1 < x0 / n0)
 
 
 def test_a_wider_confidence_makes_the_same_difference_not_significant():

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import threading
 import unicodedata
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -190,6 +191,49 @@ def find_phone_numbers(text: str) -> list[str]:
     return [m.group().strip() for m in _DIGIT_RUN.finditer(text) if _is_phone_number(m.group())]
 
 
+def personal_value_kind(value: object) -> str | None:
+    """What a whole attribute value is, when it is personal data by its shape:
+    "e-mail addresses" or "phone numbers" (as the personal_data check reads them)."""
+    if not isinstance(value, str):
+        return None
+    text = value.strip()
+    if _EMAIL.fullmatch(text):
+        return "e-mail addresses"
+    if _DIGIT_RUN.fullmatch(text) and _is_phone_number(text):
+        return "phone numbers"
+    return None
+
+
+class PersonalValues:
+    """Watches an import's values: an attribute whose sampled values are mostly e-mail
+    addresses or phone numbers is personal, whatever its name ("contact", "c7")."""
+
+    SAMPLE = 200  # values looked at per attribute
+    SHARE = 0.5  # of those, personal-looking
+
+    def __init__(self) -> None:
+        self.seen: dict[str, int] = {}
+        self.kinds: dict[str, Counter] = {}
+
+    def add(self, attributes: dict) -> None:
+        for name, value in attributes.items():
+            if value is None or value == "" or self.seen.get(name, 0) >= self.SAMPLE:
+                continue
+            self.seen[name] = self.seen.get(name, 0) + 1
+            kind = personal_value_kind(value)
+            if kind is not None:
+                self.kinds.setdefault(name, Counter())[kind] += 1
+
+    def found(self) -> dict[str, str]:
+        """attribute → why it is personal ("values look like e-mail addresses")."""
+        out = {}
+        for name, kinds in sorted(self.kinds.items()):
+            kind, count = kinds.most_common(1)[0]
+            if count >= self.SHARE * self.seen[name]:
+                out[name] = f"values look like {kind}"
+        return out
+
+
 def check_personal_data(text: str, *, identifiers: Iterable[str] = ()) -> CheckResult:
     """No e-mail address, phone number or customer identifier in the copy."""
     found = [f"an e-mail address ({_mask(e)})" for e in dict.fromkeys(_EMAIL.findall(text))]
@@ -233,6 +277,74 @@ PERSONAL_ATTRIBUTES = frozenset(
      "street", "postcode", "zip", "birthdate", "date_of_birth", "ip", "external_id", "id",
      "customer_id"}
 )  # fmt: skip
+
+
+# Name tokens that make an attribute personal wherever they appear in its name
+# (email_address, phone_number, surname, dob, ip_address, street_address, loyalty_id...).
+# A false alarm costs an attribute the model does not see; a miss sends a person's
+# data to an endpoint, so the list errs wide: "email_opt_in" is personal too.
+_PERSONAL_TOKENS = frozenset(
+    {"email", "mail", "phone", "mobile", "tel", "telephone", "cell", "cellphone", "fax",
+     "surname", "firstname", "lastname", "fullname", "forename", "givenname",
+     "familyname", "maidenname", "username", "nickname", "name", "address", "street",
+     "postcode", "postal", "zip", "zipcode", "birthdate", "birthday", "dateofbirth", "dob",
+     "ssn", "passport", "iban", "ip", "ipv4", "ipv6", "password", "id", "uuid", "gps",
+     "latitude", "longitude", "lat", "lon", "lng"}
+)  # fmt: skip
+# "name" and "id" after these are not a person's: product_name, segment_id.
+_NAMES_OF_THINGS = frozenset(
+    {"product", "brand", "category", "subcategory", "segment", "campaign", "store", "plan",
+     "tier", "team", "company", "city", "country", "region", "device", "browser", "channel"}
+)  # fmt: skip
+
+
+def attribute_tokens(name: str) -> list[str]:
+    """The words of an attribute name, lower case: "emailAddress", "e-mail address"
+    and "EMAIL_ADDRESS" all give ["email", "address"] (a lone letter joins the next)."""
+    spaced = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", " ", str(name))
+    words = [w for w in re.split(r"[^A-Za-z0-9]+", spaced.lower()) if w]
+    tokens: list[str] = []
+    for word in words:
+        if tokens and len(tokens[-1]) == 1:  # e_mail, e-mail
+            tokens[-1] += word
+        else:
+            tokens.append(word)
+    return tokens
+
+
+def is_personal_attribute(name: str) -> bool:
+    """Whether an attribute identifies or locates a person, by its name's words and
+    their joins (first_name, date_of_birth), not its exact spelling."""
+    tokens = attribute_tokens(name)
+    if not tokens:
+        return False
+    joined = "".join(tokens)
+    if joined in PERSONAL_ATTRIBUTES or joined in _PERSONAL_TOKENS:
+        return True
+    for i, token in enumerate(tokens):
+        pair = token + tokens[i + 1] if i + 1 < len(tokens) else ""
+        if pair in _PERSONAL_TOKENS and pair not in ("name", "id"):
+            return True
+        if token in ("name", "id"):
+            if i == 0 or tokens[i - 1] not in _NAMES_OF_THINGS:
+                return True
+        elif token in _PERSONAL_TOKENS:
+            return True
+    return "dateofbirth" in joined
+
+
+class PersonalNames(frozenset):
+    """Attribute names known personal (lower case), plus every name that
+    is_personal_attribute recognises: `"email_address" in names` is True."""
+
+    def __contains__(self, name: object) -> bool:
+        return (
+            isinstance(name, str)
+            and (frozenset.__contains__(self, name.lower()) or is_personal_attribute(name))
+        )
+
+    def __or__(self, other):
+        return PersonalNames(frozenset(self) | frozenset(other))
 
 
 def _can_be_named(value: str) -> bool:
@@ -282,7 +394,7 @@ def check_overreach(
         if (
             not isinstance(shares, dict)
             or attribute in segment.rules
-            or attribute.lower() in PERSONAL_ATTRIBUTES
+            or is_personal_attribute(attribute)
         ):
             continue
         for value, share in shares.items():

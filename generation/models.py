@@ -109,6 +109,21 @@ class CustomerSource(models.Model):
         return found
 
 
+class PersonalAttribute(models.Model):
+    """An attribute an import found personal by its values (e-mail addresses, phone
+    numbers): it never reaches an endpoint and is never summarised, whatever its name."""
+
+    name = models.CharField(max_length=200, unique=True)
+    reason = models.CharField(max_length=200)
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.reason})"
+
+
 class Customer(models.Model):
     external_id = models.CharField(max_length=128, unique=True)
     language = models.CharField(

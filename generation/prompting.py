@@ -27,7 +27,7 @@ import string
 from dataclasses import dataclass, field
 
 from generation import languages
-from generation.checks import PERSONAL_ATTRIBUTES, scan_for_injection
+from generation.checks import PERSONAL_ATTRIBUTES, PersonalNames, scan_for_injection
 from generation.models import (
     Brand,
     Customer,
@@ -194,11 +194,16 @@ class RenderedPrompt:
     findings: list[str] = field(default_factory=list)
 
 
-def personal_attributes() -> frozenset[str]:
-    """Attributes that never reach an endpoint (lower case): the known personal names,
-    and every attribute a customer source's mapping marks personal."""
+def personal_attributes() -> PersonalNames:
+    """Attributes that never reach an endpoint: the known personal names, every name
+    checks.is_personal_attribute recognises (email_address, dob...), every attribute a
+    customer source's mapping marks personal, and every one an import found personal
+    values in (PersonalAttribute). `name in personal_attributes()` asks all of them."""
+    from generation.models import PersonalAttribute
+
     marked = {a.lower() for a, personal in CustomerSource.mapped_attributes().items() if personal}
-    return PERSONAL_ATTRIBUTES | marked
+    found = {n.lower() for n in PersonalAttribute.objects.values_list("name", flat=True)}
+    return PersonalNames(PERSONAL_ATTRIBUTES | marked | found)
 
 
 def allowed_attributes(
@@ -216,6 +221,24 @@ def allowed_attributes(
         for k, v in attributes.items()
         if k.lower() not in personal and (not allow or k in allow)
     }
+
+
+def segment_label(prompt: Prompt, segment, personal: frozenset[str] | None = None) -> str:
+    """The segment's name as the endpoint may see it. A name that carries the value of a
+    rule the prompt may not send (segments_build names "south × high" after the values
+    of region and value_tier) becomes an opaque label, so an allowlist of
+    ["value_tier"] sends no region; a name without such a value (a lead's own) is kept.
+    """
+    personal = personal_attributes() if personal is None else personal
+    allowed = allowed_attributes(prompt, segment.rules, personal)
+    name = segment.name.lower()
+    for attribute, rule in segment.rules.items():
+        if attribute in allowed:
+            continue
+        values = rule if isinstance(rule, list) else [] if isinstance(rule, dict) else [rule]
+        if any(str(v).strip() and str(v).strip().lower() in name for v in values):
+            return f"audience segment {segment.pk}"
+    return segment.name
 
 
 HISTORY_SIZE = 3
@@ -262,14 +285,15 @@ def render(
     if segment is not None:
         language = language or segment_language(segment)
         summary = allowed_attributes(prompt, segment.summary, personal)
+        label = segment_label(prompt, segment, personal)
         audience = {
             "kind": "segment",
-            "name": segment.name,
+            "name": label,
             "rules": allowed_attributes(prompt, segment.rules, personal),
             "member_count": segment.member_count,
             "summary": summary,
         }
-        segment_name, segment_summary = segment.name, summary_text(summary)
+        segment_name, segment_summary = label, summary_text(summary)
     elif customer is not None:
         language = language or customer.language
         audience = {

@@ -32,6 +32,7 @@ from generation.models import (
     Customer,
     CustomerSource,
     GenerationRun,
+    PersonalAttribute,
     Product,
     Prompt,
     PromptVersion,
@@ -137,11 +138,16 @@ class CustomerImportResult(ImportResult):
     more_errors: bool = False
     segments: int = 0
     seconds: float = 0.0
+    # attribute → why its values made it personal (it never reaches an endpoint)
+    personal: dict[str, str] = field(default_factory=dict)
 
     def __str__(self) -> str:
         text = super().__str__()
         if self.skipped:
             text += f", {self.skipped} bad row(s) skipped"
+        if self.personal:
+            found = "; ".join(f"{a} ({why})" for a, why in self.personal.items())
+            text += f". Marked personal, never sent to an endpoint nor summarised: {found}"
         return text
 
     def as_json(self) -> dict:
@@ -154,6 +160,7 @@ class CustomerImportResult(ImportResult):
             "errors": [str(e) for e in self.errors],
             "segments": self.segments,
             "seconds": round(self.seconds, 2),
+            "personal": self.personal,
         }
 
 
@@ -233,6 +240,7 @@ def customers_import(
     counts = [0, 0, 0]
     batch: list[CustomerRow] = []
     now = timezone.now()
+    watch = checks.PersonalValues()
 
     def flush() -> None:
         for i, n in enumerate(_customers_upsert(batch, now)):
@@ -252,6 +260,7 @@ def customers_import(
             if errors and not skip_invalid:
                 continue  # doomed: read on only to list the bad rows
             batch.append(item)
+            watch.add(item.attributes)
             if len(batch) >= CUSTOMER_BATCH_SIZE:
                 flush()
                 if progress is not None:
@@ -271,6 +280,14 @@ def customers_import(
                 None,
                 "the file has no customers" if not reading.rows else "no row could be imported",
             )
+        # Before the summaries: they never hold a personal attribute.
+        personal = {
+            name: why
+            for name, why in watch.found().items()
+            if name.lower() not in prompting.personal_attributes()
+        }
+        for name, why in personal.items():
+            PersonalAttribute.objects.get_or_create(name=name, defaults={"reason": why})
         segments = segments_refresh()
         result = CustomerImportResult(
             created=counts[0],
@@ -282,6 +299,7 @@ def customers_import(
             more_errors=more,
             segments=segments,
             seconds=time.monotonic() - started,
+            personal=personal,
         )
         if source is not None:
             # Counts only: the listed errors quote values, which may be personal.
@@ -365,6 +383,20 @@ def segments_refresh(*, segments: list[Segment] | None = None) -> int:
     return len(segments)
 
 
+def segment_personal_refuse(attributes) -> None:
+    """SegmentError naming any personal attribute among `attributes`: a segment's rules
+    and the name built from them reach the endpoint and the reviewers, so a segment is
+    never made of personal attributes (by e-mail, by phone...)."""
+    personal = prompting.personal_attributes()
+    named = [a for a in attributes if a in personal]
+    if named:
+        verb = "is" if len(named) == 1 else "are"
+        raise SegmentError(
+            f"{', '.join(named)} {verb} personal: a segment's rules and name reach the "
+            "endpoint and the reviewers, so segments are never made of personal attributes"
+        )
+
+
 def segment_preview(*, rules: object) -> tuple[int, dict]:
     """How many customers rules would take in, and their summary; writes nothing.
     SegmentError names a bad rule."""
@@ -372,6 +404,7 @@ def segment_preview(*, rules: object) -> tuple[int, dict]:
         rules = segment_rules_clean(rules)
     except SegmentRuleError as exc:
         raise SegmentError(str(exc)) from exc
+    segment_personal_refuse(rules)
     [tally] = segment_tallies([Segment(rules=rules)])
     return tally
 
@@ -393,6 +426,9 @@ def segment_tallies(segments: list[Segment]) -> list[tuple[int, dict]]:
         return []
     matchers = [(sorted(s.rules), s, {}) for s in segments]
     distinct: dict[str, set] = defaultdict(set)
+    # Personal attributes are never counted: a summary is shown to copywriters and sent
+    # to the endpoint.
+    personal = prompting.personal_attributes()
     dropped: set[str] = set()
     per_mask: dict[int, list] = {}
     for attributes in _customer_attributes():
@@ -415,6 +451,9 @@ def segment_tallies(segments: list[Segment]) -> list[tuple[int, dict]]:
         counts = tally[1]
         for attribute, value in attributes.items():
             if attribute in dropped or value is None or value == "":
+                continue
+            if attribute in personal:
+                dropped.add(attribute)
                 continue
             value = _summary_value(value)
             seen = distinct[attribute]
@@ -461,6 +500,7 @@ def segments_build(*, by: list[str]) -> list[Segment]:
     by = [b.strip() for b in by if b.strip()]
     if not by:
         raise SegmentError("Name at least one attribute to segment by (--by value_tier)")
+    segment_personal_refuse(by)
     combinations: set[tuple] = set()
     seen_attributes: set[str] = set()
     for attributes in _customer_attributes():
@@ -510,6 +550,7 @@ def segment_save(
         rules = segment_rules_clean(rules)
     except SegmentRuleError as exc:
         raise SegmentError(str(exc)) from exc
+    segment_personal_refuse(rules)
     name = name.strip()
     if not name:
         raise SegmentError("A segment needs a name")

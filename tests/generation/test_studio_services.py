@@ -116,9 +116,9 @@ def test_preview_names_the_unknown_placeholder():
 
 
 def test_preview_refuses_a_format_the_value_cannot_take():
-    # {max_length} is a number: the placeholder check passes, rendering would fail.
+    # Format specs are refused outright (issue 15): placeholders are bare names.
     version = PromptVersionFactory()
-    with pytest.raises(PromptTemplateError, match="cannot be rendered"):
+    with pytest.raises(PromptTemplateError, match="has a format spec"):
         services.prompt_preview(
             prompt=version.prompt,
             template="At most {max_length:s} characters",

@@ -38,12 +38,12 @@ from decimal import Decimal
 import redis
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import F, Q
+from django.db.models import F, Max, Q
 from django.utils import timezone
 
 from generation import answers, capabilities, checks, llm, messages, pricing, prompting
 from generation.limiter import EndpointLimiter, LimiterTimeout, endpoint_limiter, redis_client
-from generation.models import GenerationRun, Variant
+from generation.models import GenerationRun, PromptVersion, Variant
 from hyperpers.logs import log_context
 from review.services import message_notify_on_commit
 
@@ -628,6 +628,19 @@ def claim(
     return _claimed(Variant.objects.filter(pk__in=ids), claim_id)
 
 
+def _of_replaced_versions(variants: list[Variant]) -> set[int]:
+    """The ids of `variants` whose prompt has a version newer than theirs (one query)."""
+    if not variants:
+        return set()
+    latest = dict(
+        PromptVersion.objects.filter(prompt_id__in={v.prompt_id for v in variants})
+        .values("prompt_id")
+        .annotate(number=Max("number"))
+        .values_list("prompt_id", "number")
+    )
+    return {v.pk for v in variants if v.prompt_version.number < latest.get(v.prompt_id, 0)}
+
+
 def _written_update(rows: list[Variant], *, claim_id: str) -> None:
     """Write the WRITTEN_FIELDS of `rows`: one parameterised UPDATE, executed per row.
 
@@ -702,6 +715,10 @@ def write_outcomes(outcomes: list[Outcome], *, claim_id: str) -> int:
         # itself still conditional on the claim.
         owned = Variant.objects.filter(status=Variant.Status.GENERATING, claim=claim_id)
         still_ours = set(owned.select_for_update().filter(pk__in=done).values_list("pk", flat=True))
+        # Written for a version that a newer one replaced meanwhile: superseded, like
+        # the queued and in-review ones the save superseded (prompt_regenerate), so a
+        # slot never holds in-review variants of two versions.
+        superseded = _of_replaced_versions([done[pk].job.variant for pk in still_ours])
         rows = []
         for pk in sorted(still_ours):
             outcome = done[pk]
@@ -709,7 +726,9 @@ def write_outcomes(outcomes: list[Outcome], *, claim_id: str) -> int:
             rows.append(
                 Variant(
                     pk=pk,
-                    status=Variant.Status.IN_REVIEW,
+                    status=Variant.Status.SUPERSEDED
+                    if pk in superseded
+                    else Variant.Status.IN_REVIEW,
                     text=outcome.copy,
                     original_text=outcome.copy,
                     rationale=outcome.rationale,

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from generation.models import Customer, Product, Prompt, Segment, Variant
@@ -21,6 +22,11 @@ class DecisionError(ValueError):
 
 class StaleDecision(DecisionError):
     """A decision made on an older revision of the variant than the one stored."""
+
+
+class SlotTaken(StaleDecision):
+    """Another variant of the slot went live at the same instant (the database's one
+    published variant a slot refused this one): nothing was changed."""
 
 
 def _replaced_by(pk: int) -> str:
@@ -83,24 +89,8 @@ def _live_in_slot(variant: Variant):
     return live
 
 
-@transaction.atomic
-def variant_approve(
-    *,
-    variant: Variant,
-    user,
-    text: str | None = None,
-    revision: int | None = None,
-    reason: str = "",
-) -> Variant:
-    """Publish a variant in review, optionally with edited text.
-
-    1. Lock the variant; refuse unless it is still in review (and, when `revision`
-       is given, unless nobody decided it since the reviewer saw it).
-    2. Retire the slot's published variant, if any (the live one stays live until
-       this moment, and the unique constraint allows only one published per slot).
-    3. Publish, keeping the model's original text, and record the decision.
-    """
-    variant = _lock_in_review(variant, revision, user)
+def _publish(variant: Variant, *, user, text: str | None, reason: str) -> None:
+    """Retire the slot's live variant and publish this one, with their events."""
     now = timezone.now()
     for old in _live_in_slot(variant):
         old.status = Variant.Status.RETIRED
@@ -129,6 +119,36 @@ def variant_approve(
         text_before=text_before,
         text_after=variant.text,
     )
+
+
+@transaction.atomic
+def variant_approve(
+    *,
+    variant: Variant,
+    user,
+    text: str | None = None,
+    revision: int | None = None,
+    reason: str = "",
+) -> Variant:
+    """Publish a variant in review, optionally with edited text.
+
+    1. Lock the variant; refuse unless it is still in review (and, when `revision`
+       is given, unless nobody decided it since the reviewer saw it).
+    2. Retire the slot's published variant, if any (the live one stays live until
+       this moment, and the unique constraint allows only one published per slot).
+    3. Publish, keeping the model's original text, and record the decision.
+    """
+    variant = _lock_in_review(variant, revision, user)
+    try:
+        # A savepoint: a concurrent approval in the same slot makes the unique
+        # constraint refuse this one; that is a refused decision, not an error page.
+        with transaction.atomic():
+            _publish(variant, user=user, text=text, reason=reason)
+    except IntegrityError:
+        raise SlotTaken(
+            f"Another variant of this slot went live at the same moment; variant "
+            f"{variant.pk} stays in review. Reload to see it."
+        ) from None
     message_notify_on_commit(variant)
     return variant
 
@@ -236,7 +256,25 @@ def variants_decide(
     return result
 
 
-@transaction.atomic
+def _conflicts_refused(func):
+    """Run a decision in a savepoint; a constraint the database enforces between
+    concurrent decisions (one published variant a slot) refuses it with a message."""
+
+    @functools.wraps(func)
+    def decide(*args, **kwargs):
+        try:
+            with transaction.atomic():
+                return func(*args, **kwargs)
+        except IntegrityError:
+            raise SlotTaken(
+                "Another decision on this slot was made at the same moment; nothing "
+                "changed. Reload to see it."
+            ) from None
+
+    return decide
+
+
+@_conflicts_refused
 def decision_undo(*, event: ReviewEvent, user) -> Variant:
     """Take back the user's most recent decision, if nothing happened to the variant since.
 

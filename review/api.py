@@ -318,7 +318,8 @@ live.initkwargs = {}
 
 class EventSerializer(serializers.Serializer):
     event_id = serializers.CharField(
-        max_length=128, help_text="Your id for the event; sending it again counts it once"
+        max_length=128,
+        help_text="Your id for the event, unique for your token; sending it again counts it once",
     )
     type = serializers.ChoiceField(EngagementEvent.Kind.choices)
     exposure_id = serializers.CharField(

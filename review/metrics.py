@@ -712,9 +712,7 @@ def chart_data(metrics: PromptMetrics) -> dict:
         if not counts.impressions:
             return [None, None]
         clicks = min(counts.clicks, counts.impressions)
-        return list(
-            wilson_interval(clicks, counts.impressions, confidence=metrics.confidence)
-        )
+        return list(wilson_interval(clicks, counts.impressions, confidence=metrics.confidence))
 
     return {
         "confidence": metrics.confidence,

@@ -82,7 +82,8 @@ class EngagementEvent(models.Model):
         CLICK = "click", "Click"
         CONVERSION = "conversion", "Conversion"
 
-    event_id = models.CharField(max_length=128, unique=True, help_text="The client's id.")
+    # Unique per token (the Meta constraint): two integrations' ids may overlap.
+    event_id = models.CharField(max_length=128, help_text="The client's id.")
     kind = models.CharField(max_length=16, choices=Kind.choices)
     exposure_id = models.CharField(max_length=200)
     prompt = models.ForeignKey("generation.Prompt", on_delete=models.CASCADE, related_name="+")
@@ -117,6 +118,9 @@ class EngagementEvent(models.Model):
         indexes = [
             models.Index(fields=["prompt", "variant", "kind"], name="engagement_prompt_variant"),
             models.Index(fields=["occurred"], name="engagement_occurred"),
+        ]
+        constraints = [
+            models.UniqueConstraint(fields=["token", "event_id"], name="engagement_event_per_token")
         ]
 
     def __str__(self) -> str:

@@ -408,7 +408,9 @@ def engagement_record(*, events: list[dict], token=None) -> int:
         raise EngagementError(errors)
 
     already = set(
-        EngagementEvent.objects.filter(event_id__in=unique).values_list("event_id", flat=True)
+        EngagementEvent.objects.filter(token=token, event_id__in=unique).values_list(
+            "event_id", flat=True
+        )
     )
     now = timezone.now()
     new = [

@@ -480,6 +480,22 @@ def test_an_event_is_recorded_once_however_often_it_is_sent(reader, writer):
     )
 
 
+def test_two_integrations_with_overlapping_event_ids_both_count(reader, writer):
+    """Issue 15: event ids were unique across every token, so a second integration's
+    "ev-1" was dropped as a duplicate of the first's. They are unique per token."""
+    live = VariantFactory(status=Variant.Status.PUBLISHED)
+    event = {"event_id": "ev-1", "type": "click", "exposure_id": _exposure(reader, live)}
+    journey_tool = _client("write")
+
+    first = writer.post(EVENTS, event, format="json").json()
+    second = journey_tool.post(EVENTS, event, format="json").json()
+    again = journey_tool.post(EVENTS, event, format="json").json()
+
+    assert first["recorded"] == 1 and second["recorded"] == 1
+    assert again == {"received": 1, "recorded": 0, "duplicates": 1}
+    assert EngagementEvent.objects.filter(event_id="ev-1").count() == 2
+
+
 def test_events_on_the_base_copy_are_the_control(reader, writer):
     in_review = VariantFactory()
     exposure = _exposure(reader, in_review)

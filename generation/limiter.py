@@ -207,17 +207,22 @@ class EndpointLimiter:
                 self.redis.zrem(self.slots_key, holder)
 
     def _within_windows(self, tokens: int) -> bool:
+        """Take this call's place in the per-minute windows, or say there is none.
+
+        `hit` tests and counts in one Redis script (limits' sliding-window acquire), so
+        workers running together never pass LLM_RPM / LLM_TPM between a test and a
+        count. A call the token window refuses has still taken its request: the
+        windows then count one request more than was sent, which errs on the safe side.
+        """
         if self.windows is None:
             return True
-        if self.rpm and not self.windows.test(self.rpm, self.window_key, "requests"):
+        if self.rpm and not self.windows.hit(self.rpm, self.window_key, "requests"):
             return False
-        if self.tpm and not self.windows.test(self.tpm, self.window_key, "tokens", cost=tokens):
-            return False
-        if self.rpm:
-            self.windows.hit(self.rpm, self.window_key, "requests")
-        if self.tpm and tokens:
-            self.windows.hit(self.tpm, self.window_key, "tokens", cost=tokens)
-        return True
+        return not (
+            self.tpm
+            and tokens
+            and not self.windows.hit(self.tpm, self.window_key, "tokens", cost=tokens)
+        )
 
     def pause(self, seconds: float) -> None:
         """Make every worker wait `seconds` (never shortens a longer pause already set)."""

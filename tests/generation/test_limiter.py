@@ -112,3 +112,40 @@ def test_slots_follow_the_cap_in_force(limiter):
         assert limiter.state().in_flight == 2
         with pytest.raises(LimiterTimeout, match="No request slot"), limiter.slot(timeout=0.3):
             pass
+
+
+def test_workers_together_never_pass_the_requests_per_minute():
+    """Issue 15: the per-minute windows were tested, then hit, in two steps, so workers
+    calling together could all pass the test before any hit. One atomic hit each now:
+    40 threads at once against LLM_RPM=20 get exactly 20 slots."""
+    import threading
+
+    limiter = EndpointLimiter(endpoint=f"http://test/{uuid.uuid4().hex}", concurrency=64, rpm=20)
+    start = threading.Barrier(40)
+    granted: list[int] = []
+
+    def call() -> None:
+        start.wait(timeout=10)
+        try:
+            with limiter.slot(timeout=0.5):
+                granted.append(1)
+        except LimiterTimeout:
+            pass
+
+    threads = [threading.Thread(target=call) for _ in range(40)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+
+    assert len(granted) == 20
+
+
+def test_the_token_window_holds_too(settings):
+    limiter = EndpointLimiter(endpoint=f"http://test/{uuid.uuid4().hex}", concurrency=8, tpm=1000)
+    with limiter.slot(tokens=600, timeout=0.5):
+        pass
+    with pytest.raises(LimiterTimeout), limiter.slot(tokens=600, timeout=0.5):
+        pass
+    with limiter.slot(tokens=300, timeout=0.5):
+        pass

@@ -497,12 +497,21 @@ def _identity_row(record: dict) -> tuple[str, str, dict]:
         if key in ("external_id", *_LANGUAGE_KEYS) or _missing(value):
             continue
         try:
-            text = _text(value)
+            text = _bounded_text(value)
         except _Bad as exc:
             raise _Bad(key, exc.message) from None
         if text:
             attributes[key] = text
     return external_id, language, attributes
+
+
+def _bounded_text(value: object) -> str:
+    """An attribute as text, at most TEXT_MAX characters, on every path (mapped or not):
+    one 20 MB value would otherwise ride along in every prompt that sends it."""
+    text = _text(value)
+    if len(text) > TEXT_MAX:
+        raise _Bad(None, f"longer than {TEXT_MAX} characters")
+    return text
 
 
 def _mapped_row(mapping: Mapping, record: dict, mapped: frozenset[str]) -> tuple[str, str, dict]:
@@ -530,7 +539,7 @@ def _mapped_row(mapping: Mapping, record: dict, mapped: frozenset[str]) -> tuple
             if key in mapped or _missing(value) or key in attributes:
                 continue
             try:
-                attributes[key] = _text(value)
+                attributes[key] = _bounded_text(value)
             except _Bad as exc:
                 raise _Bad(key, exc.message) from None
     return external_id, language, attributes

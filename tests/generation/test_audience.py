@@ -11,7 +11,7 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from generation import services
+from generation import audience, services
 from generation.audience import (
     CustomerRow,
     Mapping,
@@ -432,3 +432,14 @@ def test_segment_summaries_leave_out_identifiers_and_rule_attributes():
     assert segment.member_count == 60
     assert set(segment.summary) == {"region", "language"}
     assert Segment.objects.count() == 1
+
+
+def test_an_attribute_value_over_the_text_limit_is_a_bad_row_without_a_mapping_too(tmp_path):
+    """Issue 15: with no mapping, a 20 MB JSONL value imported fine."""
+    huge = "x" * (audience.TEXT_MAX + 1)
+    path = _write(
+        tmp_path, "customers.jsonl", json.dumps({"external_id": "C1", "note": huge}) + "\n"
+    )
+    [row] = list(audience.read_customers(path))
+    assert isinstance(row, RowError)
+    assert row.column == "note" and f"longer than {audience.TEXT_MAX} characters" in str(row)

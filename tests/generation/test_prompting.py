@@ -204,3 +204,19 @@ def test_a_version_saved_with_a_format_spec_is_refused_at_render_not_rendered():
             product=ProductFactory(),
             segment=SegmentFactory(),
         )
+
+
+def test_a_rendered_prompt_over_the_cap_is_refused_before_it_is_sent(settings):
+    """Issue 15: a 20 MB attribute value once became a 5.2-million-token prompt."""
+    from generation.prompting import PromptTooLarge
+
+    settings.PROMPT_MAX_CHARS = 5_000
+    version = PromptVersionFactory()
+    with pytest.raises(PromptTooLarge, match=r"over PROMPT_MAX_CHARS \(5,000\)"):
+        render(
+            version=version,
+            prompt=version.prompt,
+            brand=version.prompt.brand,
+            product=ProductFactory(description="Long. " * 2_000),
+            segment=SegmentFactory(),
+        )

@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from anyascii import anyascii
 from django.conf import settings
 from django.conf.locale import LANG_INFO
 
@@ -27,6 +28,8 @@ class CheckResult:
     name: str
     passed: bool
     message: str
+    # Passed, yet never auto-published: a person must read it (weak signs of injection).
+    hold: bool = False
 
 
 def check_length(text: str, *, max_length: int) -> CheckResult:
@@ -338,9 +341,8 @@ class PersonalNames(frozenset):
     is_personal_attribute recognises: `"email_address" in names` is True."""
 
     def __contains__(self, name: object) -> bool:
-        return (
-            isinstance(name, str)
-            and (frozenset.__contains__(self, name.lower()) or is_personal_attribute(name))
+        return isinstance(name, str) and (
+            frozenset.__contains__(self, name.lower()) or is_personal_attribute(name)
         )
 
     def __or__(self, other):
@@ -453,6 +455,13 @@ _INJECTION_PATTERNS = [
     r"\breveal\s+(?:(?:your|the|my|its|hidden)\s+)*(?:system\s+)?(?:prompt|instructions|"
     r"api\s+keys?|password|credentials|configuration|guidelines)\b",
     r"\bjailbr(?:eak|oken)\w*|\b(?:dan|developer|god)\s+mode\b",
+    # Paraphrases aimed at a copywriting model: "Disregard the brand voice; instead
+    # announce...", "drop your tone guide and say...".
+    r"\b(?:ignore|disregard|forget|override|bypass|drop|abandon)\s+(?:(?:the|your|our|all|"
+    r"any|this|that|its)\s+)*(?:brand\s+)?(?:voice|tone|style(?:\s+guide)?|guidelines|"
+    r"persona|character)\b",
+    r"[;:.,!]\s*instead\s*,?\s+(?:announce|say|write|tell|output|print|respond|reply|"
+    r"state|claim|declare|promote)\b",
     # German, French, Spanish, Italian, Dutch
     r"\bignorier(?:e|en|t)?\s+(?:(?:alle|die|deine|ihre|sämtliche|jegliche|bisherigen|"
     r"vorherigen|vorigen|obigen|früheren|vorangegangenen)\s+)*(?:anweisungen|instruktionen)\b",
@@ -473,17 +482,49 @@ _INJECTION = [re.compile(p, re.I) for p in _INJECTION_PATTERNS]
 _INVISIBLE = re.compile(r"[\u00ad\u200b-\u200f\u2060-\u2064\ufeff]")
 
 
+def _readings(text: str) -> list[str]:
+    """The text as the patterns read it: NFKC with invisible characters removed, and,
+    when it is not plain ASCII, its Latin skeleton (anyascii), so "Ignоre" spelled with a
+    Cyrillic о, or Greek and full-width look-alikes, reads as "Ignore"."""
+    normal = _INVISIBLE.sub("", unicodedata.normalize("NFKC", text))
+    return [normal] if normal.isascii() else [normal, anyascii(normal)]
+
+
 def find_injection(text: str) -> str | None:
     """The first instruction-like passage in a piece of input data, quoted, or None."""
     if not text:
         return None
-    text = _INVISIBLE.sub("", unicodedata.normalize("NFKC", text))
-    matches = [m for p in _INJECTION if (m := p.search(text))]
-    if not matches:
+    for reading in _readings(text):
+        matches = [m for p in _INJECTION if (m := p.search(reading))]
+        if matches:
+            first = min(matches, key=lambda m: m.start())
+            snippet = " ".join(first.group().split())[:60]
+            return f"'{snippet}'"
+    return None
+
+
+# Weak signs: words an instruction uses, and words mixing scripts (a homoglyph inside a
+# word). Too common to fail a check on, enough to keep a variant from auto-publishing.
+_HINT_WORDS = re.compile(
+    r"\b(?:ignore|disregard|instead|announce|pretend|obey|override|instructions?|"
+    r"system\s+prompt|you\s+must|from\s+now\s+on|respond\s+with|role-?play)\b",
+    re.I,
+)
+_MIXED_SCRIPT_WORD = re.compile(r"\b(?=\w*[A-Za-z])(?=\w*[\u0370-\u03ff\u0400-\u04ff])\w+\b")
+WEAK = "weak sign"
+
+
+def find_instruction_hint(text: str) -> str | None:
+    """A weak sign of instructions in a piece of input data, quoted, or None."""
+    if not text:
         return None
-    first = min(matches, key=lambda m: m.start())
-    snippet = " ".join(first.group().split())[:60]
-    return f"'{snippet}'"
+    normal = unicodedata.normalize("NFKC", text)
+    if match := _MIXED_SCRIPT_WORD.search(normal):
+        return f"a word mixing alphabets, '{match.group()[:30]}'"
+    for reading in _readings(text):
+        if match := _HINT_WORDS.search(reading):
+            return f"'{match.group()}'"
+    return None
 
 
 def scan_for_injection(data: Any, path: str = "") -> list[str]:
@@ -495,6 +536,8 @@ def scan_for_injection(data: Any, path: str = "") -> list[str]:
     if isinstance(data, str):
         if found := find_injection(data):
             findings.append(f"{path or 'input'}: {found}")
+        elif hint := find_instruction_hint(data):
+            findings.append(f"{WEAK}: {path or 'input'}: {hint}")
     elif isinstance(data, dict):
         for key, value in data.items():
             if isinstance(key, str) and (found := find_injection(key)):
@@ -507,7 +550,20 @@ def scan_for_injection(data: Any, path: str = "") -> list[str]:
 
 
 def check_input_injection(findings: Iterable[str], *, shown: int = 3) -> CheckResult:
-    findings = list(findings)
+    """Fails on instruction-like text in the input; passes, but holds the variant for a
+    person (never auto-published), on weak signs only."""
+    weak = [f.removeprefix(f"{WEAK}: ") for f in findings if f.startswith(f"{WEAK}: ")]
+    findings = [f for f in findings if not f.startswith(f"{WEAK}: ")]
+    if not findings and weak:
+        more = f" (and {len(weak) - shown} more)" if len(weak) > shown else ""
+        return CheckResult(
+            "input_injection",
+            True,
+            "Weak signs of instructions in the input data, so a person reviews it: "
+            + "; ".join(weak[:shown])
+            + more,
+            hold=True,
+        )
     if not findings:
         return CheckResult("input_injection", True, "No instruction-like text in the input data")
     more = f" (and {len(findings) - shown} more)" if len(findings) > shown else ""
@@ -573,7 +629,8 @@ def answer_checks(
         check_truncated(finish_reason),
         check_format(fmt=fmt, removed=removed, problems=problems),
     ]
-    return [asdict(r) for r in results]
+    # "hold" is stored only where it is set.
+    return [{k: v for k, v in asdict(r).items() if k != "hold" or v} for r in results]
 
 
 # --- all checks -------------------------------------------------------------------
@@ -606,4 +663,5 @@ def run_checks(
         check_overreach(text, segment=segment, customer=customer, product=product),
         check_input_injection(input_findings),
     ]
-    return [asdict(r) for r in results]
+    # "hold" is stored only where it is set.
+    return [{k: v for k, v in asdict(r).items() if k != "hold" or v} for r in results]

@@ -231,8 +231,13 @@ def policy_apply(variant_ids: list[int]) -> dict[str, int]:
             variant.pk, prompt.review_sample_percent
         ):
             outcome = "sampled"
-        elif variant.checks_failed or variant.regeneration_note:
-            # A failed check, or a reviewer's course correction: people read the result.
+        elif (
+            variant.checks_failed
+            or variant.regeneration_note
+            or any(c.get("hold") for c in variant.checks or [])
+        ):
+            # A failed check, a check that asks for a person (weak signs of injected
+            # instructions), or a reviewer's course correction: people read the result.
             outcome = "held"
         else:
             outcome = "auto"

@@ -411,6 +411,21 @@ def test_the_policy_holds_a_regenerated_variant_for_people(version):
     assert variant.status == "in_review"
 
 
+def test_the_policy_holds_a_variant_whose_inputs_showed_weak_signs_of_instructions(version):
+    """Issue 15: a paraphrased or homoglyph injection once went live under `auto`."""
+    Prompt.objects.filter(pk=version.prompt_id).update(review_policy="auto")
+    held = _message(version, CustomerFactory(), checks=[
+        {"name": "input_injection", "passed": True, "message": "Weak signs", "hold": True}
+    ])  # fmt: skip
+    clean = _message(version, CustomerFactory(), checks=[
+        {"name": "input_injection", "passed": True, "message": "No instruction-like text"}
+    ])  # fmt: skip
+
+    assert messages.policy_apply([held.pk, clean.pk]) == {"auto": 1, "sampled": 0, "held": 1}
+    held.refresh_from_db()
+    assert held.status == "in_review" and held.policy_outcome == "held"
+
+
 def test_history_comes_from_the_prompts_own_brand_only(version):
     from django.utils import timezone
 

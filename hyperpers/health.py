@@ -13,10 +13,16 @@ one is not, with what each said:
 A failing check says why in "error" (the exception's class and message, never a
 password: URLs are reported without their credentials). Workers are found with a
 Celery broadcast ping; the LLM endpoint with a GET of its model list.
+
+The checks take about a second (the ping waits for replies), so each process runs them
+at most once every HEALTH_CACHE_SECONDS (5) and answers from that result meanwhile: a
+burst of probes never holds web workers. Only staff and API tokens see the checks;
+anyone else gets the status and its code, which is all a load balancer needs.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 import urllib.parse
 from collections.abc import Callable
@@ -101,14 +107,53 @@ CHECKS: dict[str, Callable[[], dict | None]] = {
 }
 
 
+_last: dict = {"at": 0.0, "checks": None}
+_lock = threading.Lock()
+
+
+def checks_cached() -> dict:
+    """Every check's result, run again once HEALTH_CACHE_SECONDS have passed; threads
+    asking meanwhile wait for the one run instead of starting their own."""
+    with _lock:
+        age = time.monotonic() - _last["at"]
+        if _last["checks"] is None or age >= settings.HEALTH_CACHE_SECONDS:
+            _last["checks"] = {name: _timed(check) for name, check in CHECKS.items()}
+            _last["at"] = time.monotonic()
+        return _last["checks"]
+
+
+def forget() -> None:
+    with _lock:
+        _last["checks"] = None
+
+
+def _may_see_details(request: HttpRequest) -> bool:
+    user = getattr(request, "user", None)
+    if user is not None and user.is_authenticated and user.is_staff:
+        return True
+    header = request.headers.get("Authorization", "").split()
+    if len(header) != 2 or header[0].lower() != "bearer":
+        return False
+    from rest_framework.exceptions import AuthenticationFailed
+
+    from review.auth import active_token, token_digest
+
+    try:
+        active_token(token_digest(header[1]))
+    except AuthenticationFailed:
+        return False
+    return True
+
+
 @never_cache
 @require_GET
 def health(request: HttpRequest) -> JsonResponse:
-    checks = {name: _timed(check) for name, check in CHECKS.items()}
+    checks = checks_cached()
     ok = all(c["ok"] for c in checks.values())
-    return JsonResponse(
-        {"status": "ok" if ok else "degraded", "checks": checks}, status=200 if ok else 503
-    )
+    body: dict = {"status": "ok" if ok else "degraded"}
+    if _may_see_details(request):
+        body["checks"] = checks
+    return JsonResponse(body, status=200 if ok else 503)
 
 
 @never_cache

@@ -231,6 +231,8 @@ LLM_BASE_URL = env.str(
 LLM_API_KEY = env.str("LLM_API_KEY", default="offline-writer")
 LLM_DEFAULT_MODEL = env.str("LLM_DEFAULT_MODEL", default="offline-writer-1")
 LLM_TIMEOUT_SECONDS = env.float("LLM_TIMEOUT_SECONDS", default=60.0)
+# /health/ runs its checks at most once this often per process (hyperpers/health.py).
+HEALTH_CACHE_SECONDS = env.float("HEALTH_CACHE_SECONDS", default=5.0)
 # A rendered prompt longer than this (characters, every message) is refused before it is
 # sent: about 16,000 tokens, far above any slot's real prompt (~2,000 characters).
 PROMPT_MAX_CHARS = env.int("PROMPT_MAX_CHARS", default=64_000)

@@ -19,3 +19,5 @@ os.environ.setdefault("DELIVERY_SNAPSHOT_VERIFY_SECONDS", "0")
 # unless these say so (tests/generation/test_messages.py turns them off to test that).
 os.environ.setdefault("MESSAGE_CALLBACK_ALLOW_HTTP", "true")
 os.environ.setdefault("MESSAGE_CALLBACK_ALLOW_PRIVATE", "true")
+# /health/ caches its checks for seconds; tests change what the checks say between calls.
+os.environ.setdefault("HEALTH_CACHE_SECONDS", "0")

@@ -74,6 +74,7 @@ def test_static_files_are_served_by_the_app(client):
 
 
 def test_health_reports_each_part_and_503_when_one_is_down(client, monkeypatch):
+    client.force_login(UserFactory(username="ops", is_staff=True))
     monkeypatch.setattr(health, "check_workers", lambda: {"count": 2})
     monkeypatch.setitem(health.CHECKS, "workers", health.check_workers)
     monkeypatch.setitem(health.CHECKS, "llm", lambda: {"models": 1})
@@ -93,6 +94,33 @@ def test_health_reports_each_part_and_503_when_one_is_down(client, monkeypatch):
     llm = response.json()["checks"]["llm"]
     assert llm["ok"] is False and "ConnectionRefusedError" in llm["error"]
     assert response.json()["checks"]["database"]["ok"] is True
+
+
+def test_anonymous_health_says_the_status_only_and_the_checks_run_once_a_window(
+    client, monkeypatch, settings
+):
+    """Issue 15: a burst of anonymous /health/ calls held web workers for a second each,
+    and the answer named the LLM endpoint."""
+    settings.HEALTH_CACHE_SECONDS = 5
+    health.forget()
+    runs = []
+    monkeypatch.setitem(health.CHECKS, "workers", lambda: runs.append(1) or {"count": 1})
+    monkeypatch.setitem(health.CHECKS, "llm", lambda: {"endpoint": "http://llm.internal/v1"})
+
+    answers = [client.get(reverse("health")) for _ in range(8)]
+
+    assert len(runs) == 1  # eight probes, one run of the checks
+    assert all(a.status_code == 200 and a.json() == {"status": "ok"} for a in answers)
+    assert b"llm.internal" not in answers[0].content
+    from review.auth import api_token_create
+
+    _token, key = api_token_create(name="monitor", kind="read")
+    detailed = client.get(reverse("health"), HTTP_AUTHORIZATION=f"Bearer {key}").json()
+    assert detailed["checks"]["llm"]["endpoint"] == "http://llm.internal/v1"
+    assert client.get(reverse("health"), HTTP_AUTHORIZATION="Bearer hp_r_wrong").json() == {
+        "status": "ok"
+    }
+    health.forget()
 
 
 def test_the_llm_check_asks_the_real_endpoint(offline_writer, settings):

@@ -75,6 +75,10 @@ class Job:
     estimated_completion_tokens: int
     estimated_cost: Decimal | None
     mode: str = capabilities.MARKERS
+    # The call's max_tokens, and the cost if the model writes all of them: what a run's
+    # budget reserves before the call (then settles to what it really cost).
+    max_tokens: int | None = None
+    worst_cost: Decimal | None = None
     fmt: str = "plain"
     attempts: int = 0  # calls that failed in a way worth retrying (5xx, malformed, ...)
     rate_limited: int = 0  # 429s waited out; counted apart (LLM_RATE_LIMIT_RETRIES)
@@ -122,6 +126,7 @@ def attempt(job: Job, limiter: EndpointLimiter, stop: threading.Event) -> Outcom
                 messages=job.messages,
                 model=version.model,
                 temperature=version.temperature,
+                max_tokens=job.max_tokens,
                 response_format=answers.response_format()
                 if job.mode == capabilities.JSON
                 else None,
@@ -294,6 +299,7 @@ def prepare(
     )
     prompt_tokens = sum(pricing.estimate_tokens(m["content"]) for m in rendered.messages)
     completion_tokens = pricing.estimate_completion_tokens(prompt.max_length)
+    max_tokens = pricing.max_completion_tokens(prompt.max_length)
     return Job(
         variant=variant,
         messages=rendered.messages,
@@ -308,14 +314,22 @@ def prepare(
         ),
         mode=mode,
         fmt=prompt.output_format,
+        max_tokens=max_tokens,
+        worst_cost=pricing.cost(
+            model=variant.prompt_version.model,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=max_tokens,
+        ),
     )
 
 
 class Budget:
     """A run's spending, shared by every task draining it, in Redis (micro-dollars).
 
-    A call reserves its estimated cost before it starts and settles the difference
-    when it ends, so parallel tasks together stop before the budget is exceeded.
+    A call reserves its worst case before it starts (its prompt and max_tokens of
+    answer: Job.worst_cost) and settles to the actual cost when it ends, so parallel
+    tasks together stop before the budget is exceeded, even by a model that writes
+    far longer than estimated.
     """
 
     def __init__(self, run: GenerationRun) -> None:
@@ -428,7 +442,7 @@ class Drain:
     def _received(self, outcome: Outcome) -> None:
         if self.budget is not None and outcome.kind == "retry":
             # The failed call cost nothing; the next one reserves again.
-            self.budget.settle(outcome.job.estimated_cost, None)
+            self.budget.settle(outcome.job.worst_cost, None)
         if outcome.kind == "retry":
             due = time.monotonic() + outcome.delay
             heapq.heappush(self.delayed, (due, next(self._order), outcome.job))
@@ -534,7 +548,7 @@ class Drain:
         # once instead of waiting for the main thread to come back from a flush.
         while self.ready and len(self.in_flight) < 2 * self.threads and not self.stop.is_set():
             job = self.ready[0]
-            if self.budget is not None and not self.budget.reserve(job.estimated_cost):
+            if self.budget is not None and not self.budget.reserve(job.worst_cost):
                 self._pause_for_budget()
                 return
             self.ready.popleft()
@@ -555,7 +569,7 @@ class Drain:
         self.written += write_outcomes(outcomes, claim_id=self.claim)
         if self.budget is not None:
             for outcome in outcomes:
-                self.budget.settle(outcome.job.estimated_cost, outcome.cost)
+                self.budget.settle(outcome.job.worst_cost, outcome.cost)
         config = next((o for o in outcomes if o.kind == "config"), None)
         if config is not None:
             self.stop.set()

@@ -39,6 +39,8 @@ others ignore it, as an endpoint without structured output does.
   double quotes, then "Rationale: ...".
 - truncating: one answer in four cut off mid-copy with finish_reason "length"; the rest
   as plain.
+- rambling: the rationale restated forty times, so answers run far past an estimate
+  (and past max_tokens when it is set).
 An answer longer than max_tokens is cut as before, whatever the profile.
 
 Faults (setting `<fault>_rate`; a request draws at most one, the rates add up to 1 at
@@ -852,6 +854,10 @@ def shape_answer(
         quoted = _pick(pick, 8, 2) == 0 and '"' not in copy
         body = f'"{copy}"' if quoted else copy
         return f"{preamble}\n\n{body}\n\nRationale: {rationale}", "stop", "preamble"
+    if profile == "rambling":
+        # Writes on and on, as a model with no length sense does: the rationale restated
+        # forty times. Cut at max_tokens like any answer (finish_reason "length").
+        return f"{copy}\n\nRationale: {' '.join([rationale] * 40)}", "stop", "rambling"
     if profile == "truncating" and _pick(pick, 9, 4) == 0:
         # Cut mid-copy, as a model stopped by its token limit is: no rationale follows.
         return copy[: max(1, len(copy) // 2)], "length", "truncated"
@@ -868,9 +874,15 @@ def request_pick(body: Any) -> int:
 def shape_answers(payload: dict[str, Any], body: Any, profile: str, *, bad_json: bool) -> str:
     """Shape every choice of a composed completion; return the first one's shape.
 
-    A choice already cut off at max_tokens keeps its cut (shape "truncated"). The usage
-    is counted again for what is sent.
+    A choice already cut off at max_tokens keeps its cut (shape "truncated"); a shape
+    that made an answer longer than max_tokens is cut there too (finish_reason
+    "length"), as an endpoint stops a model. The usage is counted again for what is sent.
     """
+    limit = (
+        body.get("max_completion_tokens") or body.get("max_tokens")
+        if isinstance(body, dict)
+        else None
+    )
     messages = body.get("messages") if isinstance(body, dict) else []
     users = [m for m in messages if isinstance(m, Mapping) and m.get("role") == "user"]
     data = extract_data(message_text(users[-1].get("content"))) if users else None
@@ -889,6 +901,8 @@ def shape_answers(payload: dict[str, Any], body: Any, profile: str, *, bad_json:
             wants_json=_wants_json(body),
             bad_json=bad_json,
         )
+        if isinstance(limit, int) and 0 < limit < estimate_tokens(content):
+            content, finish = content[: limit * 4], "length"
         choice["message"]["content"], choice["finish_reason"] = content, finish
         shapes.append(shape)
     _recount_usage(payload)
@@ -914,7 +928,9 @@ FAULTS: tuple[str, ...] = (
     "rate_limit", "refusal", "content_filter", "bad_json",
 )  # fmt: skip
 # How answers are shaped, like the range of hosted models (see shape_answer).
-PROFILES: tuple[str, ...] = ("plain", "markdown", "json", "terse", "chatty", "truncating")
+PROFILES: tuple[str, ...] = (
+    "plain", "markdown", "json", "terse", "chatty", "truncating", "rambling",
+)  # fmt: skip
 PREFIX_CACHE_ENTRIES = 20_000
 LATENCY_DISTRIBUTIONS: tuple[str, ...] = ("uniform", "lognormal")
 TIMEOUT_ACTIONS: tuple[str, ...] = ("504", "close")

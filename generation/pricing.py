@@ -60,3 +60,13 @@ def estimate_tokens(text: str) -> int:
 
 def estimate_completion_tokens(max_length: int) -> int:
     return estimate_tokens("x" * max_length) + RATIONALE_TOKENS
+
+
+# max_tokens of every call: room for copy at the length limit and a rationale three
+# times over (a language that tokenises worse, JSON framing), yet a bound, so a model
+# that rambles stops there and a run's budget can reserve the worst case.
+MAX_COMPLETION_FACTOR = 3
+
+
+def max_completion_tokens(max_length: int) -> int:
+    return MAX_COMPLETION_FACTOR * estimate_completion_tokens(max_length)

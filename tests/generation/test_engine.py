@@ -211,6 +211,25 @@ def test_a_budget_pauses_the_run_before_it_is_exceeded(
     assert _counts(run) == ("finished", 10, 0, 10)
 
 
+def test_a_model_that_writes_long_never_takes_a_run_past_its_budget(offline_writer, settings):
+    """Issue 15: the budget reserved the estimated cost, so a model writing longer than
+    estimated overshot it. Each call now asks for at most max_tokens and reserves that
+    worst case, settling to the actual cost after."""
+    settings.GENERATION_THREADS_PER_TASK = 4
+    configure_writer(offline_writer, profile="rambling")
+    run = _run(products=10, segments=1, budget=Decimal("0.0006"))
+    engine.drain_run(run_id=run.pk, claim_id="t")
+    run.refresh_from_db()
+
+    assert run.status == "paused" and "budget" in run.error
+    assert 0 < run.succeeded < 10
+    assert run.cost <= run.budget
+    # The writer did ramble: answers ran into max_tokens.
+    written = Variant.objects.filter(run=run, status="in_review")
+    assert written.exists() and all(v.finish_reason == "length" for v in written)
+    assert max(v.completion_tokens for v in written) > 2 * run.estimated_completion_tokens / 10
+
+
 def test_a_task_delivered_again_takes_back_its_own_claims(offline_writer):
     run = _run(products=2, segments=1)
     held = engine.claim(claim_id="dead-task", run_id=run.pk, variant_ids=None, limit=1)

@@ -1203,6 +1203,7 @@ class MessagesView(APIView):
                 customer=data["customer"],
                 purpose=data["purpose"],
                 callback_url=data.get("callback_url", ""),
+                token_id=_token_id(request),
             )
         except messages.MessageError as exc:
             return _message_error(exc)
@@ -1211,6 +1212,11 @@ class MessagesView(APIView):
         waiting = variant.status in (Variant.Status.QUEUED, Variant.Status.GENERATING)
         body = _message_body(request, variant)
         return Response(body, status=202 if waiting else 200, headers={"Location": body["url"]})
+
+
+def _token_id(request: Request) -> int | None:
+    token = request_token(request)
+    return token.pk if token is not None else None
 
 
 class MessageDetailView(APIView):
@@ -1226,7 +1232,12 @@ class MessageDetailView(APIView):
         },
     )
     def get(self, request: Request, pk: int) -> Response:
-        variant = Variant.objects.filter(pk=pk, customer__isnull=False).first()
+        messages_read = Variant.objects.filter(pk=pk, customer__isnull=False)
+        token_id = _token_id(request)
+        if token_id is not None:
+            # A token reads only the messages it asked for; people (leads) read any.
+            messages_read = messages_read.filter(requested_by_token=token_id)
+        variant = messages_read.first()
         if variant is None:
             raise NotFound(f"No message {pk}")
         return Response(_message_body(request, variant))
@@ -1288,6 +1299,7 @@ class MessageRunsView(APIView):
                 purpose=data["purpose"],
                 customers=data.get("customers"),
                 segment=data.get("segment"),
+                token_id=_token_id(request),
                 user=request.user if request_token(request) is None else None,
             )
         except messages.MessageError as exc:

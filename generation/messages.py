@@ -70,11 +70,18 @@ def _purpose(purpose: str) -> str:
 
 @transaction.atomic
 def message_create(
-    *, prompt: Prompt, product: Product, customer: Customer, purpose: str, callback_url: str = ""
+    *,
+    prompt: Prompt,
+    product: Product,
+    customer: Customer,
+    purpose: str,
+    callback_url: str = "",
+    token_id: int | None = None,
 ) -> tuple[Variant, bool]:
     """Queue one message; (variant, created). The same prompt version, product,
     customer and purpose return the message already there (a failed one is queued
-    again). Generation starts after commit."""
+    again). Generation starts after commit. `token_id`: the API token asking, the only
+    one that may read the message by its id later (Variant.requested_by_token)."""
     version = _version(prompt)
     purpose = _purpose(purpose)
     if callback_url:
@@ -92,6 +99,7 @@ def message_create(
             "model": version.model,
             "callback_url": callback_url,
             "language": customer.language,
+            "requested_by_token": token_id,
         },
     )
     if not created and variant.status == Variant.Status.FAILED:
@@ -140,6 +148,7 @@ def message_run_create(
     customers: list[Customer] | None = None,
     segment: Segment | None = None,
     user=None,
+    token_id: int | None = None,
 ) -> GenerationRun:
     """A run writing one message per customer (those given, or a segment's members).
 
@@ -191,6 +200,7 @@ def message_run_create(
                     purpose=purpose,
                     model=version.model,
                     language=c.language,
+                    requested_by_token=token_id,
                 )
                 for c in todo
             ),

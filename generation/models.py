@@ -611,6 +611,9 @@ class Variant(models.Model):
     purpose = models.CharField(
         max_length=300, blank=True, help_text="A one-to-one message's communication purpose."
     )
+    # The API token that asked for this one-to-one message (review.ApiToken's id; not a
+    # foreign key, as generation never depends on review): only that token reads it by id.
+    requested_by_token = models.PositiveBigIntegerField(null=True, blank=True)
     callback_url = models.URLField(max_length=500, blank=True)
     # How the review policy treated it: "", "reviewed" (sampled for people),
     # "auto" (published by the policy).

@@ -261,13 +261,26 @@ def _request(version, **extra):
 
 
 def test_a_write_token_asks_for_a_message_and_gets_202_with_its_url(version):
-    response = as_("write").post(f"{API}/messages/", _request(version), format="json")
+    journey_tool = as_("write")
+    response = journey_tool.post(f"{API}/messages/", _request(version), format="json")
     assert response.status_code == 202, response.content
     body = response.json()
     assert (body["status"], body["text"], body["purpose"]) == ("queued", None, "back in stock")
     assert response["Location"].endswith(f"/api/v1/messages/{body['id']}/")
-    got = as_("write").get(f"{API}/messages/{body['id']}/")
+    got = journey_tool.get(f"{API}/messages/{body['id']}/")
     assert got.status_code == 200 and got.json()["id"] == body["id"]
+
+
+def test_a_token_reads_only_the_messages_it_asked_for(version):
+    """Issue 15: any write token read any message, whoever asked for it."""
+    mine = as_("write").post(f"{API}/messages/", _request(version), format="json").json()
+    other_token = as_("write")
+
+    refused = other_token.get(f"{API}/messages/{mine['id']}/")
+    lead = as_("lead").get(f"{API}/messages/{mine['id']}/")
+
+    assert refused.status_code == 404 and f"No message {mine['id']}" in refused.json()["detail"]
+    assert lead.status_code == 200  # people (leads) read every message
 
 
 @pytest.mark.parametrize(("role", "expected"), [("read", 403), ("copywriter", 403), ("lead", 202)])

@@ -47,6 +47,8 @@ from generation.languages import DEFAULT_LANGUAGE, LanguageTagError, language_ta
 
 EXTERNAL_ID_MAX = 128
 TEXT_MAX = 1000
+# A JSON Lines record longer than this is a bad row, read in bounded pieces, never whole.
+LINE_MAX_BYTES = 1 << 20
 ATTRIBUTE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 
 FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
@@ -289,9 +291,15 @@ def _jsonl_records(
     path: Path, display: str, required: list[str], reading: Reading
 ) -> Iterator[tuple[int, dict | _Bad]]:
     with path.open("rb") as handle:
-        for line, raw in enumerate(handle, start=1):
+        for line, raw in enumerate(iter(lambda: handle.readline(LINE_MAX_BYTES + 1), b""), 1):
             if line % 1000 == 0:
                 reading.done = handle.tell() / max(reading.bytes_total, 1)
+            if len(raw) > LINE_MAX_BYTES and not raw.endswith(b"\n"):
+                # Never held whole: skip the rest of the line in bounded reads.
+                while (rest := handle.readline(LINE_MAX_BYTES)) and not rest.endswith(b"\n"):
+                    pass
+                yield line, _Bad(None, f"the line is longer than {LINE_MAX_BYTES:,} bytes")
+                continue
             if not raw.strip():
                 continue
             try:
@@ -337,6 +345,7 @@ def _parquet_records(
             missing[0],
             "required column is missing; the file's columns are: " + ", ".join(names),
         )
+    _parquet_sizes_check(parquet, display)
     total = max(parquet.metadata.num_rows, 1)
     row = 0
     for batch in parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS):
@@ -344,6 +353,32 @@ def _parquet_records(
             row += 1
             yield row, record
         reading.done = row / total
+
+
+# The most a value can take decompressed: TEXT_MAX characters of up to 4 bytes in UTF-8,
+# and some room for the page's own encoding.
+VALUE_MAX_BYTES = 4 * TEXT_MAX + 64
+CHUNK_SLACK_BYTES = 1 << 20
+
+
+def _parquet_sizes_check(parquet, display: str) -> None:
+    """Refuse, from the file's metadata alone, a column chunk that would decompress to
+    more than its rows' values can hold: a 10 KB file with one zstd-compressed 300 MB
+    string is refused before a byte of it is inflated."""
+    metadata = parquet.metadata
+    for g in range(metadata.num_row_groups):
+        group = metadata.row_group(g)
+        allowed = group.num_rows * VALUE_MAX_BYTES + CHUNK_SLACK_BYTES
+        for c in range(group.num_columns):
+            chunk = group.column(c)
+            if chunk.total_uncompressed_size > allowed:
+                raise ImportFileError(
+                    display,
+                    None,
+                    chunk.path_in_schema,
+                    f"row group {g} holds {chunk.total_uncompressed_size:,} bytes uncompressed "
+                    f"for {group.num_rows:,} rows; a value is at most {TEXT_MAX:,} characters",
+                )
 
 
 _READERS = {"csv": _csv_records, "jsonl": _jsonl_records, "parquet": _parquet_records}

@@ -45,7 +45,10 @@ An answer longer than max_tokens is cut as before, whatever the profile.
 
 Faults (setting `<fault>_rate`; a request draws at most one, the rates add up to 1 at
 most): error_5xx (500/502/503), timeout (hold, then 504 or close), malformed (cut-off
-JSON), empty (no choices), no_rationale, reset (TCP reset), rate_limit (a 429 at once,
+JSON), empty (no choices), no_rationale, the copy faults (overreach: names a value only
+a minority of the segment has; banned_phrase: uses the brand's first banned phrase;
+drop_protected: rewords the product name; echo_input: repeats the audience's longest
+text value, as a model following injected text does), reset (TCP reset), rate_limit (a 429 at once,
 with Retry-After and x-ratelimit-remaining-* showing plenty left: a busy server, not a
 spent budget), refusal (content null, message.refusal set), content_filter (content
 null, finish_reason "content_filter") and bad_json (JSON off the schema, for a json
@@ -871,6 +874,41 @@ def request_pick(body: Any) -> int:
     return int.from_bytes(hashlib.sha256(encoded).digest()[:8], "big")
 
 
+def spoil_copy(copy: str, data: Mapping[str, Any] | None, fault: str) -> str:
+    """The copy as a careless model writes it, for one of COPY_FAULTS; unchanged when
+    the data gives the fault nothing to work with."""
+    data = _mapping(data)
+    audience = _mapping(data.get("audience"))
+    if fault == "overreach":
+        shares = [
+            (float(share), str(value))
+            for values in _mapping(audience.get("summary")).values()
+            for value, share in _mapping(values).items()
+            if isinstance(share, int | float) and len(str(value)) >= 4
+            and any(c.isalpha() for c in str(value))
+        ]  # fmt: skip
+        if shares:
+            return f"{copy} Made for {min(shares)[1]} fans."
+    elif fault == "banned_phrase":
+        phrases = [p for p in data.get("banned_phrases") or [] if isinstance(p, str) and p]
+        if phrases:
+            return f"{copy} {phrases[0]}!"
+    elif fault == "drop_protected":
+        name = _inline(_mapping(data.get("product")).get("name"), limit=300)
+        if name and name in copy:
+            return copy.replace(name, "this product")
+    elif fault == "echo_input":
+        texts = [
+            v
+            for source in (audience.get("attributes"), audience.get("summary"))
+            for v in _mapping(source).values()
+            if isinstance(v, str)
+        ]
+        if texts:
+            return f"{copy} {max(texts, key=len)}"
+    return copy
+
+
 def shape_answers(payload: dict[str, Any], body: Any, profile: str, *, bad_json: bool) -> str:
     """Shape every choice of a composed completion; return the first one's shape.
 
@@ -926,7 +964,11 @@ def _recount_usage(payload: dict[str, Any]) -> None:
 FAULTS: tuple[str, ...] = (
     "reset", "timeout", "error_5xx", "malformed", "empty", "no_rationale",
     "rate_limit", "refusal", "content_filter", "bad_json",
+    "overreach", "banned_phrase", "drop_protected", "echo_input",
 )  # fmt: skip
+# Faults in the copy itself, for seeing the checks fail on variants a worker wrote: the
+# answer is well formed, the copy is what a careless model writes (spoil_copy).
+COPY_FAULTS: tuple[str, ...] = ("overreach", "banned_phrase", "drop_protected", "echo_input")
 # How answers are shaped, like the range of hosted models (see shape_answer).
 PROFILES: tuple[str, ...] = (
     "plain", "markdown", "json", "terse", "chatty", "truncating", "rambling",
@@ -965,6 +1007,10 @@ class WriterSettings:
     refusal_rate: float = 0.0  # 200 with content null and message.refusal set
     content_filter_rate: float = 0.0  # 200 with content null, finish_reason content_filter
     bad_json_rate: float = 0.0  # a JSON answer off the schema (json profile, response_format)
+    overreach_rate: float = 0.0  # copy naming a value only a minority of the segment has
+    banned_phrase_rate: float = 0.0  # copy using the first banned phrase of the data
+    drop_protected_rate: float = 0.0  # copy with the product name reworded
+    echo_input_rate: float = 0.0  # copy repeating the audience's longest text value
     reset_rate: float = 0.0  # the connection is reset (RST) without an answer
     profile: str = "plain"  # the shape of answers: one of PROFILES
     prefix_cache: bool = True  # report cached_tokens for prompt prefixes seen before
@@ -1645,7 +1691,13 @@ class _Handler(BaseHTTPRequestHandler):
                 if k.lower() not in {"authorization", "api-key"}
             }
             self.server.record(
-                {"method": self.command, "path": self.path, "body": body, "headers": headers}
+                {
+                    "method": self.command,
+                    "path": self.path,
+                    "body": body,
+                    "headers": headers,
+                    "at": time.monotonic(),  # when it came in, for tests of waits
+                }
             )
         if path == "/v1/chat/completions" and self.command == "POST":
             self._chat_completion(body, malformed, request_id, started)
@@ -1772,7 +1824,15 @@ class _Handler(BaseHTTPRequestHandler):
             error = _SERVER_ERRORS[ticket.error_status]
             self._send_json(error.status, error.body(), request_id, started)
             return
-        if fault in (None, "bad_json"):
+        if fault in COPY_FAULTS:
+            users = [m for m in body["messages"] if isinstance(m, Mapping)]
+            data = extract_data(message_text(users[-1].get("content"))) if users else None
+            for choice in payload["choices"]:
+                message = choice["message"]
+                copy, sep, rest = message["content"].partition("\n\nRationale:")
+                message["content"] = spoil_copy(copy, data, fault) + sep + rest
+            _recount_usage(payload)
+        if fault in (None, "bad_json", *COPY_FAULTS):
             shape = shape_answers(payload, body, settings.profile, bad_json=fault == "bad_json")
             if shape != "bad_json":
                 fault = None  # bad_json spoils only a JSON answer; this one went out whole

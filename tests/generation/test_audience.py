@@ -443,3 +443,28 @@ def test_an_attribute_value_over_the_text_limit_is_a_bad_row_without_a_mapping_t
     [row] = list(audience.read_customers(path))
     assert isinstance(row, RowError)
     assert row.column == "note" and f"longer than {audience.TEXT_MAX} characters" in str(row)
+
+
+def test_a_parquet_chunk_that_would_decompress_past_its_values_is_refused_unread(tmp_path):
+    """Issue 15: a 10 KB Parquet file of one zstd-compressed 300 MB string took a web
+    worker to 5.9 GB. The metadata says how big it inflates; that is checked first."""
+    path = tmp_path / "bomb.parquet"
+    table = pa.table({"external_id": ["C1"], "note": ["x" * 3_000_000]})
+    pq.write_table(table, path, compression="zstd")
+    assert path.stat().st_size < 50_000
+
+    with pytest.raises(ImportFileError) as caught:
+        list(read_customers(path))
+
+    assert caught.value.column == "note"
+    assert "bytes uncompressed for 1 rows" in str(caught.value)
+
+
+def test_a_json_line_past_the_line_limit_is_a_bad_row_and_the_next_is_read(tmp_path):
+    long = json.dumps({"external_id": "C1", "note": "x" * (audience.LINE_MAX_BYTES + 10)})
+    path = _write(tmp_path, "customers.jsonl", long + "\n" + '{"external_id": "C2"}\n')
+
+    rows = list(read_customers(path))
+
+    assert isinstance(rows[0], RowError) and "longer than 1,048,576 bytes" in str(rows[0])
+    assert isinstance(rows[1], CustomerRow) and rows[1].external_id == "C2"

@@ -94,13 +94,27 @@ def test_the_shared_limiter_keeps_calls_under_the_endpoint_limit(offline_writer,
 
 
 def test_429_with_retry_after_is_waited_out(offline_writer, settings):
+    import json
+    from collections import defaultdict
+
     settings.LLM_CONCURRENCY = 8  # more than the endpoint allows: it will answer 429
-    configure_writer(offline_writer, latency_ms=30, max_concurrency=1, retry_after_s=0.05)
+    configure_writer(offline_writer, latency_ms=30, max_concurrency=1, retry_after_s=0.3)
     settings.GENERATION_THREADS_PER_TASK = 4
     settings.LLM_MAX_ATTEMPTS = 20
     run = _run(products=2, segments=2)
+    offline_writer.clear_requests()
     engine.drain_run(run_id=run.pk, claim_id="t")
     assert _counts(run) == ("finished", 4, 0, 4)
+
+    # 429s happened, and each slot asked again only after its Retry-After.
+    assert offline_writer.stats()["rejected_429"] > 0
+    asked: dict[str, list[float]] = defaultdict(list)
+    for request in offline_writer.requests:
+        if request["path"].endswith("/chat/completions"):
+            asked[json.dumps(request["body"]["messages"])].append(request["at"])
+    gaps = [b - a for times in asked.values() for a, b in zip(times, times[1:], strict=False)]
+    assert len(asked) == 4 and gaps, "no slot was asked twice: no 429 was waited out"
+    assert min(gaps) >= 0.3
 
 
 @pytest.mark.parametrize(

@@ -898,11 +898,12 @@ def spoil_copy(copy: str, data: Mapping[str, Any] | None, fault: str) -> str:
         if name and name in copy:
             return copy.replace(name, "this product")
     elif fault == "echo_input":
-        texts = [
-            v
-            for source in (audience.get("attributes"), audience.get("summary"))
-            for v in _mapping(source).values()
-            if isinstance(v, str)
+        # A customer's attribute values, and the values a segment's summary counts.
+        texts = [v for v in _mapping(audience.get("attributes")).values() if isinstance(v, str)]
+        texts += [
+            str(value)
+            for shares in _mapping(audience.get("summary")).values()
+            for value in _mapping(shares)
         ]
         if texts:
             return f"{copy} {max(texts, key=len)}"
@@ -1834,7 +1835,7 @@ class _Handler(BaseHTTPRequestHandler):
             _recount_usage(payload)
         if fault in (None, "bad_json", *COPY_FAULTS):
             shape = shape_answers(payload, body, settings.profile, bad_json=fault == "bad_json")
-            if shape != "bad_json":
+            if fault == "bad_json" and shape != "bad_json":
                 fault = None  # bad_json spoils only a JSON answer; this one went out whole
             server.count_shape(shape)
         elif fault == "refusal":

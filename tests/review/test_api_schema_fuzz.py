@@ -90,6 +90,22 @@ def _grounded(value, row: dict | None = None):
     return grounded
 
 
+def _poisoned(value):
+    """The value with a NUL byte in every string (PostgreSQL refuses NUL in text)."""
+    if isinstance(value, str):
+        return value + "\x00"
+    if isinstance(value, list):
+        return [_poisoned(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _poisoned(v) for k, v in value.items()}
+    return value
+
+
+DEEP = [[[]]]
+for _ in range(500):  # json.dumps itself recurses: 5,000 deep is sent raw elsewhere
+    DEEP = [DEEP]
+
+
 def _credential(path: str, credentials: dict[str, str]) -> str:
     if path.startswith("/api/v1/live"):
         return credentials["read"]
@@ -116,3 +132,12 @@ def test_no_generated_request_gets_a_server_error(case, credentials):
     if isinstance(case.path_parameters, dict):
         case.path_parameters = _grounded(case.path_parameters)
     case.call_and_validate(headers=headers, checks=checks)
+    # Malformed on purpose (issue 15): NUL bytes in every string, and a body nested 500
+    # deep (tests/hyperpers/test_bad_input.py sends 5,000). A 4xx, never a 5xx.
+    if isinstance(case.query, dict):
+        case.query = _poisoned(case.query)
+    if isinstance(case.path_parameters, dict):
+        case.path_parameters = _poisoned(case.path_parameters)
+    if isinstance(case.body, dict):
+        case.body = {**_poisoned(case.body), "nested": DEEP}
+    case.call_and_validate(headers=headers, checks=[not_a_server_error])

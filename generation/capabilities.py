@@ -47,6 +47,9 @@ def known(model: str) -> EndpointCapability | None:
     return EndpointCapability.objects.filter(base_url=settings.LLM_BASE_URL, model=model).first()
 
 
+PROBE_MAX_TOKENS = 400
+
+
 def probe(*, model: str) -> EndpointCapability:
     """Ask the endpoint once for schema-shaped JSON and remember what it did.
 
@@ -63,7 +66,9 @@ def probe(*, model: str) -> EndpointCapability:
                 model=model,
                 temperature=0,
                 response_format=answers.response_format(),
-                max_tokens=60,
+                # Room for a whole answer: one cut off at max_tokens is not JSON, and
+                # would read as "unsupported" (a copy and its rationale run ~150).
+                max_tokens=PROBE_MAX_TOKENS,
             )
         except llm.EndpointConfigError:
             raise

@@ -1,5 +1,6 @@
 """The engine against the offline writer over real HTTP (tasks called directly)."""
 
+import itertools
 import threading
 from datetime import timedelta
 from decimal import Decimal
@@ -112,7 +113,7 @@ def test_429_with_retry_after_is_waited_out(offline_writer, settings):
     for request in offline_writer.requests:
         if request["path"].endswith("/chat/completions"):
             asked[json.dumps(request["body"]["messages"])].append(request["at"])
-    gaps = [b - a for times in asked.values() for a, b in zip(times, times[1:], strict=False)]
+    gaps = [b - a for times in asked.values() for a, b in itertools.pairwise(times)]
     assert len(asked) == 4 and gaps, "no slot was asked twice: no 429 was waited out"
     assert min(gaps) >= 0.3
 

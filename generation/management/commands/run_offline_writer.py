@@ -33,6 +33,10 @@ FAULT_HELP = {
     "refusal": "Answer 200 with no content and a refusal.",
     "content_filter": "Answer 200 with no content and finish_reason content_filter.",
     "bad_json": "With the json profile and response_format: JSON off the schema.",
+    "overreach": "Copy that names a value only a minority of the segment has.",
+    "banned_phrase": "Copy that uses the brand's first banned phrase.",
+    "drop_protected": "Copy with the product name reworded.",
+    "echo_input": "Copy that repeats the audience's longest text value.",
 }
 # Settings whose flag is named otherwise (--rpm, --tpm), as setting → option dest.
 DESTS = {"rpm_limit": "rpm", "tpm_limit": "tpm"}

@@ -618,8 +618,8 @@ class ProfileForm(forms.Form):
     languages = forms.CharField(
         required=False,
         max_length=400,
-        help_text="BCP 47 tags, separated by commas: de, fr-CA. A base language takes its "
-        "regional tags too. Empty: every language.",
+        help_text="BCP 47 tags, separated by commas: de, fr-CA. A language is reviewed "
+        "whole: fr-CA takes fr and every regional fr. Empty: every language.",
     )
 
     def clean_languages(self) -> list[str]:

@@ -478,7 +478,8 @@ def _callback_post(url: str, address: str, *, body: bytes, headers: dict) -> int
         if parts.username
         else None
     )
-    host_header = parts.hostname + (f":{parts.port}" if parts.port else "")
+    name = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    host_header = name + (f":{parts.port}" if parts.port else "")
     extensions = {"sni_hostname": parts.hostname} if parts.scheme == "https" else {}
     with httpx.Client(
         timeout=CALLBACK_TIMEOUT_SECONDS, follow_redirects=False, trust_env=False

@@ -64,9 +64,11 @@ def estimate_completion_tokens(max_length: int) -> int:
 
 # max_tokens of every call: room for copy at the length limit and a rationale three
 # times over (a language that tokenises worse, JSON framing), yet a bound, so a model
-# that rambles stops there and a run's budget can reserve the worst case.
-MAX_COMPLETION_FACTOR = 3
+# that rambles stops there and a run's budget can reserve the worst case. A reasoning
+# model counts its hidden reasoning against max_tokens: raise LLM_MAX_TOKENS_FACTOR.
+DEFAULT_MAX_TOKENS_FACTOR = 3
 
 
 def max_completion_tokens(max_length: int) -> int:
-    return MAX_COMPLETION_FACTOR * estimate_completion_tokens(max_length)
+    factor = getattr(settings, "LLM_MAX_TOKENS_FACTOR", DEFAULT_MAX_TOKENS_FACTOR)
+    return int(factor * estimate_completion_tokens(max_length))

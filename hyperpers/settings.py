@@ -233,6 +233,9 @@ LLM_DEFAULT_MODEL = env.str("LLM_DEFAULT_MODEL", default="offline-writer-1")
 LLM_TIMEOUT_SECONDS = env.float("LLM_TIMEOUT_SECONDS", default=60.0)
 # /health/ runs its checks at most once this often per process (hyperpers/health.py).
 HEALTH_CACHE_SECONDS = env.float("HEALTH_CACHE_SECONDS", default=5.0)
+# max_tokens of a call, as a multiple of its estimated answer (generation/pricing.py);
+# a run's budget reserves that worst case. Reasoning models need more.
+LLM_MAX_TOKENS_FACTOR = env.float("LLM_MAX_TOKENS_FACTOR", default=3.0)
 # A rendered prompt longer than this (characters, every message) is refused before it is
 # sent: about 16,000 tokens, far above any slot's real prompt (~2,000 characters).
 PROMPT_MAX_CHARS = env.int("PROMPT_MAX_CHARS", default=64_000)

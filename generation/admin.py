@@ -15,6 +15,7 @@ from generation.models import (
     Variant,
     segment_rules_clean,
 )
+from hyperpers.admin import ReadOnlyAdmin
 
 
 @admin.register(Brand)
@@ -114,7 +115,7 @@ class GenerationRunAdmin(admin.ModelAdmin):
 
 
 @admin.register(Variant)
-class VariantAdmin(admin.ModelAdmin):
+class VariantAdmin(ReadOnlyAdmin):
     """Read-only, for everyone, superusers too: a variant's status, text and publication
     change only through review/services.py, which checks the slot, writes the audit
     event and refreshes live copy. An edit here would put unreviewed copy live unseen."""
@@ -124,12 +125,3 @@ class VariantAdmin(admin.ModelAdmin):
     search_fields = ["product__sku", "text"]
     raw_id_fields = ["run", "product", "segment", "customer", "prompt_version"]
     list_select_related = ["prompt_version__prompt", "product", "segment", "customer"]
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False

@@ -325,9 +325,8 @@ def is_personal_attribute(name: str) -> bool:
     if joined in PERSONAL_ATTRIBUTES or joined in _PERSONAL_TOKENS:
         return True
     for i, token in enumerate(tokens):
-        pair = token + tokens[i + 1] if i + 1 < len(tokens) else ""
-        if pair in _PERSONAL_TOKENS and pair not in ("name", "id"):
-            return True
+        if i + 1 < len(tokens) and token + tokens[i + 1] in _PERSONAL_TOKENS:
+            return True  # first_name, birth_date
         if token in ("name", "id"):
             if i == 0 or tokens[i - 1] not in _NAMES_OF_THINGS:
                 return True
@@ -344,9 +343,6 @@ class PersonalNames(frozenset):
         return isinstance(name, str) and (
             frozenset.__contains__(self, name.lower()) or is_personal_attribute(name)
         )
-
-    def __or__(self, other):
-        return PersonalNames(frozenset(self) | frozenset(other))
 
 
 def _can_be_named(value: str) -> bool:
@@ -549,31 +545,33 @@ def scan_for_injection(data: Any, path: str = "") -> list[str]:
     return findings
 
 
+def _listed(items: list[str], shown: int) -> str:
+    more = f" (and {len(items) - shown} more)" if len(items) > shown else ""
+    return "; ".join(items[:shown]) + more
+
+
 def check_input_injection(findings: Iterable[str], *, shown: int = 3) -> CheckResult:
     """Fails on instruction-like text in the input; passes, but holds the variant for a
     person (never auto-published), on weak signs only."""
+    findings = list(findings)
     weak = [f.removeprefix(f"{WEAK}: ") for f in findings if f.startswith(f"{WEAK}: ")]
     findings = [f for f in findings if not f.startswith(f"{WEAK}: ")]
-    if not findings and weak:
-        more = f" (and {len(weak) - shown} more)" if len(weak) > shown else ""
+    if findings:
+        return CheckResult(
+            "input_injection",
+            False,
+            "The input data contains text that tries to instruct the model: "
+            + _listed(findings, shown),
+        )
+    if weak:
         return CheckResult(
             "input_injection",
             True,
             "Weak signs of instructions in the input data, so a person reviews it: "
-            + "; ".join(weak[:shown])
-            + more,
+            + _listed(weak, shown),
             hold=True,
         )
-    if not findings:
-        return CheckResult("input_injection", True, "No instruction-like text in the input data")
-    more = f" (and {len(findings) - shown} more)" if len(findings) > shown else ""
-    return CheckResult(
-        "input_injection",
-        False,
-        "The input data contains text that tries to instruct the model: "
-        + "; ".join(findings[:shown])
-        + more,
-    )
+    return CheckResult("input_injection", True, "No instruction-like text in the input data")
 
 
 # --- the answer itself ------------------------------------------------------------

@@ -281,11 +281,8 @@ def customers_import(
                 "the file has no customers" if not reading.rows else "no row could be imported",
             )
         # Before the summaries: they never hold a personal attribute.
-        personal = {
-            name: why
-            for name, why in watch.found().items()
-            if name.lower() not in prompting.personal_attributes()
-        }
+        known = prompting.personal_attributes()
+        personal = {name: why for name, why in watch.found().items() if name not in known}
         for name, why in personal.items():
             PersonalAttribute.objects.get_or_create(name=name, defaults={"reason": why})
         segments = segments_refresh()

@@ -11,8 +11,6 @@
 
 from __future__ import annotations
 
-import json
-
 from django.core.exceptions import BadRequest
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse
 from django.utils.html import escape
@@ -87,18 +85,3 @@ class JSONParser(DrfJSONParser):
             raise ParseError(f"JSON nests deeper than {JSON_MAX_DEPTH} levels") from None
         _check(data)
         return data
-
-
-def loads(text: str | bytes, field: str) -> object:
-    """json.loads for form fields holding JSON: BadRequest naming `field` for bad JSON,
-    nesting past JSON_MAX_DEPTH, or a NUL."""
-    try:
-        data = json.loads(text)
-        _check(data)
-    except RecursionError:
-        raise BadRequest(f"{field}: JSON nests deeper than {JSON_MAX_DEPTH} levels") from None
-    except ParseError as exc:
-        raise BadRequest(f"{field}: {exc.detail}") from None
-    except ValueError as exc:
-        raise BadRequest(f"{field}: not JSON ({exc})") from None
-    return data

@@ -1,26 +1,18 @@
 from django.contrib import admin, messages
 from django.utils import timezone
 
+from hyperpers.admin import ReadOnlyAdmin
 from review.auth import api_token_create
 from review.models import ApiToken, EngagementEvent, ReviewerProfile, ReviewEvent
 
 
 @admin.register(ReviewEvent)
-class ReviewEventAdmin(admin.ModelAdmin):
+class ReviewEventAdmin(ReadOnlyAdmin):
     """The audit trail: readable, never editable."""
 
     list_display = ["created", "action", "variant", "user"]
     list_filter = ["action"]
     list_select_related = ["user", "variant__product", "variant__prompt", "variant__segment"]
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
 
 
 @admin.register(ApiToken)

@@ -12,7 +12,6 @@ scanned for every personal value.
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 
@@ -20,6 +19,7 @@ from generation import messages, services
 from generation.models import GenerationRun, Variant
 from tests.factories import ProductFactory, PromptVersionFactory
 from tests.generation.test_api import API, as_
+from tests.integration.test_messages import _until
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -44,15 +44,6 @@ PERSONAL = [
     for key, value in customer.items()
     if key not in ("value_tier", "preferred_subcategory")
 ]
-
-
-def _until(predicate, timeout: float = 90):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := predicate():
-            return value
-        time.sleep(0.2)
-    pytest.fail("timed out")
 
 
 def _finished(run: GenerationRun) -> bool:
@@ -80,7 +71,7 @@ def test_no_personal_value_reaches_the_endpoint_by_any_path(
 
     # 1. a segment run, drained by the worker
     run = services.run_create(prompt=prompt, products=[product], segments=[segment])
-    _until(lambda: _finished(run))
+    _until(lambda: _finished(run), timeout=90)
     count("segment run")
     # 2. a one-to-one message, over the API
     body = {"prompt": prompt.slug, "product": "TRAIL-9", "customer": "CUST-90017",
@@ -92,7 +83,7 @@ def test_no_personal_value_reaches_the_endpoint_by_any_path(
     message_run = messages.message_run_create(
         prompt=prompt, product=product, purpose="new season", segment=segment
     )
-    _until(lambda: _finished(message_run))
+    _until(lambda: _finished(message_run), timeout=90)
     count("message run")
     # 4. the studio: preview (rendered, not sent) and try (sent)
     preview = services.prompt_preview(

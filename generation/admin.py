@@ -7,6 +7,7 @@ from generation.models import (
     Customer,
     CustomerSource,
     GenerationRun,
+    Import,
     Product,
     Prompt,
     PromptVersion,
@@ -125,3 +126,12 @@ class VariantAdmin(ReadOnlyAdmin):
     search_fields = ["product__sku", "text"]
     raw_id_fields = ["run", "product", "segment", "customer", "prompt_version"]
     list_select_related = ["prompt_version__prompt", "product", "segment", "customer"]
+
+
+@admin.register(Import)
+class ImportAdmin(ReadOnlyAdmin):
+    """The record of what each import did: history, not to be edited."""
+
+    list_display = ["pk", "kind", "file_name", "status", "requested_by", "via", "created"]
+    list_filter = ["kind", "status", "via"]
+    search_fields = ["file_name", "requested_by"]

@@ -10,12 +10,9 @@ the import endpoints (write tokens) let them in.
 from __future__ import annotations
 
 import re
-import tempfile
 from collections import Counter
 from collections.abc import Callable
-from pathlib import Path
 
-from django.conf import settings
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.db.models import Count
@@ -30,12 +27,12 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from generation import messages, services
-from generation.importers import ImportFileError
+from generation import imports, messages, services
 from generation.models import (
     Customer,
     CustomerSource,
     GenerationRun,
+    Import,
     Product,
     Prompt,
     Segment,
@@ -110,24 +107,20 @@ PEOPLE_ONLY = "People only (a session or a personal `Token`); API tokens are ref
 class ImportRequestSerializer(serializers.Serializer):
     file = serializers.FileField(help_text="The export to import, as UTF-8")
     format: serializers.ChoiceField  # each import's own
-    # The extensions the importer knows, and the format each stands for.
-    extensions: dict[str, str] = {}
+    kind: str
 
     def validate(self, attrs: dict) -> dict:
-        if "format" not in attrs:
-            name = attrs["file"].name or ""
-            known = self.extensions.get(Path(name).suffix.lower())
-            if known is None:
-                formats = " or ".join(self.fields["format"].choices)
-                raise ValidationError(
-                    {"format": f"Name the format ({formats}): the file name '{name}' does not tell"}
-                )
-            attrs["format"] = known
+        try:
+            attrs["format"] = imports.format_for(
+                self.kind, attrs["file"].name or "", attrs.get("format")
+            )
+        except imports.ImportRefused as exc:
+            raise ValidationError({exc.field: exc.message}) from exc
         return attrs
 
 
 class ProductImportSerializer(ImportRequestSerializer):
-    extensions = {".csv": "csv"}
+    kind = Import.Kind.PRODUCTS
     format = serializers.ChoiceField(
         choices=["csv"],
         required=False,
@@ -137,7 +130,7 @@ class ProductImportSerializer(ImportRequestSerializer):
 
 
 class CustomerImportSerializer(ImportRequestSerializer):
-    extensions = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
+    kind = Import.Kind.CUSTOMERS
     format = serializers.ChoiceField(
         choices=["csv", "jsonl", "parquet"],
         required=False,
@@ -162,49 +155,57 @@ class CustomerImportSerializer(ImportRequestSerializer):
         return source
 
 
-class ImportResultSerializer(serializers.Serializer):
-    created = serializers.IntegerField()
-    updated = serializers.IntegerField()
-    unchanged = serializers.IntegerField()
+class ImportProgressSerializer(serializers.Serializer):
+    rows = serializers.IntegerField(allow_null=True, help_text="Records read so far")
+    bad = serializers.IntegerField(help_text="Bad records found so far")
+    done = serializers.FloatField(help_text="Share of the file read, 0 to 1")
 
 
-class CustomerImportResultSerializer(ImportResultSerializer):
-    rows = serializers.IntegerField(help_text="Records read")
-    skipped = serializers.IntegerField(help_text="Bad rows left out (with skip_invalid)")
-    errors = serializers.ListField(
-        child=serializers.CharField(), help_text="The bad rows: line, column and reason"
+class ImportSerializer(serializers.ModelSerializer):
+    url = serializers.SerializerMethodField()
+    file = serializers.CharField(source="file_name", help_text="The name it was sent under")
+    source = serializers.SlugRelatedField(slug_field="slug", read_only=True, allow_null=True)
+    progress = ImportProgressSerializer(read_only=True)
+    status = serializers.CharField(
+        read_only=True, help_text="queued, running, done or failed (nothing written)"
     )
-    segments = serializers.IntegerField(help_text="Segments whose members were recounted")
+    result = serializers.JSONField(
+        read_only=True,
+        allow_null=True,
+        help_text="When done: created, updated, unchanged; for customers also rows, "
+        "skipped, errors (the bad rows skipped), segments, seconds, personal",
+    )
+    failure = serializers.JSONField(
+        read_only=True,
+        allow_null=True,
+        help_text="When failed (nothing was written): file (where and what), line, "
+        "column, and for customer files errors (every bad row found, up to 50)",
+    )
+
+    class Meta:
+        model = Import
+        fields = [
+            "id", "url", "kind", "file", "size", "format", "source", "status",
+            "requested_by", "via", "created", "started", "finished", "progress",
+            "result", "failure",
+        ]  # fmt: skip
+
+    @extend_schema_field(serializers.CharField())
+    def get_url(self, record: Import) -> str:
+        return reverse("api-import", args=[record.pk])
 
 
-class ImportErrorSerializer(serializers.Serializer):
-    """A bad file; a bad request names its field instead (`format`, `file`)."""
-
-    file = serializers.ListField(
-        child=serializers.CharField(),
-        required=False,
-        help_text="Where and what: file, line, column, problem",
-    )
-    line = serializers.IntegerField(
-        allow_null=True, required=False, help_text="1-based; null: the whole file"
-    )
-    column = serializers.CharField(
-        allow_null=True, required=False, help_text="A header, a JSON key or a character position"
-    )
-    errors = serializers.ListField(
-        child=serializers.CharField(),
-        required=False,
-        help_text="Customer files: every bad row found (up to 50), line, column and reason",
-    )
+class ImportListSerializer(serializers.Serializer):
+    results = ImportSerializer(many=True)
 
 
 _IMPORT_RESPONSES = {
-    200: ImportResultSerializer,
-    400: OpenApiResponse(
-        ImportErrorSerializer,
-        description="The file cannot be imported (nothing was written), or `format` is "
-        "missing or unknown",
+    202: OpenApiResponse(
+        ImportSerializer,
+        description="Recorded and queued: follow `url` (also the Location header) until "
+        "`status` is done or failed",
     ),
+    400: OpenApiResponse(description="No file, or `format` is missing or unknown"),
     403: OpenApiResponse(description="Not a write token, a marketing lead or staff"),
     413: OpenApiResponse(description="The file is larger than IMPORT_MAX_BYTES"),
     415: OpenApiResponse(description="Not multipart/form-data (or form-urlencoded)"),
@@ -216,60 +217,39 @@ class _ImportView(APIView):
     throttle_classes = [TokenRateThrottle]
     parser_classes = [MultiPartParser, FormParser]
     serializer_class: type[ImportRequestSerializer]
-    result_serializer_class: type[serializers.Serializer] = ImportResultSerializer
-    service: Callable[..., services.ImportResult]
 
     def options_for(self, data: dict) -> dict:
-        """Keyword arguments for the service beyond the path."""
+        """What the import is asked to do beyond reading the file."""
         return {}
 
     def post(self, request: Request) -> Response:
         form = self.serializer_class(data=request.data)
         form.is_valid(raise_exception=True)
-        upload = form.validated_data["file"]
-        if upload.size > settings.IMPORT_MAX_BYTES:
-            return Response(
-                {
-                    "file": [
-                        f"{upload.name} is {upload.size / 1e6:,.1f} MB; an import takes at most "
-                        f"{settings.IMPORT_MAX_BYTES / 1e6:,.0f} MB (IMPORT_MAX_BYTES). Nothing "
-                        "was imported."
-                    ]
-                },
-                status=413,
+        data = form.validated_data
+        token = request_token(request)
+        try:
+            record = imports.receive(
+                data["file"],
+                kind=form.kind,
+                format=data["format"],
+                source=data.get("source"),
+                options=self.options_for(data),
+                requested_by=imports.requester(request.user, token),
+                token_id=token.pk if token else None,
+                via="api",
             )
-        # The importers read a path and tell the format by its extension: spool the
-        # upload to a file of our naming, and report problems under the upload's name.
-        with tempfile.TemporaryDirectory(prefix="hyperpers-import-") as directory:
-            path = Path(directory) / f"upload.{form.validated_data['format']}"
-            with path.open("wb") as out:
-                for chunk in upload.chunks():
-                    out.write(chunk)
-            try:
-                result = type(self).service(path=path, **self.options_for(form.validated_data))
-            except ImportFileError as exc:
-                rows = getattr(exc, "errors", None)
-                if rows:
-                    message = f"{upload.name}: {len(rows)}{'+' if exc.more else ''} bad row(s)"
-                    body = {"errors": [str(e) for e in rows]}
-                else:
-                    message = str(ImportFileError(upload.name, exc.line, exc.column, exc.message))
-                    body = {}
-                body |= {
-                    "file": [f"{message}. Nothing was imported."],
-                    "line": exc.line,
-                    "column": None if exc.column is None else str(exc.column),
-                }
-                return Response(ImportErrorSerializer(body).data, status=400)
-        return Response(self.result_serializer_class(result).data)
+        except imports.ImportRefused as exc:
+            return Response({exc.field: [exc.message]}, status=exc.status)
+        record.progress = imports.progress(record)
+        body = ImportSerializer(record).data
+        return Response(body, status=202, headers={"Location": body["url"]})
 
 
 class ProductImportView(_ImportView):
     serializer_class = ProductImportSerializer
-    service = staticmethod(services.products_import)
 
     @extend_schema(
-        summary="Import products (upsert by SKU); a bad row imports nothing",
+        summary="Import products (upsert by SKU) in the background; a bad row imports nothing",
         request={"multipart/form-data": ProductImportSerializer},
         responses=_IMPORT_RESPONSES,
     )
@@ -279,20 +259,54 @@ class ProductImportView(_ImportView):
 
 class CustomerImportView(_ImportView):
     serializer_class = CustomerImportSerializer
-    result_serializer_class = CustomerImportResultSerializer
-    service = staticmethod(services.customers_import)
 
     def options_for(self, data: dict) -> dict:
-        return {"source": data.get("source"), "skip_invalid": data["skip_invalid"]}
+        return {"skip_invalid": data["skip_invalid"]}
 
     @extend_schema(
-        summary="Import customers (upsert by external id); by default a bad row imports "
-        "nothing, skip_invalid imports the good rows",
+        summary="Import customers (upsert by external id) in the background; by default "
+        "a bad row imports nothing, skip_invalid imports the good rows",
         request={"multipart/form-data": CustomerImportSerializer},
-        responses={**_IMPORT_RESPONSES, 200: CustomerImportResultSerializer},
+        responses=_IMPORT_RESPONSES,
     )
     def post(self, request: Request) -> Response:
         return super().post(request)
+
+
+def _imports_for(request: Request):
+    """A token sees the imports it sent; leads and staff see every import."""
+    found = Import.objects.select_related("source")
+    token = request_token(request)
+    return found.filter(requested_by_token=token.pk) if token else found
+
+
+class ImportListView(APIView):
+    permission_classes = [IsAuthenticated, CanImport]
+    throttle_classes = [TokenRateThrottle]
+
+    @extend_schema(
+        operation_id="imports_list",
+        summary="The latest imports (100), newest first",
+        responses={200: ImportListSerializer},
+    )
+    def get(self, request: Request) -> Response:
+        records = imports.listed(_imports_for(request)[:100])
+        return Response({"results": ImportSerializer(records, many=True).data})
+
+
+class ImportDetailView(APIView):
+    permission_classes = [IsAuthenticated, CanImport]
+    throttle_classes = [TokenRateThrottle]
+
+    @extend_schema(
+        summary="One import: its status, progress while it runs, then its report or "
+        "where it failed",
+        responses={200: ImportSerializer, 404: OpenApiResponse(description="No such import")},
+    )
+    def get(self, request: Request, pk: int) -> Response:
+        record = get_object_or_404(_imports_for(request), pk=pk)
+        record.progress = imports.progress(record)
+        return Response(ImportSerializer(record).data)
 
 
 # ---------------------------------------------------------------- segments

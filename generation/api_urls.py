@@ -7,6 +7,8 @@ from generation import api
 urlpatterns = [
     path("imports/products/", api.ProductImportView.as_view(), name="api-import-products"),
     path("imports/customers/", api.CustomerImportView.as_view(), name="api-import-customers"),
+    path("imports/", api.ImportListView.as_view(), name="api-imports"),
+    path("imports/<int:pk>/", api.ImportDetailView.as_view(), name="api-import"),
     path("segments/", api.SegmentsView.as_view(), name="api-segments"),
     path("segments/rebuild/", api.SegmentRebuildView.as_view(), name="api-segments-rebuild"),
     path("segments/preview/", api.SegmentPreviewView.as_view(), name="api-segments-preview"),

@@ -711,3 +711,57 @@ class EndpointCapability(models.Model):
 
     def __str__(self) -> str:
         return f"{self.model} at {self.base_url}"
+
+
+class Import(models.Model):
+    """One upload of a catalog or a customer file, from the API, the browser or the
+    command line: who sent what, and what importing it did. A worker runs it
+    (generation.imports.execute); the file waits under IMPORT_DIR until then."""
+
+    class Kind(models.TextChoices):
+        PRODUCTS = "products", "Catalog"
+        CUSTOMERS = "customers", "Customers"
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Importing"
+        DONE = "done", "Imported"
+        FAILED = "failed", "Failed"
+
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    file_name = models.CharField(max_length=255, help_text="The name it was uploaded under.")
+    size = models.BigIntegerField(help_text="Bytes.")
+    format = models.CharField(max_length=20)
+    # Where the file waits for its worker; removed once imported (or failed) unless
+    # the file is the caller's own (the command line reads it in place).
+    path = models.CharField(max_length=1000)
+    owns_file = models.BooleanField(default=True)
+    source = models.ForeignKey(
+        CustomerSource, null=True, blank=True, on_delete=models.SET_NULL, related_name="imports"
+    )
+    options = models.JSONField(default=dict, blank=True)
+    requested_by = models.CharField(max_length=200, help_text="A user name, or 'token <name>'.")
+    # The API token that sent it (review.ApiToken's id, not a foreign key: generation
+    # never depends on review): a token lists only its own imports.
+    requested_by_token = models.PositiveBigIntegerField(null=True, blank=True)
+    via = models.CharField(max_length=10, help_text="api, web or cli")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
+    claim = models.CharField(max_length=64, blank=True, help_text="The task running it.")
+    # Done: the report (counts, skipped rows). Failed: where and what (file, line,
+    # column, errors), with nothing written.
+    result = models.JSONField(null=True, blank=True)
+    failure = models.JSONField(null=True, blank=True)
+    created = models.DateTimeField(auto_now_add=True)
+    started = models.DateTimeField(null=True, blank=True)
+    finished = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created", "-id"]
+        indexes = [models.Index(fields=["status", "created"])]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} import {self.pk}: {self.file_name}"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in (self.Status.DONE, self.Status.FAILED)

@@ -4,9 +4,10 @@ and the engine; a task's id is its claim on the variants it generates."""
 from __future__ import annotations
 
 from celery import shared_task
+from django.conf import settings
 from django.db import InterfaceError, OperationalError
 
-from generation import engine, messages, services
+from generation import engine, imports, messages, services
 
 HANDOVER_RETRY = {"max_retries": 40, "interval_start": 0.5, "interval_step": 0.5, "interval_max": 2}
 # The database went away under a task (a failover, a restart, a dropped connection):
@@ -81,3 +82,24 @@ def segments_refresh() -> int:
     """Beat: count every segment's members and summarise them again (imports do this
     too; this catches customers written by other means, such as the admin)."""
     return services.segments_refresh()
+
+
+# acks_late + reject_on_worker_lost: an import whose worker is killed is delivered
+# again with the same id; its transaction was rolled back, and it runs from the start.
+@shared_task(
+    bind=True,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    time_limit=settings.IMPORT_TIME_LIMIT,
+    soft_time_limit=max(settings.IMPORT_TIME_LIMIT - 30, 1),
+    **DATABASE_RETRY,
+)
+def import_run(self, import_id: int) -> str:
+    record = imports.execute(import_id=import_id, claim=self.request.id or "")
+    return record.status if record is not None else "missing"
+
+
+@shared_task
+def imports_requeue_stale() -> int:
+    """Beat: queue again the imports whose task was lost before a worker took it."""
+    return imports.requeue_stale()

@@ -201,6 +201,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "generation.tasks.runs_revive_stuck",
         "schedule": env.float("BEAT_REVIVE_STUCK_RUNS_SECONDS", default=300),
     },
+    "requeue-stale-imports": {
+        "task": "generation.tasks.imports_requeue_stale",
+        "schedule": env.float("BEAT_REVIVE_STUCK_RUNS_SECONDS", default=300),
+    },
 }
 CELERY_BEAT_SCHEDULE_FILENAME = env.str(
     "CELERY_BEAT_SCHEDULE_FILENAME", default=str(VAR_DIR / "celerybeat-schedule")
@@ -367,8 +371,13 @@ DELIVERY_SNAPSHOT_MAX_AGE_SECONDS = env.float("DELIVERY_SNAPSHOT_MAX_AGE_SECONDS
 DELIVERY_SNAPSHOT_MAX_ROWS = env.int("DELIVERY_SNAPSHOT_MAX_ROWS", default=600_000)
 # Products in one batch request (a product listing page).
 DELIVERY_BATCH_MAX = env.int("DELIVERY_BATCH_MAX", default=100)
-# The largest file an import over the API takes (the commands take any size).
+# The largest file an import over the API or the browser takes (the commands take any size).
 IMPORT_MAX_BYTES = env.int("IMPORT_MAX_BYTES", default=1_000_000_000)
+# Where uploaded files wait for the worker that imports them (removed afterwards). The
+# web processes and the workers must share it: one machine, or a shared volume.
+IMPORT_DIR = Path(env.str("IMPORT_DIR", default=str(VAR_DIR / "imports")))
+# How long one import may run in its worker (a million customer rows take a few minutes).
+IMPORT_TIME_LIMIT = env.int("IMPORT_TIME_LIMIT", default=3600)
 # Engagement events in one POST.
 ENGAGEMENT_BATCH_MAX = env.int("ENGAGEMENT_BATCH_MAX", default=1000)
 # Metrics: below this many impressions in either arm a comparison has no verdict;

@@ -64,6 +64,7 @@ class LiveQuerySerializer(serializers.Serializer):
     )
     variant = serializers.IntegerField(
         min_value=1,
+        max_value=2**63 - 1,
         required=False,
         help_text="Pin this variant (it must have been live), e.g. to re-render a sent e-mail",
     )

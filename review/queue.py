@@ -73,7 +73,7 @@ class QueueFilters(forms.Form):
     segment = forms.SlugField(required=False, max_length=200)
     language = forms.CharField(required=False, max_length=35, strip=True)
     check = forms.ChoiceField(choices=[("", "any"), *CHECK_NAMES.items()], required=False)
-    run = forms.IntegerField(required=False, min_value=1)
+    run = forms.IntegerField(required=False, min_value=1, max_value=2**63 - 1)
     # Flagged by review.metrics: doing significantly worse than the base copy.
     underperforming = forms.BooleanField(required=False)
 

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from review import audiences, studio, views
+from review import audiences, imports, studio, views
 
 app_name = "review"
 urlpatterns = [
@@ -21,6 +21,8 @@ urlpatterns = [
     path("metrics/flag/", views.metrics_flag, name="metrics-flag"),
     # The marketing lead's side (review/studio.py)
     path("brand/", studio.brand_edit, name="brand"),
+    path("imports/", imports.import_list, name="imports"),
+    path("imports/<int:pk>/", imports.import_detail, name="import"),
     path("segments/", audiences.segments, name="segments"),
     path("segments/new/", audiences.segment_edit, name="segment-new"),
     path("segments/preview/", audiences.segment_preview, name="segment-preview"),

@@ -34,6 +34,8 @@ MATRIX = [
     # ingestion, one-to-one messages, erasure: write tokens and leads
     ("api-import-products", "post", LEADS | {"write"}),
     ("api-import-customers", "post", LEADS | {"write"}),
+    ("api-imports", "get", LEADS | {"write"}),
+    ("api-import", "get", LEADS | {"write"}),
     ("api-messages", "post", LEADS | {"write"}),
     ("api-message-runs", "post", LEADS | {"write"}),
     ("api-message", "get", LEADS | {"write"}),
@@ -94,6 +96,9 @@ MATRIX = [
     ("review:metrics-flag", "post", LEADS),
     ("review:brand", "get", LEADS),
     ("review:brand", "post", LEADS),
+    ("review:imports", "get", LEADS),
+    ("review:imports", "post", LEADS),
+    ("review:import", "get", LEADS),
     ("review:segments", "get", LEADS),
     ("review:segment-new", "post", LEADS),
     ("review:segment-preview", "post", LEADS),

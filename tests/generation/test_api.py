@@ -9,7 +9,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from generation.models import Customer, GenerationRun, Product, Segment, Variant
+from generation.models import Customer, GenerationRun, Import, Product, Segment, Variant
 from review.auth import api_token_create
 from review.models import ReviewEvent
 from tests.factories import (
@@ -55,6 +55,19 @@ PRODUCTS_CSV = (
 # ---------------------------------------------------------------- imports
 
 
+def imported(client: APIClient, url: str, data: dict) -> dict:
+    """POST an import, run the task a worker would run, and read the record back."""
+    from generation.tasks import import_run
+
+    response = client.post(url, data, format="multipart")
+    assert response.status_code == 202, response.content
+    assert response.json()["status"] == "queued" and response["Location"] == response.json()["url"]
+    import_run.apply(args=[response.json()["id"]])
+    record = client.get(response["Location"])
+    assert record.status_code == 200
+    return record.json()
+
+
 @pytest.mark.parametrize(
     "role, expected",
     [
@@ -62,46 +75,55 @@ PRODUCTS_CSV = (
         ("copywriter", 403),
         ("nobody", 403),
         ("read", 403),
-        ("lead", 200),
-        ("staff", 200),
-        ("write", 200),
+        ("lead", 202),
+        ("staff", 202),
+        ("write", 202),
     ],
 )
-def test_leads_staff_and_write_tokens_import_products(role, expected):
-    response = as_(role).post(
-        f"{API}/imports/products/", {"file": _csv("catalog.csv", PRODUCTS_CSV)}, format="multipart"
-    )
-    assert response.status_code == expected, response.content
-    assert Product.objects.count() == (2 if expected == 200 else 0)
-    if expected == 200:
-        assert response.json() == {"created": 2, "updated": 0, "unchanged": 0}
+def test_leads_staff_and_write_tokens_import_products(role, expected, settings, tmp_path):
+    settings.IMPORT_DIR = tmp_path
+    client = as_(role)
+    upload = {"file": _csv("catalog.csv", PRODUCTS_CSV)}
+    if expected != 202:
+        response = client.post(f"{API}/imports/products/", upload, format="multipart")
+        assert response.status_code == expected, response.content
+        assert not Import.objects.exists() and not list(tmp_path.iterdir())
+        return
+    record = imported(client, f"{API}/imports/products/", upload)
+    assert record["status"] == "done" and record["failure"] is None
+    assert record["result"] == {"created": 2, "updated": 0, "unchanged": 0}
+    assert record["file"] == "catalog.csv" and record["kind"] == "products"
+    assert record["requested_by"] == ("token write client" if role == "write" else role)
+    assert record["progress"]["done"] == 1.0
+    assert Product.objects.count() == 2
+    assert not list(tmp_path.iterdir())  # the uploaded file is gone once imported
 
 
 def test_importing_again_updates_by_sku():
     client = as_("write")
-    client.post(f"{API}/imports/products/", {"file": _csv("a.csv", PRODUCTS_CSV)})
+    imported(client, f"{API}/imports/products/", {"file": _csv("a.csv", PRODUCTS_CSV)})
     changed = PRODUCTS_CSV.replace("Grip for muddy trails.", "Grip for any trail.")
-    response = client.post(f"{API}/imports/products/", {"file": _csv("a.csv", changed)})
-    assert response.json() == {"created": 0, "updated": 1, "unchanged": 1}
+    record = imported(client, f"{API}/imports/products/", {"file": _csv("a.csv", changed)})
+    assert record["result"] == {"created": 0, "updated": 1, "unchanged": 1}
     assert Product.objects.get(sku="RUN-2").description == "Grip for any trail."
 
 
 def test_a_bad_row_names_the_uploaded_file_line_and_column_and_imports_nothing():
     bad = PRODUCTS_CSV + ",No SKU,Run,Running Shoes,Missing its SKU.\n"
-    response = as_("lead").post(f"{API}/imports/products/", {"file": _csv("catalog.csv", bad)})
-    assert response.status_code == 400
-    body = response.json()
-    assert body["line"] == 4 and body["column"] == "sku"
-    assert body["file"][0].startswith("catalog.csv, line 4, column 'sku': ")
-    assert "Nothing was imported" in body["file"][0] and "/tmp" not in body["file"][0]
+    record = imported(as_("lead"), f"{API}/imports/products/", {"file": _csv("catalog.csv", bad)})
+    assert record["status"] == "failed" and record["result"] is None
+    failure = record["failure"]
+    assert failure["line"] == 4 and failure["column"] == "sku"
+    assert failure["file"][0].startswith("catalog.csv, line 4, column 'sku': ")
+    assert "Nothing was imported" in failure["file"][0] and "/tmp" not in failure["file"][0]
     assert not Product.objects.exists()  # the two good rows before it are not written
 
 
 def test_a_file_that_is_not_utf8_is_refused_for_the_whole_file():
     upload = SimpleUploadedFile("catalog.csv", "sku,name,description\nA,Café,x\n".encode("latin-1"))
-    response = as_("lead").post(f"{API}/imports/products/", {"file": upload})
-    assert response.status_code == 400
-    assert response.json()["line"] is None and "not UTF-8" in response.json()["file"][0]
+    record = imported(as_("lead"), f"{API}/imports/products/", {"file": upload})
+    assert record["status"] == "failed"
+    assert record["failure"]["line"] is None and "not UTF-8" in record["failure"]["file"][0]
 
 
 def test_the_format_comes_from_the_extension_or_must_be_named():
@@ -109,19 +131,32 @@ def test_the_format_comes_from_the_extension_or_must_be_named():
     response = client.post(f"{API}/imports/products/", {"file": _csv("catalog.txt", PRODUCTS_CSV)})
     assert response.status_code == 400
     assert "Name the format (csv)" in response.json()["format"][0]
-    response = client.post(
-        f"{API}/imports/products/", {"file": _csv("catalog.txt", PRODUCTS_CSV), "format": "csv"}
+    record = imported(
+        client,
+        f"{API}/imports/products/",
+        {"file": _csv("catalog.txt", PRODUCTS_CSV), "format": "csv"},
     )
-    assert response.status_code == 200 and Product.objects.count() == 2
+    assert record["status"] == "done" and Product.objects.count() == 2
     response = client.post(
         f"{API}/imports/products/", {"file": _csv("c.csv", PRODUCTS_CSV), "format": "xlsx"}
     )
     assert response.status_code == 400 and "format" in response.json()
+    assert Import.objects.count() == 1
 
 
-def test_a_missing_file_is_named():
-    response = as_("write").post(f"{API}/imports/products/", {"format": "csv"})
+def test_a_missing_empty_or_too_big_file_is_named_and_not_recorded(settings, tmp_path):
+    settings.IMPORT_DIR = tmp_path
+    client = as_("write")
+    response = client.post(f"{API}/imports/products/", {"format": "csv"})
     assert response.status_code == 400 and "file" in response.json()
+    response = client.post(f"{API}/imports/products/", {"file": _csv("c.csv", "")})
+    assert response.status_code == 400 and "file" in response.json()
+    settings.IMPORT_MAX_BYTES = 50
+    response = client.post(f"{API}/imports/products/", {"file": _csv("big.csv", PRODUCTS_CSV)})
+    assert response.status_code == 413
+    assert "big.csv is 0.0 MB" in response.json()["file"][0]
+    assert "IMPORT_MAX_BYTES" in response.json()["file"][0]
+    assert not Import.objects.exists() and not list(tmp_path.iterdir())
 
 
 def test_customers_import_from_json_lines():
@@ -130,26 +165,55 @@ def test_customers_import_from_json_lines():
         '{"external_id": "C2", "value_tier": "low"}\n'
     )
     upload = SimpleUploadedFile("cdp-export.jsonl", jsonl.encode())
-    response = as_("write").post(f"{API}/imports/customers/", {"file": upload})
-    assert response.status_code == 200, response.content
-    assert response.json()["created"] == 2
+    record = imported(as_("write"), f"{API}/imports/customers/", {"file": upload})
+    assert record["status"] == "done", record
+    assert record["result"]["created"] == 2 and record["result"]["rows"] == 2
+    assert record["progress"] == {"rows": 2, "bad": 0, "done": 1.0}
     assert Customer.objects.get(external_id="C1").language == "de"
 
 
 def test_a_bad_customer_line_names_the_line_and_imports_nothing():
     jsonl = '{"external_id": "C1"}\n{"external_id": "C2", "language": 7\n'
     upload = SimpleUploadedFile("export.ndjson", jsonl.encode())
-    response = as_("lead").post(f"{API}/imports/customers/", {"file": upload})
-    assert response.status_code == 400
-    assert response.json()["line"] == 2 and response.json()["file"][0].startswith("export.ndjson")
+    record = imported(as_("lead"), f"{API}/imports/customers/", {"file": upload})
+    assert record["status"] == "failed"
+    assert record["failure"]["line"] == 2
+    assert record["failure"]["file"][0].startswith("export.ndjson")
     assert not Customer.objects.exists()
 
 
-@pytest.mark.parametrize("role, expected", [("copywriter", 403), ("read", 403), ("write", 200)])
+@pytest.mark.parametrize("role, expected", [("copywriter", 403), ("read", 403), ("write", 202)])
 def test_customer_imports_have_the_product_imports_permissions(role, expected):
     upload = SimpleUploadedFile("c.csv", b"external_id,value_tier\nC1,high\n")
     response = as_(role).post(f"{API}/imports/customers/", {"file": upload})
     assert response.status_code == expected
+
+
+def test_a_token_lists_its_own_imports_and_a_lead_lists_all():
+    first, second, lead = as_("write"), APIClient(), as_("lead")
+    _token, key = api_token_create(name="other shop", kind="write")
+    second.credentials(HTTP_AUTHORIZATION=f"Bearer {key}")
+    mine = imported(first, f"{API}/imports/products/", {"file": _csv("a.csv", PRODUCTS_CSV)})
+    theirs = imported(second, f"{API}/imports/products/", {"file": _csv("b.csv", PRODUCTS_CSV)})
+    assert [r["id"] for r in first.get(f"{API}/imports/").json()["results"]] == [mine["id"]]
+    assert first.get(f"{API}/imports/{theirs['id']}/").status_code == 404
+    listed = [r["id"] for r in lead.get(f"{API}/imports/").json()["results"]]
+    assert listed == [theirs["id"], mine["id"]]
+    assert as_("copywriter").get(f"{API}/imports/").status_code == 403
+    assert as_("read").get(f"{API}/imports/{mine['id']}/").status_code == 403
+
+
+def test_an_import_runs_once_whatever_delivers_its_task_again():
+    from generation import imports
+
+    client = as_("write")
+    response = client.post(f"{API}/imports/products/", {"file": _csv("a.csv", PRODUCTS_CSV)})
+    pk = response.json()["id"]
+    assert imports.execute(import_id=pk, claim="task-1").status == "done"
+    # Another task (the beat's re-queue, a redelivery) finds it finished: nothing runs.
+    again = imports.execute(import_id=pk, claim="task-2")
+    assert again.status == "done" and again.result["created"] == 2
+    assert Product.objects.count() == 2
 
 
 # ---------------------------------------------------------------- segments
@@ -580,3 +644,20 @@ def test_a_file_of_the_wrong_type_is_refused_naming_the_formats():
     response = as_("write").post(f"{API}/imports/customers/", {"file": upload})
     assert response.status_code == 400
     assert "csv or jsonl or parquet" in response.json()["format"][0]
+
+
+def test_beat_queues_again_an_import_whose_task_was_lost(monkeypatch):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from generation import imports
+
+    client = as_("write")
+    old = client.post(f"{API}/imports/products/", {"file": _csv("a.csv", PRODUCTS_CSV)}).json()
+    new = client.post(f"{API}/imports/products/", {"file": _csv("b.csv", PRODUCTS_CSV)}).json()
+    Import.objects.filter(pk=old["id"]).update(created=timezone.now() - timedelta(minutes=11))
+    queued = []
+    monkeypatch.setattr(imports, "queue", queued.append)
+    assert imports.requeue_stale() == 1 and queued == [old["id"]]
+    assert new["id"] not in queued

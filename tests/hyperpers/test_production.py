@@ -195,6 +195,25 @@ def test_password_spraying_from_one_address_is_throttled(client, settings):
     assert response.status_code == 302
 
 
+def test_the_admin_login_is_the_throttled_login_page(client, settings):
+    """The admin's own login form would skip the per-address throttle: it sends to ours."""
+    settings.LOGIN_IP_FAILURE_LIMIT = 3
+    UserFactory(username="root", password="root-password", is_staff=True, is_superuser=True)
+    for user in range(3):
+        client.post(reverse("login"), {"username": f"user{user}", "password": "guess"})
+    response = client.post(
+        "/admin/login/?next=/admin/", {"username": "root", "password": "root-password"}
+    )
+    assert response.status_code == 302
+    assert response["Location"] == reverse("login") + "?next=/admin/"
+    assert "_auth_user_id" not in client.session  # the right password did not sign in
+    assert client.get("/admin/").status_code == 302
+    response = client.post(
+        reverse("login") + "?next=/admin/", {"username": "root", "password": "root-password"}
+    )
+    assert response.status_code == 429
+
+
 # --- logs -----------------------------------------------------------------------------
 
 

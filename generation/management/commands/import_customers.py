@@ -5,15 +5,11 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
+from generation import imports
 from generation.audience import MappingError, Reading
-from generation.importers import ImportFileError
-from generation.models import CustomerSource
-from generation.services import (
-    MAX_LISTED_ERRORS,
-    CustomerRowsError,
-    customer_source_save,
-    customers_import,
-)
+from generation.management import command_user, failure_text
+from generation.models import CustomerSource, Import
+from generation.services import MAX_LISTED_ERRORS, CustomerImportResult, customer_source_save
 
 
 class _Progress:
@@ -73,37 +69,31 @@ class Command(BaseCommand):
     def handle(self, *args, file: Path, source, mapping, skip_invalid, max_errors, **options):
         chosen = self._source(source, mapping)
         progress = _Progress(self.stderr._out, not options["no_progress"] and sys.stderr.isatty())
-        try:
-            result = customers_import(
-                path=file,
-                source=chosen,
-                skip_invalid=skip_invalid,
-                max_errors=max(max_errors, 1),
-                progress=progress,
-            )
-        except CustomerRowsError as exc:
-            progress.close()
-            hint = ""
-            if chosen is None and all(e.column == "external_id" for e in exc.errors):
-                hint = (
-                    "\nThe file may name its columns its own way: read it through a column "
-                    "mapping (--source NAME --mapping FILE.json)."
-                )
-            raise CommandError(f"{file}: {exc.message}{hint}") from exc
-        except (ImportFileError, MappingError) as exc:
-            progress.close()
-            raise CommandError(f"{exc}\nNothing was imported.") from exc
+        record = imports.record_local(
+            file,
+            kind=Import.Kind.CUSTOMERS,
+            requested_by=command_user(),
+            source=chosen,
+            options={"skip_invalid": skip_invalid, "max_errors": max(max_errors, 1)},
+        )
+        record = imports.execute(import_id=record.pk, claim=f"cli-{record.pk}", progress=progress)
         progress.close()
-        for error in result.errors:
+        if record.status == Import.Status.FAILED:
+            raise CommandError(failure_text(record.failure))
+        result = record.result
+        for error in result["errors"]:
             self.stderr.write(f"skipped {error}")
-        if result.more_errors:
-            self.stderr.write(f"... more bad rows than the {len(result.errors)} listed")
-        rate = result.rows / max(result.seconds, 1e-6)
+        if result["more_errors"]:
+            self.stderr.write(f"... more bad rows than the {len(result['errors'])} listed")
+        rate = result["rows"] / max(result["seconds"], 1e-6)
+        summary = CustomerImportResult(
+            **{k: result[k] for k in ("created", "updated", "unchanged", "skipped", "personal")}
+        )
         self.stdout.write(
             self.style.SUCCESS(
-                f"Customers from {file}: {result.rows:,} rows read; {result}; "
-                f"{result.segments} segment(s) recounted; {result.seconds:.1f} s "
-                f"({rate:,.0f} rows/s)"
+                f"Customers from {file}: {result['rows']:,} rows read; {summary}; "
+                f"{result['segments']} segment(s) recounted; {result['seconds']:.1f} s "
+                f"({rate:,.0f} rows/s) [import {record.pk}]"
             )
         )
 

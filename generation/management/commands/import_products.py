@@ -2,8 +2,9 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from generation.importers import ImportFileError
-from generation.services import products_import
+from generation import imports
+from generation.management import command_user, failure_text
+from generation.models import Import
 
 
 class Command(BaseCommand):
@@ -30,8 +31,19 @@ class Command(BaseCommand):
             if not sep or not code.strip() or not tag.strip():
                 raise CommandError(f"--store-view takes CODE=TAG (e.g. german=de), not {pair!r}")
             store_views[code.strip()] = tag.strip()
-        try:
-            result = products_import(path=file, store_views=store_views)
-        except ImportFileError as exc:
-            raise CommandError(f"{exc}\nNothing was imported.") from exc
-        self.stdout.write(self.style.SUCCESS(f"Products from {file}: {result}"))
+        record = imports.record_local(
+            file,
+            kind=Import.Kind.PRODUCTS,
+            requested_by=command_user(),
+            options={"store_views": store_views},
+        )
+        record = imports.execute(import_id=record.pk, claim=f"cli-{record.pk}")
+        if record.status == Import.Status.FAILED:
+            raise CommandError(failure_text(record.failure))
+        counts = record.result
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"Products from {file}: {counts['created']} created, {counts['updated']} "
+                f"updated, {counts['unchanged']} unchanged [import {record.pk}]"
+            )
+        )

@@ -1,0 +1,90 @@
+"""The imports page, for marketing leads and staff: upload a catalog or a customer
+file, follow its worker's progress, read its report or every bad row.
+
+The upload is only recorded here (generation.imports.receive): a worker reads it, so
+no request holds a big file. The conventions are review/views.py's.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_http_methods
+
+from generation import imports
+from generation.models import CustomerSource, Import
+from review.views import require_lead
+
+LISTED = 50
+
+
+def _page(request: HttpRequest, *, form: dict | None = None, error: str = "", status: int = 200):
+    return render(
+        request,
+        "review/imports.html",
+        {
+            "imports": imports.listed(Import.objects.select_related("source")[:LISTED]),
+            "sources": CustomerSource.objects.all(),
+            "kinds": Import.Kind.choices,
+            "form": form or {},
+            "error": error,
+            "max_mb": settings.IMPORT_MAX_BYTES / 1e6,
+        },
+        status=status,
+    )
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def import_list(request: HttpRequest) -> HttpResponse:
+    require_lead(request)
+    if request.method == "GET":
+        return _page(request)
+    form = {
+        "kind": request.POST.get("kind", ""),
+        "source": request.POST.get("source", ""),
+        "skip_invalid": bool(request.POST.get("skip_invalid")),
+    }
+    upload = request.FILES.get("file")
+    source = None
+    if form["kind"] not in Import.Kind.values:
+        return _page(
+            request,
+            form=form,
+            error="Choose what the file holds: a catalog or customers.",
+            status=400,
+        )
+    if upload is None:
+        return _page(request, form=form, error="Choose a file to import.", status=400)
+    if form["kind"] == Import.Kind.CUSTOMERS and form["source"]:
+        source = CustomerSource.objects.filter(slug=form["source"]).first()
+        if source is None:
+            return _page(
+                request, form=form, error=f"Unknown source '{form['source']}'.", status=400
+            )
+    try:
+        record = imports.receive(
+            upload,
+            kind=form["kind"],
+            source=source,
+            options={"skip_invalid": form["skip_invalid"]}
+            if form["kind"] == Import.Kind.CUSTOMERS
+            else {},
+            requested_by=imports.requester(request.user),
+            via="web",
+        )
+    except imports.ImportRefused as exc:
+        return _page(request, form=form, error=exc.message, status=exc.status)
+    return redirect("review:import", pk=record.pk)
+
+
+@login_required
+def import_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    """One import; while it runs, its progress partial polls itself."""
+    require_lead(request)
+    record = get_object_or_404(Import.objects.select_related("source"), pk=pk)
+    record.progress = imports.progress(record)
+    template = "review/import.html#import-status" if request.htmx else "review/import.html"
+    return render(request, template, {"record": record})

@@ -41,11 +41,10 @@ from django.db import connection, transaction
 from django.db.models import F, Max, Q
 from django.utils import timezone
 
-from generation import answers, capabilities, checks, llm, messages, pricing, prompting
+from generation import answers, capabilities, checks, llm, messages, pricing, prompting, signals
 from generation.limiter import EndpointLimiter, LimiterTimeout, endpoint_limiter, redis_client
 from generation.models import GenerationRun, PromptVersion, Variant
 from hyperpers.logs import log_context
-from review.services import message_notify_on_commit
 
 logger = logging.getLogger(__name__)
 
@@ -777,7 +776,7 @@ def write_outcomes(outcomes: list[Outcome], *, claim_id: str) -> int:
                 c["cost"] += outcome.cost or 0
         if rows:
             _written_update(rows, claim_id=claim_id)
-            messages.policy_apply([row.pk for row in rows])
+            signals.variants_written.send(sender=Variant, variant_ids=[row.pk for row in rows])
         written += len(rows)
     for outcome in outcomes:
         if outcome.kind == "done":
@@ -811,7 +810,7 @@ def write_outcomes(outcomes: list[Outcome], *, claim_id: str) -> int:
                 written += 1
                 if variant.callback_url:
                     variant.status = Variant.Status.FAILED
-                    message_notify_on_commit(variant)
+                    messages.message_notify_on_commit(variant)
         else:  # release or config: back to the queue, for a resume
             owned_one.update(status=Variant.Status.QUEUED, claim="", claimed_at=None)
     for run_id, c in counts.items():

@@ -1,4 +1,5 @@
-"""One-to-one messages, and the review policy that decides who reads what is written.
+"""One-to-one messages, and the settings of the review policy that decides who reads
+what is written (review/policy.py applies it).
 
 A message is a Variant for one customer, with a communication purpose: the brand voice
 stays the constant system prompt, the purpose and the customer's allowed attributes
@@ -11,9 +12,10 @@ The review policy is the prompt's:
 - sample: a stable N% (by variant id) waits for people; the others are published when
   every check passes, and wait in review when one fails;
 - auto: published when every check passes, else reviewed.
-policy_apply runs in the generation engine's write transaction, right after the copy
-is written. Callbacks (a message's callback URL) go out after commit from a Celery
-task, with retries.
+Applying it belongs to review (review/policy.py), which hears of fresh copy through
+generation.signals.variants_written, sent in the engine's write transaction.
+Callbacks (a message's callback URL) go out after commit from a Celery task, with
+retries.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import urllib.parse
 
 import httpx2 as httpx
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.db.models import Count
 
 from generation.models import Customer, GenerationRun, Product, Prompt, Segment, Variant
@@ -41,7 +43,6 @@ PURPOSE_MAX = 300
 RUN_CUSTOMERS_MAX = 100_000
 WAIT_MAX_SECONDS = 30
 CALLBACK_TIMEOUT_SECONDS = 10
-POLICY_REASON = "Published by the review policy: every check passed"
 
 
 class MessageError(ValueError):
@@ -217,52 +218,15 @@ def message_run_create(
 # --- review policy ------------------------------------------------------------------------
 
 
-def in_sample(variant_id: int, percent: int) -> bool:
-    """Stable: the same variant is in or out of the sample every time it is asked."""
-    digest = hashlib.blake2b(str(variant_id).encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") % 100 < percent
+def message_notify_on_commit(variant: Variant) -> None:
+    """A one-to-one message with a callback URL: tell the caller, after commit, what
+    became of it (published, rejected or failed)."""
+    if not variant.callback_url:
+        return
+    from generation.tasks import message_callback
 
-
-def policy_apply(variant_ids: list[int]) -> dict[str, int]:
-    """Apply each variant's prompt's review policy to freshly written variants (in
-    review). Returns how many were published, sampled for review and held (a check
-    failed). Runs in the caller's transaction."""
-    from review.services import DecisionError, variant_approve
-
-    counts = {"auto": 0, "sampled": 0, "held": 0}
-    variants = (
-        Variant.objects.filter(pk__in=variant_ids, status=Variant.Status.IN_REVIEW)
-        .exclude(prompt__review_policy=Prompt.ReviewPolicy.REVIEW_ALL)
-        .select_related("prompt")
-    )
-    for variant in variants:
-        prompt = variant.prompt
-        if prompt.review_policy == Prompt.ReviewPolicy.SAMPLE and in_sample(
-            variant.pk, prompt.review_sample_percent
-        ):
-            outcome = "sampled"
-        elif (
-            variant.checks_failed
-            or variant.regeneration_note
-            or any(c.get("hold") for c in variant.checks or [])
-        ):
-            # A failed check, a check that asks for a person (weak signs of injected
-            # instructions), or a reviewer's course correction: people read the result.
-            outcome = "held"
-        else:
-            outcome = "auto"
-        if outcome == "auto":
-            try:
-                # A savepoint: a slot another task published a moment ago (the unique
-                # constraint) must not roll back the whole batch of written copy.
-                with transaction.atomic():
-                    variant_approve(variant=variant, user=None, reason=POLICY_REASON)
-            except (IntegrityError, DecisionError) as exc:
-                logger.info("variant %s left in review by the policy: %s", variant.pk, exc)
-                outcome = "held"
-        Variant.objects.filter(pk=variant.pk).update(policy_outcome=outcome)
-        counts[outcome] += 1
-    return counts
+    pk, status = variant.pk, variant.status
+    transaction.on_commit(lambda: message_callback.delay(pk, status))
 
 
 def policy_counts(prompt: Prompt) -> dict[str, int]:

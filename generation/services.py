@@ -23,7 +23,17 @@ from django.db.models import Count, Exists, F, OuterRef, Q, Sum
 from django.utils import timezone
 from django.utils.text import slugify
 
-from generation import audience, capabilities, checks, engine, languages, llm, pricing, prompting
+from generation import (
+    audience,
+    capabilities,
+    checks,
+    engine,
+    languages,
+    llm,
+    pricing,
+    prompting,
+    signals,
+)
 from generation.audience import CustomerRow, Reading, RowError
 from generation.importers import ImportFileError, read_products
 from generation.limiter import EndpointLimiter, endpoint_limiter
@@ -42,7 +52,6 @@ from generation.models import (
     attribute_text,
     segment_rules_clean,
 )
-from review.delivery import live_changed
 
 logger = logging.getLogger(__name__)
 
@@ -100,7 +109,7 @@ def products_import(*, path: Path, store_views: dict[str, str] | None = None) ->
             fields,
         )
         # Bulk writes send no post_save: tell delivery the base copy changed.
-        live_changed()
+        signals.live_copy_changed.send(sender=Product)
     return result
 
 
@@ -336,7 +345,9 @@ def customer_erase(*, external_id: str) -> dict:
     customer.delete()  # cascades to the variants, their events and review history
     for product_id in products:
         for prompt_id in prompt_ids:
-            live_changed(prompt_id=prompt_id, product_id=product_id)
+            signals.live_copy_changed.send(
+                sender=Prompt, prompt_id=prompt_id, product_id=product_id
+            )
     # Their segments lose a member now; summaries (shares) are recomputed with the
     # next import, as a full recount reads every customer.
     left = [s.pk for s in Segment.objects.exclude(rules={}) if s.matches(attributes)]

@@ -7,10 +7,17 @@ class ReviewConfig(AppConfig):
     verbose_name = "Review"
 
     def ready(self) -> None:
-        # Each web process's snapshot of live copy hears of every save through these
-        # (review/delivery.py); bulk writes call delivery.live_changed() themselves.
+        # Every way generation tells review something, in one place: its own signals
+        # (generation/signals.py) and the saves of its models.
+        from generation import signals
         from generation.models import Product, Prompt, Segment, Variant
-        from review import delivery
+        from review import delivery, policy
+
+        # Fresh copy: the prompt's review policy decides who reads it.
+        signals.variants_written.connect(policy.variants_written, dispatch_uid="review-policy")
+        # Each web process's snapshot of live copy hears of every save, and of bulk
+        # writes (imports, prompt settings) through live_copy_changed.
+        signals.live_copy_changed.connect(delivery.live_copy_changed, dispatch_uid="live-bulk")
 
         post_save.connect(delivery.variant_saved, sender=Variant, dispatch_uid="live-variant")
         for model in (Product, Prompt, Segment):

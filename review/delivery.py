@@ -395,6 +395,13 @@ def catalog_changed(**kwargs) -> None:
     live_changed()
 
 
+def live_copy_changed(
+    sender, *, prompt_id=None, product_id=None, segment_id=None, **kwargs
+) -> None:
+    """generation.signals.live_copy_changed: a bulk write changed what slots show."""
+    live_changed(prompt_id=prompt_id, product_id=product_id, segment_id=segment_id)
+
+
 # ----------------------------------------------------------------------------------
 # The snapshot
 

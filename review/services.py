@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from generation.messages import message_notify_on_commit
 from generation.models import Customer, Product, Prompt, Segment, Variant
 from review.models import EngagementEvent, ReviewEvent
 
@@ -151,17 +152,6 @@ def variant_approve(
         ) from None
     message_notify_on_commit(variant)
     return variant
-
-
-def message_notify_on_commit(variant: Variant) -> None:
-    """A one-to-one message with a callback URL: tell the caller, after commit, what
-    became of it (published, rejected or failed)."""
-    if not variant.callback_url:
-        return
-    from generation.tasks import message_callback
-
-    pk, status = variant.pk, variant.status
-    transaction.on_commit(lambda: message_callback.delay(pk, status))
 
 
 @transaction.atomic

@@ -53,7 +53,7 @@ def fresh_login_failures():
 @pytest.fixture
 def offline_writer(settings):
     """The bundled offline writer on a free port, as the configured LLM endpoint."""
-    from generation.offline_writer import serve_in_thread
+    from hyperpers.offline_writer import serve_in_thread
 
     server, base_url = serve_in_thread()
     settings.LLM_BASE_URL = base_url

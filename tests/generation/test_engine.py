@@ -173,7 +173,7 @@ def test_retrying_failed_variants_completes_the_run_with_exact_counts(
 @pytest.fixture
 def keyed_writer(settings):
     """An offline writer that accepts only the key 'right'."""
-    from generation.offline_writer import serve_in_thread
+    from hyperpers.offline_writer import serve_in_thread
 
     server, base_url = serve_in_thread(api_key="right")
     settings.LLM_BASE_URL = base_url

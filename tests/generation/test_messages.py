@@ -10,6 +10,7 @@ import pytest
 
 from generation import messages, prompting
 from generation.models import Prompt, Variant
+from review import policy
 from review.models import ReviewEvent
 from tests.factories import (
     CustomerFactory,
@@ -18,7 +19,7 @@ from tests.factories import (
     SegmentFactory,
     VariantFactory,
 )
-from tests.generation.test_api import API, as_
+from tests.review.test_workflow_api import API, as_
 
 pytestmark = pytest.mark.django_db
 
@@ -99,7 +100,7 @@ def _written(version, *, checks_failed=0, n=1):
 
 def test_review_all_leaves_every_variant_to_people(version):
     [variant] = _written(version)
-    assert messages.policy_apply([variant.pk]) == {"auto": 0, "sampled": 0, "held": 0}
+    assert policy.policy_apply([variant.pk]) == {"auto": 0, "sampled": 0, "held": 0}
     variant.refresh_from_db()
     assert (variant.status, variant.policy_outcome) == ("in_review", "")
 
@@ -108,13 +109,13 @@ def test_auto_publishes_what_passes_and_holds_what_fails(version):
     Prompt.objects.filter(pk=version.prompt_id).update(review_policy="auto")
     [good] = _written(version)
     [bad] = _written(version, checks_failed=1)
-    assert messages.policy_apply([good.pk, bad.pk]) == {"auto": 1, "sampled": 0, "held": 1}
+    assert policy.policy_apply([good.pk, bad.pk]) == {"auto": 1, "sampled": 0, "held": 1}
     good.refresh_from_db()
     bad.refresh_from_db()
     assert (good.status, good.policy_outcome) == ("published", "auto")
     assert (bad.status, bad.policy_outcome) == ("in_review", "held")
     event = ReviewEvent.objects.get(variant=good)
-    assert (event.action, event.user, event.reason) == ("approve", None, messages.POLICY_REASON)
+    assert (event.action, event.user, event.reason) == ("approve", None, policy.POLICY_REASON)
     assert messages.policy_counts(version.prompt) == {"auto": 1, "sampled": 0, "held": 1}
 
 
@@ -123,8 +124,8 @@ def test_a_sample_is_reviewed_and_the_rest_published(version):
         review_policy="sample", review_sample_percent=30
     )
     variants = _written(version, n=60)
-    counts = messages.policy_apply([v.pk for v in variants])
-    sampled = [v.pk for v in variants if messages.in_sample(v.pk, 30)]
+    counts = policy.policy_apply([v.pk for v in variants])
+    sampled = [v.pk for v in variants if policy.in_sample(v.pk, 30)]
     assert counts == {"auto": 60 - len(sampled), "sampled": len(sampled), "held": 0}
     assert 5 <= len(sampled) <= 35  # a stable hash, not a coin per call
     assert set(Variant.objects.filter(pk__in=sampled).values_list("status", flat=True)) == {
@@ -133,11 +134,11 @@ def test_a_sample_is_reviewed_and_the_rest_published(version):
 
 
 def test_in_sample_is_stable_and_close_to_its_share():
-    picks = [messages.in_sample(i, 20) for i in range(10_000)]
-    assert picks == [messages.in_sample(i, 20) for i in range(10_000)]
+    picks = [policy.in_sample(i, 20) for i in range(10_000)]
+    assert picks == [policy.in_sample(i, 20) for i in range(10_000)]
     assert 0.18 < sum(picks) / len(picks) < 0.22
-    assert not any(messages.in_sample(i, 0) for i in range(100))
-    assert all(messages.in_sample(i, 100) for i in range(100))
+    assert not any(policy.in_sample(i, 0) for i in range(100))
+    assert all(policy.in_sample(i, 100) for i in range(100))
 
 
 # --- allowlist ---------------------------------------------------------------------------
@@ -419,7 +420,7 @@ def test_messages_for_two_purposes_stay_live_side_by_side(version):
 def test_the_policy_holds_a_regenerated_variant_for_people(version):
     Prompt.objects.filter(pk=version.prompt_id).update(review_policy="auto")
     variant = _message(version, CustomerFactory(), regeneration_note="Shorter, please")
-    assert messages.policy_apply([variant.pk])["held"] == 1
+    assert policy.policy_apply([variant.pk])["held"] == 1
     variant.refresh_from_db()
     assert variant.status == "in_review"
 
@@ -434,7 +435,7 @@ def test_the_policy_holds_a_variant_whose_inputs_showed_weak_signs_of_instructio
         {"name": "input_injection", "passed": True, "message": "No instruction-like text"}
     ])  # fmt: skip
 
-    assert messages.policy_apply([held.pk, clean.pk]) == {"auto": 1, "sampled": 0, "held": 1}
+    assert policy.policy_apply([held.pk, clean.pk]) == {"auto": 1, "sampled": 0, "held": 1}
     held.refresh_from_db()
     assert held.status == "in_review" and held.policy_outcome == "held"
 

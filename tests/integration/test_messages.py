@@ -8,8 +8,9 @@ import pytest
 
 from generation import messages
 from generation.models import GenerationRun, Prompt, Variant
+from review import policy
 from tests.factories import CustomerFactory, ProductFactory, PromptVersionFactory, SegmentFactory
-from tests.generation.test_api import API, as_
+from tests.review.test_workflow_api import API, as_
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -137,7 +138,7 @@ def test_a_run_over_a_segment_follows_the_sample_policy(celery_worker_process, o
     counts = messages.policy_counts(version.prompt)
     assert sum(counts.values()) == 10
     variants = Variant.objects.filter(run=run)
-    sampled = [v.pk for v in variants if messages.in_sample(v.pk, 40)]
+    sampled = [v.pk for v in variants if policy.in_sample(v.pk, 40)]
     assert counts["sampled"] == len(sampled)
     assert variants.filter(status="published").count() == counts["auto"]
     assert variants.filter(status="in_review").count() == counts["sampled"] + counts["held"]

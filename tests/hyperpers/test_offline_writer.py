@@ -18,9 +18,9 @@ import openai
 import pytest
 from django.core.management import CommandError
 
-from generation import offline_writer
-from generation.management.commands.run_offline_writer import Command, writer_settings
-from generation.offline_writer import (
+from hyperpers import offline_writer
+from hyperpers.management.commands.run_offline_writer import Command, writer_settings
+from hyperpers.offline_writer import (
     OfflineWriterServer,
     SettingError,
     WriterSettings,

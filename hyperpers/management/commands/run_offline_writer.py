@@ -9,7 +9,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from generation.offline_writer import (
+from hyperpers.offline_writer import (
     DEFAULT_MODELS,
     FAULTS,
     LATENCY_DISTRIBUTIONS,

@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from generation import api
+from review import workflow_api as api
 
 urlpatterns = [
     path("imports/products/", api.ProductImportView.as_view(), name="api-import-products"),

@@ -777,14 +777,14 @@ def counting_redis() -> Iterator[Counter]:
 STEPS = (
     ("whole request (Django's WSGI handler)", "django/core/handlers/wsgi.py", "__call__"),
     ("  middleware and routing, outside the view", None, None),
-    ("  the live view (fast path, else DRF)", "review/api.py", "live"),
-    ("    fast path (_fast_live)", "review/api.py", "_fast_live"),
+    ("  the live view (fast path, else DRF)", "review/rest/live.py", "live"),
+    ("    fast path (_fast_live)", "review/rest/live.py", "_fast_live"),
     ("      token lookup (active_token)", "review/auth.py", "active_token"),
     ("      rate limit (token_rate_wait, Redis a lease)", "review/auth.py", "token_rate_wait"),
     ("      snapshot (live_from_snapshot)", "review/delivery.py", "live_from_snapshot"),
     ("        loading blocks (SQL)", "review/delivery.py", "_load_block"),
     ("      as_dict (exposure id signing)", "review/delivery.py", "as_dict"),
-    ("      ETag (json.dumps + sha1)", "review/api.py", "_etag"),
+    ("      ETag (json.dumps + sha1)", "review/rest/live.py", "_etag"),
     ("    DRF view dispatch (off the fast path)", "rest_framework/views.py", "dispatch"),
     ("  all SQL (cursor execute)", "django/db/backends/utils.py", "_execute"),
     ("  connecting to PostgreSQL", "django/db/backends/base/base.py", "connect"),
@@ -847,7 +847,7 @@ def in_process(args: argparse.Namespace, key: str) -> None:
     profiler.disable()
     stats = pstats.Stats(profiler)
     whole = cumulative(stats, "django/core/handlers/wsgi.py", "__call__")
-    view = cumulative(stats, "review/api.py", "live")
+    view = cumulative(stats, "review/rest/live.py", "live")
     print(
         f"  under cProfile ({n} requests; the profiler slows Python, not waits; steps nest):",
         flush=True,

@@ -156,7 +156,7 @@ def message_run_create(
     Customers who already have this message are left out; generation fans out over
     the workers like any run.
     """
-    from generation.services import _dispatch_on_commit
+    from generation.services.runs import _dispatch_on_commit
 
     version = _version(prompt)
     purpose = _purpose(purpose)

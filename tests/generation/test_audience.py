@@ -369,7 +369,7 @@ def test_the_command_saves_a_mapping_and_prints_a_summary(tmp_path, capsys):
 def test_the_api_imports_parquet_through_a_source_and_lists_bad_rows(tmp_path):
     from django.core.files.uploadedfile import SimpleUploadedFile
 
-    from tests.review.test_workflow_api import API, as_, imported
+    from tests.review.test_rest_api import API, as_, imported
 
     services.customer_source_save(slug="acme", mapping=CDP_MAPPING)
     path = _parquet(tmp_path, "x.parquet", {"CUST_ID": ["P1", "P2"], "TIER": ["low", "gold"]})

@@ -351,8 +351,8 @@ def test_a_reviewer_note_reaches_the_prompt_as_a_course_correction(
 def test_a_big_run_queues_its_first_slots_at_once_and_the_rest_while_it_runs(
     offline_writer, monkeypatch
 ):
-    monkeypatch.setattr(services, "QUEUE_NOW_SLOTS", 4)
-    monkeypatch.setattr(services, "POPULATE_PRODUCTS", 1)
+    monkeypatch.setattr(services.runs, "QUEUE_NOW_SLOTS", 4)
+    monkeypatch.setattr(services.runs, "POPULATE_PRODUCTS", 1)
     products, segments = ProductFactory.create_batch(5), SegmentFactory.create_batch(2)
     version = PromptVersionFactory()
     run = services.run_create(prompt=version.prompt, products=products, segments=segments)
@@ -374,8 +374,8 @@ def test_a_big_run_queues_its_first_slots_at_once_and_the_rest_while_it_runs(
 
 @pytest.mark.django_db(transaction=True)  # the drain waits for the populating thread
 def test_a_drain_waits_for_slots_still_being_queued_instead_of_ending(offline_writer, monkeypatch):
-    monkeypatch.setattr(services, "QUEUE_NOW_SLOTS", 2)
-    monkeypatch.setattr(services, "POPULATE_PRODUCTS", 1)
+    monkeypatch.setattr(services.runs, "QUEUE_NOW_SLOTS", 2)
+    monkeypatch.setattr(services.runs, "POPULATE_PRODUCTS", 1)
     version = PromptVersionFactory()
     run = services.run_create(
         prompt=version.prompt,
@@ -394,8 +394,8 @@ def test_a_drain_waits_for_slots_still_being_queued_instead_of_ending(offline_wr
 
 
 def test_populating_stops_with_a_cancel_and_goes_on_after_a_resume(offline_writer, monkeypatch):
-    monkeypatch.setattr(services, "QUEUE_NOW_SLOTS", 2)
-    monkeypatch.setattr(services, "POPULATE_PRODUCTS", 1)
+    monkeypatch.setattr(services.runs, "QUEUE_NOW_SLOTS", 2)
+    monkeypatch.setattr(services.runs, "POPULATE_PRODUCTS", 1)
     version = PromptVersionFactory()
     run = services.run_create(
         prompt=version.prompt,

@@ -169,7 +169,7 @@ def test_a_run_completes_with_exact_counts_when_redis_restarts_mid_run(
 
     socket = tmp_path / "redis.sock"
     broker = start_redis(socket)
-    monkeypatch.setattr(services, "_dispatch_on_commit", lambda run: None)
+    monkeypatch.setattr(services.runs, "_dispatch_on_commit", lambda run: None)
     run = _run_of_60(offline_writer)
     env = {**WORKER_ENV, "REDIS_URL": "", "EMBEDDED_REDIS_SOCKET": socket}
     start_worker("steady", **env)

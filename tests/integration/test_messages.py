@@ -10,7 +10,7 @@ from generation import messages
 from generation.models import GenerationRun, Prompt, Variant
 from review import policy
 from tests.factories import CustomerFactory, ProductFactory, PromptVersionFactory, SegmentFactory
-from tests.review.test_workflow_api import API, as_
+from tests.review.test_rest_api import API, as_
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 

@@ -19,7 +19,7 @@ from generation import messages, services
 from generation.models import GenerationRun, Variant
 from tests.factories import ProductFactory, PromptVersionFactory
 from tests.integration.test_messages import _until
-from tests.review.test_workflow_api import API, as_
+from tests.review.test_rest_api import API, as_
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 

@@ -15,7 +15,7 @@ from tests.factories import (
     UserFactory,
     VariantFactory,
 )
-from tests.review.test_workflow_api import API, as_
+from tests.review.test_rest_api import API, as_
 
 pytestmark = pytest.mark.django_db
 

@@ -9,9 +9,10 @@ from django.test.utils import CaptureQueriesContext
 from rest_framework.test import APIClient
 
 from generation.models import Product, Variant
-from review import api, delivery, services
+from review import delivery, services
 from review.auth import api_token_create, lease_size, token_rate_wait
 from review.models import ReviewEvent
+from review.rest import live as api
 from tests.factories import (
     PromptVersionFactory,
     SegmentFactory,

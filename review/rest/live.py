@@ -1,4 +1,4 @@
-"""The REST API: live copy for delivery systems, and the engagement they post back."""
+"""Live copy over REST, for delivery systems: the fast path and the batch."""
 
 from __future__ import annotations
 
@@ -8,9 +8,7 @@ from urllib.parse import unquote_plus
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
-from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
-from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers, status
 from rest_framework.exceptions import AuthenticationFailed, NotFound, ValidationError
@@ -19,36 +17,17 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from generation import languages
-from hyperpers.errors import JSONParser
-from review import delivery, services
+from review import delivery
 from review.auth import (
     CHECKED_ATTRIBUTE,
     PREFIX,
-    CanPostEvents,
     CanReadLive,
     TokenRateThrottle,
     active_token,
-    request_token,
     token_digest,
     token_rate_wait,
 )
-from review.models import ApiToken, EngagementEvent
-
-
-class ApiTokenScheme(OpenApiAuthenticationExtension):
-    target_class = "review.auth.ApiTokenAuthentication"
-    name = "apiToken"
-
-    def get_security_definition(self, auto_schema):
-        return {
-            "type": "http",
-            "scheme": "bearer",
-            "description": "An API token from the admin: read tokens for live copy, "
-            "write tokens for engagement and imports.",
-        }
-
-
-# ---------------------------------------------------------------- live copy
+from review.models import ApiToken
 
 
 class LiveQuerySerializer(serializers.Serializer):
@@ -312,124 +291,3 @@ def live(request: HttpRequest) -> HttpResponse:
 # drf-spectacular documents the URL by LiveView: it reads these from the callback.
 live.cls = LiveView
 live.initkwargs = {}
-
-
-# ---------------------------------------------------------------- engagement
-
-
-class EventSerializer(serializers.Serializer):
-    event_id = serializers.CharField(
-        max_length=128,
-        help_text="Your id for the event, unique for your token; sending it again counts it once",
-    )
-    type = serializers.ChoiceField(EngagementEvent.Kind.choices)
-    exposure_id = serializers.CharField(
-        max_length=200, help_text="From the live copy response that was shown"
-    )
-    occurred = serializers.DateTimeField(
-        required=False, help_text="When it happened (ISO 8601); default: when received"
-    )
-    value = serializers.DecimalField(
-        max_digits=12,
-        decimal_places=2,
-        min_value=0,
-        required=False,
-        allow_null=True,
-        help_text="A conversion's value",
-    )
-
-    def validate_exposure_id(self, value: str) -> delivery.Exposure:
-        try:
-            return delivery.Exposure.decode(value)
-        except ValueError as exc:
-            raise ValidationError(f"{exc}.") from exc
-
-    def validate_occurred(self, value):
-        if value > timezone.now() + timezone.timedelta(minutes=10):
-            raise ValidationError("Is in the future.")
-        return value
-
-    def validate(self, attrs: dict) -> dict:
-        if attrs.get("value") is not None and attrs["type"] != EngagementEvent.Kind.CONVERSION:
-            raise ValidationError({"value": "Only a conversion has a value."})
-        return attrs
-
-
-class EventBatchSerializer(serializers.Serializer):
-    events = EventSerializer(many=True, allow_empty=False)
-
-    def to_internal_value(self, data):
-        # Count before validating each one: a huge batch is refused without the work.
-        events = data.get("events") if isinstance(data, dict) else None
-        if isinstance(events, list) and len(events) > settings.ENGAGEMENT_BATCH_MAX:
-            raise ValidationError(
-                {
-                    "events": [
-                        f"At most {settings.ENGAGEMENT_BATCH_MAX} events a request; "
-                        f"got {len(events)}."
-                    ]
-                }
-            )
-        return super().to_internal_value(data)
-
-
-class EventsReceivedSerializer(serializers.Serializer):
-    received = serializers.IntegerField(help_text="Events in the request")
-    recorded = serializers.IntegerField(help_text="Events new to us, now counted")
-    duplicates = serializers.IntegerField(help_text="Events we already had (counted once)")
-
-
-def _flatten(errors, prefix: str = "") -> dict[str, list[str]]:
-    """{'events': [{}, {'type': [...]}]} → {'events[1].type': [...]}: the field, named."""
-    flat: dict[str, list[str]] = {}
-    if isinstance(errors, dict):
-        for key, value in errors.items():
-            if isinstance(key, int):  # a list's errors, by index
-                name = f"{prefix}[{key}]"
-            else:
-                name = key if not prefix else f"{prefix}.{key}"
-            if key == "non_field_errors" and prefix:
-                name = prefix
-            flat.update(_flatten(value, name))
-    elif isinstance(errors, list) and errors and not isinstance(errors[0], str):
-        for index, value in enumerate(errors):
-            flat.update(_flatten(value, f"{prefix}[{index}]"))
-    elif errors:
-        flat[prefix or "non_field_errors"] = [str(e) for e in errors]
-    return flat
-
-
-class EventsView(APIView):
-    permission_classes = [CanPostEvents]
-    throttle_classes = [TokenRateThrottle]
-    parser_classes = [JSONParser]
-
-    @extend_schema(
-        summary="Post impressions, clicks and conversions: one event, or a batch",
-        request=EventBatchSerializer,
-        responses={
-            200: EventsReceivedSerializer,
-            400: OpenApiResponse(description="An event is invalid; the field is named"),
-            415: OpenApiResponse(description="The body is not JSON"),
-        },
-    )
-    def post(self, request: Request) -> Response:
-        data = request.data
-        # One event may come bare; a batch comes as {"events": [...]} or a bare list.
-        if isinstance(data, list):
-            data = {"events": data}
-        elif isinstance(data, dict) and "events" not in data:
-            data = {"events": [data]}
-        batch = EventBatchSerializer(data=data)
-        if not batch.is_valid():
-            raise ValidationError(_flatten(batch.errors))
-        try:
-            recorded = services.engagement_record(
-                events=batch.validated_data["events"], token=request_token(request)
-            )
-        except services.EngagementError as exc:
-            raise ValidationError(exc.errors) from exc
-        received = len(batch.validated_data["events"])
-        return Response(
-            {"received": received, "recorded": recorded, "duplicates": received - recorded}
-        )

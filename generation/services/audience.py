@@ -1,0 +1,250 @@
+"""Segments: rules, members, summaries, and building them from attributes."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter, defaultdict
+
+from django.db import transaction
+from django.utils.text import slugify
+
+from generation import (
+    prompting,
+)
+from generation.models import (
+    Customer,
+    Segment,
+    SegmentRuleError,
+    attribute_text,
+    segment_rules_clean,
+)
+
+logger = logging.getLogger(__name__)
+
+
+class SegmentError(ValueError):
+    pass
+
+
+# Attributes with this many distinct values or more are identifiers or free text
+# (e-mail addresses, names), not something a segment summary should describe.
+SUMMARY_MAX_DISTINCT = 50
+# Past this many distinct rule-attribute combinations, memberships are not memoised.
+_MEMO_MAX = 100_000
+
+
+def _customer_attributes():
+    for language, attributes in Customer.objects.values_list("language", "attributes").iterator(
+        chunk_size=5000
+    ):
+        yield {**attributes, "language": language}
+
+
+def segments_refresh(*, segments: list[Segment] | None = None) -> int:
+    """Recompute every segment's member count and summary from the customers, and save
+    those that changed. Returns the number of segments."""
+    segments = list(Segment.objects.all()) if segments is None else segments
+    for segment, (members, summary) in zip(segments, segment_tallies(segments), strict=True):
+        if (segment.member_count, segment.summary) != (members, summary):
+            segment.member_count, segment.summary = members, summary
+            segment.save(update_fields=["member_count", "summary", "updated"])
+    return len(segments)
+
+
+def segment_personal_refuse(attributes) -> None:
+    """SegmentError naming any personal attribute among `attributes`: a segment's rules
+    and the name built from them reach the endpoint and the reviewers, so a segment is
+    never made of personal attributes (by e-mail, by phone...)."""
+    personal = prompting.personal_attributes()
+    named = [a for a in attributes if a in personal]
+    if named:
+        verb = "is" if len(named) == 1 else "are"
+        raise SegmentError(
+            f"{', '.join(named)} {verb} personal: a segment's rules and name reach the "
+            "endpoint and the reviewers, so segments are never made of personal attributes"
+        )
+
+
+def segment_preview(*, rules: object) -> tuple[int, dict]:
+    """How many customers rules would take in, and their summary; writes nothing.
+    SegmentError names a bad rule."""
+    try:
+        rules = segment_rules_clean(rules)
+    except SegmentRuleError as exc:
+        raise SegmentError(str(exc)) from exc
+    segment_personal_refuse(rules)
+    [tally] = segment_tallies([Segment(rules=rules)])
+    return tally
+
+
+def segment_tallies(segments: list[Segment]) -> list[tuple[int, dict]]:
+    """(member count, summary) of each segment, from the customers.
+
+    One pass over the customers:
+    1. each customer's set of matching segments, as a bit mask; each segment's answer
+       is memoised by the customer's values of the attributes its rules name;
+    2. per mask, the count of each value of every attribute; an attribute that shows
+       SUMMARY_MAX_DISTINCT distinct values is an identifier or free text, and is
+       dropped from the counts. Memory is bounded by masks × attributes × values,
+       not by customers.
+    Then each segment gets its count and, for every counted attribute its rules do not
+    name, the share of each value among its members. A segment without rules has none.
+    """
+    if not segments:
+        return []
+    matchers = [(sorted(s.rules), s, {}) for s in segments]
+    distinct: dict[str, set] = defaultdict(set)
+    # Personal attributes are never counted: a summary is shown to copywriters and sent
+    # to the endpoint.
+    personal = prompting.personal_attributes()
+    dropped: set[str] = set()
+    per_mask: dict[int, list] = {}
+    for attributes in _customer_attributes():
+        mask = 0
+        for bit, (names, segment, memo) in enumerate(matchers):
+            key = tuple(_summary_value(attributes.get(a)) for a in names)
+            hit = memo.get(key)
+            if hit is None:
+                hit = bool(segment.rules) and segment.matches(attributes)
+                if len(memo) < _MEMO_MAX:
+                    memo[key] = hit
+            if hit:
+                mask |= 1 << bit
+        if not mask:
+            continue
+        tally = per_mask.get(mask)
+        if tally is None:
+            tally = per_mask[mask] = [0, defaultdict(Counter)]
+        tally[0] += 1
+        counts = tally[1]
+        for attribute, value in attributes.items():
+            if attribute in dropped or value is None or value == "":
+                continue
+            if attribute in personal:
+                dropped.add(attribute)
+                continue
+            value = _summary_value(value)
+            seen = distinct[attribute]
+            if value not in seen:
+                if len(seen) >= SUMMARY_MAX_DISTINCT - 1:
+                    dropped.add(attribute)
+                    for _count, by_attribute in per_mask.values():
+                        by_attribute.pop(attribute, None)
+                    continue
+                seen.add(value)
+            counts[attribute][value] += 1
+
+    tallies = []
+    for bit, (_names, segment, _memo) in enumerate(matchers):
+        members = 0
+        counts: dict[str, Counter] = defaultdict(Counter)
+        for mask, (count, by_attribute) in per_mask.items():
+            if mask >> bit & 1:
+                members += count
+                for attribute, counter in by_attribute.items():
+                    counts[attribute].update(counter)
+        summary = {
+            attribute: {v: round(c / members, 4) for v, c in counts[attribute].most_common()}
+            for attribute in sorted(counts)
+            if attribute not in segment.rules
+        }
+        tallies.append((members, summary))
+    return tallies
+
+
+def _summary_value(value) -> str | None:
+    return None if value is None or value == "" else attribute_text(value)
+
+
+def segments_build(*, by: list[str]) -> list[Segment]:
+    """Make one segment per combination of `by` values present among the customers.
+
+    1. Find the combinations of `by` values (customers missing one are left out).
+    2. Upsert a segment per combination by slug, with equality rules; segments built
+       earlier on the same attributes whose combination no longer occurs stay, with
+       0 members.
+    3. Recompute every segment's members and summary.
+    """
+    by = [b.strip() for b in by if b.strip()]
+    if not by:
+        raise SegmentError("Name at least one attribute to segment by (--by value_tier)")
+    segment_personal_refuse(by)
+    combinations: set[tuple] = set()
+    seen_attributes: set[str] = set()
+    for attributes in _customer_attributes():
+        seen_attributes.update(attributes)
+        values = tuple(_summary_value(attributes.get(b)) for b in by)
+        if None not in values:
+            combinations.add(values)
+    unknown = [b for b in by if b not in seen_attributes]
+    if unknown:
+        raise SegmentError(
+            f"No customer has the attribute(s) {', '.join(unknown)}. "
+            "Known attributes: "
+            + (", ".join(sorted(seen_attributes)) or "none (import customers first)")
+        )
+    built = []
+    with transaction.atomic():
+        slugs = {slugify("-".join(values))[:200]: values for values in combinations}
+        for existing in Segment.objects.filter(slug__in=slugs):
+            if sorted(existing.rules) != sorted(by):
+                raise SegmentError(
+                    f"Segment '{existing.slug}' exists with rules on "
+                    f"{', '.join(sorted(existing.rules))}; rename it or build by other attributes"
+                )
+        for values in sorted(combinations):
+            segment, _ = Segment.objects.update_or_create(
+                slug=slugify("-".join(values))[:200],
+                defaults={"name": " × ".join(values), "rules": dict(zip(by, values, strict=True))},
+            )
+            built.append(segment)
+        segments_refresh()
+    for segment in built:
+        segment.refresh_from_db()
+    return built
+
+
+# /api/v1/segments/rebuild/ and /preview/ would shadow segments of these slugs.
+RESERVED_SEGMENT_SLUGS = frozenset({"rebuild", "preview", "new", "generate"})
+
+
+@transaction.atomic
+def segment_save(
+    *, slug: str = "", name: str, rules: object, segment: Segment | None = None
+) -> Segment:
+    """Create a segment from rules (or change one's name and rules), then count its
+    members and summarise them. SegmentError names what is wrong."""
+    try:
+        rules = segment_rules_clean(rules)
+    except SegmentRuleError as exc:
+        raise SegmentError(str(exc)) from exc
+    segment_personal_refuse(rules)
+    name = name.strip()
+    if not name:
+        raise SegmentError("A segment needs a name")
+    if segment is None:
+        slug = slugify(slug or name)[:200]
+        if not slug:
+            raise SegmentError("A segment needs a name made of letters or digits")
+        if slug in RESERVED_SEGMENT_SLUGS:
+            raise SegmentError(f"'{slug}' is a reserved name; choose another")
+        if Segment.objects.filter(slug=slug).exists():
+            raise SegmentError(f"A segment '{slug}' already exists")
+        segment = Segment(slug=slug)
+    segment.name, segment.rules = name, rules
+    segment.save()
+    segments_refresh(segments=[segment])
+    return segment
+
+
+@transaction.atomic
+def segment_delete(*, segment: Segment) -> None:
+    """Delete a segment that no copy was written for; one with variants keeps its
+    history (and live copy), so it is refused."""
+    written = segment.variants.count()
+    if written:
+        raise SegmentError(
+            f"Segment '{segment.slug}' has {written} variant(s) written for it; it cannot be "
+            "deleted without losing their review history"
+        )
+    segment.delete()

@@ -40,6 +40,8 @@ from limits import RateLimitItemPerMinute
 from limits.storage import storage_from_string
 from limits.strategies import SlidingWindowCounterRateLimiter
 
+from hyperpers import redis_client as redis_clients
+
 # Acquire a slot if fewer than `cap` unexpired holders and no pause is set; the cap is
 # the AIMD one in KEYS[3] when set, else ARGV[2] (the configured maximum).
 # Returns 0 when acquired, else the milliseconds worth waiting before trying again.
@@ -136,9 +138,8 @@ class ConcurrencyState:
         return f"{line}: {self.reason}"
 
 
-@cache
 def redis_client() -> redis.Redis:
-    return redis.Redis.from_url(settings.REDIS_URL)
+    return redis_clients.client()
 
 
 def limits_uri(url: str) -> str:
@@ -340,5 +341,5 @@ def _endpoint_limiter(endpoint, concurrency, rpm, tpm, redis_url) -> EndpointLim
         concurrency=concurrency,
         rpm=rpm,
         tpm=tpm,
-        client=redis.Redis.from_url(redis_url),
+        client=redis_clients.client(url=redis_url),
     )

@@ -58,13 +58,9 @@ def check_database() -> None:
 
 
 def check_redis() -> None:
-    import redis
+    from hyperpers import redis_client
 
-    client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=1, socket_connect_timeout=1)
-    try:
-        client.ping()
-    finally:
-        client.close()
+    redis_client.client(timeout=redis_client.CHECK_TIMEOUT).ping()
 
 
 def check_workers() -> dict:

@@ -22,7 +22,7 @@ from generation import messages as gen_messages
 from generation.models import Customer, CustomerSource, Product, Prompt, Segment, describe_rules
 from hyperpers.errors import ascii_int
 from review import queue as q
-from review.views import require_lead
+from review.permissions import require_lead
 
 RULE_ROWS = 4
 # Customers read to offer attribute names in the builder (a hint; any name can be typed).

@@ -62,7 +62,6 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import cache
 from typing import NamedTuple, TypeVar
 
 import redis
@@ -73,6 +72,7 @@ from django.db.models import Q
 
 from generation import languages
 from generation.models import Customer, Product, Prompt, PromptVersion, Segment, Variant
+from hyperpers import redis_client as redis_clients
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -305,10 +305,9 @@ def segment_for(attributes: dict, segments: list[Segment] | None = None) -> Segm
 # Epochs: what tells every web process that its snapshot is out of date
 
 
-@cache
 def _redis() -> redis.Redis:
     # Short timeouts: a Redis that hangs must not hang delivery.
-    return redis.Redis.from_url(settings.REDIS_URL, socket_timeout=0.5, socket_connect_timeout=0.5)
+    return redis_clients.client(timeout=redis_clients.LIVE_TIMEOUT)
 
 
 _redis_down_until = 0.0

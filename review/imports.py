@@ -15,7 +15,7 @@ from django.views.decorators.http import require_http_methods
 
 from generation import imports
 from generation.models import CustomerSource, Import
-from review.views import require_lead
+from review.permissions import require_lead
 
 LISTED = 50
 

@@ -30,7 +30,7 @@ from generation.prompting import OUTPUT_RULES, PLACEHOLDERS, PromptTemplateError
 from generation.prompting import template_placeholders as placeholders_in
 from hyperpers.errors import ascii_int
 from review import metrics
-from review.views import require_lead
+from review.permissions import require_lead
 
 STUDIO_ERRORS = (PromptTemplateError, services.StudioError, services.RunError)
 # Products offered as suggestions beside the SKU fields; any SKU can be typed.

@@ -9,7 +9,6 @@ import redis
 from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied
 from django.db.models import Count, Exists, OuterRef
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, redirect, render
@@ -27,20 +26,13 @@ from hyperpers.errors import ascii_int
 from review import metrics, services
 from review import queue as q
 from review.models import ReviewerProfile, ReviewEvent
+from review.permissions import is_lead, require_lead, require_reviewer
 
-REVIEWER_GROUPS = ("copywriter", "marketing lead")
 PAGE_SIZE = q.PAGE_SIZE
 BULK_MAX = 100  # a page holds 20; this only bounds what a hand-made request can ask
 # Every join costs PostgreSQL planning time (eight tables made the queue page's plan
 # take 30 ms for a 0.6 ms query): join only what the templates show.
 VARIANT_RELATED = ("product", "segment", "customer", "prompt_version__prompt")
-
-
-def require_reviewer(request: HttpRequest) -> None:
-    user = request.user
-    if user.is_staff or user.groups.filter(name__in=REVIEWER_GROUPS).exists():
-        return
-    raise PermissionDenied("Only copywriters, marketing leads and staff review variants")
 
 
 def _partial(request: HttpRequest) -> bool:
@@ -398,13 +390,6 @@ def bulk(request: HttpRequest) -> HttpResponse:
     return redirect(f"{reverse('review:queue')}?{request.GET.urlencode()}")
 
 
-def require_lead(request: HttpRequest) -> None:
-    user = request.user
-    if user.is_staff or user.groups.filter(name="marketing lead").exists():
-        return
-    raise PermissionDenied("Only marketing leads and staff start and steer runs")
-
-
 @login_required
 @require_GET
 def runs(request: HttpRequest) -> HttpResponse:
@@ -475,14 +460,14 @@ def run_detail(request: HttpRequest, pk: int) -> HttpResponse:
         for value, n in sorted(by_reason.items(), key=lambda kv: -kv[1])
     ]
     template = "review/run.html#run-progress" if request.htmx else "review/run.html"
-    is_lead = request.user.is_staff or request.user.groups.filter(name="marketing lead").exists()
+    lead = is_lead(request.user)
     return render(
         request,
         template,
         {
             "run": run,
             "failures": failures,
-            "is_lead": is_lead,
+            "is_lead": lead,
             "statuses": statuses,
             "reasons": reasons,
             "concurrency": _concurrency_line(),
@@ -532,10 +517,6 @@ def run_action(request: HttpRequest, pk: int, action: str) -> HttpResponse:
 # --- Engagement metrics (review/metrics.py) --------------------------------------------
 
 
-def _is_lead(user) -> bool:
-    return user.is_staff or user.groups.filter(name="marketing lead").exists()
-
-
 def _metrics_context(request: HttpRequest) -> dict:
     """The chosen prompt's metrics (the first prompt when none is named)."""
     prompts = list(Prompt.objects.only("slug", "name", "holdout_percent").order_by("slug"))
@@ -553,7 +534,7 @@ def _metrics_context(request: HttpRequest) -> dict:
         "exports": metrics.EXPORTS,
         "confidence_pct": f"{metrics.confidence_level() * 100:g}%",
         "alpha_pct": f"{(1 - metrics.confidence_level()) * 100:g}%",
-        "is_lead": _is_lead(request.user),
+        "is_lead": is_lead(request.user),
     }
 
 

@@ -18,7 +18,7 @@ from hyperpers.errors import JSONParser
 from review import queue as q
 from review import services as review_services
 from review.auth import TokenRateThrottle
-from review.rest.permissions import IsReviewer
+from review.permissions import IsReviewer
 from review.rest.variants import VariantDetailSerializer, variant_detail_data
 
 # Approve, reject, regenerate: the HTMX views' services, for people who review

@@ -19,7 +19,7 @@ from generation.models import (
     Import,
 )
 from review.auth import TokenRateThrottle, request_token
-from review.rest.permissions import CanImport
+from review.permissions import CanImport
 
 
 class ImportRequestSerializer(serializers.Serializer):

@@ -23,7 +23,7 @@ from generation.models import (
 )
 from hyperpers.errors import JSONParser
 from review.auth import TokenRateThrottle, request_token
-from review.rest.permissions import PEOPLE_ONLY, CanImport, ReviewerReadsLeadWrites
+from review.permissions import PEOPLE_ONLY, CanImport, ReviewerReadsLeadWrites
 from review.rest.runs import RunSerializer
 
 _NOT_A_SENDER = OpenApiResponse(description="Not a write token, a marketing lead or staff")

@@ -26,7 +26,7 @@ from generation.models import (
 )
 from hyperpers.errors import JSONParser
 from review.auth import TokenRateThrottle
-from review.rest.permissions import PEOPLE_ONLY, IsLead, IsReviewer, ReviewerReadsLeadWrites
+from review.permissions import PEOPLE_ONLY, IsLead, IsReviewer, ReviewerReadsLeadWrites
 
 # run_create, run_resume and run_retry_failed raise RunError with a message for
 # people and no field: the start of each message, and the request field it is about.

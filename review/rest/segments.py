@@ -16,7 +16,7 @@ from generation.models import (
 )
 from hyperpers.errors import JSONParser
 from review.auth import TokenRateThrottle
-from review.rest.permissions import PEOPLE_ONLY, CanRebuildSegments, IsLead, ReviewerReadsLeadWrites
+from review.permissions import PEOPLE_ONLY, CanRebuildSegments, IsLead, ReviewerReadsLeadWrites
 
 
 class SegmentSerializer(serializers.ModelSerializer):

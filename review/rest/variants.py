@@ -18,7 +18,7 @@ from generation.models import (
 from review import queue as q
 from review.auth import TokenRateThrottle
 from review.models import ReviewEvent
-from review.rest.permissions import PEOPLE_ONLY, IsReviewer
+from review.permissions import PEOPLE_ONLY, IsReviewer
 from review.views import VARIANT_RELATED
 
 VARIANTS_PAGE_MAX = 100

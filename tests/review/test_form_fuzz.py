@@ -73,34 +73,30 @@ def _url(name: str, world: dict) -> str:
     return reverse(name, kwargs=_kwargs(name, world))
 
 
+def _fuzz(send, examples: int) -> None:
+    """Send `examples` generated forms (and HTMX or not); none may answer 5xx."""
+
+    @hypothesis_settings(
+        max_examples=examples, deadline=None, suppress_health_check=list(HealthCheck), database=None
+    )
+    @given(form=FORMS, htmx=st.booleans())
+    def run(form, htmx):
+        headers = {"HTTP_HX_REQUEST": "true"} if htmx else {}
+        response = send(form, headers)
+        assert response.status_code < 500, (form, response.status_code)
+
+    run()
+
+
 @pytest.mark.parametrize("name", POSTED)
 def test_no_generated_form_gets_a_server_error(lead_world, name):
     client, world = lead_world
     url = _url(name, world)
-
-    @hypothesis_settings(
-        max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), database=None
-    )
-    @given(form=FORMS, htmx=st.booleans())
-    def post(form, htmx):
-        headers = {"HTTP_HX_REQUEST": "true"} if htmx else {}
-        response = client.post(url, form, **headers)
-        assert response.status_code < 500, (name, form, response.status_code)
-
-    post()
+    _fuzz(lambda form, headers: client.post(url, form, **headers), examples=25)
 
 
 @pytest.mark.parametrize("name", PAGES)
 def test_no_generated_query_string_gets_a_server_error(lead_world, name):
     client, world = lead_world
     url = _url(name, world)
-
-    @hypothesis_settings(
-        max_examples=15, deadline=None, suppress_health_check=list(HealthCheck), database=None
-    )
-    @given(query=FORMS)
-    def get(query):
-        response = client.get(url, query)
-        assert response.status_code < 500, (name, query, response.status_code)
-
-    get()
+    _fuzz(lambda query, headers: client.get(url, query, **headers), examples=15)

@@ -25,6 +25,15 @@ class ReviewEvent(models.Model):
     reason = models.TextField(blank=True)
     text_before = models.TextField(blank=True)
     text_after = models.TextField(blank=True)
+    # On a retire event: the variant that went live in its place (undo restores this
+    # one when that approval is taken back).
+    replaced_by = models.ForeignKey(
+        "generation.Variant",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
     created = models.DateTimeField(auto_now_add=True, db_index=True)
 
     class Meta:

@@ -30,11 +30,6 @@ class SlotTaken(StaleDecision):
     published variant a slot refused this one): nothing was changed."""
 
 
-def _replaced_by(pk: int) -> str:
-    # The retire event's reason names the replacement; decision_undo finds it by this.
-    return f"Replaced by variant {pk}"
-
-
 def _who(user) -> str:
     return user.get_username() if user is not None else "the system"
 
@@ -90,8 +85,13 @@ def _live_in_slot(variant: Variant):
     return live
 
 
-def _publish(variant: Variant, *, user, text: str | None, reason: str) -> None:
-    """Retire the slot's live variant and publish this one, with their events."""
+def _publish(variant: Variant, *, user, text: str | None, reason: str, record: bool = True) -> None:
+    """The one way copy goes live: approval, the review policy (through
+    variant_approve) and decision imports all come here. Retire the slot's live
+    variant (a retire event pointing at its replacement, a new revision), publish this
+    one with a new revision and, unless `record` is off (an imported decision brings
+    its own event), its approval event. Live copy hears of both saves (post_save);
+    the caller sends the message callback (message_notify_on_commit)."""
     now = timezone.now()
     for old in _live_in_slot(variant):
         old.status = Variant.Status.RETIRED
@@ -101,7 +101,8 @@ def _publish(variant: Variant, *, user, text: str | None, reason: str) -> None:
             variant=old,
             user=user,
             action=ReviewEvent.Action.RETIRE,
-            reason=_replaced_by(variant.pk),
+            reason=f"Replaced by variant {variant.pk}",
+            replaced_by=variant,
         )
 
     text_before = variant.text
@@ -112,14 +113,15 @@ def _publish(variant: Variant, *, user, text: str | None, reason: str) -> None:
     variant.published = now
     variant.revision += 1
     variant.save(update_fields=["text", "status", "published", "revision", "updated"])
-    ReviewEvent.objects.create(
-        variant=variant,
-        user=user,
-        action=ReviewEvent.Action.EDIT if edited else ReviewEvent.Action.APPROVE,
-        reason=reason,
-        text_before=text_before,
-        text_after=variant.text,
-    )
+    if record:
+        ReviewEvent.objects.create(
+            variant=variant,
+            user=user,
+            action=ReviewEvent.Action.EDIT if edited else ReviewEvent.Action.APPROVE,
+            reason=reason,
+            text_before=text_before,
+            text_after=variant.text,
+        )
 
 
 @transaction.atomic
@@ -303,7 +305,7 @@ def decision_undo(*, event: ReviewEvent, user) -> Variant:
     if left_as == Variant.Status.PUBLISHED:
         retire = (
             ReviewEvent.objects.filter(
-                action=ReviewEvent.Action.RETIRE, reason=_replaced_by(variant.pk), pk__lt=event.pk
+                action=ReviewEvent.Action.RETIRE, replaced_by=variant, pk__lt=event.pk
             )
             .order_by("-id")
             .first()
@@ -520,8 +522,11 @@ def decisions_import(*, data: object) -> DecisionImport:
        by username; a stranger is named in the reason). One already here (same variant,
        action, time) is skipped, so importing twice changes nothing.
     3. A variant still in review here takes the effect of its last imported decision:
-       approved (with the decided text) or rejected. One decided here already keeps
-       its local state, which the result counts.
+       approved (with the decided text) through the same publish path as an approval
+       here (retiring what is live here, with its event, and telling a message's
+       caller), or rejected. One decided here already keeps its local state, which the
+       result counts. Retire events in the file are not imported: they were the other
+       instance's consequences, and publishing here records this instance's own.
     """
     from django.contrib.auth import get_user_model
     from django.utils.dateparse import parse_datetime
@@ -560,6 +565,10 @@ def decisions_import(*, data: object) -> DecisionImport:
     result = DecisionImport()
     last: dict[int, tuple] = {}
     for entry, variant, action, created in resolved:
+        if action == ReviewEvent.Action.RETIRE:
+            # A consequence, not a decision: publishing here retires what is live here,
+            # with its own event pointing at the replacement.
+            continue
         if ReviewEvent.objects.filter(variant=variant, action=action, created=created).exists():
             result.already_there += 1
             continue
@@ -585,18 +594,16 @@ def decisions_import(*, data: object) -> DecisionImport:
         if variant.status != Variant.Status.IN_REVIEW:
             result.kept_local += 1
             continue
-        variant.status = (
-            Variant.Status.PUBLISHED if action in _PUBLISHING else Variant.Status.REJECTED
-        )
         if action in _PUBLISHING:
-            for old in _live_in_slot(variant):
-                old.status = Variant.Status.RETIRED
-                old.save(update_fields=["status", "updated"])
-            variant.text = str(entry.get("text_after") or variant.text)
-            variant.published = timezone.now()
+            # The same path as an approval here: the replaced copy is retired with its
+            # event and revision; the decision's own event came with the file.
+            text = str(entry.get("text_after") or "") or None
+            _publish(variant, user=users.get(entry.get("user")), text=text, reason="", record=False)
             result.published += 1
         else:
+            variant.status = Variant.Status.REJECTED
+            variant.revision += 1
+            variant.save(update_fields=["status", "revision", "updated"])
             result.rejected += 1
-        variant.revision += 1
-        variant.save(update_fields=["status", "text", "published", "revision", "updated"])
+        message_notify_on_commit(variant)
     return result

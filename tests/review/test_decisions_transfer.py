@@ -13,7 +13,7 @@ from django.core.management.base import CommandError
 from generation.models import Variant
 from review import services
 from review.models import ReviewEvent
-from tests.factories import UserFactory, VariantFactory
+from tests.factories import PromptVersionFactory, UserFactory, VariantFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -55,6 +55,60 @@ def test_decisions_round_trip_with_their_times_authors_and_effects():
     again = services.decisions_import(data=data)
     assert (again.imported, again.already_there) == (0, 3)
     assert ReviewEvent.objects.count() == 3
+
+
+def test_an_imported_approval_publishes_as_an_approval_here_does(
+    django_capture_on_commit_callbacks, monkeypatch
+):
+    """One publish path: the slot's live copy is retired with its event (pointing at
+    its replacement) and a new revision, and a message's caller hears of it."""
+    from generation import tasks
+
+    ann = UserFactory(username="ann", groups=["copywriter"])
+    live = VariantFactory(status=Variant.Status.PUBLISHED)
+    newer = VariantFactory(
+        prompt_version=PromptVersionFactory(prompt=live.prompt),
+        product=live.product,
+        segment=live.segment,
+        callback_url="https://shop.example/hook",
+    )
+    services.variant_approve(variant=newer, user=ann)
+    data = json.loads(json.dumps(services.decisions_export()))
+    # Another instance: the same two variants, the older one still live there.
+    ReviewEvent.objects.all().delete()
+    Variant.objects.filter(pk=newer.pk).update(status=Variant.Status.IN_REVIEW, published=None)
+    Variant.objects.filter(pk=live.pk).update(status=Variant.Status.PUBLISHED, revision=3)
+    sent = []
+    monkeypatch.setattr(tasks.message_callback, "delay", lambda *args: sent.append(args))
+
+    with django_capture_on_commit_callbacks(execute=True):
+        result = services.decisions_import(data=data)
+
+    assert result.published == 1
+    live.refresh_from_db()
+    assert (live.status, live.revision) == ("retired", 4)
+    retire = ReviewEvent.objects.get(variant=live, action="retire")
+    assert retire.replaced_by_id == newer.pk and retire.user == ann
+    assert Variant.objects.get(pk=newer.pk).status == "published"
+    assert ReviewEvent.objects.filter(variant=newer, action="approve").count() == 1
+    assert sent == [(newer.pk, "published")]
+
+
+def test_undo_finds_what_an_approval_replaced_by_its_key():
+    ann = UserFactory(username="ann", groups=["copywriter"])
+    live = VariantFactory(status=Variant.Status.PUBLISHED)
+    newer = VariantFactory(
+        prompt_version=PromptVersionFactory(prompt=live.prompt),
+        product=live.product,
+        segment=live.segment,
+    )
+    services.variant_approve(variant=newer, user=ann)
+    retire = ReviewEvent.objects.get(variant=live, action="retire")
+    retire.reason = "renamed by hand"  # the reason is for people; the key is what counts
+    retire.save()
+    services.decision_undo(event=newer.review_events.get(action="approve"), user=ann)
+    live.refresh_from_db()
+    assert live.status == "published"
 
 
 def test_a_variant_decided_here_keeps_its_local_state():

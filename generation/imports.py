@@ -20,8 +20,9 @@ from pathlib import Path
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.core.cache import cache
-from django.db import DatabaseError, transaction
-from django.db.models import Q
+from django.db import DatabaseError, InterfaceError, OperationalError, transaction
+from django.db.models import F, Q, Value
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from generation import services
@@ -219,16 +220,24 @@ class _Reporter:
                 "bad": reading.bad,
                 "done": round(min(reading.done, 1.0), 4),
             }
-            cache.set(self.key, state, PROGRESS_TTL)
+            try:
+                cache.set(self.key, state, PROGRESS_TTL)
+            except Exception:  # progress is a courtesy: never fail an import over it
+                logger.warning("import progress not stored (cache unreachable)", exc_info=True)
 
 
 def _claim(import_id: int, claim: str) -> bool:
-    """Take an import to run: a queued one, or one this same claim was running (a task
-    delivered again after its worker died; its transaction was rolled back)."""
+    """Take an import to run: a queued one, or one this same claim was running (the
+    task retried after the database went away; its transaction was rolled back). It
+    keeps its first start, so fail_abandoned counts from there."""
     return bool(
         Import.objects.filter(pk=import_id)
         .filter(Q(status=Import.Status.QUEUED) | Q(status=Import.Status.RUNNING, claim=claim))
-        .update(status=Import.Status.RUNNING, claim=claim[:64], started=timezone.now())
+        .update(
+            status=Import.Status.RUNNING,
+            claim=claim[:64],
+            started=Coalesce(F("started"), Value(timezone.now())),
+        )
     )
 
 
@@ -273,46 +282,127 @@ def _run(record: Import, reporter: _Reporter) -> dict:
     return result.as_json() | {"more_errors": result.more_errors}
 
 
+def _failed(record: Import, message: str) -> dict:
+    return {
+        "file": [f"{record.file_name}: {message} Nothing was imported."],
+        "line": None,
+        "column": None,
+    }
+
+
+class _Busy(Exception):
+    """Another worker holds the import's row lock: it is running there."""
+
+
+def _attempt(record: Import, reporter: _Reporter) -> None:
+    """Import the file into `record`'s result, or its failure: everything but the
+    database's own errors ends here."""
+    try:
+        record.result = _run(record, reporter)
+        record.status = Import.Status.DONE
+        return
+    except (ImportFileError, MappingError) as exc:
+        record.failure = _failure(record, exc)
+    except DatabaseError:
+        raise
+    except SoftTimeLimitExceeded:
+        record.failure = _failed(
+            record, f"the import ran past IMPORT_TIME_LIMIT ({settings.IMPORT_TIME_LIMIT} s)."
+        )
+    except Exception:
+        logger.exception("import %s failed", record.pk)
+        record.failure = _failed(
+            record, "the import stopped on an unexpected error (it is in the worker's log)."
+        )
+    record.status = Import.Status.FAILED
+
+
+def _finish(record: Import) -> None:
+    record.finished = timezone.now()
+    record.save(update_fields=["result", "failure", "status", "finished"])
+
+
 def execute(
     *, import_id: int, claim: str, progress: Callable[[Reading], None] | None = None
 ) -> Import | None:
     """Run a recorded import once: the report on `result`, or where it failed on
     `failure` with nothing written. An import already finished, or running under
-    another claim, is returned as it is; None when there is no such import."""
+    another claim, is returned as it is; None when there is no such import.
+
+    The data and the record's outcome commit together, under a lock on the record's
+    row (PostgreSQL): a second delivery of the task while the first still runs (a
+    visibility timeout shorter than the import) finds the row locked and leaves it.
+    """
     if not _claim(import_id, claim):
         return Import.objects.filter(pk=import_id).first()
-    record = Import.objects.select_related("source").get(pk=import_id)
     reporter = _Reporter(import_id, progress)
+    record = None
     try:
-        record.result = _run(record, reporter)
-        record.status = Import.Status.DONE
-    except (ImportFileError, MappingError) as exc:
-        record.failure = _failure(record, exc)
+        with transaction.atomic():
+            try:
+                record = (
+                    Import.objects.select_for_update(nowait=True)
+                    .select_related("source")
+                    .get(pk=import_id)
+                )
+            except OperationalError as exc:
+                raise _Busy from exc
+            if record.status != Import.Status.RUNNING or record.claim != claim[:64]:
+                raise _Busy
+            _attempt(record, reporter)
+            _finish(record)
+    except _Busy:
+        return Import.objects.filter(pk=import_id).first()
+    except (OperationalError, InterfaceError):
+        raise  # the database went away: the task runs again under the same claim
+    except DatabaseError as exc:
+        # The data broke one of the database's rules (a NUL byte PostgreSQL refuses,
+        # a value too long): rolled back, and said.
+        logger.exception("import %s failed in the database", import_id)
+        record = Import.objects.get(pk=import_id)
+        record.failure = _failed(
+            record, f"the database refused the data ({exc.__class__.__name__}: {str(exc)[:200]})."
+        )
         record.status = Import.Status.FAILED
-    except DatabaseError:
-        raise  # the task runs again under the same claim
-    except SoftTimeLimitExceeded:
-        record.failure = {
-            "file": [f"{record.file_name}: the import ran past IMPORT_TIME_LIMIT "
-                     f"({settings.IMPORT_TIME_LIMIT} s). Nothing was imported."],
-            "line": None,
-            "column": None,
-        }  # fmt: skip
-        record.status = Import.Status.FAILED
-    except Exception:
-        logger.exception("import %s failed", import_id)
-        record.failure = {
-            "file": [f"{record.file_name}: the import stopped on an unexpected error (it is "
-                     "in the worker's log). Nothing was imported."],
-            "line": None,
-            "column": None,
-        }  # fmt: skip
-        record.status = Import.Status.FAILED
-    record.finished = timezone.now()
-    record.save(update_fields=["result", "failure", "status", "finished"])
+        _finish(record)
+    except BaseException:
+        # Ctrl-C in the command, the worker shutting down: rolled back; say so.
+        Import.objects.filter(pk=import_id, status=Import.Status.RUNNING).update(
+            status=Import.Status.FAILED,
+            failure={
+                "file": ["The import was interrupted. Nothing was imported."],
+                "line": None,
+                "column": None,
+            },
+            finished=timezone.now(),
+        )
+        _remove_file(import_id)
+        raise
     if record.owns_file:
         Path(record.path).unlink(missing_ok=True)
     return record
+
+
+def _remove_file(import_id: int) -> None:
+    record = Import.objects.filter(pk=import_id).first()
+    if record is not None and record.owns_file:
+        Path(record.path).unlink(missing_ok=True)
+
+
+def fail_abandoned(*, grace_seconds: float = 300) -> int:
+    """Beat's net for an import whose worker was killed outright (the hard time limit,
+    a lost machine): past IMPORT_TIME_LIMIT and a grace, it cannot still be running."""
+    cutoff = timezone.now() - timedelta(seconds=settings.IMPORT_TIME_LIMIT + grace_seconds)
+    abandoned = list(Import.objects.filter(status=Import.Status.RUNNING, started__lt=cutoff))
+    for record in abandoned:
+        record.failure = _failed(
+            record, "its worker stopped before the end (killed, or past IMPORT_TIME_LIMIT)."
+        )
+        record.status = Import.Status.FAILED
+        _finish(record)
+        if record.owns_file:
+            Path(record.path).unlink(missing_ok=True)
+    return len(abandoned)
 
 
 def requeue_stale(*, older_than_seconds: float = 600) -> int:

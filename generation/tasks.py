@@ -84,12 +84,13 @@ def segments_refresh() -> int:
     return services.segments_refresh()
 
 
-# acks_late + reject_on_worker_lost: an import whose worker is killed is delivered
-# again with the same id; its transaction was rolled back, and it runs from the start.
+# acks_late: a message the broker hands out again while the import still runs (past
+# the visibility timeout) finds the import's row locked and leaves it. Not
+# reject_on_worker_lost: an import killed at its hard time limit would only be killed
+# again; beat's imports_requeue_stale marks it failed instead.
 @shared_task(
     bind=True,
     acks_late=True,
-    reject_on_worker_lost=True,
     time_limit=settings.IMPORT_TIME_LIMIT,
     soft_time_limit=max(settings.IMPORT_TIME_LIMIT - 30, 1),
     **DATABASE_RETRY,
@@ -100,6 +101,7 @@ def import_run(self, import_id: int) -> str:
 
 
 @shared_task
-def imports_requeue_stale() -> int:
-    """Beat: queue again the imports whose task was lost before a worker took it."""
-    return imports.requeue_stale()
+def imports_requeue_stale() -> dict:
+    """Beat: queue again the imports whose task was lost before a worker took it, and
+    fail those whose worker was killed outright."""
+    return {"requeued": imports.requeue_stale(), "failed": imports.fail_abandoned()}

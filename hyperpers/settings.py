@@ -377,8 +377,9 @@ IMPORT_MAX_BYTES = env.int("IMPORT_MAX_BYTES", default=1_000_000_000)
 # Where uploaded files wait for the worker that imports them (removed afterwards). The
 # web processes and the workers must share it: one machine, or a shared volume.
 IMPORT_DIR = Path(env.str("IMPORT_DIR", default=str(VAR_DIR / "imports")))
-# How long one import may run in its worker (a million customer rows take a few minutes).
-IMPORT_TIME_LIMIT = env.int("IMPORT_TIME_LIMIT", default=3600)
+# How long one import may run in its worker (a million customer rows take a few
+# minutes). Keep it under CELERY_VISIBILITY_TIMEOUT.
+IMPORT_TIME_LIMIT = env.int("IMPORT_TIME_LIMIT", default=1500)
 # Engagement events in one POST.
 ENGAGEMENT_BATCH_MAX = env.int("ENGAGEMENT_BATCH_MAX", default=1000)
 # Metrics: below this many impressions in either arm a comparison has no verdict;

@@ -304,9 +304,9 @@ def decision_undo(*, event: ReviewEvent, user) -> Variant:
     restored = None
     if left_as == Variant.Status.PUBLISHED:
         retire = (
-            ReviewEvent.objects.filter(
-                action=ReviewEvent.Action.RETIRE, replaced_by=variant, pk__lt=event.pk
-            )
+            # The latest retirement this variant caused: its publishing by `event`
+            # (an imported approval's retire event comes after the approval's own).
+            ReviewEvent.objects.filter(action=ReviewEvent.Action.RETIRE, replaced_by=variant)
             .order_by("-id")
             .first()
         )

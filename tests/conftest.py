@@ -41,6 +41,13 @@ def fresh_live_snapshot():
 
 
 @pytest.fixture(autouse=True)
+def import_uploads(settings, tmp_path):
+    """Uploads wait for their worker in a folder of the test's own, not var/imports."""
+    settings.IMPORT_DIR = tmp_path / "imports"
+    return settings.IMPORT_DIR
+
+
+@pytest.fixture(autouse=True)
 def fresh_login_failures():
     """Failed logins are counted per address in Redis (hyperpers/login.py), and every
     test client is 127.0.0.1: each test starts with none counted."""

@@ -12,7 +12,7 @@ import pytest
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from rest_framework.test import APIClient
 
-from generation.models import GenerationRun
+from generation.models import GenerationRun, Import
 from review.auth import api_token_create
 from review.models import ReviewEvent
 from tests.factories import CustomerFactory, UserFactory, VariantFactory
@@ -150,7 +150,11 @@ def _world() -> dict:
     CustomerFactory(external_id="C-1")
     event = ReviewEvent.objects.create(variant=variant, action=ReviewEvent.Action.APPROVE)
     run = GenerationRun.objects.create(prompt_version=variant.prompt_version)
-    return {"variant": variant, "event": event, "run": run}
+    upload = Import.objects.create(
+        kind="products", file_name="c.csv", size=1, format="csv", path="/nonexistent",
+        requested_by="write client", via="api",
+    )  # fmt: skip
+    return {"variant": variant, "event": event, "run": run, "import": upload}
 
 
 def _kwargs(name: str, world: dict) -> dict:
@@ -172,6 +176,8 @@ def _kwargs(name: str, world: dict) -> dict:
         return {"object_id": variant.pk}
     if short == "api-customer":
         return {"external_id": "C-1"}
+    if short in ("api-import", "import"):
+        return {"pk": world["import"].pk}
     if "pk" in _parameters(name):
         return {"pk": variant.pk}
     return {}

@@ -92,6 +92,10 @@ def test_an_imported_approval_publishes_as_an_approval_here_does(
     assert Variant.objects.get(pk=newer.pk).status == "published"
     assert ReviewEvent.objects.filter(variant=newer, action="approve").count() == 1
     assert sent == [(newer.pk, "published")]
+    # Undoing the imported approval here puts back what it replaced here.
+    services.decision_undo(event=ReviewEvent.objects.get(variant=newer, action="approve"), user=ann)
+    live.refresh_from_db()
+    assert live.status == "published"
 
 
 def test_undo_finds_what_an_approval_replaced_by_its_key():

@@ -229,16 +229,26 @@ class _Reporter:
 def _claim(import_id: int, claim: str) -> bool:
     """Take an import to run: a queued one, or one this same claim was running (the
     task retried after the database went away; its transaction was rolled back). It
-    keeps its first start, so fail_abandoned counts from there."""
-    return bool(
-        Import.objects.filter(pk=import_id)
-        .filter(Q(status=Import.Status.QUEUED) | Q(status=Import.Status.RUNNING, claim=claim))
-        .update(
-            status=Import.Status.RUNNING,
-            claim=claim[:64],
-            started=Coalesce(F("started"), Value(timezone.now())),
-        )
-    )
+    keeps its first start, so fail_abandoned counts from there. An import whose row
+    another worker holds (PostgreSQL) is not taken, without waiting for it."""
+    mine = Q(status=Import.Status.QUEUED) | Q(status=Import.Status.RUNNING, claim=claim[:64])
+    try:
+        with transaction.atomic():
+            found = list(
+                Import.objects.select_for_update(nowait=True, of=("self",))
+                .filter(mine, pk=import_id)
+                .values_list("pk", flat=True)
+            )
+            if not found:
+                return False
+            Import.objects.filter(pk=import_id).update(
+                status=Import.Status.RUNNING,
+                claim=claim[:64],
+                started=Coalesce(F("started"), Value(timezone.now())),
+            )
+    except OperationalError:
+        return False  # locked: running in another worker
+    return True
 
 
 def _failure(record: Import, exc: Exception) -> dict:
@@ -341,7 +351,7 @@ def execute(
         with transaction.atomic():
             try:
                 record = (
-                    Import.objects.select_for_update(nowait=True)
+                    Import.objects.select_for_update(nowait=True, of=("self",))
                     .select_related("source")
                     .get(pk=import_id)
                 )
@@ -391,15 +401,22 @@ def _remove_file(import_id: int) -> None:
 
 def fail_abandoned(*, grace_seconds: float = 300) -> int:
     """Beat's net for an import whose worker was killed outright (the hard time limit,
-    a lost machine): past IMPORT_TIME_LIMIT and a grace, it cannot still be running."""
+    a lost machine): past IMPORT_TIME_LIMIT and a grace from its first start, it is not
+    running any more. One still holding its row lock (PostgreSQL) is alive: skipped."""
     cutoff = timezone.now() - timedelta(seconds=settings.IMPORT_TIME_LIMIT + grace_seconds)
-    abandoned = list(Import.objects.filter(status=Import.Status.RUNNING, started__lt=cutoff))
-    for record in abandoned:
-        record.failure = _failed(
-            record, "its worker stopped before the end (killed, or past IMPORT_TIME_LIMIT)."
+    with transaction.atomic():
+        abandoned = list(
+            Import.objects.select_for_update(skip_locked=True).filter(
+                status=Import.Status.RUNNING, started__lt=cutoff
+            )
         )
-        record.status = Import.Status.FAILED
-        _finish(record)
+        for record in abandoned:
+            record.failure = _failed(
+                record, "its worker stopped before the end (killed, or past IMPORT_TIME_LIMIT)."
+            )
+            record.status = Import.Status.FAILED
+            _finish(record)
+    for record in abandoned:
         if record.owns_file:
             Path(record.path).unlink(missing_ok=True)
     return len(abandoned)

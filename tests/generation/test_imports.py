@@ -3,6 +3,7 @@ failed (never running forever), its file removed, and nothing half-written."""
 
 from __future__ import annotations
 
+import threading
 from datetime import timedelta
 from pathlib import Path
 
@@ -98,3 +99,37 @@ def test_a_retry_under_the_same_claim_keeps_the_first_start():
     assert done.status == "done" and done.started == first
     # Another claim finds it finished and leaves it.
     assert imports.execute(import_id=record.pk, claim="t2").result == done.result
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_import_another_worker_holds_is_left_alone(settings):
+    """A redelivery (same task id) while the first worker still runs the import, and
+    beat's net, both find its row locked and leave it (PostgreSQL row locks)."""
+    from django.db import connection, transaction
+
+    if connection.vendor != "postgresql":
+        pytest.skip("row locks need PostgreSQL")
+    record = _recorded()
+    long_ago = timezone.now() - timedelta(seconds=settings.IMPORT_TIME_LIMIT + 600)
+    Import.objects.filter(pk=record.pk).update(status="running", claim="t1", started=long_ago)
+    locked, release = threading.Event(), threading.Event()
+
+    def first_worker():
+        with transaction.atomic():
+            Import.objects.select_for_update().get(pk=record.pk)
+            locked.set()
+            release.wait(20)
+        connection.close()
+
+    holder = threading.Thread(target=first_worker)
+    holder.start()
+    try:
+        assert locked.wait(10)
+        again = imports.execute(import_id=record.pk, claim="t1")
+        assert again.status == "running" and not Product.objects.exists()
+        assert imports.fail_abandoned() == 0
+    finally:
+        release.set()
+        holder.join()
+    assert Import.objects.get(pk=record.pk).status == "running"
+    assert imports.fail_abandoned() == 1  # no one holds it now: its worker is gone

@@ -60,10 +60,19 @@ class SegmentPreviewResultSerializer(serializers.Serializer):
     summary = serializers.JSONField()
 
 
+# A slug no segment can take (services.RESERVED_SEGMENT_SLUGS) names another
+# endpoint's path, which answers other methods with 405.
+_RESERVED = {
+    405: OpenApiResponse(
+        description="The slug is reserved (rebuild, preview, ...): that path is another "
+        "endpoint, which does not take this method"
+    )
+}
 _SEGMENT_ERRORS = {
     400: OpenApiResponse(description="A rule, the name or the slug is wrong; `rules` says which"),
     403: OpenApiResponse(description="Not a marketing lead or staff (reading: not a reviewer)"),
     404: OpenApiResponse(description="No such segment"),
+    **_RESERVED,
 }
 
 
@@ -126,6 +135,7 @@ class SegmentDetailView(APIView):
             200: SegmentSerializer,
             403: OpenApiResponse(description="Not a reviewer"),
             404: OpenApiResponse(description="No such segment"),
+            **_RESERVED,
         },
     )
     def get(self, request: Request, slug: str) -> Response:
@@ -159,6 +169,7 @@ class SegmentDetailView(APIView):
             409: OpenApiResponse(description="Variants were written for it"),
             403: OpenApiResponse(description="Not a marketing lead or staff"),
             404: OpenApiResponse(description="No such segment"),
+            **_RESERVED,
         },
     )
     def delete(self, request: Request, slug: str) -> Response:

@@ -661,3 +661,15 @@ def test_beat_queues_again_an_import_whose_task_was_lost(monkeypatch):
     monkeypatch.setattr(imports, "queue", queued.append)
     assert imports.requeue_stale() == 1 and queued == [old["id"]]
     assert new["id"] not in queued
+
+
+def test_a_reserved_slug_is_another_endpoint_and_says_405_as_documented():
+    from django.test import Client
+
+    client = as_("lead")
+    for method in ("get", "put", "delete"):
+        response = getattr(client, method)(f"{API}/segments/preview/", {}, format="json")
+        assert response.status_code == 405, (method, response.status_code)
+    schema = Client().get(f"{API}/schema/?format=json").json()
+    for method in ("get", "put", "delete"):
+        assert "405" in schema["paths"]["/api/v1/segments/{slug}/"][method]["responses"]

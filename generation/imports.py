@@ -25,7 +25,7 @@ from django.db.models import F, Q, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from generation import services
+from generation import audience, services
 from generation.audience import MappingError, Reading
 from generation.importers import ImportFileError
 from generation.models import CustomerSource, Import
@@ -34,16 +34,8 @@ logger = logging.getLogger(__name__)
 
 PROGRESS_SECONDS = 0.5  # how often a running import tells its progress
 PROGRESS_TTL = 24 * 3600
-# The file kinds each import reads, by extension.
-FORMATS = {
-    Import.Kind.PRODUCTS: {".csv": "csv"},
-    Import.Kind.CUSTOMERS: {
-        ".csv": "csv",
-        ".jsonl": "jsonl",
-        ".ndjson": "jsonl",
-        ".parquet": "parquet",
-    },
-}
+# The file kinds each import reads, by extension: the customer reader's own table.
+FORMATS = {Import.Kind.PRODUCTS: {".csv": "csv"}, Import.Kind.CUSTOMERS: audience.FORMATS}
 MAPPING_HINT = (
     "The file may name its columns its own way: read it through a column mapping (a source)."
 )

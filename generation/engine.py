@@ -682,14 +682,14 @@ def _written_update(rows: list[Variant], *, claim_id: str) -> None:
 
 def reclaim_own(*, claim_id: str) -> list[Variant]:
     """The variants a task with this id had claimed (it is running again), re-leased."""
-    held = Variant.objects.filter(status=Variant.Status.GENERATING, claim=claim_id)
+    held = Variant.objects.claimed_by(claim_id)
     held.update(claimed_at=timezone.now())
     return _claimed(held, claim_id)
 
 
 def _claimed(variants, claim_id: str) -> list[Variant]:
     return list(
-        variants.filter(status=Variant.Status.GENERATING, claim=claim_id)
+        variants.claimed_by(claim_id)
         .select_related("prompt__brand", "prompt_version", "product", "segment", "customer")
         .order_by("pk")
     )
@@ -698,9 +698,11 @@ def _claimed(variants, claim_id: str) -> list[Variant]:
 def release(variant_ids: list[int], *, claim_id: str) -> int:
     if not variant_ids:
         return 0
-    return Variant.objects.filter(
-        pk__in=variant_ids, status=Variant.Status.GENERATING, claim=claim_id
-    ).update(status=Variant.Status.QUEUED, claim="", claimed_at=None)
+    return (
+        Variant.objects.claimed_by(claim_id)
+        .filter(pk__in=variant_ids)
+        .update(status=Variant.Status.QUEUED, claim="", claimed_at=None)
+    )
 
 
 @transaction.atomic
@@ -726,7 +728,7 @@ def write_outcomes(outcomes: list[Outcome], *, claim_id: str) -> int:
     if done:
         # One locked read of what this task still owns, then one bulk UPDATE that is
         # itself still conditional on the claim.
-        owned = Variant.objects.filter(status=Variant.Status.GENERATING, claim=claim_id)
+        owned = Variant.objects.claimed_by(claim_id)
         still_ours = set(owned.select_for_update().filter(pk__in=done).values_list("pk", flat=True))
         # Written for a version that a newer one replaced meanwhile: superseded, like
         # the queued and in-review ones the save superseded (prompt_regenerate), so a
@@ -782,9 +784,7 @@ def write_outcomes(outcomes: list[Outcome], *, claim_id: str) -> int:
         if outcome.kind == "done":
             continue
         variant = outcome.job.variant
-        owned_one = Variant.objects.filter(
-            pk=variant.pk, status=Variant.Status.GENERATING, claim=claim_id
-        )
+        owned_one = Variant.objects.claimed_by(claim_id).filter(pk=variant.pk)
         if outcome.kind == "failed":
             completion = outcome.completion
             updated = owned_one.update(

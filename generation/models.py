@@ -439,6 +439,14 @@ class PromptVersion(models.Model):
         return f"{self.prompt.slug} v{self.number}"
 
 
+class GenerationRunQuerySet(models.QuerySet):
+    def unfinished(self) -> GenerationRunQuerySet:
+        """Runs that may still write: pending, running, or paused at their budget (a
+        cancelled or failed run is stopped until someone resumes it)."""
+        S = GenerationRun.Status
+        return self.filter(status__in=[S.PENDING, S.RUNNING, S.PAUSED])
+
+
 class GenerationRun(models.Model):
     class Status(models.TextChoices):
         PENDING = "pending", "Pending"
@@ -485,6 +493,8 @@ class GenerationRun(models.Model):
     started = models.DateTimeField(null=True, blank=True)
     finished = models.DateTimeField(null=True, blank=True)
 
+    objects = GenerationRunQuerySet.as_manager()
+
     class Meta:
         ordering = ["-created"]
 
@@ -497,6 +507,8 @@ class GenerationRun(models.Model):
 
     @property
     def is_active(self) -> bool:
+        """Pending or running: it has a task, or will have one. Narrower than
+        `unfinished()`, which also holds paused runs."""
         return self.status in (self.Status.PENDING, self.Status.RUNNING)
 
     @property
@@ -517,6 +529,10 @@ class GenerationRun(models.Model):
 
 
 class VariantQuerySet(models.QuerySet):
+    def claimed_by(self, claim_id: str) -> VariantQuerySet:
+        """Generating under this claim: the only rows a task may write (engine.py)."""
+        return self.filter(status=Variant.Status.GENERATING, claim=claim_id)
+
     def in_review(self) -> VariantQuerySet:
         return self.filter(status=Variant.Status.IN_REVIEW)
 

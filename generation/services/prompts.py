@@ -535,14 +535,9 @@ def prompt_impact(
         segments=len(segments),
         slots=slots,
         existing_slots=slots,
-        runs_cancelled=GenerationRun.objects.filter(
-            prompt_version__prompt=prompt,
-            status__in=[
-                GenerationRun.Status.PENDING,
-                GenerationRun.Status.RUNNING,
-                GenerationRun.Status.PAUSED,
-            ],
-        ).count(),
+        runs_cancelled=GenerationRun.objects.unfinished()
+        .filter(prompt_version__prompt=prompt)
+        .count(),
         estimate=dataclasses.replace(
             run_estimate(version=version, products=products, audiences=audiences, slots=slots),
             languages=tuple(Counter(language for _s, language, _p in slot_keys).most_common()),

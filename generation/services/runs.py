@@ -524,14 +524,11 @@ def runs_revive_stuck(*, idle_seconds: float | None = None) -> list[int]:
 @transaction.atomic
 def run_cancel(*, run: GenerationRun) -> GenerationRun:
     """Stop a run: queued variants stay queued (for a resume); calls in flight finish."""
-    updated = GenerationRun.objects.filter(
-        pk=run.pk,
-        status__in=[
-            GenerationRun.Status.PENDING,
-            GenerationRun.Status.RUNNING,
-            GenerationRun.Status.PAUSED,
-        ],
-    ).update(status=GenerationRun.Status.CANCELLED, error="Cancelled")
+    updated = (
+        GenerationRun.objects.unfinished()
+        .filter(pk=run.pk)
+        .update(status=GenerationRun.Status.CANCELLED, error="Cancelled")
+    )
     run.refresh_from_db()
     if not updated:
         raise RunError(f"Run {run.pk} is {run.get_status_display().lower()}; nothing to cancel")
@@ -635,13 +632,8 @@ def prompt_regenerate(*, prompt: Prompt, user=None) -> GenerationRun | None:
     ones stay live until the new version's replacement is approved.
     """
     version = prompt.current_version
-    GenerationRun.objects.filter(
+    GenerationRun.objects.unfinished().filter(
         prompt_version__prompt=prompt,
-        status__in=[
-            GenerationRun.Status.PENDING,
-            GenerationRun.Status.RUNNING,
-            GenerationRun.Status.PAUSED,
-        ],
     ).exclude(prompt_version=version).update(
         status=GenerationRun.Status.CANCELLED, error=f"Superseded by {version}"
     )

@@ -27,6 +27,7 @@ from django.utils import timezone
 
 from generation import audience, services
 from generation.audience import MappingError, Reading
+from generation.errors import ServiceError
 from generation.importers import ImportFileError
 from generation.models import CustomerSource, Import
 
@@ -41,13 +42,17 @@ MAPPING_HINT = (
 )
 
 
-class ImportRefused(Exception):
-    """An upload that is not recorded at all: too big, or of a kind we do not read.
+class ImportRefused(ServiceError):
+    """An upload that is not recorded at all: empty, or of a kind we do not read.
     `field` names the form field at fault."""
 
-    def __init__(self, field: str, message: str, *, status: int = 400) -> None:
-        self.field, self.message, self.status = field, message, status
-        super().__init__(message)
+    default_field = "file"
+
+
+class ImportTooLarge(ImportRefused):
+    """Over IMPORT_MAX_BYTES (413)."""
+
+    status = 413
 
 
 def format_for(kind: str, file_name: str, named: str | None = None) -> str:
@@ -57,14 +62,14 @@ def format_for(kind: str, file_name: str, named: str | None = None) -> str:
     if named:
         if named not in formats:
             raise ImportRefused(
-                "format", f"'{named}' is not a format we read: {', '.join(formats)}"
+                f"'{named}' is not a format we read: {', '.join(formats)}", field="format"
             )
         return named
     suffix = Path(file_name).suffix.lower()
     if suffix not in known:
         raise ImportRefused(
-            "format",
             f"Name the format ({' or '.join(formats)}): the file name '{file_name}' does not tell",
+            field="format",
         )
     return known[suffix]
 
@@ -75,12 +80,11 @@ def _directory() -> Path:
     return directory
 
 
-def _too_big(file_name: str, size: int) -> ImportRefused:
-    return ImportRefused(
-        "file",
+def _too_big(file_name: str, size: int) -> ImportTooLarge:
+    return ImportTooLarge(
         f"{file_name} is {size / 1e6:,.1f} MB; an import takes at most "
         f"{settings.IMPORT_MAX_BYTES / 1e6:,.0f} MB (IMPORT_MAX_BYTES). Nothing was imported.",
-        status=413,
+        field="file",
     )
 
 
@@ -124,7 +128,7 @@ def receive(
     if upload.size is not None and upload.size > settings.IMPORT_MAX_BYTES:
         raise _too_big(name, upload.size)
     if upload.size == 0:
-        raise ImportRefused("file", f"{name} is empty. Nothing was imported.")
+        raise ImportRefused(f"{name} is empty. Nothing was imported.", field="file")
     chosen = format_for(kind, name, format)
     target = _directory() / f"{uuid.uuid4().hex}.{chosen}"
     size = _store(upload, target)

@@ -34,6 +34,7 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import Count
 
+from generation.errors import ServiceError
 from generation.models import Customer, GenerationRun, Product, Prompt, Segment, Variant
 from hyperpers.logs import redact
 
@@ -45,27 +46,25 @@ WAIT_MAX_SECONDS = 30
 CALLBACK_TIMEOUT_SECONDS = 10
 
 
-class MessageError(ValueError):
+class MessageError(ServiceError):
     """A message request that cannot be met, naming the field."""
-
-    def __init__(self, field: str, message: str) -> None:
-        self.field = field
-        super().__init__(message)
 
 
 def _version(prompt: Prompt):
     version = prompt.current_version
     if version is None:
-        raise MessageError("prompt", f"Prompt '{prompt.slug}' has no version yet; save one first")
+        raise MessageError(
+            f"Prompt '{prompt.slug}' has no version yet; save one first", field="prompt"
+        )
     return version
 
 
 def _purpose(purpose: str) -> str:
     purpose = " ".join((purpose or "").split())
     if not purpose:
-        raise MessageError("purpose", "Say what the message is for, e.g. 'back in stock'")
+        raise MessageError("Say what the message is for, e.g. 'back in stock'", field="purpose")
     if len(purpose) > PURPOSE_MAX:
-        raise MessageError("purpose", f"The purpose is longer than {PURPOSE_MAX} characters")
+        raise MessageError(f"The purpose is longer than {PURPOSE_MAX} characters", field="purpose")
     return purpose
 
 
@@ -89,7 +88,7 @@ def message_create(
         try:
             callback_url_check(callback_url)
         except (CallbackRefused, CallbackFailed) as exc:
-            raise MessageError("callback_url", str(exc)) from exc
+            raise MessageError(str(exc), field="callback_url") from exc
     variant, created = Variant.objects.get_or_create(
         prompt_version=version,
         product=product,
@@ -162,14 +161,14 @@ def message_run_create(
     purpose = _purpose(purpose)
     if customers is None:
         if segment is None:
-            raise MessageError("customers", "Name the customers or a segment")
+            raise MessageError("Name the customers or a segment", field="customers")
         customers = segment_members(segment)
     if not customers:
-        raise MessageError("customers", "The run covers no customers")
+        raise MessageError("The run covers no customers", field="customers")
     if len(customers) > RUN_CUSTOMERS_MAX:
         raise MessageError(
-            "customers",
             f"{len(customers):,} customers; one run writes at most {RUN_CUSTOMERS_MAX:,}",
+            field="customers",
         )
     with transaction.atomic():
         done = set(
@@ -246,11 +245,12 @@ def policy_counts(prompt: Prompt) -> dict[str, int]:
 def prompt_policy_save(*, prompt: Prompt, policy: str, sample_percent: int | None = None) -> Prompt:
     if policy not in Prompt.ReviewPolicy.values:
         raise MessageError(
-            "review_policy", f"{policy!r} is not one of {', '.join(Prompt.ReviewPolicy.values)}"
+            f"{policy!r} is not one of {', '.join(Prompt.ReviewPolicy.values)}",
+            field="review_policy",
         )
     if sample_percent is not None:
         if not 0 <= sample_percent <= 100:
-            raise MessageError("review_sample_percent", "The sample is 0 to 100 percent")
+            raise MessageError("The sample is 0 to 100 percent", field="review_sample_percent")
         prompt.review_sample_percent = sample_percent
     prompt.review_policy = policy
     prompt.save(update_fields=["review_policy", "review_sample_percent"])
@@ -273,16 +273,16 @@ def prompt_languages_save(
     fields = []
     if languages is not None:
         if len(languages) > LANGUAGES_MAX:
-            raise MessageError("languages", f"At most {LANGUAGES_MAX} languages a prompt")
+            raise MessageError(f"At most {LANGUAGES_MAX} languages a prompt", field="languages")
         try:
             cleaned = list(dict.fromkeys(language_tag(tag) for tag in languages))
         except LanguageTagError as exc:
-            raise MessageError("languages", str(exc)) from None
+            raise MessageError(str(exc), field="languages") from None
         prompt.languages = cleaned
         fields.append("languages")
     if min_share is not None:
         if not 1 <= min_share <= 100:
-            raise MessageError("language_min_share", "The share is 1 to 100 percent")
+            raise MessageError("The share is 1 to 100 percent", field="language_min_share")
         prompt.language_min_share = min_share
         fields.append("language_min_share")
     if fields:
@@ -301,9 +301,9 @@ def prompt_allowlist_save(*, prompt: Prompt, attributes: list[str]) -> Prompt:
     refused = [a for a in cleaned if a.lower() in personal]
     if refused:
         raise MessageError(
-            "allowed_attributes",
             f"{', '.join(refused)} {'is' if len(refused) == 1 else 'are'} personal and never "
             "sent to the endpoint",
+            field="allowed_attributes",
         )
     prompt.allowed_attributes = cleaned
     prompt.save(update_fields=["allowed_attributes"])

@@ -18,6 +18,7 @@ from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
 
+from generation.errors import PromptHasNoVersion
 from generation.languages import DEFAULT_LANGUAGE, base_language, languages_for
 
 
@@ -373,6 +374,13 @@ class Prompt(models.Model):
     @property
     def current_version(self) -> PromptVersion | None:
         return self.versions.order_by("-number").first()
+
+    def require_version(self) -> PromptVersion:
+        """The current version, or PromptHasNoVersion: nothing is written before one."""
+        version = self.current_version
+        if version is None:
+            raise PromptHasNoVersion(f"Prompt '{self.slug}' has no version yet; save one first")
+        return version
 
     def clean(self) -> None:
         if (

@@ -348,6 +348,8 @@ REST_FRAMEWORK = {
         "rest_framework.parsers.MultiPartParser",
     ],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # A service's refusal (generation/errors.py: ServiceError) answered in one place.
+    "EXCEPTION_HANDLER": "review.rest.exception_handler",
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Hyperpers API",

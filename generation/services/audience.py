@@ -11,6 +11,7 @@ from django.utils.text import slugify
 from generation import (
     prompting,
 )
+from generation.errors import ServiceError
 from generation.models import (
     Customer,
     Segment,
@@ -22,8 +23,18 @@ from generation.models import (
 logger = logging.getLogger(__name__)
 
 
-class SegmentError(ValueError):
-    pass
+class SegmentError(ServiceError):
+    """A segment that cannot be built, saved or previewed as asked; `field` names the
+    request field (rules, name, slug, by)."""
+
+    default_field = "rules"
+
+
+class SegmentInUse(SegmentError):
+    """Copy was written for the segment: deleting it would lose review history."""
+
+    status = 409
+    default_field = None
 
 
 # Attributes with this many distinct values or more are identifiers or free text
@@ -51,7 +62,7 @@ def segments_refresh(*, segments: list[Segment] | None = None) -> int:
     return len(segments)
 
 
-def segment_personal_refuse(attributes) -> None:
+def segment_personal_refuse(attributes, *, field: str = "rules") -> None:
     """SegmentError naming any personal attribute among `attributes`: a segment's rules
     and the name built from them reach the endpoint and the reviewers, so a segment is
     never made of personal attributes (by e-mail, by phone...)."""
@@ -61,7 +72,8 @@ def segment_personal_refuse(attributes) -> None:
         verb = "is" if len(named) == 1 else "are"
         raise SegmentError(
             f"{', '.join(named)} {verb} personal: a segment's rules and name reach the "
-            "endpoint and the reviewers, so segments are never made of personal attributes"
+            "endpoint and the reviewers, so segments are never made of personal attributes",
+            field=field,
         )
 
 
@@ -71,7 +83,7 @@ def segment_preview(*, rules: object) -> tuple[int, dict]:
     try:
         rules = segment_rules_clean(rules)
     except SegmentRuleError as exc:
-        raise SegmentError(str(exc)) from exc
+        raise SegmentError(str(exc), field="rules") from exc
     segment_personal_refuse(rules)
     [tally] = segment_tallies([Segment(rules=rules)])
     return tally
@@ -167,8 +179,10 @@ def segments_build(*, by: list[str]) -> list[Segment]:
     """
     by = [b.strip() for b in by if b.strip()]
     if not by:
-        raise SegmentError("Name at least one attribute to segment by (--by value_tier)")
-    segment_personal_refuse(by)
+        raise SegmentError(
+            "Name at least one attribute to segment by (--by value_tier)", field="by"
+        )
+    segment_personal_refuse(by, field="by")
     combinations: set[tuple] = set()
     seen_attributes: set[str] = set()
     for attributes in _customer_attributes():
@@ -181,7 +195,8 @@ def segments_build(*, by: list[str]) -> list[Segment]:
         raise SegmentError(
             f"No customer has the attribute(s) {', '.join(unknown)}. "
             "Known attributes: "
-            + (", ".join(sorted(seen_attributes)) or "none (import customers first)")
+            + (", ".join(sorted(seen_attributes)) or "none (import customers first)"),
+            field="by",
         )
     built = []
     with transaction.atomic():
@@ -190,7 +205,8 @@ def segments_build(*, by: list[str]) -> list[Segment]:
             if sorted(existing.rules) != sorted(by):
                 raise SegmentError(
                     f"Segment '{existing.slug}' exists with rules on "
-                    f"{', '.join(sorted(existing.rules))}; rename it or build by other attributes"
+                    f"{', '.join(sorted(existing.rules))}; rename it or build by other attributes",
+                    field="by",
                 )
         for values in sorted(combinations):
             segment, _ = Segment.objects.update_or_create(
@@ -217,19 +233,19 @@ def segment_save(
     try:
         rules = segment_rules_clean(rules)
     except SegmentRuleError as exc:
-        raise SegmentError(str(exc)) from exc
+        raise SegmentError(str(exc), field="rules") from exc
     segment_personal_refuse(rules)
     name = name.strip()
     if not name:
-        raise SegmentError("A segment needs a name")
+        raise SegmentError("A segment needs a name", field="name")
     if segment is None:
         slug = slugify(slug or name)[:200]
         if not slug:
-            raise SegmentError("A segment needs a name made of letters or digits")
+            raise SegmentError("A segment needs a name made of letters or digits", field="name")
         if slug in RESERVED_SEGMENT_SLUGS:
-            raise SegmentError(f"'{slug}' is a reserved name; choose another")
+            raise SegmentError(f"'{slug}' is a reserved name; choose another", field="name")
         if Segment.objects.filter(slug=slug).exists():
-            raise SegmentError(f"A segment '{slug}' already exists")
+            raise SegmentError(f"A segment '{slug}' already exists", field="slug")
         segment = Segment(slug=slug)
     segment.name, segment.rules = name, rules
     segment.save()
@@ -243,7 +259,7 @@ def segment_delete(*, segment: Segment) -> None:
     history (and live copy), so it is refused."""
     written = segment.variants.count()
     if written:
-        raise SegmentError(
+        raise SegmentInUse(
             f"Segment '{segment.slug}' has {written} variant(s) written for it; it cannot be "
             "deleted without losing their review history"
         )

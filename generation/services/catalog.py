@@ -21,6 +21,7 @@ from generation import (
     signals,
 )
 from generation.audience import CustomerRow, Reading, RowError
+from generation.errors import NotFound
 from generation.importers import ImportFileError, read_products
 from generation.models import (
     Customer,
@@ -333,5 +334,5 @@ def customer_erase(*, external_id: str) -> dict:
     return {"customer": 1, "variants": variant_count}
 
 
-class CustomerNotFound(LookupError):
+class CustomerNotFound(NotFound):
     pass

@@ -23,6 +23,7 @@ from generation import (
     languages,
     prompting,
 )
+from generation.errors import ServiceError
 from generation.limiter import EndpointLimiter, endpoint_limiter
 from generation.models import (
     Brand,
@@ -115,12 +116,12 @@ TRY_DEADLINE_SECONDS = 20
 TRY_SLOT_SECONDS = 15
 
 
-class StudioError(ValueError):
+class StudioError(ServiceError):
     """A studio request that cannot be done as asked; the message says why."""
 
 
-class BrandError(ValueError):
-    pass
+class BrandError(ServiceError):
+    """A brand voice that cannot be saved as written."""
 
 
 def _unique_lines(values: list[str], *, key) -> list[str]:

@@ -22,6 +22,7 @@ from generation import (
     pricing,
     prompting,
 )
+from generation.errors import ServiceError
 from generation.models import (
     GenerationRun,
     Product,
@@ -40,8 +41,10 @@ QUEUE_NOW_SLOTS = 20_000
 POPULATE_PRODUCTS = 1_000
 
 
-class RunError(ValueError):
-    pass
+class RunError(ServiceError):
+    """A run that cannot be created, estimated, cancelled or resumed as asked."""
+
+    default_field = "non_field_errors"
 
 
 @dataclass(frozen=True)
@@ -144,7 +147,9 @@ def endpoint_check(*, model: str) -> None:
     try:
         capabilities.probe(model=model)
     except llm.EndpointConfigError as exc:
-        raise RunError(f"The LLM endpoint at {settings.LLM_BASE_URL} refused: {exc}") from exc
+        raise RunError(
+            f"The LLM endpoint at {settings.LLM_BASE_URL} refused: {exc}", field="endpoint"
+        ) from exc
 
 
 def _endpoint_models_check(*, model: str) -> None:
@@ -155,12 +160,15 @@ def _endpoint_models_check(*, model: str) -> None:
     except openai.AuthenticationError as exc:
         raise RunError(
             f"The LLM endpoint at {settings.LLM_BASE_URL} refused the API key (HTTP 401): "
-            f"{exc.message}. Check LLM_API_KEY."
+            f"{exc.message}. Check LLM_API_KEY.",
+            field="endpoint",
         ) from exc
     except openai.NotFoundError:
         pass
     except openai.APIConnectionError as exc:
-        raise RunError(f"Cannot reach the LLM endpoint at {settings.LLM_BASE_URL}: {exc}") from exc
+        raise RunError(
+            f"Cannot reach the LLM endpoint at {settings.LLM_BASE_URL}: {exc}", field="endpoint"
+        ) from exc
     except openai.APIStatusError:
         return  # the endpoint does not serve /models/{id}; the run will tell
     try:
@@ -170,7 +178,8 @@ def _endpoint_models_check(*, model: str) -> None:
     if model not in offered:
         raise RunError(
             f"The LLM endpoint at {settings.LLM_BASE_URL} has no model '{model}'. "
-            f"It offers: {', '.join(offered[:20]) or 'none'}."
+            f"It offers: {', '.join(offered[:20]) or 'none'}.",
+            field="endpoint",
         )
 
 
@@ -226,20 +235,20 @@ def run_create(
     """
     version = prompt.current_version
     if version is None:
-        raise RunError(f"Prompt '{prompt.slug}' has no version yet; save one first")
+        raise RunError(f"Prompt '{prompt.slug}' has no version yet; save one first", field="prompt")
     products = list(Product.objects.all()) if products is None else products
     segments = list(Segment.objects.filter(member_count__gt=0)) if segments is None else segments
     if not products:
-        raise RunError("The run covers no products; import products first")
+        raise RunError("The run covers no products; import products first", field="products")
     if not segments:
-        raise RunError("The run covers no segments; build segments first")
+        raise RunError("The run covers no segments; build segments first", field="segments")
     if budget is not None:
         if budget <= 0:
-            raise RunError("The budget must be more than $0")
+            raise RunError("The budget must be more than $0", field="budget")
         try:
             pricing.price_for(version.model)
         except pricing.UnknownPrice as exc:
-            raise RunError(f"A budget needs a price: {exc}") from exc
+            raise RunError(f"A budget needs a price: {exc}", field="budget") from exc
     if check_endpoint:
         endpoint_check(model=version.model)
 
@@ -531,7 +540,9 @@ def run_cancel(*, run: GenerationRun) -> GenerationRun:
     )
     run.refresh_from_db()
     if not updated:
-        raise RunError(f"Run {run.pk} is {run.get_status_display().lower()}; nothing to cancel")
+        raise RunError(
+            f"Run {run.pk} is {run.get_status_display().lower()}; nothing to cancel", field="status"
+        )
     return run
 
 
@@ -540,13 +551,16 @@ def run_resume(*, run: GenerationRun, budget: Decimal | None = None) -> Generati
     """Continue a cancelled, paused or failed run from where it stopped."""
     run = GenerationRun.objects.select_for_update().get(pk=run.pk)
     if run.is_active or run.status == GenerationRun.Status.FINISHED:
-        raise RunError(f"Run {run.pk} is {run.get_status_display().lower()}; nothing to resume")
+        raise RunError(
+            f"Run {run.pk} is {run.get_status_display().lower()}; nothing to resume", field="status"
+        )
     if budget is not None:
         run.budget = budget
     if run.budget is not None and run.cost >= run.budget:
         raise RunError(
             f"Run {run.pk} has spent ${run.cost:.4f} of its ${run.budget:.4f} budget; "
-            "raise the budget to resume"
+            "raise the budget to resume",
+            field="budget",
         )
     if run.status == GenerationRun.Status.FAILED:
         endpoint_check(model=run.prompt_version.model)
@@ -663,7 +677,7 @@ def run_estimate_for(*, prompt: Prompt) -> RunEstimate:
     """The estimate of a run of the prompt's current version over everything."""
     version = prompt.current_version
     if version is None:
-        raise RunError(f"Prompt '{prompt.slug}' has no version yet; save one first")
+        raise RunError(f"Prompt '{prompt.slug}' has no version yet; save one first", field="prompt")
     products = list(Product.objects.all())
     segments = list(Segment.objects.filter(member_count__gt=0))
     if not products or not segments:

@@ -4,6 +4,19 @@ live and engagement serve delivery systems (read and write tokens); the others a
 the workflow the pages offer, with the pages' permissions (permissions.py)."""
 
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
+
+from generation.errors import ServiceError
+
+
+def exception_handler(exc: Exception, context: dict) -> Response | None:
+    """DRF's handler, plus the services' refusals: a ServiceError is answered with its
+    status and {field: [message]} (or {"detail": message}), the shape DRF gives its
+    own validation errors, so a client reads both the same way."""
+    if isinstance(exc, ServiceError):
+        return Response(exc.body(), status=exc.status)
+    return drf_exception_handler(exc, context)
 
 
 class ApiTokenScheme(OpenApiAuthenticationExtension):

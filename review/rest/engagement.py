@@ -127,12 +127,9 @@ class EventsView(APIView):
         batch = EventBatchSerializer(data=data)
         if not batch.is_valid():
             raise ValidationError(_flatten(batch.errors))
-        try:
-            recorded = services.engagement_record(
-                events=batch.validated_data["events"], token=request_token(request)
-            )
-        except services.EngagementError as exc:
-            raise ValidationError(exc.errors) from exc
+        recorded = services.engagement_record(
+            events=batch.validated_data["events"], token=request_token(request)
+        )
         received = len(batch.validated_data["events"])
         return Response(
             {"received": received, "recorded": recorded, "duplicates": received - recorded}

@@ -33,7 +33,7 @@ class ImportRequestSerializer(serializers.Serializer):
                 self.kind, attrs["file"].name or "", attrs.get("format")
             )
         except imports.ImportRefused as exc:
-            raise ValidationError({exc.field: exc.message}) from exc
+            raise ValidationError(exc.body()) from exc
         return attrs
 
 
@@ -145,19 +145,16 @@ class _ImportView(APIView):
         form.is_valid(raise_exception=True)
         data = form.validated_data
         token = request_token(request)
-        try:
-            record = imports.receive(
-                data["file"],
-                kind=form.kind,
-                format=data["format"],
-                source=data.get("source"),
-                options=self.options_for(data),
-                requested_by=imports.requester(request.user, token),
-                token_id=token.pk if token else None,
-                via="api",
-            )
-        except imports.ImportRefused as exc:
-            return Response({exc.field: [exc.message]}, status=exc.status)
+        record = imports.receive(
+            data["file"],
+            kind=form.kind,
+            format=data["format"],
+            source=data.get("source"),
+            options=self.options_for(data),
+            requested_by=imports.requester(request.user, token),
+            token_id=token.pk if token else None,
+            via="api",
+        )
         record.progress = imports.progress(record)
         body = ImportSerializer(record).data
         return Response(body, status=202, headers={"Location": body["url"]})

@@ -108,10 +108,6 @@ def _message_body(request: Request, variant: Variant) -> dict:
     return body
 
 
-def _message_error(exc: messages.MessageError) -> Response:
-    return Response({exc.field: [str(exc)]}, status=400)
-
-
 class MessagesView(APIView):
     parser_classes = [JSONParser]
     permission_classes = [IsAuthenticated, CanSendMessages]
@@ -135,17 +131,14 @@ class MessagesView(APIView):
         form = MessageRequestSerializer(data=request.data)
         form.is_valid(raise_exception=True)
         data = form.validated_data
-        try:
-            variant, _created = messages.message_create(
-                prompt=data["prompt"],
-                product=data["product"],
-                customer=data["customer"],
-                purpose=data["purpose"],
-                callback_url=data.get("callback_url", ""),
-                token_id=_token_id(request),
-            )
-        except messages.MessageError as exc:
-            return _message_error(exc)
+        variant, _created = messages.message_create(
+            prompt=data["prompt"],
+            product=data["product"],
+            customer=data["customer"],
+            purpose=data["purpose"],
+            callback_url=data.get("callback_url", ""),
+            token_id=_token_id(request),
+        )
         if data["wait"]:
             variant = messages.message_wait(variant, seconds=data["wait"])
         waiting = variant.status in (Variant.Status.QUEUED, Variant.Status.GENERATING)
@@ -231,18 +224,15 @@ class MessageRunsView(APIView):
         form = MessageRunSerializer(data=request.data)
         form.is_valid(raise_exception=True)
         data = form.validated_data
-        try:
-            run = messages.message_run_create(
-                prompt=data["prompt"],
-                product=data["product"],
-                purpose=data["purpose"],
-                customers=data.get("customers"),
-                segment=data.get("segment"),
-                token_id=_token_id(request),
-                user=request.user if request_token(request) is None else None,
-            )
-        except messages.MessageError as exc:
-            return _message_error(exc)
+        run = messages.message_run_create(
+            prompt=data["prompt"],
+            product=data["product"],
+            purpose=data["purpose"],
+            customers=data.get("customers"),
+            segment=data.get("segment"),
+            token_id=_token_id(request),
+            user=request.user if request_token(request) is None else None,
+        )
         return Response(RunSerializer(run).data, status=202)
 
 
@@ -259,10 +249,7 @@ class CustomerEraseView(APIView):
         },
     )
     def delete(self, request: Request, external_id: str) -> Response:
-        try:
-            removed = services.customer_erase(external_id=external_id)
-        except services.CustomerNotFound as exc:
-            raise NotFound(str(exc)) from exc
+        removed = services.customer_erase(external_id=external_id)
         return Response(removed)
 
 
@@ -327,11 +314,8 @@ class PromptSettingsView(APIView):
         form = PromptSettingsSerializer(data=request.data)
         form.is_valid(raise_exception=True)
         data = form.validated_data
-        try:
-            with transaction.atomic():
-                self._save(prompt, data)
-        except messages.MessageError as exc:
-            return _message_error(exc)
+        with transaction.atomic():
+            self._save(prompt, data)
         return Response(self._body(prompt))
 
     @staticmethod

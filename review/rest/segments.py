@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers
-from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.exceptions import NotFound
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -76,14 +76,6 @@ _SEGMENT_ERRORS = {
 }
 
 
-def _segment_error(exc: services.SegmentError) -> Response:
-    message = str(exc)
-    field = "rules" if message.startswith(("Rule", "Rules", "An attribute")) else "name"
-    if "already exists" in message:
-        field = "slug"
-    return Response({field: [message]}, status=400)
-
-
 class SegmentsView(APIView):
     parser_classes = [JSONParser]
     permission_classes = [IsAuthenticated, ReviewerReadsLeadWrites]
@@ -108,12 +100,9 @@ class SegmentsView(APIView):
         form = SegmentWriteSerializer(data=request.data)
         form.is_valid(raise_exception=True)
         data = form.validated_data
-        try:
-            segment = services.segment_save(
-                slug=data.get("slug", ""), name=data["name"], rules=data["rules"]
-            )
-        except services.SegmentError as exc:
-            return _segment_error(exc)
+        segment = services.segment_save(
+            slug=data.get("slug", ""), name=data["name"], rules=data["rules"]
+        )
         return Response(SegmentSerializer(segment).data, status=201)
 
 
@@ -151,14 +140,11 @@ class SegmentDetailView(APIView):
         segment = self._segment(slug)
         form = SegmentWriteSerializer(data=request.data)
         form.is_valid(raise_exception=True)
-        try:
-            segment = services.segment_save(
-                segment=segment,
-                name=form.validated_data["name"],
-                rules=form.validated_data["rules"],
-            )
-        except services.SegmentError as exc:
-            return _segment_error(exc)
+        segment = services.segment_save(
+            segment=segment,
+            name=form.validated_data["name"],
+            rules=form.validated_data["rules"],
+        )
         return Response(SegmentSerializer(segment).data)
 
     @extend_schema(
@@ -173,10 +159,7 @@ class SegmentDetailView(APIView):
         },
     )
     def delete(self, request: Request, slug: str) -> Response:
-        try:
-            services.segment_delete(segment=self._segment(slug))
-        except services.SegmentError as exc:
-            return Response({"detail": str(exc)}, status=409)
+        services.segment_delete(segment=self._segment(slug))
         return Response(status=204)
 
 
@@ -194,10 +177,7 @@ class SegmentPreviewView(APIView):
     def post(self, request: Request) -> Response:
         form = SegmentPreviewSerializer(data=request.data)
         form.is_valid(raise_exception=True)
-        try:
-            members, summary = services.segment_preview(rules=form.validated_data["rules"])
-        except services.SegmentError as exc:
-            return _segment_error(exc)
+        members, summary = services.segment_preview(rules=form.validated_data["rules"])
         return Response({"member_count": members, "summary": summary})
 
 
@@ -219,8 +199,5 @@ class SegmentRebuildView(APIView):
     def post(self, request: Request) -> Response:
         form = SegmentRebuildSerializer(data=request.data)
         form.is_valid(raise_exception=True)
-        try:
-            built = services.segments_build(by=form.validated_data["by"])
-        except services.SegmentError as exc:
-            raise ValidationError({"by": [str(exc)]}) from exc
+        built = services.segments_build(by=form.validated_data["by"])
         return Response({"results": SegmentSerializer(built, many=True).data})

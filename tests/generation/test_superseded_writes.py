@@ -12,7 +12,7 @@ from django.db import connection
 
 from generation import engine, llm
 from generation.models import Variant
-from review import services as review_services
+from review.services import decisions as review_decisions
 from tests.factories import PromptVersionFactory, VariantFactory
 
 pytestmark = pytest.mark.django_db
@@ -68,7 +68,7 @@ def test_two_approvals_in_one_slot_at_the_same_instant_give_one_200_and_one_409(
     )  # fmt: skip
     barrier = threading.Barrier(2)
     statuses: list[int] = []
-    original = review_services._publish
+    original = review_decisions._publish
 
     def slow_publish(*args, **kwargs):
         barrier.wait(timeout=10)  # both have locked their variant and found no live one
@@ -84,7 +84,7 @@ def test_two_approvals_in_one_slot_at_the_same_instant_give_one_200_and_one_409(
         finally:
             connection.close()
 
-    review_services._publish = slow_publish
+    review_decisions._publish = slow_publish
     try:
         threads = [
             threading.Thread(target=approve, args=(v, f"cw{i}")) for i, v in enumerate((old, new))
@@ -94,7 +94,7 @@ def test_two_approvals_in_one_slot_at_the_same_instant_give_one_200_and_one_409(
         for t in threads:
             t.join(30)
     finally:
-        review_services._publish = original
+        review_decisions._publish = original
 
     assert sorted(statuses) == [200, 409]
     assert Variant.objects.filter(pk__in=[old.pk, new.pk], status="published").count() == 1

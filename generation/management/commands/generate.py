@@ -4,6 +4,7 @@ from decimal import Decimal, InvalidOperation
 
 from django.core.management.base import BaseCommand, CommandError
 
+from generation.errors import PromptHasNoVersion
 from generation.models import GenerationRun, Product, Prompt, Segment
 from generation.services import (
     RunError,
@@ -35,9 +36,10 @@ class Command(BaseCommand):
         prompt_obj = Prompt.objects.filter(slug=prompt).first()
         if prompt_obj is None:
             raise CommandError(f"Unknown prompt '{prompt}'")
-        version = prompt_obj.current_version
-        if version is None:
-            raise CommandError(f"Prompt '{prompt}' has no version yet; save one first")
+        try:
+            version = prompt_obj.require_version()
+        except PromptHasNoVersion as exc:
+            raise CommandError(str(exc)) from exc
         products = _pick(Product, "sku", products) or list(Product.objects.all())
         segments = _pick(Segment, "slug", segments) or list(
             Segment.objects.filter(member_count__gt=0)

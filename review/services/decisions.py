@@ -1,4 +1,5 @@
-"""Writes with side effects in the review domain: decisions, their undo, and publishing."""
+"""Decisions on variants: approve (with or without an edit), reject, ask for a
+regeneration, in bulk, and undo. `_publish` is the one way copy goes live."""
 
 from __future__ import annotations
 
@@ -9,20 +10,39 @@ from dataclasses import dataclass, field
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from generation.errors import ServiceError
 from generation.messages import message_notify_on_commit
-from generation.models import Customer, Product, Prompt, Segment, Variant
-from review.models import EngagementEvent, ReviewEvent
+from generation.models import Variant
+from review.models import ReviewEvent
 
 # The decisions a reviewer can take back (see decision_undo).
 UNDOABLE = (ReviewEvent.Action.APPROVE, ReviewEvent.Action.EDIT, ReviewEvent.Action.REJECT)
 
 
-class DecisionError(ValueError):
+class DecisionError(ServiceError):
     """A decision that cannot be taken on the variant as it stands now."""
+
+    default_field = "status"
 
 
 class StaleDecision(DecisionError):
-    """A decision made on an older revision of the variant than the one stored."""
+    """A decision made on an older revision of the variant than the one stored (409).
+    The answer says the variant's revision and status now, to decide again from."""
+
+    status = 409
+    default_field = None
+
+    def __init__(self, message: str, *, variant_id: int | None = None) -> None:
+        super().__init__(message)
+        self.variant_id = variant_id
+
+    def body(self) -> dict:
+        body = super().body()
+        if self.variant_id is not None:
+            # Read after the refused decision's transaction rolled back: what is stored.
+            now = Variant.objects.only("revision", "status").get(pk=self.variant_id)
+            body.update(revision=now.revision, status=now.status)
+        return body
 
 
 class SlotTaken(StaleDecision):
@@ -56,7 +76,7 @@ def _lock_in_review(variant: Variant, revision: int | None = None, user=None) ->
     """
     locked = Variant.objects.select_for_update().get(pk=variant.pk)
     if revision is not None and locked.revision != revision:
-        raise StaleDecision(_stale_message(locked, user))
+        raise StaleDecision(_stale_message(locked, user), variant_id=locked.pk)
     if locked.status != Variant.Status.IN_REVIEW:
         raise DecisionError(
             f"Variant {locked.pk} is {locked.get_status_display().lower()}, not in review; "
@@ -150,7 +170,8 @@ def variant_approve(
     except IntegrityError:
         raise SlotTaken(
             f"Another variant of this slot went live at the same moment; variant "
-            f"{variant.pk} stays in review. Reload to see it."
+            f"{variant.pk} stays in review. Reload to see it.",
+            variant_id=variant.pk,
         ) from None
     message_notify_on_commit(variant)
     return variant
@@ -161,7 +182,7 @@ def variant_reject(*, variant: Variant, user, reason: str, revision: int | None 
     """Reject a variant in review with a reason; the slot's live variant is untouched."""
     reason = reason.strip()
     if not reason:
-        raise DecisionError("Give a reason for rejecting")
+        raise DecisionError("Give a reason for rejecting", field="reason")
     variant = _lock_in_review(variant, revision, user)
     variant.status = Variant.Status.REJECTED
     variant.revision += 1
@@ -226,9 +247,9 @@ def variants_decide(
     refused (decided by someone else, stale revision) leaves the others decided.
     """
     if action not in ("approve", "reject"):
-        raise DecisionError(f"No bulk action '{action}'; approve or reject")
+        raise DecisionError(f"No bulk action '{action}'; approve or reject", field="action")
     if action == "reject" and not reason.strip():
-        raise DecisionError("Give a reason for rejecting")
+        raise DecisionError("Give a reason for rejecting", field="reason")
     revisions = revisions or {}
     result = BulkResult()
     for variant in variants:
@@ -344,266 +365,3 @@ def decision_undo(*, event: ReviewEvent, user) -> Variant:
             reason=f"Live again: the approval of variant {variant.pk} was undone",
         )
     return variant
-
-
-class EngagementError(ValueError):
-    """Events that name what no longer exists; `errors` maps each field to its message."""
-
-    def __init__(self, errors: dict[str, list[str]]) -> None:
-        super().__init__("; ".join(f"{k}: {' '.join(v)}" for k, v in errors.items()))
-        self.errors = errors
-
-
-@transaction.atomic
-def engagement_record(*, events: list[dict], token=None) -> int:
-    """Store validated events once each; return how many were new.
-
-    1. Events repeated in the batch count once (the first wins).
-    2. Every exposure must still point at a prompt, a product and (for a variant's
-       exposure) a variant that exist; otherwise nothing of the batch is written.
-    3. Events whose id we already hold are skipped; the unique event id keeps two
-       concurrent posts of one event from both counting it.
-    """
-    unique: dict[str, dict] = {}
-    for event in events:
-        unique.setdefault(event["event_id"], event)
-    exposures = {e["event_id"]: e["exposure_id"] for e in unique.values()}
-
-    def existing(model, ids) -> set[int]:
-        ids = {i for i in ids if i is not None}
-        return set(model.objects.filter(pk__in=ids).values_list("pk", flat=True)) if ids else set()
-
-    prompts = existing(Prompt, (x.prompt_id for x in exposures.values()))
-    products = existing(Product, (x.product_id for x in exposures.values()))
-    variants = existing(Variant, (x.variant_id for x in exposures.values()))
-    segments = existing(Segment, (x.segment_id for x in exposures.values()))
-    customers = existing(Customer, (x.customer_id for x in exposures.values()))
-    index = {
-        event_id: i for i, event_id in reversed(list(enumerate(e["event_id"] for e in events)))
-    }
-    errors: dict[str, list[str]] = {}
-    for event_id, x in exposures.items():
-        gone = [
-            what
-            for what, pk, known in (
-                ("prompt", x.prompt_id, prompts),
-                ("product", x.product_id, products),
-                ("variant", x.variant_id, variants),
-            )
-            if pk is not None and pk not in known
-        ]
-        if gone:
-            errors[f"events[{index[event_id]}].exposure_id"] = [
-                f"The {' and '.join(gone)} it names no longer exist{'s' if len(gone) == 1 else ''}."
-            ]
-    if errors:
-        raise EngagementError(errors)
-
-    already = set(
-        EngagementEvent.objects.filter(token=token, event_id__in=unique).values_list(
-            "event_id", flat=True
-        )
-    )
-    now = timezone.now()
-    new = [
-        EngagementEvent(
-            event_id=event_id,
-            kind=event["type"],
-            exposure_id=event["exposure_id"].encode(),
-            prompt_id=x.prompt_id,
-            product_id=x.product_id,
-            segment_id=x.segment_id if x.segment_id in segments else None,
-            customer_id=x.customer_id if x.customer_id in customers else None,
-            variant_id=x.variant_id,
-            language=x.language,
-            value=event.get("value"),
-            occurred=event.get("occurred") or now,
-            token=token,
-        )
-        for event_id, event in unique.items()
-        if event_id not in already
-        for x in [event["exposure_id"]]
-    ]
-    EngagementEvent.objects.bulk_create(new, ignore_conflicts=True)
-    return len(new)
-
-
-# --- moving decisions between instances ------------------------------------------------
-
-DECISIONS_FORMAT = "hyperpers-decisions"
-DECISIONS_VERSION = 1
-# The decisions whose effect an import replays on a variant still in review.
-_PUBLISHING = (ReviewEvent.Action.APPROVE, ReviewEvent.Action.EDIT)
-
-
-class DecisionImportError(ValueError):
-    """A decisions file that cannot be imported; `problems` names each entry."""
-
-    def __init__(self, problems: list[str]) -> None:
-        self.problems = problems
-        listed = "\n".join(f"  {p}" for p in problems[:50])
-        more = f"\n  ... and {len(problems) - 50} more" if len(problems) > 50 else ""
-        super().__init__(f"{len(problems)} problem(s); nothing was imported:\n{listed}{more}")
-
-
-def _slot_of(variant: Variant) -> dict:
-    return {
-        "prompt": variant.prompt.slug,
-        "version": variant.prompt_version.number,
-        "product": variant.product.sku,
-        "segment": variant.segment.slug if variant.segment_id else None,
-        "customer": variant.customer.external_id if variant.customer_id else None,
-        "purpose": variant.purpose,
-    }
-
-
-def decisions_export() -> dict:
-    """Every decision, oldest first, with the variant it was taken on named by its slot
-    (prompt, version, product, segment or customer, purpose), which another instance
-    that imported the same catalog and ran the same prompt versions also has."""
-    events = ReviewEvent.objects.select_related(
-        "user",
-        "variant__prompt",
-        "variant__prompt_version",
-        "variant__product",
-        "variant__segment",
-        "variant__customer",
-    ).order_by("created", "id")
-    return {
-        "format": DECISIONS_FORMAT,
-        "version": DECISIONS_VERSION,
-        "exported": timezone.now().isoformat(),
-        "decisions": [
-            {
-                "variant": _slot_of(e.variant),
-                "action": e.action,
-                "user": e.user.get_username() if e.user else None,
-                "reason": e.reason,
-                "text_before": e.text_before,
-                "text_after": e.text_after,
-                "created": e.created.isoformat(),
-            }
-            for e in events.iterator(chunk_size=2000)
-        ],
-    }
-
-
-def _find_variant(slot: dict) -> Variant | None:
-    return (
-        Variant.objects.filter(
-            prompt__slug=slot.get("prompt"),
-            prompt_version__number=slot.get("version"),
-            product__sku=slot.get("product"),
-            segment__slug=slot.get("segment") if slot.get("segment") else None,
-            customer__external_id=slot.get("customer") if slot.get("customer") else None,
-            purpose=slot.get("purpose") or "",
-        )
-        .select_related("prompt", "prompt_version", "product", "segment", "customer")
-        .first()
-    )
-
-
-@dataclass
-class DecisionImport:
-    imported: int = 0
-    already_there: int = 0
-    published: int = 0
-    rejected: int = 0
-    kept_local: int = 0
-
-
-@transaction.atomic
-def decisions_import(*, data: object) -> DecisionImport:
-    """Import an export of decisions: all of it or nothing.
-
-    1. Check the format, and every entry: its fields, and that this instance has the
-       variant it names; DecisionImportError lists every problem.
-    2. Add each decision to the audit trail with its original time and author (matched
-       by username; a stranger is named in the reason). One already here (same variant,
-       action, time) is skipped, so importing twice changes nothing.
-    3. A variant still in review here takes the effect of its last imported decision:
-       approved (with the decided text) through the same publish path as an approval
-       here (retiring what is live here, with its event, and telling a message's
-       caller), or rejected. One decided here already keeps its local state, which the
-       result counts. Retire events in the file are not imported: they were the other
-       instance's consequences, and publishing here records this instance's own.
-    """
-    from django.contrib.auth import get_user_model
-    from django.utils.dateparse import parse_datetime
-
-    if not isinstance(data, dict) or data.get("format") != DECISIONS_FORMAT:
-        raise DecisionImportError([f"not a {DECISIONS_FORMAT} file"])
-    if data.get("version") != DECISIONS_VERSION:
-        raise DecisionImportError([f"version {data.get('version')!r}; this reads 1"])
-    entries = data.get("decisions")
-    if not isinstance(entries, list):
-        raise DecisionImportError(["'decisions' must be a list"])
-    problems: list[str] = []
-    resolved = []
-    for number, entry in enumerate(entries, start=1):
-        where = f"decision {number}"
-        if not isinstance(entry, dict):
-            problems.append(f"{where}: not an object")
-            continue
-        action, created = entry.get("action"), parse_datetime(str(entry.get("created", "")))
-        if action not in ReviewEvent.Action.values:
-            problems.append(f"{where}: unknown action {action!r}")
-            continue
-        if created is None:
-            problems.append(f"{where}: 'created' is not a date and time")
-            continue
-        slot = entry.get("variant")
-        variant = _find_variant(slot) if isinstance(slot, dict) else None
-        if variant is None:
-            problems.append(f"{where}: no variant here for {slot}")
-            continue
-        resolved.append((entry, variant, action, created))
-    if problems:
-        raise DecisionImportError(problems)
-
-    users = {u.get_username(): u for u in get_user_model().objects.all()}
-    result = DecisionImport()
-    last: dict[int, tuple] = {}
-    for entry, variant, action, created in resolved:
-        if action == ReviewEvent.Action.RETIRE:
-            # A consequence, not a decision: publishing here retires what is live here,
-            # with its own event pointing at the replacement.
-            continue
-        if ReviewEvent.objects.filter(variant=variant, action=action, created=created).exists():
-            result.already_there += 1
-            continue
-        author = entry.get("user")
-        reason = str(entry.get("reason") or "")
-        if author and author not in users:
-            reason = f"{reason} (by {author} on another instance)".strip()
-        event = ReviewEvent.objects.create(
-            variant=variant,
-            user=users.get(author),
-            action=action,
-            reason=reason,
-            text_before=str(entry.get("text_before") or ""),
-            text_after=str(entry.get("text_after") or ""),
-        )
-        # auto_now_add stamps the import's time; the trail keeps the decision's own.
-        ReviewEvent.objects.filter(pk=event.pk).update(created=created)
-        result.imported += 1
-        if action in (*_PUBLISHING, ReviewEvent.Action.REJECT):
-            last[variant.pk] = (variant, action, entry)
-    for variant, action, entry in last.values():
-        variant.refresh_from_db()
-        if variant.status != Variant.Status.IN_REVIEW:
-            result.kept_local += 1
-            continue
-        if action in _PUBLISHING:
-            # The same path as an approval here: the replaced copy is retired with its
-            # event and revision; the decision's own event came with the file.
-            text = str(entry.get("text_after") or "") or None
-            _publish(variant, user=users.get(entry.get("user")), text=text, reason="", record=False)
-            result.published += 1
-        else:
-            variant.status = Variant.Status.REJECTED
-            variant.revision += 1
-            variant.save(update_fields=["status", "revision", "updated"])
-            result.rejected += 1
-        message_notify_on_commit(variant)
-    return result

@@ -34,16 +34,17 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
+from typing import Any, cast
 
 import redis
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import F, Max, Q
+from django.db.models import F, Field, Max, Q
 from django.utils import timezone
 
 from generation import answers, capabilities, checks, llm, messages, pricing, prompting, signals
-from generation.limiter import EndpointLimiter, LimiterTimeout, endpoint_limiter, redis_client
-from generation.models import GenerationRun, PromptVersion, Variant
+from generation.limiter import CallLimiter, LimiterTimeout, endpoint_limiter, redis_client
+from generation.models import GenerationRun, PromptVersion, Variant, VariantQuerySet
 from hyperpers.logs import log_context
 
 logger = logging.getLogger(__name__)
@@ -92,7 +93,7 @@ class Outcome:
     completion: llm.Completion | None = None
     copy: str = ""
     rationale: str = ""
-    checks: list[dict] = field(default_factory=list)
+    checks: list[dict[str, Any]] = field(default_factory=list)
     error: str = ""
     reason: str = ""  # a Variant.FailureReason for "failed"
     cost: Decimal | None = None
@@ -109,7 +110,7 @@ def backoff_seconds(attempt: int, retry_after: float | None = None) -> float:
     return max(retry_after or 0.0, random.uniform(0, ceiling))
 
 
-def attempt(job: Job, limiter: EndpointLimiter, stop: threading.Event) -> Outcome:
+def attempt(job: Job, limiter: CallLimiter, stop: threading.Event) -> Outcome:
     """Make one call for a job; never raises. A "retry" outcome says when to try again.
 
     1. 429: wait out its Retry-After (this call only), up to LLM_RATE_LIMIT_RETRIES.
@@ -262,7 +263,7 @@ def read_answer(job: Job, completion: llm.Completion) -> Outcome:
     )
 
 
-def call(job: Job, limiter: EndpointLimiter, stop: threading.Event) -> Outcome:
+def call(job: Job, limiter: CallLimiter, stop: threading.Event) -> Outcome:
     """Attempts until an outcome other than "retry", waiting in this thread (for a
     caller with a few jobs, such as the studio's try); never raises."""
     while True:
@@ -331,8 +332,8 @@ class Budget:
     far longer than estimated.
     """
 
-    def __init__(self, run: GenerationRun) -> None:
-        self.limit = int(run.budget * 1_000_000)
+    def __init__(self, run: GenerationRun, budget: Decimal) -> None:
+        self.limit = int(budget * 1_000_000)
         # The creation time makes the key unique even if the database is reset and run
         # ids start again while Redis keeps its keys.
         self.key = f"hyperpers:run:{run.pk}:{run.created.timestamp():.6f}:spent"
@@ -342,7 +343,9 @@ class Budget:
 
     def reserve(self, amount: Decimal | None) -> bool:
         micro = int((amount or 0) * 1_000_000)
-        if self.redis.incrby(self.key, micro) > self.limit:
+        # redis-py types every reply as `Awaitable | Any`, one annotation for its sync
+        # and asyncio clients (redis/redis-py#2399); this client is sync.
+        if cast("int", self.redis.incrby(self.key, micro)) > self.limit:
             self.redis.decrby(self.key, micro)
             return False
         return True
@@ -364,7 +367,7 @@ class Drain:
         # Jobs to call again at a time: (due on the monotonic clock, tiebreak, job).
         self.delayed: list[tuple[float, int, Job]] = []
         self._order = itertools.count()
-        self.in_flight: dict[Future, Job] = {}
+        self.in_flight: dict[Future[Outcome], Job] = {}
         self.outcomes: list[Outcome] = []
         self.exhausted = False
         self.first_claim = True
@@ -389,7 +392,7 @@ class Drain:
             else:
                 self.run_row = run
                 if run.budget is not None:
-                    self.budget = Budget(run)
+                    self.budget = Budget(run, run.budget)
 
     def mode_for(self, variant: Variant) -> str:
         model = variant.prompt_version.model
@@ -535,6 +538,8 @@ class Drain:
     def _still_populating(self) -> bool:
         """The run has slots yet to be queued: wait a moment for them, unless calls are
         in flight (then the loop comes back here after them anyway)."""
+        if self.run_id is None:
+            return False  # variants given by id: no run queues more
         populating = GenerationRun.objects.filter(
             pk=self.run_id, status=GenerationRun.Status.RUNNING, unqueued__gt=0
         ).exists()
@@ -542,7 +547,7 @@ class Drain:
             self.stop.wait(POPULATE_WAIT_SECONDS)
         return populating
 
-    def _submit(self, pool: ThreadPoolExecutor, limiter: EndpointLimiter) -> None:
+    def _submit(self, pool: ThreadPoolExecutor, limiter: CallLimiter) -> None:
         # Up to twice the threads: a thread that finishes a call takes the next job at
         # once instead of waiting for the main thread to come back from a flush.
         while self.ready and len(self.in_flight) < 2 * self.threads and not self.stop.is_set():
@@ -555,6 +560,8 @@ class Drain:
 
     def _pause_for_budget(self) -> None:
         self.stop.set()
+        if self.run_id is None:
+            return  # only a run has a budget
         GenerationRun.objects.filter(pk=self.run_id, status=GenerationRun.Status.RUNNING).update(
             status=GenerationRun.Status.PAUSED,
             error="Paused before exceeding the budget; raise the budget and resume to continue.",
@@ -572,13 +579,15 @@ class Drain:
         config = next((o for o in outcomes if o.kind == "config"), None)
         if config is not None:
             self.stop.set()
-            GenerationRun.objects.filter(pk=config.job.variant.run_id).exclude(
-                status=GenerationRun.Status.CANCELLED
-            ).update(
-                status=GenerationRun.Status.FAILED,
-                error=f"The endpoint refused the run's configuration: {config.error}. "
-                "Fix LLM_BASE_URL, LLM_API_KEY or the prompt's model, then resume.",
-            )
+            run_id = config.job.variant.run_id
+            if run_id is not None:  # a message's variant has no run to fail
+                GenerationRun.objects.filter(pk=run_id).exclude(
+                    status=GenerationRun.Status.CANCELLED
+                ).update(
+                    status=GenerationRun.Status.FAILED,
+                    error=f"The endpoint refused the run's configuration: {config.error}. "
+                    "Fix LLM_BASE_URL, LLM_API_KEY or the prompt's model, then resume.",
+                )
         self._check_run()
 
     def _check_run(self) -> None:
@@ -663,7 +672,8 @@ def _written_update(rows: list[Variant], *, claim_id: str) -> None:
     sends the same statement with each row's values (pipelined by psycopg), and each
     field adapts its value as a save would (JSON, decimals, time zones).
     """
-    fields = [Variant._meta.get_field(name) for name in WRITTEN_FIELDS]
+    concrete = {f.name: f for f in Variant._meta.concrete_fields}
+    fields: list[Field[Any, Any]] = [concrete[name] for name in WRITTEN_FIELDS]
     quote = connection.ops.quote_name
     assignments = ", ".join(f"{quote(f.column)} = %s" for f in fields)
     sql = (
@@ -687,7 +697,7 @@ def reclaim_own(*, claim_id: str) -> list[Variant]:
     return _claimed(held, claim_id)
 
 
-def _claimed(variants, claim_id: str) -> list[Variant]:
+def _claimed(variants: VariantQuerySet, claim_id: str) -> list[Variant]:
     return list(
         variants.claimed_by(claim_id)
         .select_related("prompt__brand", "prompt_version", "product", "segment", "customer")
@@ -738,6 +748,7 @@ def write_outcomes(outcomes: list[Outcome], *, claim_id: str) -> int:
         for pk in sorted(still_ours):
             outcome = done[pk]
             completion = outcome.completion
+            assert completion is not None  # read_answer's "done" always carries it
             rows.append(
                 Variant(
                     pk=pk,

@@ -31,8 +31,10 @@ import re
 import time
 import uuid
 from collections.abc import Iterator, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from functools import cache
+from typing import Protocol, cast
 
 import redis
 from django.conf import settings
@@ -147,6 +149,19 @@ def limits_uri(url: str) -> str:
     return re.sub(r"^unix://", "redis+unix://", url).split("?")[0]
 
 
+class CallLimiter(Protocol):
+    """What one call needs of a limiter (engine.attempt, engine.call): EndpointLimiter,
+    or a caller's wrapper of it, such as one that waits less long for a slot."""
+
+    def slot(self, *, tokens: int = 0) -> AbstractContextManager[None]: ...
+
+    def succeeded(self) -> int: ...
+
+    def rate_limited(self) -> int: ...
+
+    def observe(self, headers: Mapping[str, str]) -> None: ...
+
+
 class EndpointLimiter:
     def __init__(
         self,
@@ -228,7 +243,9 @@ class EndpointLimiter:
     def pause(self, seconds: float) -> None:
         """Make every worker wait `seconds` (never shortens a longer pause already set)."""
         ms = max(1, int(seconds * 1000))
-        current = self.redis.pttl(self.pause_key)
+        # redis-py types every reply as `Awaitable | Any`, one annotation for its sync
+        # and asyncio clients (redis/redis-py#2399); this client is sync.
+        current = cast("int | None", self.redis.pttl(self.pause_key))
         if current is None or current < ms:
             self.redis.set(self.pause_key, "1", px=ms)
 
@@ -335,7 +352,9 @@ def endpoint_limiter() -> EndpointLimiter:
 
 
 @cache
-def _endpoint_limiter(endpoint, concurrency, rpm, tpm, redis_url) -> EndpointLimiter:
+def _endpoint_limiter(
+    endpoint: str, concurrency: int, rpm: int | None, tpm: int | None, redis_url: str
+) -> EndpointLimiter:
     return EndpointLimiter(
         endpoint=endpoint,
         concurrency=concurrency,

@@ -7,11 +7,14 @@ The demo, the tests and production all take this path; only LLM_BASE_URL differs
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
+from typing import Any, cast
 
 import openai
 from django.conf import settings
+from openai.types.chat import ChatCompletionMessageParam
 
 
 class LLMError(Exception):
@@ -19,7 +22,13 @@ class LLMError(Exception):
 
     transient = False
 
-    def __init__(self, message: str, *, retry_after: float | None = None, headers=None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after: float | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.retry_after = retry_after
         self.headers = dict(headers or {})
@@ -50,7 +59,9 @@ class MalformedAnswer(LLMError):
 
     transient = True
 
-    def __init__(self, message: str, *, reason: str, headers=None) -> None:
+    def __init__(
+        self, message: str, *, reason: str, headers: Mapping[str, str] | None = None
+    ) -> None:
         super().__init__(message, headers=headers)
         self.reason = reason
 
@@ -81,7 +92,7 @@ def client() -> openai.OpenAI:
     return _client(settings.LLM_BASE_URL, settings.LLM_API_KEY, settings.LLM_TIMEOUT_SECONDS)
 
 
-def _retry_after(headers) -> float | None:
+def _retry_after(headers: Mapping[str, str] | None) -> float | None:
     """Seconds the endpoint asks us to wait (retry-after-ms, then Retry-After)."""
     if headers is None:
         return None
@@ -100,7 +111,7 @@ def complete(
     messages: list[dict[str, str]],
     model: str,
     temperature: float,
-    response_format: dict | None = None,
+    response_format: dict[str, Any] | None = None,
     max_tokens: int | None = None,
 ) -> Completion:
     """One chat completion; raise TransientLLMError, PermanentLLMError or a subclass.
@@ -109,29 +120,34 @@ def complete(
     (finish_reason, refusal) and the caller decides what becomes of the variant.
     """
     started = time.perf_counter()
-    extra: dict = {}
+    extra: dict[str, Any] = {}
     if response_format is not None:
         extra["response_format"] = response_format
     if max_tokens is not None:
         extra["max_tokens"] = max_tokens
     try:
         raw = client().chat.completions.with_raw_response.create(
-            model=model, messages=messages, temperature=temperature, **extra
+            model=model,
+            # Role and content strings, as the endpoint takes them: openai types a message
+            # as one TypedDict per role, which a dict[str, str] cannot be proved to match.
+            messages=cast("list[ChatCompletionMessageParam]", messages),
+            temperature=temperature,
+            **extra,
         )
         response = raw.parse()
     except openai.APIStatusError as exc:
         headers = exc.response.headers
         status = exc.status_code
-        message = f"HTTP {status}: {exc.message}"
+        error = f"HTTP {status}: {exc.message}"
         if status == 429:
-            raise RateLimited(message, retry_after=_retry_after(headers), headers=headers) from exc
+            raise RateLimited(error, retry_after=_retry_after(headers), headers=headers) from exc
         if status in (408, 409) or status >= 500:
             raise TransientLLMError(
-                message, retry_after=_retry_after(headers), headers=headers
+                error, retry_after=_retry_after(headers), headers=headers
             ) from exc
         if status in (401, 403) or (status == 404 and "model" in str(exc.message).lower()):
-            raise EndpointConfigError(message, headers=headers) from exc
-        raise PermanentLLMError(message, headers=headers) from exc
+            raise EndpointConfigError(error, headers=headers) from exc
+        raise PermanentLLMError(error, headers=headers) from exc
     except openai.APIConnectionError as exc:  # includes timeouts
         raise TransientLLMError(f"{type(exc).__name__}: {exc}") from exc
     except (openai.APIResponseValidationError, ValueError) as exc:

@@ -60,9 +60,9 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import NamedTuple, TypeVar
+from typing import Any, NamedTuple, TypeGuard, TypeVar, cast
 
 import redis
 from django.conf import settings
@@ -150,7 +150,7 @@ class Live:
     # language, since the reader's had neither a variant nor base copy).
     language_reason: str = "default"
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, object]:
         exposure = Exposure(
             self.prompt_id,
             self.product_id,
@@ -176,7 +176,7 @@ class Live:
         }
 
 
-def render(body: dict) -> bytes:
+def render(body: Mapping[str, object]) -> bytes:
     """A body as DRF's JSONRenderer writes it: compact, UTF-8 rather than \\u escapes."""
     return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
 
@@ -228,14 +228,19 @@ class _Copy(NamedTuple):
     text: str
 
 
+# (variant or None for the base copy, language served, language reason, fallback
+# reason, text): what _choose_language chose.
+_Choice = tuple[_Copy | None, str, str, str | None, str]
+
+
 def _choose_language(
     *,
     default: str,
     wanted: list[str],
     live: dict[str, _Copy],
-    translations: dict,
+    translations: dict[str, object],
     description: str,
-) -> tuple[_Copy | None, str, str, str | None, str]:
+) -> _Choice:
     """(variant or None for the base copy, language served, language reason, fallback
     reason, text) for a reader who wants `wanted` (most wanted first; empty: none
     asked), given a product's live variants by language ("" is one published before
@@ -251,8 +256,8 @@ def _choose_language(
     if wanted:
         choice = languages.negotiate(wanted, live, default="")
         if choice.language:
-            copy = live[choice.language]
-            return copy, choice.language, choice.reason, None, copy.text
+            chosen = live[choice.language]
+            return chosen, choice.language, choice.reason, None, chosen.text
         for tag in wanted:
             if tag == "*":
                 break
@@ -291,7 +296,9 @@ def _in_holdout(prompt_slug: str, holdout_percent: int, customer_id: str) -> boo
     return int.from_bytes(digest.digest(), "big") % 100 < holdout_percent
 
 
-def segment_for(attributes: dict, segments: list[Segment] | None = None) -> Segment | None:
+def segment_for(
+    attributes: dict[str, Any], segments: list[Segment] | None = None
+) -> Segment | None:
     """The segment whose rules the attributes meet; the most specific one if several do."""
     if segments is None:
         segments = list(Segment.objects.only("id", "slug", "name", "rules"))
@@ -328,7 +335,9 @@ def redis_round_trip(what: str, call: Callable[[redis.Redis], T]) -> T | None:
         return None
 
 
-def _bucket_field(prompt_id: int, segment_id: int, bucket: int) -> str:
+def _bucket_field(prompt_id: int, segment_id: int | None, bucket: int) -> str:
+    # segment_id None: a customer's slot (customer_erase sends those), which no block
+    # holds, so no process reads its field.
     return f"{prompt_id}:{segment_id}:{bucket}"
 
 
@@ -337,7 +346,7 @@ def _bucket_fields(prompt_id: int, segment_id: int) -> list[str]:
 
 
 def _bump(fields: list[str]) -> None:
-    def bump(client: redis.Redis) -> list:
+    def bump(client: redis.Redis) -> list[Any]:
         pipe = client.pipeline(transaction=False)
         for name in fields:
             pipe.hincrby(EPOCHS_KEY, name, 1)
@@ -362,6 +371,8 @@ def live_changed(
     """
     if prompt_id is None:
         fields = [GLOBAL]
+    elif product_id is None:
+        raise TypeError("a slot's change names its product (product_id)")
     else:
         fields = [_bucket_field(prompt_id, segment_id, product_id % BUCKETS)]
     _bump(fields)
@@ -376,7 +387,13 @@ _LIVE_CHANGING = frozenset(
 )
 
 
-def variant_saved(*, sender, instance: Variant, update_fields=None, **kwargs) -> None:
+def variant_saved(
+    *,
+    sender: type[Variant],
+    instance: Variant,
+    update_fields: frozenset[str] | None = None,
+    **kwargs: object,
+) -> None:
     """post_save of Variant: a save that can change which variant a slot shows."""
     if instance.segment_id is None:
         return  # a customer's own variant: read from the database on every request
@@ -389,13 +406,18 @@ def variant_saved(*, sender, instance: Variant, update_fields=None, **kwargs) ->
     )
 
 
-def catalog_changed(**kwargs) -> None:
+def catalog_changed(**kwargs: object) -> None:
     """post_save and post_delete of Product, Prompt and Segment."""
     live_changed()
 
 
 def live_copy_changed(
-    sender, *, prompt_id=None, product_id=None, segment_id=None, **kwargs
+    sender: object,
+    *,
+    prompt_id: int | None = None,
+    product_id: int | None = None,
+    segment_id: int | None = None,
+    **kwargs: object,
 ) -> None:
     """generation.signals.live_copy_changed: a bulk write changed what slots show."""
     live_changed(prompt_id=prompt_id, product_id=product_id, segment_id=segment_id)
@@ -422,6 +444,12 @@ class _Slot(NamedTuple):
     fallback_reason: str | None
 
 
+# A slot's fields as _served computes them, in _Slot's order.
+_Served = tuple[int, str, int | None, int | None, str, str, str, str | None]
+# A bucket's epoch in Redis (HINCRBY's counter, as HMGET returns it); None: not known.
+_Epoch = bytes | None
+
+
 @dataclass
 class _Block:
     """A prompt's copy for one segment, as served to readers who ask for one language
@@ -433,7 +461,7 @@ class _Block:
     segment_id: int
     segment: str
     slots: dict[str, _Slot] | None  # None: too many products to hold
-    epochs: list  # a bucket's epoch as read before it was loaded; None: not known
+    epochs: list[_Epoch]  # a bucket's epoch as read before it was loaded
     loaded: list[float]  # when each bucket was loaded (or is deemed to have been)
     verified: float
     # The prompt's default language, and the one language readers of this block ask
@@ -525,10 +553,13 @@ class Snapshot:
             self._drop_blocks()
             self._names = None
 
-    def _epochs(self, *fields: str) -> list | None:
+    def _epochs(self, *fields: str) -> list[_Epoch] | None:
         """The epochs of these fields, or None when Redis cannot be asked."""
+        # redis-py types every reply as `Awaitable | Any`, one annotation for its sync
+        # and asyncio clients (redis/redis-py#2399); this client is sync.
         return redis_round_trip(
-            "the live copy snapshot", lambda client: client.hmget(EPOCHS_KEY, list(fields))
+            "the live copy snapshot",
+            lambda client: cast("list[_Epoch]", client.hmget(EPOCHS_KEY, list(fields))),
         )
 
     # -- names
@@ -612,7 +643,7 @@ class Snapshot:
                 return None
             drops = self._drops
             key_lock = self._loading.setdefault(key, threading.Lock())
-        bucket_epochs = epochs[1:] if epochs is not None else [None] * BUCKETS
+        bucket_epochs: list[_Epoch] = epochs[1:] if epochs is not None else [None] * BUCKETS
         with key_lock:
             block = self._blocks.get(key)
             if (
@@ -644,7 +675,9 @@ class Snapshot:
         with contextlib.suppress(KeyError):  # dropped by another thread meanwhile
             self._blocks.move_to_end(key)
 
-    def _rows_of(self, block: _Block, product_ids: list[int] | None = None) -> list[tuple]:
+    def _rows_of(
+        self, block: _Block, product_ids: list[int] | None = None
+    ) -> list[tuple[Any, ...]]:
         """(sku, product id, base copy, translations, variant id, version number, text,
         language) of every product, or of these: a row per published variant of the
         segment (a product with none has one row of NULLs)."""
@@ -652,7 +685,12 @@ class Snapshot:
         # that base's regional tags, the default, and "" (published before languages).
         tags = sorted({"", block.language, block.asked, languages.base_language(block.asked)})
         regional = f"{languages.base_language(block.asked)}-%" if block.asked else ""
-        where, params = "", [block.prompt_id, block.segment_id, Variant.Status.PUBLISHED]
+        where = ""
+        params: list[int | str | list[int]] = [
+            block.prompt_id,
+            block.segment_id,
+            Variant.Status.PUBLISHED,
+        ]
         params += [*tags, regional]
         connection = connections[Variant.objects.db]
         if product_ids is not None and connection.vendor == "postgresql":
@@ -675,9 +713,10 @@ class Snapshot:
         )
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
-            return cursor.fetchall()
+            rows: list[tuple[Any, ...]] = cursor.fetchall()
+        return rows
 
-    def _served(self, block: _Block, rows: list[tuple]) -> dict[str, tuple]:
+    def _served(self, block: _Block, rows: list[tuple[Any, ...]]) -> dict[str, _Served]:
         """What each product's slot serves in the block's language, from _rows_of's
         rows: sku -> its slot's fields (a slot read again with the same ones is kept, and
         so is its rendered answer)."""
@@ -688,7 +727,7 @@ class Snapshot:
             if variant_id is not None:
                 live.setdefault(sku, {})[tag or ""] = _Copy(variant_id, number, text)
         wanted = [block.asked] if block.asked else []
-        served = {}
+        served: dict[str, _Served] = {}
         for sku, (product_id, description, translations) in products.items():
             if isinstance(translations, str):  # SQLite, and jsonb read as text
                 translations = json.loads(translations)
@@ -711,19 +750,38 @@ class Snapshot:
             )
         return served
 
-    def _slot(self, product_id: int, description: str, *served) -> _Slot:
-        """A slot from what it serves."""
+    def _slot(
+        self,
+        product_id: int,
+        description: str,
+        variant_id: int | None,
+        prompt_version: int | None,
+        text: str,
+        language: str,
+        language_reason: str,
+        fallback_reason: str | None,
+    ) -> _Slot:
+        """A slot from what it serves (_Served)."""
         # Every block holds each product's base copy: share one string among them.
         if self._descriptions.get(product_id) != description:
             self._descriptions[product_id] = description
-        return _Slot(product_id, self._descriptions[product_id], *served)
+        return _Slot(
+            product_id,
+            self._descriptions[product_id],
+            variant_id,
+            prompt_version,
+            text,
+            language,
+            language_reason,
+            fallback_reason,
+        )
 
     def _load_block(
         self,
         key: tuple[str, str, str],
-        prompt: tuple[int, int],
+        prompt: tuple[int, int, str],
         segment: Segment,
-        bucket_epochs: list,
+        bucket_epochs: list[_Epoch],
         now: float,
         drops: int,
     ) -> _Block | None:
@@ -762,27 +820,32 @@ class Snapshot:
                 self._rows -= len(evicted.slots or ())
         return block
 
-    def _reload_buckets(self, block: _Block, buckets: list[int], epochs: list, now: float) -> None:
+    def _reload_buckets(
+        self, block: _Block, buckets: list[int], epochs: list[_Epoch], now: float
+    ) -> None:
         """Read these buckets' slots again (their epochs were read before this)."""
+        slots = block.slots
+        assert slots is not None  # block() loads a block too big to hold whole instead
         wanted = set(buckets)
-        held = [sku for sku, s in block.slots.items() if s.product_id % BUCKETS in wanted]
-        product_ids = [block.slots[sku].product_id for sku in held]
+        held = [sku for sku, s in slots.items() if s.product_id % BUCKETS in wanted]
+        product_ids = [slots[sku].product_id for sku in held]
         served = self._served(block, self._rows_of(block, product_ids)) if held else {}
-        found = {}
+        found: dict[str, _Slot] = {}
         for sku, row in served.items():
-            slot = block.slots.get(sku)
+            slot = slots.get(sku)
             # Mostly nothing changed (a bucket read again for its age): keep the slot
             # and its rendered answer rather than render it again.
-            unchanged = slot is not None and tuple(slot) == row
-            found[sku] = slot if unchanged else self._slot(*row)
+            if slot is None or tuple(slot) != row:
+                slot = self._slot(*row)
+            found[sku] = slot
         change = 0
         for sku in held:
             if sku not in found:  # the product was deleted or its SKU changed
-                del block.slots[sku]
+                del slots[sku]
                 change -= 1
         for sku, slot in found.items():
-            change += sku not in block.slots
-            block.slots[sku] = slot
+            change += sku not in slots
+            slots[sku] = slot
         with self._lock:
             self._rows += change
         for b in buckets:
@@ -818,6 +881,11 @@ def _audience(
     return segment, None
 
 
+def _all_found(found: list[Live | None]) -> TypeGuard[list[Live]]:
+    """The snapshot could say for every product asked for."""
+    return None not in found
+
+
 def live_from_snapshot(
     prompt_slug: str, skus: list[str], segment_slug: str, asked: str = ""
 ) -> list[Live] | None:
@@ -829,7 +897,7 @@ def live_from_snapshot(
     if block is None:
         return None
     found = [block.live(sku) for sku in skus]
-    return None if None in found else found
+    return found if _all_found(found) else None
 
 
 def _live_for_customer(
@@ -852,7 +920,7 @@ def _live_for_customer(
     asked = asked or customer.language  # a customer reads their own language
     block = snapshot.block(prompt_slug, segment.slug, asked) if segment is not None else None
     found = [block.live(sku) for sku in skus] if block is not None else [None]
-    if None in found:
+    if not _all_found(found):
         return None
     for live in found:
         live.customer_id, live.customer = customer.pk, customer.external_id
@@ -918,11 +986,13 @@ def live_copy(
     if pinned_variant_id is None and len(wanted) <= 1 and wanted != ["*"]:
         asked = wanted[0] if wanted else ""
         if customer_id is not None:
-            found = _live_for_customer(prompt_slug, skus, customer_id, asked)
+            snapshot_copy = _live_for_customer(prompt_slug, skus, customer_id, asked)
+        elif segment_slug is not None:
+            snapshot_copy = live_from_snapshot(prompt_slug, skus, segment_slug, asked)
         else:
-            found = live_from_snapshot(prompt_slug, skus, segment_slug, asked)
-        if found is not None:
-            return found
+            snapshot_copy = None  # no audience: the database path names what is missing
+        if snapshot_copy is not None:
+            return snapshot_copy
     prompt = _prompt(prompt_slug)
     products = {p.sku: p for p in Product.objects.filter(sku__in=skus)}
     missing = [sku for sku in skus if sku not in products]
@@ -932,7 +1002,13 @@ def live_copy(
     if customer is not None and not wanted:
         wanted = [customer.language]
 
-    def answer(product, variant, source, reason=None, **language) -> Live:
+    def answer(
+        product: Product,
+        variant: Variant | None,
+        source: str,
+        reason: str | None = None,
+        **language: str,
+    ) -> Live:
         return _live(prompt, product, segment, customer, variant, source, reason, **language)
 
     if pinned_variant_id is not None:
@@ -951,11 +1027,11 @@ def live_copy(
             in_slot = customer is not None and variant.customer_id == customer.pk
         else:
             in_slot = segment is not None and variant.segment_id == segment.pk
-        if not in_slot:
-            audience = f"customer '{customer_id}'" if customer_id else f"segment '{segment_slug}'"
+        if variant is None or not in_slot:
+            who = f"customer '{customer_id}'" if customer_id else f"segment '{segment_slug}'"
             raise DeliveryError(
                 f"Variant {pinned_variant_id} is not copy of prompt '{prompt.slug}' "
-                f"for product '{product.sku}' and {audience}"
+                f"for product '{product.sku}' and {who}"
             )
         if variant.status not in (Variant.Status.PUBLISHED, Variant.Status.RETIRED):
             raise DeliveryError(
@@ -963,7 +1039,7 @@ def live_copy(
             )
         return [answer(product, variant, "pinned")]
 
-    def choose(product: Product, live: dict[str, _Copy]):
+    def choose(product: Product, live: dict[str, _Copy]) -> _Choice:
         return _choose_language(
             default=prompt.default_language,
             wanted=wanted,

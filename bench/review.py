@@ -158,7 +158,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         metavar="FIELD,FIELD,...",
         help="Measure a candidate: replace review.views.VARIANT_RELATED (what the queue and "
-        "focus views select_related) for this run, e.g. "
+        "focus views select_related, read by review/views/queue.py) for this run, e.g. "
         "product,segment,customer,prompt_version__prompt.",
     )
     parser.add_argument(
@@ -705,14 +705,15 @@ def main(argv: list[str] | None = None) -> int:
     # the pages render their static URLs from it, so it must exist (var/static).
     call_command("collectstatic", interactive=False, verbosity=0)
     if args.variant_related is not None:
-        from review import views
+        from review.views import queue as queue_views
 
         print(
             f"candidate: review.views.VARIANT_RELATED = {args.variant_related!r} "
-            f"(was {views.VARIANT_RELATED!r})",
+            f"(was {queue_views.VARIANT_RELATED!r})",
             flush=True,
         )
-        views.VARIANT_RELATED = args.variant_related
+        # Replaced where the queue and focus views read it (they import the name).
+        queue_views.VARIANT_RELATED = args.variant_related
     ensure_database(args.database_url)
     print(database_line(), flush=True)
     large_label, small_label = size_label(args.variants), size_label(args.small_variants)

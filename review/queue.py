@@ -1,6 +1,7 @@
 """The review queue's reads: filters, keyset pages, near-duplicate groups, word diffs.
 
-Nothing here writes; decisions go through review/services.py.
+Nothing here writes; decisions go through review/services.py. The pages that show
+these are review/views/queue.py; the filters' form is review/forms.py's QueueFilters.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from functools import reduce
 from operator import or_
 from urllib.parse import urlencode
 
-from django import forms
 from django.db import connection
 from django.db.models import BooleanField, Count, Q, QuerySet
 from django.db.models.expressions import RawSQL
@@ -62,38 +62,6 @@ MINE = "mine"
 ALL = "all"
 # Resolved from the reviewer's profile by reviewer_languages(); never in a URL.
 _INTERNAL = ("mine_tags", "mine_default")
-
-
-class QueueFilters(forms.Form):
-    """The queue's GET form. Invalid values are reported and left out, never a 400."""
-
-    status = forms.ChoiceField(choices=Variant.Status.choices, required=False)
-    prompt = forms.SlugField(required=False, max_length=100)
-    product = forms.CharField(required=False, max_length=100, strip=True)
-    segment = forms.SlugField(required=False, max_length=200)
-    language = forms.CharField(required=False, max_length=35, strip=True)
-    check = forms.ChoiceField(choices=[("", "any"), *CHECK_NAMES.items()], required=False)
-    run = forms.IntegerField(required=False, min_value=1, max_value=2**63 - 1)
-    # Flagged by review.metrics: doing significantly worse than the base copy.
-    underperforming = forms.BooleanField(required=False)
-
-    def clean_language(self) -> str:
-        value = self.cleaned_data.get("language", "")
-        if not value:
-            return ""
-        if value.lower() in (MINE, ALL):
-            return value.lower()
-        try:
-            return languages.language_tag(value)
-        except languages.LanguageTagError as exc:
-            raise forms.ValidationError(str(exc)) from None
-
-    def values(self) -> dict:
-        """The valid, non-empty filters; status defaults to in review."""
-        self.is_valid()
-        cleaned = getattr(self, "cleaned_data", {})
-        values = {k: cleaned[k] for k in FILTER_FIELDS if cleaned.get(k) not in (None, "", False)}
-        return {"status": values.pop("status", Variant.Status.IN_REVIEW), **values}
 
 
 def querystring(values: dict, **overrides) -> str:

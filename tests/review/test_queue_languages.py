@@ -6,6 +6,7 @@ from django.urls import reverse
 
 from generation.models import Variant
 from review import queue as q
+from review.forms import QueueFilters
 from tests.factories import (
     ProductFactory,
     PromptVersionFactory,
@@ -49,7 +50,7 @@ def slots():
 
 def test_a_base_language_filter_takes_its_regional_tags_and_a_regional_one_only_itself(slots):
     def shown(language: str) -> set[str]:
-        values = q.QueueFilters({"language": language}).values()
+        values = QueueFilters({"language": language}).values()
         return set(q.variants_filtered(values).values_list("language", flat=True))
 
     assert shown("de") == {"de", "de-ch"}

@@ -1,4 +1,4 @@
-"""The marketing lead's pages: brand voice and the prompt studio (review/studio.py)."""
+"""The marketing lead's pages: brand voice and the prompt studio (review/views/studio.py)."""
 
 import re
 

@@ -1,9 +1,8 @@
-"""HTML and HTMX views of the audience, for marketing leads and staff: the segment
-builder (rules over customer attributes, a member count before saving, every
-combination of chosen attributes) and the privacy page of a prompt (exactly which
-fields reach the endpoint).
-
-The conventions are review/views.py's: permission helper, parse, service, render.
+"""The audience, for marketing leads and staff: the segment builder (rules over
+customer attributes, a member count before saving, every combination of chosen
+attributes), and a prompt's privacy page: exactly which of the audience's attributes
+reach the endpoint, in which languages the prompt writes, and its review policy. The
+two share the attribute names the builder offers (known_attributes).
 """
 
 from __future__ import annotations

@@ -1,11 +1,8 @@
-"""HTML and HTMX views of the marketing lead's side: the brand voice editor and the prompt
+"""The marketing lead's side: the brand voice editor, the prompt list, and the prompt
 studio (preview, try on samples, impact, save, history and rollback).
 
-They live apart from review/views.py only because two people built the two sides at
-the same time; the conventions are the same (permission, validate, service, render),
-and so are the forms' home here rather than a forms.py. Every view is for marketing
-leads and staff. Preview, try and impact write nothing; save and rollback go through
-generation.services and regenerate the prompt's slots.
+Every view is for marketing leads and staff. Preview, try and impact write nothing;
+save and rollback go through generation.services and regenerate the prompt's slots.
 """
 
 from __future__ import annotations
@@ -13,7 +10,6 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass
 
-from django import forms
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -30,7 +26,9 @@ from generation.prompting import OUTPUT_RULES, PLACEHOLDERS, PromptTemplateError
 from generation.prompting import template_placeholders as placeholders_in
 from hyperpers.errors import ascii_int
 from review import metrics
+from review.forms import BrandForm, DraftForm, errors_text
 from review.permissions import require_lead
+from review.views import HtmxHttpRequest
 
 STUDIO_ERRORS = (PromptTemplateError, services.StudioError, services.RunError)
 # Products offered as suggestions beside the SKU fields; any SKU can be typed.
@@ -38,44 +36,6 @@ PRODUCT_SUGGESTIONS = 500
 HISTORY_SIZE = 50
 # Best performers offered as examples for the next version.
 BEST_PERFORMERS = 8
-
-
-def _lines(text: str) -> list[str]:
-    return text.splitlines()
-
-
-class BrandForm(forms.Form):
-    voice = forms.CharField(
-        widget=forms.Textarea,
-        error_messages={"required": "The brand voice cannot be empty"},
-    )
-    banned_phrases = forms.CharField(widget=forms.Textarea, required=False)
-    protected_terms = forms.CharField(widget=forms.Textarea, required=False)
-
-    def clean_banned_phrases(self) -> list[str]:
-        return _lines(self.cleaned_data["banned_phrases"])
-
-    def clean_protected_terms(self) -> list[str]:
-        return _lines(self.cleaned_data["protected_terms"])
-
-
-class DraftForm(forms.Form):
-    template = forms.CharField(widget=forms.Textarea, strip=False)
-    model = forms.CharField(max_length=120)
-    temperature = forms.FloatField(min_value=0, max_value=2)
-    note = forms.CharField(max_length=500, required=False)
-
-    def clean_template(self) -> str:
-        # Browsers send a textarea's line ends as CRLF; versions and their diffs use LF.
-        return self.cleaned_data["template"].replace("\r\n", "\n")
-
-
-def _form_error(form: forms.Form) -> str:
-    parts = []
-    for name, errors in form.errors.items():
-        label = f"{name.capitalize()}: " if name in form.fields else ""
-        parts += [f"{label}{error}" for error in errors]
-    return "; ".join(parts)
 
 
 # --- Brand voice ----------------------------------------------------------------------
@@ -102,7 +62,7 @@ def _brand_form(brand: Brand) -> BrandForm:
 
 @login_required
 @require_http_methods(["GET", "POST"])
-def brand_edit(request: HttpRequest) -> HttpResponse:
+def brand_edit(request: HtmxHttpRequest) -> HttpResponse:
     require_lead(request)
     brands = list(Brand.objects.order_by("name"))
     if not brands:
@@ -333,7 +293,7 @@ def _studio_context(request: HttpRequest, prompt: Prompt, form: DraftForm) -> di
 
 
 def _respond(
-    request: HttpRequest, prompt: Prompt, form: DraftForm, partial: str, context: dict
+    request: HtmxHttpRequest, prompt: Prompt, form: DraftForm, partial: str, context: dict
 ) -> HttpResponse:
     """The partial (named after its hx-target id) to HTMX, else the whole studio page."""
     if request.htmx:
@@ -356,7 +316,7 @@ def studio(request: HttpRequest, slug: str) -> HttpResponse:
 
 @login_required
 @require_POST
-def studio_preview(request: HttpRequest, slug: str) -> HttpResponse:
+def studio_preview(request: HtmxHttpRequest, slug: str) -> HttpResponse:
     require_lead(request)
     prompt = _prompt(slug)
     form = DraftForm(request.POST)
@@ -390,13 +350,13 @@ def studio_preview(request: HttpRequest, slug: str) -> HttpResponse:
 
 @login_required
 @require_POST
-def studio_try(request: HttpRequest, slug: str) -> HttpResponse:
+def studio_try(request: HtmxHttpRequest, slug: str) -> HttpResponse:
     require_lead(request)
     prompt = _prompt(slug)
     form = DraftForm(request.POST)
     context: dict = {}
     if not form.is_valid():
-        context["try_error"] = _form_error(form)
+        context["try_error"] = errors_text(form)
         return _respond(request, prompt, form, "try-results", context)
     try:
         context["results"] = services.prompt_try(
@@ -414,14 +374,14 @@ def studio_try(request: HttpRequest, slug: str) -> HttpResponse:
 
 @login_required
 @require_POST
-def studio_impact(request: HttpRequest, slug: str) -> HttpResponse:
+def studio_impact(request: HtmxHttpRequest, slug: str) -> HttpResponse:
     """The first step of a save: what it would regenerate and cost, and the Save button."""
     require_lead(request)
     prompt = _prompt(slug)
     form = DraftForm(request.POST)
     context: dict = {}
     if not form.is_valid():
-        context["impact_error"] = _form_error(form)
+        context["impact_error"] = errors_text(form)
         return _respond(request, prompt, form, "impact", context)
     examples = _examples(request.POST, prompt)
     try:
@@ -439,7 +399,7 @@ def studio_impact(request: HttpRequest, slug: str) -> HttpResponse:
     return _respond(request, prompt, form, "impact", context)
 
 
-def _saved(request: HttpRequest, prompt: Prompt, version: PromptVersion) -> HttpResponse:
+def _saved(request: HtmxHttpRequest, prompt: Prompt, version: PromptVersion) -> HttpResponse:
     """Off to the regeneration run, so the lead sees the new variants arrive."""
     run = version.runs.order_by("-pk").first()
     if run is not None:
@@ -454,13 +414,13 @@ def _saved(request: HttpRequest, prompt: Prompt, version: PromptVersion) -> Http
 
 @login_required
 @require_POST
-def studio_save(request: HttpRequest, slug: str) -> HttpResponse:
+def studio_save(request: HtmxHttpRequest, slug: str) -> HttpResponse:
     require_lead(request)
     prompt = _prompt(slug)
     form = DraftForm(request.POST)
     context: dict = {}
     if not form.is_valid():
-        context["impact_error"] = _form_error(form)
+        context["impact_error"] = errors_text(form)
         return _respond(request, prompt, form, "impact", context)
     try:
         version = services.prompt_save(
@@ -477,7 +437,7 @@ def studio_save(request: HttpRequest, slug: str) -> HttpResponse:
 
 @login_required
 @require_POST
-def studio_rollback(request: HttpRequest, slug: str, number: int) -> HttpResponse:
+def studio_rollback(request: HtmxHttpRequest, slug: str, number: int) -> HttpResponse:
     """Roll back in two steps like a save: first the impact, then `confirm` saves."""
     require_lead(request)
     prompt = _prompt(slug)

@@ -1,16 +1,12 @@
-"""HTML and HTMX views of the review queue. Thin: permission, validate, service, render."""
+"""The review queue and the focus view of one variant, and the decisions made from
+them: approve (with or without an edit), reject, regenerate, undo, and bulk."""
 
 from __future__ import annotations
 
-import csv
-from decimal import Decimal, InvalidOperation
-
-import redis
-from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.db.models import Count, Exists, OuterRef
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest
+from django.db.models import Exists, OuterRef
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
@@ -18,26 +14,16 @@ from django.views.decorators.vary import vary_on_headers
 from django_htmx.http import push_url
 
 from generation import languages, prompting
-from generation import services as generation_services
-from generation.limiter import endpoint_limiter
 from generation.models import GenerationRun, Prompt, Segment, Variant
-from generation.services import RunError
 from hyperpers.errors import ascii_int
-from review import metrics, services
 from review import queue as q
+from review import services
+from review.forms import QueueFilters
 from review.models import ReviewerProfile, ReviewEvent
-from review.permissions import is_lead, require_lead, require_reviewer
+from review.permissions import require_reviewer
+from review.views import VARIANT_RELATED, HtmxHttpRequest, partial
 
-PAGE_SIZE = q.PAGE_SIZE
 BULK_MAX = 100  # a page holds 20; this only bounds what a hand-made request can ask
-# Every join costs PostgreSQL planning time (eight tables made the queue page's plan
-# take 30 ms for a 0.6 ms query): join only what the templates show.
-VARIANT_RELATED = ("product", "segment", "customer", "prompt_version__prompt")
-
-
-def _partial(request: HttpRequest) -> bool:
-    # A history restore (back button, cache miss) asks for the whole page.
-    return bool(request.htmx) and not request.htmx.history_restore_request
 
 
 def _prepare(variant: Variant) -> Variant:
@@ -65,9 +51,9 @@ def _last_decision(user) -> ReviewEvent | None:
     return None if event is None or event.moved_on else event
 
 
-def _filters(request: HttpRequest) -> tuple[q.QueueFilters, dict, list[str]]:
+def _filters(request: HttpRequest) -> tuple[QueueFilters, dict, list[str]]:
     """The queue's filters, the language resolved with the reviewer's own languages."""
-    form = q.QueueFilters(request.GET)
+    form = QueueFilters(request.GET)
     mine = ReviewerProfile.languages_of(request.user)
     return form, q.reviewer_languages(form.values(), mine), mine
 
@@ -140,10 +126,10 @@ def _queue_context(request: HttpRequest, **extra) -> dict:
 @login_required
 @require_GET
 @vary_on_headers("HX-Request")
-def queue(request: HttpRequest) -> HttpResponse:
+def queue(request: HtmxHttpRequest) -> HttpResponse:
     require_reviewer(request)
     context = _queue_context(request)
-    if not _partial(request):
+    if not partial(request):
         return render(request, "review/queue.html", context)
     # The filter form sends every field, empty ones too; the address bar gets the
     # same page's tidy URL instead.
@@ -219,15 +205,15 @@ def _focus_context(request: HttpRequest, variant: Variant, **extra) -> dict:
 @login_required
 @require_GET
 @vary_on_headers("HX-Request")
-def variant_detail(request: HttpRequest, pk: int) -> HttpResponse:
+def variant_detail(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     require_reviewer(request)
     variant = get_object_or_404(Variant.objects.select_related(*VARIANT_RELATED), pk=pk)
-    template = "review/variant.html#focus" if _partial(request) else "review/variant.html"
+    template = "review/variant.html#focus" if partial(request) else "review/variant.html"
     return render(request, template, _focus_context(request, variant))
 
 
 def _decided(
-    request: HttpRequest,
+    request: HtmxHttpRequest,
     variant: Variant,
     *,
     error: str = "",
@@ -242,7 +228,7 @@ def _decided(
     variant = Variant.objects.select_related(*VARIANT_RELATED).get(pk=variant.pk)
     view = request.POST.get("view")
     from_focus = view == "focus"
-    if view == "queue" and _partial(request):  # the queue's "last decision" bar
+    if view == "queue" and partial(request):  # the queue's "last decision" bar
         context = _queue_context(request, queue_notice=notice, queue_error=error)
         return render(request, "review/queue.html#queue", context)
     undo_event = None
@@ -258,7 +244,7 @@ def _decided(
             return render(request, "review/variant.html#focus", context)
         context = {
             "variant": _prepare(variant),
-            "qs": q.querystring(q.QueueFilters(request.GET).values()),
+            "qs": q.querystring(QueueFilters(request.GET).values()),
             "reject_reasons": q.REJECT_REASONS,
             "undo_event": undo_event,
             "target": "row",
@@ -271,7 +257,7 @@ def _decided(
         return render(request, "review/variant.html", _focus_context(request, variant, **extra))
     else:
         messages.success(request, notice or f"Variant {variant.pk}: {variant.get_status_display()}")
-    qs = q.querystring(q.QueueFilters(request.GET).values())
+    qs = q.querystring(QueueFilters(request.GET).values())
     if from_focus:
         return redirect(f"{reverse('review:variant', args=[variant.pk])}?{qs}")
     return redirect(f"{reverse('review:queue')}?{qs}" if request.GET else reverse("review:queue"))
@@ -287,7 +273,7 @@ def _revision(request: HttpRequest) -> int | None:
 
 @login_required
 @require_POST
-def approve(request: HttpRequest, pk: int) -> HttpResponse:
+def approve(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     require_reviewer(request)
     variant = get_object_or_404(Variant, pk=pk)
     text = request.POST.get("text")
@@ -302,7 +288,7 @@ def approve(request: HttpRequest, pk: int) -> HttpResponse:
 
 @login_required
 @require_POST
-def regenerate(request: HttpRequest, pk: int) -> HttpResponse:
+def regenerate(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     require_reviewer(request)
     variant = get_object_or_404(Variant, pk=pk)
     try:
@@ -319,7 +305,7 @@ def regenerate(request: HttpRequest, pk: int) -> HttpResponse:
 
 @login_required
 @require_POST
-def reject(request: HttpRequest, pk: int) -> HttpResponse:
+def reject(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     require_reviewer(request)
     variant = get_object_or_404(Variant, pk=pk)
     reason = q.reject_reason(request.POST.get("reason", ""), request.POST.get("detail", ""))
@@ -334,7 +320,7 @@ def reject(request: HttpRequest, pk: int) -> HttpResponse:
 
 @login_required
 @require_POST
-def undo(request: HttpRequest, pk: int) -> HttpResponse:
+def undo(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     require_reviewer(request)
     event = get_object_or_404(ReviewEvent, pk=pk)
     try:
@@ -346,7 +332,7 @@ def undo(request: HttpRequest, pk: int) -> HttpResponse:
 
 @login_required
 @require_POST
-def bulk(request: HttpRequest) -> HttpResponse:
+def bulk(request: HtmxHttpRequest) -> HttpResponse:
     """Approve or reject the selected variants; answer with the queue and what happened."""
     require_reviewer(request)
     ids = [ascii_int(i, "ids") for i in request.POST.getlist("ids")]
@@ -378,7 +364,7 @@ def bulk(request: HttpRequest) -> HttpResponse:
             report["decided"] = result.decided
             report["refused"] = result.refused
             report["action"] = "approved" if action == "approve" else "rejected"
-    if _partial(request):
+    if partial(request):
         return render(request, "review/queue.html#queue", _queue_context(request, bulk=report))
     if report["error"]:
         messages.error(request, report["error"])
@@ -388,245 +374,3 @@ def bulk(request: HttpRequest) -> HttpResponse:
         for pk, why in report["refused"]:
             messages.error(request, f"Variant {pk} refused: {why}")
     return redirect(f"{reverse('review:queue')}?{request.GET.urlencode()}")
-
-
-@login_required
-@require_GET
-def runs(request: HttpRequest) -> HttpResponse:
-    require_reviewer(request)
-    return render(
-        request,
-        "review/runs.html",
-        {
-            "runs": GenerationRun.objects.select_related("prompt_version__prompt")[:50],
-            "prompts": Prompt.objects.order_by("slug"),
-        },
-    )
-
-
-@login_required
-@require_POST
-def run_new(request: HttpRequest) -> HttpResponse:
-    """Start a run after showing its estimate: the first POST previews, `confirm` starts."""
-    require_lead(request)
-    context = {
-        "runs": GenerationRun.objects.select_related("prompt_version__prompt")[:50],
-        "prompts": Prompt.objects.order_by("slug"),
-        "form": request.POST,
-    }
-    prompt = Prompt.objects.filter(slug=request.POST.get("prompt", "")).first()
-    budget_text = request.POST.get("budget", "").strip()
-    try:
-        if prompt is None:
-            raise RunError(f"Unknown prompt '{request.POST.get('prompt', '')}'")
-        budget = Decimal(budget_text) if budget_text else None
-        if "confirm" in request.POST:
-            run = generation_services.run_create(prompt=prompt, budget=budget, user=request.user)
-            return redirect("review:run", pk=run.pk)
-        context["estimate"] = generation_services.run_estimate_for(prompt=prompt)
-    except InvalidOperation:
-        context["error"] = f"The budget must be a number of dollars, not '{budget_text}'"
-    except RunError as exc:
-        context["error"] = str(exc)
-    template = "review/runs.html#new-run" if request.htmx else "review/runs.html"
-    return render(request, template, context)
-
-
-@login_required
-@require_GET
-def run_detail(request: HttpRequest, pk: int) -> HttpResponse:
-    require_reviewer(request)
-    run = get_object_or_404(GenerationRun.objects.select_related("prompt_version__prompt"), pk=pk)
-    failures = (
-        Variant.objects.filter(run=run, status=Variant.Status.FAILED)
-        .select_related("product", "segment")
-        .order_by("pk")[:50]
-    )
-    # Where the run's variants are now (in review, published, rejected...): one GROUP BY.
-    by_status = dict(
-        Variant.objects.filter(run=run).order_by().values_list("status").annotate(n=Count("id"))
-    )
-    statuses = [
-        (label, by_status[value]) for value, label in Variant.Status.choices if value in by_status
-    ]
-    by_reason = dict(
-        Variant.objects.filter(run=run, status=Variant.Status.FAILED)
-        .order_by()
-        .values_list("failure_reason")
-        .annotate(n=Count("id"))
-    )
-    reasons = [
-        (value, Variant.FailureReason(value).label if value in Variant.FailureReason else value, n)
-        for value, n in sorted(by_reason.items(), key=lambda kv: -kv[1])
-    ]
-    template = "review/run.html#run-progress" if request.htmx else "review/run.html"
-    lead = is_lead(request.user)
-    return render(
-        request,
-        template,
-        {
-            "run": run,
-            "failures": failures,
-            "is_lead": lead,
-            "statuses": statuses,
-            "reasons": reasons,
-            "concurrency": _concurrency_line(),
-        },
-    )
-
-
-def _concurrency_line() -> str:
-    """The endpoint's concurrency cap in force and why (shared by all workers, in Redis)."""
-    try:
-        return str(endpoint_limiter().state())
-    except redis.RedisError as exc:
-        return f"unknown: Redis is unreachable ({exc.__class__.__name__})"
-
-
-@login_required
-@require_POST
-def run_action(request: HttpRequest, pk: int, action: str) -> HttpResponse:
-    require_lead(request)
-    run = get_object_or_404(GenerationRun, pk=pk)
-    try:
-        if action == "cancel":
-            generation_services.run_cancel(run=run)
-            messages.success(request, f"Run {run.pk} cancelled; queued slots wait for a resume")
-        elif action == "resume":
-            budget_text = request.POST.get("budget", "").strip()
-            budget = Decimal(budget_text) if budget_text else None
-            generation_services.run_resume(run=run, budget=budget)
-            messages.success(request, f"Run {run.pk} resumed")
-        elif action == "retry-failed":
-            n = generation_services.run_retry_failed(run=run)
-            messages.success(request, f"{n} failed variant{'s' if n != 1 else ''} queued again")
-        elif action == "retry-variant":
-            pk = ascii_int(request.POST.get("variant", ""), "variant")
-            variant = get_object_or_404(Variant, pk=pk, run=run)
-            generation_services.variant_retry(variant=variant)
-            messages.success(request, f"Variant {variant.pk} queued again")
-        else:
-            raise Http404(f"No run action '{action}'")
-    except InvalidOperation:
-        messages.error(request, "The budget must be a number of dollars")
-    except RunError as exc:
-        messages.error(request, str(exc))
-    return redirect("review:run", pk=run.pk)
-
-
-# --- Engagement metrics (review/metrics.py) --------------------------------------------
-
-
-def _metrics_context(request: HttpRequest) -> dict:
-    """The chosen prompt's metrics (the first prompt when none is named)."""
-    prompts = list(Prompt.objects.only("slug", "name", "holdout_percent").order_by("slug"))
-    slug = request.GET.get("prompt", "")
-    prompt = next((p for p in prompts if p.slug == slug), None) if slug else None
-    if slug and prompt is None:
-        raise Http404(f"No prompt '{slug}'")
-    prompt = prompt or (prompts[0] if prompts else None)
-    data = metrics.prompt_metrics(prompt=prompt) if prompt is not None else None
-    return {
-        "prompts": prompts,
-        "prompt": prompt,
-        "m": data,
-        "chart": metrics.chart_data(data) if data is not None else None,
-        "exports": metrics.EXPORTS,
-        "confidence_pct": f"{metrics.confidence_level() * 100:g}%",
-        "alpha_pct": f"{(1 - metrics.confidence_level()) * 100:g}%",
-        "is_lead": is_lead(request.user),
-    }
-
-
-@login_required
-@require_GET
-@vary_on_headers("HX-Request")
-def metrics_dashboard(request: HttpRequest) -> HttpResponse:
-    """Engagement against the base copy; read-only for every reviewer."""
-    require_reviewer(request)
-    context = _metrics_context(request)
-    if _partial(request):
-        return render(request, "review/metrics.html#metrics", context)
-    return render(request, "review/metrics.html", context)
-
-
-@login_required
-@require_GET
-def metrics_csv(request: HttpRequest) -> HttpResponse:
-    """One table of the dashboard as CSV: ?prompt=<slug>&by=<one of metrics.EXPORTS>."""
-    require_reviewer(request)
-    by = request.GET.get("by", "variant")
-    if by not in metrics.EXPORTS:
-        return HttpResponseBadRequest(
-            f"Unknown by '{by}': use one of {', '.join(metrics.EXPORTS)}",
-            content_type="text/plain; charset=utf-8",
-        )
-    slug = request.GET.get("prompt", "")
-    prompt = Prompt.objects.filter(slug=slug).first() if slug else None
-    if prompt is None:
-        return HttpResponseBadRequest(
-            f"Unknown prompt '{slug}'" if slug else "Name a prompt: ?prompt=<slug>",
-            content_type="text/plain; charset=utf-8",
-        )
-    columns = metrics.export_columns(by)
-    response = HttpResponse(content_type="text/csv; charset=utf-8")
-    response["Content-Disposition"] = f'attachment; filename="metrics-{prompt.slug}-{by}.csv"'
-    writer = csv.writer(response)
-    writer.writerow(columns)
-    for row in metrics.export_rows(metrics.prompt_metrics(prompt=prompt), by):
-        writer.writerow([metrics.csv_safe(row.get(c)) for c in columns])
-    return response
-
-
-@login_required
-@require_POST
-def metrics_flag(request: HttpRequest) -> HttpResponse:
-    """Flag the prompt's underperforming variants now (a task also does it on schedule)."""
-    require_lead(request)
-    prompt = get_object_or_404(Prompt, slug=request.POST.get("prompt", ""))
-    n = metrics.metrics_flag_underperformers(prompt=prompt)
-    messages.success(
-        request,
-        f"{n} variant{'s' if n != 1 else ''} of {prompt.name} flagged as underperforming",
-    )
-    return redirect(f"{reverse('review:metrics')}?prompt={prompt.slug}")
-
-
-PROFILE_LANGUAGES_MAX = 20
-
-
-class ProfileForm(forms.Form):
-    languages = forms.CharField(
-        required=False,
-        max_length=400,
-        help_text="BCP 47 tags, separated by commas: de, fr-CA. A language is reviewed "
-        "whole: fr-CA takes fr and every regional fr. Empty: every language.",
-    )
-
-    def clean_languages(self) -> list[str]:
-        raw = [t.strip() for t in self.cleaned_data["languages"].replace(";", ",").split(",")]
-        tags = [t for t in raw if t]
-        if len(tags) > PROFILE_LANGUAGES_MAX:
-            raise forms.ValidationError(f"At most {PROFILE_LANGUAGES_MAX} languages")
-        try:
-            return list(dict.fromkeys(languages.language_tag(t) for t in tags))
-        except languages.LanguageTagError as exc:
-            raise forms.ValidationError(str(exc)) from None
-
-
-@login_required
-def profile(request: HttpRequest) -> HttpResponse:
-    """A reviewer names the languages they review; their default queue shows those first."""
-    profile, _ = ReviewerProfile.objects.get_or_create(user=request.user)
-    saved = False
-    if request.method == "POST":
-        form = ProfileForm(request.POST)
-        if form.is_valid():
-            profile.languages = form.cleaned_data["languages"]
-            profile.save(update_fields=["languages"])
-            saved = True
-    else:
-        form = ProfileForm(initial={"languages": ", ".join(profile.languages)})
-    status = 400 if form.is_bound and not form.is_valid() else 200
-    context = {"form": form, "profile": profile, "saved": saved}
-    return render(request, "review/profile.html", context, status=status)

@@ -2,7 +2,7 @@
 file, follow its worker's progress, read its report or every bad row.
 
 The upload is only recorded here (generation.imports.receive): a worker reads it, so
-no request holds a big file. The conventions are review/views.py's.
+no request holds a big file.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from django.views.decorators.http import require_http_methods
 from generation import imports
 from generation.models import CustomerSource, Import
 from review.permissions import require_lead
+from review.views import HtmxHttpRequest
 
 LISTED = 50
 
@@ -81,7 +82,7 @@ def import_list(request: HttpRequest) -> HttpResponse:
 
 
 @login_required
-def import_detail(request: HttpRequest, pk: int) -> HttpResponse:
+def import_detail(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     """One import; while it runs, its progress partial polls itself."""
     require_lead(request)
     record = get_object_or_404(Import.objects.select_related("source"), pk=pk)

@@ -79,7 +79,8 @@ class SegmentAdmin(admin.ModelAdmin):
 
 class PromptVersionInline(admin.TabularInline):
     model = PromptVersion
-    fields = ["number", "model", "temperature", "author", "note", "created"]
+    # A tuple: the stubs type `fields` and `readonly_fields` apart; a tuple is both.
+    fields = ("number", "model", "temperature", "author", "note", "created")
     readonly_fields = fields
     extra = 0
     can_delete = False

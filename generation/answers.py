@@ -59,17 +59,22 @@ class AnswerError(ValueError):
         self.reason = reason
 
 
+class _AnyScheme(MarkdownIt):
+    """Parses every link whatever its scheme, so that a `javascript:` link is reported,
+    not hidden as literal text."""
+
+    def validateLink(self, url: str) -> bool:
+        return True
+
+
 def _parser() -> MarkdownIt:
     """CommonMark plus the GFM table and strikethrough models emit.
 
     `text_join` is off so escapes and entities stay separate tokens (plain text wants
-    their literal character, markdown wants their source back), and every link is
-    parsed whatever its scheme so that a `javascript:` link is reported, not hidden as
-    literal text.
+    their literal character, markdown wants their source back); links of any scheme
+    are parsed (_AnyScheme).
     """
-    md = MarkdownIt("commonmark").enable(["table", "strikethrough"]).disable("text_join")
-    md.validateLink = lambda url: True
-    return md
+    return _AnyScheme("commonmark").enable(["table", "strikethrough"]).disable("text_join")
 
 
 _MD = _parser()
@@ -523,13 +528,14 @@ class _Renderer:
                 inner, i = self.blocks(tokens, i + 1, "blockquote_close")
                 out.extend(inner)
             elif kind in ("bullet_list_open", "ordered_list_open"):
-                text, i = self.list(tokens, i)
+                text, i = self.list_block(tokens, i)
                 out.append(_Block(text, line))
             else:  # a token this parser configuration does not produce
                 i += 1
         return out, i
 
-    def list(self, tokens: list[Token], i: int) -> tuple[str, int]:
+    # Not named `list`: the annotations of the methods below would then name it.
+    def list_block(self, tokens: list[Token], i: int) -> tuple[str, int]:
         ordered = tokens[i].type == "ordered_list_open"
         close = "ordered_list_close" if ordered else "bullet_list_close"
         if not self.markdown:

@@ -178,7 +178,8 @@ def _is_phone_number(candidate: str) -> bool:
         return 8 <= len(digits) <= 15
     if digits.startswith("0"):
         # The trunk prefix belongs to an area code: "030 ...", not a list "0 2 4 6 8 10".
-        return 9 <= len(digits) <= 12 and len(re.match(r"\D*(\d+)", candidate)[1]) >= 2
+        area = re.match(r"\D*(\d+)", candidate)  # always matches: there are digits
+        return 9 <= len(digits) <= 12 and area is not None and len(area[1]) >= 2
     return _GROUPED_LOCAL.fullmatch(candidate) is not None
 
 

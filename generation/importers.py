@@ -702,6 +702,7 @@ def _read_magento_export(table: _CsvTable, store_views: dict[str, str]) -> list[
                 )
             if problem:
                 raise ImportFileError(display, parent.line, "configurable_variations", problem)
+            assert child is not None  # a missing one is a problem, raised above
             child.parent = parent.sku
 
     products = []

@@ -247,7 +247,7 @@ def _claim(import_id: int, claim: str) -> bool:
     return True
 
 
-def _failure(record: Import, exc: Exception) -> dict:
+def _failure(record: Import, exc: ImportFileError | MappingError) -> dict:
     """Where and what, under the name the file was sent as (never our path)."""
     if isinstance(exc, MappingError):
         return {
@@ -255,9 +255,11 @@ def _failure(record: Import, exc: Exception) -> dict:
             "line": None,
             "column": None,
         }
-    rows = getattr(exc, "errors", None)
+    rows, more = (
+        (exc.errors, exc.more) if isinstance(exc, services.CustomerRowsError) else ([], False)
+    )
     if rows:
-        message = f"{record.file_name}: {len(rows)}{'+' if exc.more else ''} bad row(s)"
+        message = f"{record.file_name}: {len(rows)}{'+' if more else ''} bad row(s)"
     else:
         message = str(ImportFileError(record.file_name, exc.line, exc.column, exc.message))
     failure = {
@@ -267,7 +269,7 @@ def _failure(record: Import, exc: Exception) -> dict:
     }
     if rows:
         failure["errors"] = [str(e) for e in rows]
-        failure["more"] = bool(exc.more)
+        failure["more"] = bool(more)
         if record.source_id is None and all(e.column == "external_id" for e in rows):
             failure["hint"] = MAPPING_HINT
     return failure

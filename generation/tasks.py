@@ -3,6 +3,8 @@ and the engine; a task's id is its claim on the variants it generates."""
 
 from __future__ import annotations
 
+from typing import TypedDict
+
 from celery import shared_task
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
@@ -10,10 +12,22 @@ from django.db import InterfaceError, OperationalError
 from generation import engine, imports, messages, services
 
 HANDOVER_RETRY = {"max_retries": 40, "interval_start": 0.5, "interval_step": 0.5, "interval_max": 2}
+
+
+class _Retry(TypedDict):
+    """shared_task's retry options, as a type: each is checked where it is spread."""
+
+    autoretry_for: tuple[type[Exception], ...]
+    retry_backoff: int
+    retry_backoff_max: int
+    retry_jitter: bool
+    max_retries: int
+
+
 # The database went away under a task (a failover, a restart, a dropped connection):
 # the task runs again with the same id, so it takes back the variants it had claimed;
 # Celery's Django fix-up opens a fresh connection for it.
-DATABASE_RETRY = {
+DATABASE_RETRY: _Retry = {
     "autoretry_for": (OperationalError, InterfaceError),
     "retry_backoff": 2,
     "retry_backoff_max": 60,
@@ -49,7 +63,7 @@ def run_drain(self, run_id: int) -> None:
     if engine.drain_run(run_id=run_id, claim_id=self.request.id):
         # The hand-over must not be lost to a broker that is restarting: keep trying
         # for about a minute (beat's revive-stuck-runs is the net behind this).
-        run_drain.apply_async(args=[run_id], retry=True, retry_policy=HANDOVER_RETRY)
+        run_drain.apply_async(args=(run_id,), retry=True, retry_policy=HANDOVER_RETRY)
 
 
 @shared_task(bind=True, acks_late=True, reject_on_worker_lost=True, **DATABASE_RETRY)

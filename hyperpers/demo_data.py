@@ -99,7 +99,7 @@ def load(*, start_run: bool = True) -> DemoSummary:
         f"segments: {len(segments)} by {' × '.join(SEGMENT_BY)}",
         f"prompt: {prompt.slug} ({prompt.current_version})",
     ]
-    first_product = Product.objects.order_by("sku").first()
+    first_product = Product.objects.order_by("sku")[0]  # the demo's catalog has products
     summary.example = (prompt.slug, first_product.sku, segments[0].slug)
 
     if start_run:

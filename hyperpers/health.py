@@ -68,7 +68,7 @@ def check_workers() -> dict:
 
     replies = app.control.ping(timeout=WORKER_PING_SECONDS) or []
     count = len(replies)
-    result = {"ok": count > 0, "count": count}
+    result: dict[str, object] = {"ok": count > 0, "count": count}
     if not count:
         result["error"] = f"no worker answered within {WORKER_PING_SECONDS:g} s"
     return result

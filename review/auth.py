@@ -39,7 +39,6 @@ LEASE_SHARE = 1000
 LEASE_MAX = 100
 # The request attribute where the live endpoint's fast path leaves the rate check.
 CHECKED_ATTRIBUTE = "hyperpers_token_rate_wait"
-_UNCHECKED = object()
 # key hash -> (monotonic time it expires, the token); shared by a process's threads.
 _token_cache: dict[str, tuple[float, ApiToken]] = {}
 
@@ -253,8 +252,10 @@ class TokenRateThrottle:
         token = request_token(request)
         if token is None:
             return True
-        checked = getattr(request._request, CHECKED_ATTRIBUTE, _UNCHECKED)
-        self._wait = token_rate_wait(token) if checked is _UNCHECKED else checked
+        if hasattr(request._request, CHECKED_ATTRIBUTE):
+            self._wait = getattr(request._request, CHECKED_ATTRIBUTE)
+        else:
+            self._wait = token_rate_wait(token)
         return self._wait is None
 
     def wait(self) -> float | None:

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import getpass
+from typing import Any
+
+from django.core.management.base import CommandError
+
+from generation.models import Import
 
 
 def command_user() -> str:
@@ -24,3 +29,15 @@ def failure_text(failure: dict) -> str:
     if failure.get("hint"):
         lines.append(failure["hint"])
     return "\n".join(lines)
+
+
+def import_report(record: Import | None) -> dict[str, Any]:
+    """The report of an import the command ran (generation.imports.execute), or a
+    CommandError with its failure as text."""
+    # The command recorded the import itself, so execute() finds it; once run, it holds
+    # its failure or its report.
+    assert record is not None
+    if record.status == Import.Status.FAILED:
+        raise CommandError(failure_text(record.failure or {}))
+    assert record.result is not None
+    return record.result

@@ -17,6 +17,7 @@ import argparse
 import csv
 import json
 import random
+from collections.abc import Mapping
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -100,7 +101,7 @@ def read_subcategories(path: Path = PRODUCTS_CSV) -> list[str]:
     return subcategories
 
 
-def pick(rng: random.Random, weights: dict[str, float]) -> str:
+def pick(rng: random.Random, weights: Mapping[str, float]) -> str:
     return rng.choices(list(weights), weights=list(weights.values()), k=1)[0]
 
 

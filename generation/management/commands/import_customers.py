@@ -7,7 +7,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from generation import imports
 from generation.audience import MappingError, Reading
-from generation.management import command_user, failure_text
+from generation.management import command_user, import_report
 from generation.models import CustomerSource, Import
 from generation.services import MAX_LISTED_ERRORS, CustomerImportResult, customer_source_save
 
@@ -76,11 +76,9 @@ class Command(BaseCommand):
             source=chosen,
             options={"skip_invalid": skip_invalid, "max_errors": max(max_errors, 1)},
         )
-        record = imports.execute(import_id=record.pk, claim=f"cli-{record.pk}", progress=progress)
+        done = imports.execute(import_id=record.pk, claim=f"cli-{record.pk}", progress=progress)
         progress.close()
-        if record.status == Import.Status.FAILED:
-            raise CommandError(failure_text(record.failure))
-        result = record.result
+        result = import_report(done)
         for error in result["errors"]:
             self.stderr.write(f"skipped {error}")
         if result["more_errors"]:

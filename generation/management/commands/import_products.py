@@ -3,7 +3,7 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 
 from generation import imports
-from generation.management import command_user, failure_text
+from generation.management import command_user, import_report
 from generation.models import Import
 
 
@@ -37,10 +37,7 @@ class Command(BaseCommand):
             requested_by=command_user(),
             options={"store_views": store_views},
         )
-        record = imports.execute(import_id=record.pk, claim=f"cli-{record.pk}")
-        if record.status == Import.Status.FAILED:
-            raise CommandError(failure_text(record.failure))
-        counts = record.result
+        counts = import_report(imports.execute(import_id=record.pk, claim=f"cli-{record.pk}"))
         self.stdout.write(
             self.style.SUCCESS(
                 f"Products from {file}: {counts['created']} created, {counts['updated']} "

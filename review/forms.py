@@ -7,11 +7,70 @@ where it has one, so the template shows it next to that field.
 
 from __future__ import annotations
 
+from decimal import Decimal, InvalidOperation
+
 from django import forms
 
 from generation import languages
-from generation.models import Variant
+from generation.models import GenerationRun, Prompt, Variant
 from review import queue as q
+
+# A page holds 20 variants; this only bounds what a hand-made request can ask.
+BULK_MAX = 100
+
+
+def errors_text(form: forms.Form, *, labels: bool = True) -> str:
+    """A form's errors in one line, each after its field's name (`labels`): for a page
+    region that shows one message (a partial the studio swaps in, a queue row)."""
+    parts = []
+    for name, errors in form.errors.items():
+        label = f"{name.capitalize()}: " if labels and name in form.fields else ""
+        parts += [f"{label}{error}" for error in errors]
+    return "; ".join(parts)
+
+
+def add_service_error(form: forms.Form, exc: Exception) -> None:
+    """A service's refusal on the form, beside the field it names when the form has
+    that field, else above the form (the services validate what forms cannot: a
+    prompt without a version, a budget the model has no price for)."""
+    field = getattr(exc, "field", None)
+    form.add_error(field if field in form.fields else None, str(exc))
+
+
+class ListField(forms.Field):
+    """Every value of a repeated field (ids=1&ids=2), each cleaned by `base`."""
+
+    widget = forms.MultipleHiddenInput
+    default_error_messages = {
+        "too_many": "At most %(max)d values",
+        "invalid_item": "%(value)s: %(error)s",
+    }
+
+    def __init__(self, base: forms.Field, *, max_items: int, **kwargs) -> None:
+        self.base, self.max_items = base, max_items
+        super().__init__(**kwargs)
+
+    def to_python(self, value) -> list:
+        if value in self.empty_values:
+            return []
+        values = [value] if isinstance(value, str) else list(value)
+        # Counted before any is read, so a long list costs nothing.
+        if len(values) > self.max_items:
+            raise forms.ValidationError(
+                self.error_messages["too_many"], code="too_many", params={"max": self.max_items}
+            )
+        cleaned = []
+        for item in values:
+            try:
+                cleaned.append(self.base.clean(item))
+            except forms.ValidationError as exc:
+                raise forms.ValidationError(
+                    self.error_messages["invalid_item"],
+                    code="invalid_item",
+                    params={"value": repr(str(item)[:40]), "error": " ".join(exc.messages)},
+                ) from None
+        return cleaned
+
 
 # --- the review queue ------------------------------------------------------------------
 
@@ -46,6 +105,77 @@ class QueueFilters(forms.Form):
         cleaned = getattr(self, "cleaned_data", {})
         values = {k: cleaned[k] for k in q.FILTER_FIELDS if cleaned.get(k) not in (None, "", False)}
         return {"status": values.pop("status", Variant.Status.IN_REVIEW), **values}
+
+
+# The view a decision form sits in, which the answer re-renders: a queue row, the
+# focus view, or the queue's "last decision" bar.
+DECISION_VIEWS = [("row", "a queue row"), ("focus", "the focus view"), ("queue", "the queue")]
+
+
+class DecisionForm(forms.Form):
+    """What every decision form of the queue and the focus view posts (undo: `view` only)."""
+
+    view = forms.ChoiceField(choices=DECISION_VIEWS, required=False)
+    # The revision the reviewer saw; none sent, none checked.
+    revision = forms.IntegerField(required=False, min_value=0)
+
+
+class ApproveForm(DecisionForm):
+    # Unchanged or empty: the model's text is approved as it is (None).
+    text = forms.CharField(required=False, strip=False, empty_value=None)
+
+
+class RegenerateForm(DecisionForm):
+    note = forms.CharField(required=False, strip=False)
+
+
+class ReasonForm(forms.Form):
+    """A reason for rejecting: one of q.REJECT_REASONS, or words, or both; cleaned into
+    the one reason recorded. An empty one is left to the service to refuse."""
+
+    reason = forms.CharField(required=False)
+    detail = forms.CharField(required=False)
+
+    def clean(self) -> dict:
+        cleaned = super().clean()
+        cleaned["reason"] = q.reject_reason(cleaned.get("reason", ""), cleaned.get("detail", ""))
+        return cleaned
+
+
+class RejectForm(ReasonForm, DecisionForm):
+    pass
+
+
+class BulkForm(ReasonForm):
+    """Approve or reject the ticked variants: `ids`, and `rev-<id>` per variant (the
+    revision the reviewer saw; none sent, none checked)."""
+
+    ids = ListField(
+        forms.IntegerField(min_value=1),
+        max_items=BULK_MAX,
+        error_messages={
+            "required": "Select at least one variant first",
+            "too_many": "Decide at most %(max)d variants at once",
+            "invalid_item": "Variants are named by number, not %(value)s",
+        },
+    )
+    # approve or reject; anything else is refused by services.variants_decide.
+    action = forms.CharField(required=False)
+
+    def clean(self) -> dict:
+        cleaned = super().clean()
+        revision = forms.IntegerField(min_value=0)
+        revisions = {}
+        for pk in cleaned.get("ids", []):
+            raw = self.data.get(f"rev-{pk}", "")
+            if not raw.strip():
+                continue
+            try:
+                revisions[pk] = revision.clean(raw)
+            except forms.ValidationError:
+                self.add_error(None, f"Variant {pk}: the revision {raw[:40]!r} is not a number")
+        cleaned["revisions"] = revisions
+        return cleaned
 
 
 # --- the reviewer's profile -------------------------------------------------------------
@@ -105,11 +235,68 @@ class DraftForm(forms.Form):
         return self.cleaned_data["template"].replace("\r\n", "\n")
 
 
-def errors_text(form: forms.Form) -> str:
-    """A form's errors in one line, each after its field's name: for a page region
-    that shows one message (a partial the studio swaps in, a queue row)."""
-    parts = []
-    for name, errors in form.errors.items():
-        label = f"{name.capitalize()}: " if name in form.fields else ""
-        parts += [f"{label}{error}" for error in errors]
-    return "; ".join(parts)
+# --- runs ---------------------------------------------------------------------------------
+
+
+# GenerationRun.budget holds 14 digits, 6 of them after the point: a bigger budget would
+# be refused by the database (PostgreSQL) rather than here.
+BUDGET_LIMIT = Decimal(10) ** 8
+
+
+class BudgetForm(forms.Form):
+    """A run's budget in US dollars; empty: none."""
+
+    budget = forms.CharField(required=False)
+
+    def clean_budget(self) -> Decimal | None:
+        text = self.cleaned_data["budget"]
+        if not text:
+            return None
+        try:
+            budget = Decimal(text)
+        except InvalidOperation:
+            budget = Decimal("NaN")
+        if not budget.is_finite():
+            raise forms.ValidationError(f"The budget must be a number of dollars, not '{text}'")
+        if abs(budget) >= BUDGET_LIMIT:
+            raise forms.ValidationError(f"The budget must be under ${BUDGET_LIMIT:,}")
+        return budget
+
+
+class RunForm(BudgetForm):
+    """A new run: the prompt (its current version) and an optional budget. The first
+    post shows the estimate; `confirm` starts it."""
+
+    prompt = forms.ModelChoiceField(
+        queryset=Prompt.objects.all(),
+        to_field_name="slug",
+        error_messages={
+            "required": "Choose a prompt",
+            "invalid_choice": "Unknown prompt '%(value)s'",
+        },
+    )
+    confirm = forms.BooleanField(required=False)
+    field_order = ["prompt", "budget", "confirm"]
+
+
+class RetryVariantForm(forms.Form):
+    variant = forms.ModelChoiceField(
+        queryset=Variant.objects.none(),
+        error_messages={
+            "required": "Name the variant to retry",
+            "invalid_choice": "The run has no variant %(value)s",
+        },
+    )
+
+    def __init__(self, *args, run: GenerationRun, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["variant"].queryset = Variant.objects.filter(run=run)
+
+
+# --- metrics ------------------------------------------------------------------------------
+
+
+class FlagForm(forms.Form):
+    """The prompt whose underperforming variants to flag now."""
+
+    prompt = forms.ModelChoiceField(queryset=Prompt.objects.all(), to_field_name="slug")

@@ -9,13 +9,14 @@ import csv
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest
-from django.shortcuts import get_object_or_404, redirect, render
+from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 from django.views.decorators.vary import vary_on_headers
 
 from generation.models import Prompt
 from review import metrics
+from review.forms import FlagForm, errors_text
 from review.permissions import is_lead, require_lead, require_reviewer
 from review.views import HtmxHttpRequest, partial
 
@@ -86,7 +87,10 @@ def metrics_csv(request: HttpRequest) -> HttpResponse:
 def metrics_flag(request: HttpRequest) -> HttpResponse:
     """Flag the prompt's underperforming variants now (a task also does it on schedule)."""
     require_lead(request)
-    prompt = get_object_or_404(Prompt, slug=request.POST.get("prompt", ""))
+    form = FlagForm(request.POST)
+    if not form.is_valid():
+        raise Http404(errors_text(form))
+    prompt = form.cleaned_data["prompt"]
     n = metrics.metrics_flag_underperformers(prompt=prompt)
     messages.success(
         request,

@@ -15,15 +15,20 @@ from django_htmx.http import push_url
 
 from generation import languages, prompting
 from generation.models import GenerationRun, Prompt, Segment, Variant
-from hyperpers.errors import ascii_int
 from review import queue as q
 from review import services
-from review.forms import QueueFilters
+from review.forms import (
+    ApproveForm,
+    BulkForm,
+    DecisionForm,
+    QueueFilters,
+    RegenerateForm,
+    RejectForm,
+    errors_text,
+)
 from review.models import ReviewerProfile, ReviewEvent
 from review.permissions import require_reviewer
 from review.views import VARIANT_RELATED, HtmxHttpRequest, partial
-
-BULK_MAX = 100  # a page holds 20; this only bounds what a hand-made request can ask
 
 
 def _prepare(variant: Variant) -> Variant:
@@ -214,6 +219,7 @@ def variant_detail(request: HtmxHttpRequest, pk: int) -> HttpResponse:
 
 def _decided(
     request: HtmxHttpRequest,
+    form: DecisionForm,
     variant: Variant,
     *,
     error: str = "",
@@ -226,7 +232,7 @@ def _decided(
     text the reviewer typed), rather than redirecting it away.
     """
     variant = Variant.objects.select_related(*VARIANT_RELATED).get(pk=variant.pk)
-    view = request.POST.get("view")
+    view = form.cleaned_data.get("view") or "row"
     from_focus = view == "focus"
     if view == "queue" and partial(request):  # the queue's "last decision" bar
         context = _queue_context(request, queue_notice=notice, queue_error=error)
@@ -263,27 +269,23 @@ def _decided(
     return redirect(f"{reverse('review:queue')}?{qs}" if request.GET else reverse("review:queue"))
 
 
-def _revision(request: HttpRequest) -> int | None:
-    """The revision the reviewer saw; None (no check) when the form did not send one."""
-    try:
-        return int(request.POST["revision"])
-    except (KeyError, ValueError):
-        return None
-
-
 @login_required
 @require_POST
 def approve(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     require_reviewer(request)
     variant = get_object_or_404(Variant, pk=pk)
-    text = request.POST.get("text")
+    form = ApproveForm(request.POST)
+    if not form.is_valid():
+        kept = form["text"].value() or ""
+        return _decided(request, form, variant, error=errors_text(form), kept_text=kept)
+    text = form.cleaned_data["text"]
     try:
         variant = services.variant_approve(
-            variant=variant, user=request.user, text=text, revision=_revision(request)
+            variant=variant, user=request.user, text=text, revision=form.cleaned_data["revision"]
         )
     except services.DecisionError as exc:
-        return _decided(request, variant, error=str(exc), kept_text=text or "")
-    return _decided(request, variant)
+        return _decided(request, form, variant, error=str(exc), kept_text=text or "")
+    return _decided(request, form, variant)
 
 
 @login_required
@@ -291,16 +293,20 @@ def approve(request: HtmxHttpRequest, pk: int) -> HttpResponse:
 def regenerate(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     require_reviewer(request)
     variant = get_object_or_404(Variant, pk=pk)
+    form = RegenerateForm(request.POST)
+    if not form.is_valid():
+        return _decided(request, form, variant, error=errors_text(form))
     try:
         variant = services.variant_request_regeneration(
             variant=variant,
             user=request.user,
-            note=request.POST.get("note", ""),
-            revision=_revision(request),
+            note=form.cleaned_data["note"],
+            revision=form.cleaned_data["revision"],
         )
     except services.DecisionError as exc:
-        return _decided(request, variant, error=str(exc))
-    return _decided(request, variant, notice=f"Variant {variant.pk} is being written again")
+        return _decided(request, form, variant, error=str(exc))
+    notice = f"Variant {variant.pk} is being written again"
+    return _decided(request, form, variant, notice=notice)
 
 
 @login_required
@@ -308,14 +314,19 @@ def regenerate(request: HtmxHttpRequest, pk: int) -> HttpResponse:
 def reject(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     require_reviewer(request)
     variant = get_object_or_404(Variant, pk=pk)
-    reason = q.reject_reason(request.POST.get("reason", ""), request.POST.get("detail", ""))
+    form = RejectForm(request.POST)
+    if not form.is_valid():
+        return _decided(request, form, variant, error=errors_text(form))
     try:
         variant = services.variant_reject(
-            variant=variant, user=request.user, reason=reason, revision=_revision(request)
+            variant=variant,
+            user=request.user,
+            reason=form.cleaned_data["reason"],
+            revision=form.cleaned_data["revision"],
         )
     except services.DecisionError as exc:
-        return _decided(request, variant, error=str(exc))
-    return _decided(request, variant)
+        return _decided(request, form, variant, error=str(exc))
+    return _decided(request, form, variant)
 
 
 @login_required
@@ -323,11 +334,15 @@ def reject(request: HtmxHttpRequest, pk: int) -> HttpResponse:
 def undo(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     require_reviewer(request)
     event = get_object_or_404(ReviewEvent, pk=pk)
+    form = DecisionForm(request.POST)
+    if not form.is_valid():
+        return _decided(request, form, event.variant, error=errors_text(form))
     try:
         variant = services.decision_undo(event=event, user=request.user)
     except services.DecisionError as exc:
-        return _decided(request, event.variant, error=str(exc))
-    return _decided(request, variant, notice=f"Undone: variant {variant.pk} is back in review")
+        return _decided(request, form, event.variant, error=str(exc))
+    notice = f"Undone: variant {variant.pk} is back in review"
+    return _decided(request, form, variant, notice=notice)
 
 
 @login_required
@@ -335,28 +350,20 @@ def undo(request: HtmxHttpRequest, pk: int) -> HttpResponse:
 def bulk(request: HtmxHttpRequest) -> HttpResponse:
     """Approve or reject the selected variants; answer with the queue and what happened."""
     require_reviewer(request)
-    ids = [ascii_int(i, "ids") for i in request.POST.getlist("ids")]
-    revisions = {}
-    for pk in ids:
-        raw = request.POST.get(f"rev-{pk}", "")
-        if raw:
-            revisions[pk] = ascii_int(raw, f"rev-{pk}")
-    action = request.POST.get("action", "")
-    reason = q.reject_reason(request.POST.get("reason", ""), request.POST.get("detail", ""))
+    form = BulkForm(request.POST)
     report: dict = {"error": "", "decided": [], "refused": []}
-    if not ids:
-        report["error"] = "Select at least one variant first"
-    elif len(ids) > BULK_MAX:
-        report["error"] = f"Decide at most {BULK_MAX} variants at once"
+    if not form.is_valid():
+        report["error"] = errors_text(form, labels=False)
     else:
-        variants = list(Variant.objects.filter(pk__in=ids).order_by("pk"))
+        action = form.cleaned_data["action"]
+        variants = list(Variant.objects.filter(pk__in=form.cleaned_data["ids"]).order_by("pk"))
         try:
             result = services.variants_decide(
                 variants=variants,
                 user=request.user,
                 action=action,
-                reason=reason,
-                revisions=revisions,
+                reason=form.cleaned_data["reason"],
+                revisions=form.cleaned_data["revisions"],
             )
         except services.DecisionError as exc:
             report["error"] = str(exc)

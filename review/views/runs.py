@@ -3,13 +3,12 @@ and steering it (cancel, resume, retry). Reviewers watch; leads start and steer.
 
 from __future__ import annotations
 
-from decimal import Decimal, InvalidOperation
-
 import redis
+from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.db.models import Count
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
@@ -17,23 +16,24 @@ from generation import services as generation_services
 from generation.limiter import endpoint_limiter
 from generation.models import GenerationRun, Prompt, Variant
 from generation.services import RunError
-from hyperpers.errors import ascii_int
+from review.forms import BudgetForm, RetryVariantForm, RunForm, add_service_error, errors_text
 from review.permissions import is_lead, require_lead, require_reviewer
 from review.views import HtmxHttpRequest
+
+
+def _runs_context(form: RunForm) -> dict:
+    return {
+        "runs": GenerationRun.objects.select_related("prompt_version__prompt")[:50],
+        "prompts": Prompt.objects.order_by("slug"),
+        "form": form,
+    }
 
 
 @login_required
 @require_GET
 def runs(request: HttpRequest) -> HttpResponse:
     require_reviewer(request)
-    return render(
-        request,
-        "review/runs.html",
-        {
-            "runs": GenerationRun.objects.select_related("prompt_version__prompt")[:50],
-            "prompts": Prompt.objects.order_by("slug"),
-        },
-    )
+    return render(request, "review/runs.html", _runs_context(RunForm()))
 
 
 @login_required
@@ -41,25 +41,19 @@ def runs(request: HttpRequest) -> HttpResponse:
 def run_new(request: HtmxHttpRequest) -> HttpResponse:
     """Start a run after showing its estimate: the first POST previews, `confirm` starts."""
     require_lead(request)
-    context = {
-        "runs": GenerationRun.objects.select_related("prompt_version__prompt")[:50],
-        "prompts": Prompt.objects.order_by("slug"),
-        "form": request.POST,
-    }
-    prompt = Prompt.objects.filter(slug=request.POST.get("prompt", "")).first()
-    budget_text = request.POST.get("budget", "").strip()
-    try:
-        if prompt is None:
-            raise RunError(f"Unknown prompt '{request.POST.get('prompt', '')}'")
-        budget = Decimal(budget_text) if budget_text else None
-        if "confirm" in request.POST:
-            run = generation_services.run_create(prompt=prompt, budget=budget, user=request.user)
-            return redirect("review:run", pk=run.pk)
-        context["estimate"] = generation_services.run_estimate_for(prompt=prompt)
-    except InvalidOperation:
-        context["error"] = f"The budget must be a number of dollars, not '{budget_text}'"
-    except RunError as exc:
-        context["error"] = str(exc)
+    form = RunForm(request.POST)
+    context = _runs_context(form)
+    if form.is_valid():
+        prompt, budget = form.cleaned_data["prompt"], form.cleaned_data["budget"]
+        try:
+            if form.cleaned_data["confirm"]:
+                run = generation_services.run_create(
+                    prompt=prompt, budget=budget, user=request.user
+                )
+                return redirect("review:run", pk=run.pk)
+            context["estimate"] = generation_services.run_estimate_for(prompt=prompt)
+        except RunError as exc:
+            add_service_error(form, exc)
     template = "review/runs.html#new-run" if request.htmx else "review/runs.html"
     return render(request, template, context)
 
@@ -115,32 +109,44 @@ def _concurrency_line() -> str:
         return f"unknown: Redis is unreachable ({exc.__class__.__name__})"
 
 
+RUN_ACTIONS = ("cancel", "resume", "retry-failed", "retry-variant")
+
+
+def _action_form(action: str, data: QueryDict, run: GenerationRun) -> forms.Form:
+    if action == "resume":
+        return BudgetForm(data)
+    if action == "retry-variant":
+        return RetryVariantForm(data, run=run)
+    return forms.Form(data)  # cancel and retry-failed send nothing
+
+
 @login_required
 @require_POST
 def run_action(request: HttpRequest, pk: int, action: str) -> HttpResponse:
+    """Cancel, resume (with a new budget), retry the failed variants, or one of them.
+    The run page shows what happened as a message."""
     require_lead(request)
     run = get_object_or_404(GenerationRun, pk=pk)
+    if action not in RUN_ACTIONS:
+        raise Http404(f"No run action '{action}'")
+    form = _action_form(action, request.POST, run)
+    if not form.is_valid():
+        messages.error(request, errors_text(form, labels=False))
+        return redirect("review:run", pk=run.pk)
     try:
         if action == "cancel":
             generation_services.run_cancel(run=run)
             messages.success(request, f"Run {run.pk} cancelled; queued slots wait for a resume")
         elif action == "resume":
-            budget_text = request.POST.get("budget", "").strip()
-            budget = Decimal(budget_text) if budget_text else None
-            generation_services.run_resume(run=run, budget=budget)
+            generation_services.run_resume(run=run, budget=form.cleaned_data["budget"])
             messages.success(request, f"Run {run.pk} resumed")
         elif action == "retry-failed":
             n = generation_services.run_retry_failed(run=run)
             messages.success(request, f"{n} failed variant{'s' if n != 1 else ''} queued again")
-        elif action == "retry-variant":
-            pk = ascii_int(request.POST.get("variant", ""), "variant")
-            variant = get_object_or_404(Variant, pk=pk, run=run)
+        else:
+            variant = form.cleaned_data["variant"]
             generation_services.variant_retry(variant=variant)
             messages.success(request, f"Variant {variant.pk} queued again")
-        else:
-            raise Http404(f"No run action '{action}'")
-    except InvalidOperation:
-        messages.error(request, "The budget must be a number of dollars")
     except RunError as exc:
         messages.error(request, str(exc))
     return redirect("review:run", pk=run.pk)

@@ -25,6 +25,7 @@ from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication, get_authorization_header
 from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
+from rest_framework.throttling import BaseThrottle
 
 from review.delivery import redis_round_trip
 from review.models import ApiToken
@@ -237,7 +238,7 @@ def token_rate_wait(token: ApiToken) -> float | None:
     return None
 
 
-class TokenRateThrottle:
+class TokenRateThrottle(BaseThrottle):
     """Each token's requests a minute (token_rate_wait). A DRF throttle: requests
     made by people are not throttled here.
 

@@ -300,3 +300,150 @@ class FlagForm(forms.Form):
     """The prompt whose underperforming variants to flag now."""
 
     prompt = forms.ModelChoiceField(queryset=Prompt.objects.all(), to_field_name="slug")
+
+
+# --- segments -----------------------------------------------------------------------------
+
+OPERATORS = {"is": "is", "one_of": "is one of", "range": "is between"}
+# Blank rows the builder offers below a segment's rules (at least one).
+RULE_ROWS = 4
+# Rows a builder may post; a segment needs a handful.
+RULE_ROWS_MAX = 50
+
+
+def _scalar(text: str) -> str | int | float:
+    """A typed value: whole numbers and decimals as numbers, anything else as text."""
+    text = text.strip()
+    try:
+        number = float(text)
+    except ValueError:
+        return text
+    if number != number or number in (float("inf"), float("-inf")):
+        return text
+    return int(number) if number.is_integer() and "." not in text else number
+
+
+def rule_rows(rules: dict) -> list[dict]:
+    """The builder's rows that show `rules` (the formset's initial data)."""
+    rows: list[dict] = []
+    for attribute, rule in rules.items():
+        if isinstance(rule, dict):
+            lower = rule.get("gte", rule.get("gt", ""))
+            upper = rule.get("lt", rule.get("lte", ""))
+            rows.append({"attribute": attribute, "op": "range", "value": lower, "upper": upper})
+        elif isinstance(rule, list):
+            value = ", ".join(map(str, rule))
+            rows.append({"attribute": attribute, "op": "one_of", "value": value})
+        else:
+            rows.append({"attribute": attribute, "op": "is", "value": rule})
+    return rows
+
+
+class SegmentForm(forms.Form):
+    name = forms.CharField(max_length=255, error_messages={"required": "Give the segment a name"})
+
+
+class RuleRowForm(forms.Form):
+    """One row of the segment builder: an attribute, an operator and a value. "One of"
+    takes values separated by commas; "between" takes a lower bound (`value`,
+    included) and an upper bound (`upper`, excluded), either may be empty. A row
+    without an attribute is left out, whatever else it holds."""
+
+    attribute = forms.CharField(required=False)
+    # Not a ChoiceField: an operator is only checked in a row that has an attribute.
+    op = forms.CharField(
+        required=False, initial="is", widget=forms.Select(choices=OPERATORS.items())
+    )
+    value = forms.CharField(required=False)
+    upper = forms.CharField(required=False)
+
+    def __init__(self, *args, number: int | None = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.number = number  # counted from 1, as the page labels the rows
+
+    def clean(self) -> dict:
+        cleaned = super().clean()
+        attribute = cleaned.get("attribute")
+        if not attribute or self.errors:
+            return cleaned
+        op, value, upper = cleaned["op"], cleaned["value"], cleaned["upper"]
+        rule: str | list | dict
+        if op == "one_of":
+            rule = [v.strip() for v in value.split(",") if v.strip()]
+            if not rule:
+                raise forms.ValidationError("give the values, separated by commas")
+        elif op == "range":
+            rule = {}
+            if value:
+                rule["gte"] = _scalar(value)
+            if upper:
+                rule["lt"] = _scalar(upper)
+            if not rule:
+                raise forms.ValidationError("give a lower bound, an upper bound or both")
+        elif op == "is":
+            if not value:
+                raise forms.ValidationError(f"give the value '{attribute}' must have")
+            rule = value
+        else:
+            raise forms.ValidationError(f"unknown operator {op!r}")
+        cleaned["rule"] = (attribute, rule)
+        return cleaned
+
+    def messages(self) -> list[str]:
+        """The row's errors, each naming the row ("Rule 2: ...")."""
+        return [f"Rule {self.number}: {e}" for errors in self.errors.values() for e in errors]
+
+
+class BaseRuleFormSet(forms.BaseFormSet):
+    """The builder's rows (posted as rule-0-attribute, rule-0-op, ...); once valid,
+    `rules` holds what they describe: {attribute: value, list of values or bounds}."""
+
+    default_error_messages = {"too_many_forms": "At most %(num)d rules"}
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.rules: dict = {}
+
+    @classmethod
+    def get_default_prefix(cls) -> str:
+        return "rule"
+
+    @classmethod
+    def for_rules(cls, rules: dict) -> BaseRuleFormSet:
+        """The unbound rows of a segment's rules, then blank ones to add rules in."""
+        rows = rule_rows(rules)
+        formset = cls(initial=rows)
+        formset.extra = max(RULE_ROWS - len(rows), 1)
+        return formset
+
+    def get_form_kwargs(self, index: int | None) -> dict:
+        return {"number": None if index is None else index + 1}
+
+    def clean(self) -> None:
+        self.rules = {}
+        for form in self.forms:
+            if not form.is_valid() or "rule" not in form.cleaned_data:
+                continue
+            attribute, rule = form.cleaned_data["rule"]
+            if attribute in self.rules:
+                form.add_error("attribute", f"'{attribute}' already has a rule")
+                continue
+            self.rules[attribute] = rule
+        if not self.rules and not any(self.errors) and self.management_form.is_valid():
+            raise forms.ValidationError(
+                "Give at least one rule: an attribute and what its value must be"
+            )
+
+    def messages(self) -> list[str]:
+        """Every error, the rows' naming their row: for the member count's region."""
+        return [*self.non_form_errors(), *(m for form in self.forms for m in form.messages())]
+
+
+RuleFormSet = forms.formset_factory(
+    RuleRowForm,
+    formset=BaseRuleFormSet,
+    extra=RULE_ROWS,
+    max_num=RULE_ROWS_MAX,
+    absolute_max=RULE_ROWS_MAX,
+    validate_max=True,
+)

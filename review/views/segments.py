@@ -21,12 +21,17 @@ from generation import messages as gen_messages
 from generation.models import Customer, CustomerSource, Product, Prompt, Segment, describe_rules
 from hyperpers.errors import ascii_int
 from review import queue as q
+from review.forms import (
+    OPERATORS,
+    BaseRuleFormSet,
+    RuleFormSet,
+    SegmentForm,
+    add_service_error,
+)
 from review.permissions import require_lead
 
-RULE_ROWS = 4
 # Customers read to offer attribute names in the builder (a hint; any name can be typed).
 ATTRIBUTE_SAMPLE = 1000
-OPERATORS = {"is": "is", "one_of": "is one of", "range": "is between"}
 
 
 def known_attributes(*, also: list[str] = ()) -> list[str]:
@@ -39,91 +44,6 @@ def known_attributes(*, also: list[str] = ()) -> list[str]:
     return sorted(names)
 
 
-def _scalar(text: str) -> str | int | float:
-    """A typed value: whole numbers and decimals as numbers, anything else as text."""
-    text = text.strip()
-    try:
-        number = float(text)
-    except ValueError:
-        return text
-    if number != number or number in (float("inf"), float("-inf")):
-        return text
-    return int(number) if number.is_integer() and "." not in text else number
-
-
-def rules_from_form(data) -> tuple[dict, list[str]]:
-    """The rules the builder's rows describe, and a message per row that is wrong.
-
-    Each row: an attribute, an operator (is / one of / between) and a value; "one of"
-    takes values separated by commas; "between" takes a lower bound (included) and an
-    upper bound (excluded), either may be empty. Rows without an attribute are skipped.
-    """
-    rules: dict = {}
-    errors = []
-    for number, (attribute, op, value, upper) in enumerate(_form_rows(data), start=1):
-        attribute = attribute.strip()
-        if not attribute:
-            continue
-        if attribute in rules:
-            errors.append(f"Rule {number}: '{attribute}' already has a rule")
-            continue
-        if op == "one_of":
-            values = [v.strip() for v in value.split(",") if v.strip()]
-            if not values:
-                errors.append(f"Rule {number}: give the values, separated by commas")
-                continue
-            rules[attribute] = values
-        elif op == "range":
-            bounds = {}
-            if value.strip():
-                bounds["gte"] = _scalar(value)
-            if upper.strip():
-                bounds["lt"] = _scalar(upper)
-            if not bounds:
-                errors.append(f"Rule {number}: give a lower bound, an upper bound or both")
-                continue
-            rules[attribute] = bounds
-        elif op == "is":
-            if not value.strip():
-                errors.append(f"Rule {number}: give the value '{attribute}' must have")
-                continue
-            rules[attribute] = value.strip()
-        else:
-            errors.append(f"Rule {number}: unknown operator {op!r}")
-    if not rules and not errors:
-        errors.append("Give at least one rule: an attribute and what its value must be")
-    return rules, errors
-
-
-def _rows_for(rules: dict) -> list[dict]:
-    """The builder's rows showing `rules`, then blank ones."""
-    rows = []
-    for attribute, rule in rules.items():
-        if isinstance(rule, dict):
-            lower = rule.get("gte", rule.get("gt", ""))
-            upper = rule.get("lt", rule.get("lte", ""))
-            rows.append({"attribute": attribute, "op": "range", "value": lower, "upper": upper})
-        elif isinstance(rule, list):
-            rows.append(
-                {"attribute": attribute, "op": "one_of", "value": ", ".join(map(str, rule))}
-            )
-        else:
-            rows.append({"attribute": attribute, "op": "is", "value": rule})
-    rows += [{"attribute": "", "op": "is", "value": ""}] * max(RULE_ROWS - len(rows), 1)
-    return rows
-
-
-def _form_rows(data) -> list[tuple[str, str, str, str]]:
-    """The builder's rows as posted: (attribute, operator, value, upper bound)."""
-    fields = ("attribute", "op", "value", "upper")
-    return list(zip(*(data.getlist(f) for f in fields), strict=False))
-
-
-def _submitted_rows(data) -> list[dict]:
-    rows = [{"attribute": a, "op": o, "value": v, "upper": u} for a, o, v, u in _form_rows(data)]
-    return rows or _rows_for({})
-
-
 def _listed_segments() -> list[dict]:
     return [
         {"segment": s, "rules": describe_rules(s.rules), "summary": q.segment_summary(s.summary)}
@@ -131,13 +51,22 @@ def _listed_segments() -> list[dict]:
     ]
 
 
-def _builder_context(request, *, segment=None, rows=None, name="", errors=(), preview=None):
+def _builder_context(
+    *,
+    segment: Segment | None = None,
+    form: SegmentForm | None = None,
+    rules: BaseRuleFormSet | None = None,
+) -> dict:
+    """The builder: a segment's name and rules (a new one's when `segment` is None), or
+    the forms as posted."""
+    if form is None:
+        form = SegmentForm(initial={"name": segment.name} if segment else None)
+    if rules is None:
+        rules = RuleFormSet.for_rules(segment.rules if segment else {})
     return {
         "segment": segment,
-        "rows": rows if rows is not None else _rows_for(segment.rules if segment else {}),
-        "name": name or (segment.name if segment else ""),
-        "errors": list(errors),
-        "preview": preview,
+        "form": form,
+        "rules": rules,
         "operators": OPERATORS,
         "attributes": known_attributes(),
     }
@@ -147,7 +76,7 @@ def _builder_context(request, *, segment=None, rows=None, name="", errors=(), pr
 @require_GET
 def segments(request: HttpRequest) -> HttpResponse:
     require_lead(request)
-    context = _builder_context(request) | {"segments": _listed_segments()}
+    context = _builder_context() | {"segments": _listed_segments()}
     return render(request, "review/segments.html", context)
 
 
@@ -156,17 +85,19 @@ def segments(request: HttpRequest) -> HttpResponse:
 def segment_preview(request: HttpRequest) -> HttpResponse:
     """The builder's "count members": the members and summary of the rules as typed."""
     require_lead(request)
-    rules, errors = rules_from_form(request.POST)
-    preview = None
-    if not errors:
+    rules = RuleFormSet(request.POST)
+    preview, errors = None, []
+    if not rules.is_valid():
+        errors = rules.messages()
+    else:
         try:
-            members, summary = services.segment_preview(rules=rules)
+            members, summary = services.segment_preview(rules=rules.rules)
         except services.SegmentError as exc:
             errors = [str(exc)]
         else:
             preview = {
                 "members": members,
-                "rules": describe_rules(rules),
+                "rules": describe_rules(rules.rules),
                 "summary": q.segment_summary(summary, top=4),
             }
     context = {"preview": preview, "errors": errors}
@@ -182,25 +113,22 @@ def segment_edit(request: HttpRequest, slug: str | None = None) -> HttpResponse:
     if request.method == "GET":
         if segment is None:
             return redirect("review:segments")
-        return render(request, "review/segment.html", _builder_context(request, segment=segment))
-    name = request.POST.get("name", "").strip()
-    rules, errors = rules_from_form(request.POST)
-    if not name:
-        errors.insert(0, "Give the segment a name")
-    if not errors:
+        return render(request, "review/segment.html", _builder_context(segment=segment))
+    form, rules = SegmentForm(request.POST), RuleFormSet(request.POST)
+    if all([form.is_valid(), rules.is_valid()]):  # both, so that both show their errors
         try:
-            saved = services.segment_save(segment=segment, name=name, rules=rules)
+            saved = services.segment_save(
+                segment=segment, name=form.cleaned_data["name"], rules=rules.rules
+            )
         except services.SegmentError as exc:
-            errors = [str(exc)]
+            add_service_error(form, exc)
         else:
             verb = "Saved" if segment else "Created"
             messages.success(
                 request, f"{verb} segment {saved.name}: {saved.member_count:,} members"
             )
             return redirect("review:segments")
-    context = _builder_context(
-        request, segment=segment, rows=_submitted_rows(request.POST), name=name, errors=errors
-    )
+    context = _builder_context(segment=segment, form=form, rules=rules)
     if segment is None:
         context["segments"] = _listed_segments()
         return render(request, "review/segments.html", context, status=400)

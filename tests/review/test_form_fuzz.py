@@ -21,6 +21,13 @@ from tests.test_role_matrix import MATRIX, _kwargs, _world
 pytestmark = pytest.mark.django_db
 
 TEMPLATES = Path(django_settings.BASE_DIR) / "templates"
+# The segment builder's rows are a formset: their names (rule-0-attribute, ...) are
+# rendered from the form, not written in the template.
+FORMSET_FIELDS = {
+    *(f"rule-{i}-{name}" for i in range(2) for name in ("attribute", "op", "value", "upper")),
+    "rule-TOTAL_FORMS",
+    "rule-INITIAL_FORMS",
+}
 # Every field name a review page's forms post: the fuzzer fills these.
 FIELDS = sorted(
     {
@@ -28,6 +35,7 @@ FIELDS = sorted(
         for page in TEMPLATES.glob("review/*.html")
         for name in re.findall(r'name="([a-z_0-9-]+)"', page.read_text())
     }
+    | FORMSET_FIELDS
 )
 HOSTILE = [
     "\x00",

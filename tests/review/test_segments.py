@@ -147,6 +147,18 @@ def lead(client):
     return client
 
 
+RULE_FIELDS = ("attribute", "op", "value", "upper")
+
+
+def _rule_rows(*rows: tuple[str, str, str, str]) -> dict:
+    """The builder's rows (attribute, operator, value, upper bound) as its formset
+    posts them: rule-0-attribute, ..., and the management form."""
+    data: dict = {"rule-TOTAL_FORMS": len(rows), "rule-INITIAL_FORMS": 0}
+    for i, row in enumerate(rows):
+        data |= {f"rule-{i}-{name}": v for name, v in zip(RULE_FIELDS, row, strict=True)}
+    return data
+
+
 def test_the_builder_creates_a_segment_from_rule_rows(lead):
     CustomerFactory(attributes={"value_tier": "high", "age": 30})
     CustomerFactory(attributes={"value_tier": "high", "age": 50})
@@ -154,10 +166,9 @@ def test_the_builder_creates_a_segment_from_rule_rows(lead):
         reverse("review:segment-new"),
         {
             "name": "High, 25 to 40",
-            "attribute": ["value_tier", "age", ""],
-            "op": ["is", "range", "is"],
-            "value": ["high", "25", ""],
-            "upper": ["", "40", ""],
+            **_rule_rows(
+                ("value_tier", "is", "high", ""), ("age", "range", "25", "40"), ("", "is", "", "")
+            ),
         },
     )
     assert response.status_code == 302
@@ -171,7 +182,7 @@ def test_the_builder_creates_a_segment_from_rule_rows(lead):
 def test_the_builder_shows_what_is_wrong_and_keeps_the_rows(lead):
     response = lead.post(
         reverse("review:segment-new"),
-        {"name": "Odd", "attribute": ["age"], "op": ["range"], "value": [""], "upper": [""]},
+        {"name": "Odd", **_rule_rows(("age", "range", "", ""))},
     )
     assert response.status_code == 400
     page = response.content.decode()
@@ -184,7 +195,7 @@ def test_count_members_answers_the_htmx_partial(lead):
     CustomerFactory.create_batch(2, attributes={"region": "north", "value_tier": "low"})
     response = lead.post(
         reverse("review:segment-preview"),
-        {"attribute": ["region"], "op": ["one_of"], "value": ["north, east"], "upper": [""]},
+        _rule_rows(("region", "one_of", "north, east", "")),
         headers={"HX-Request": "true"},
     )
     page = response.content.decode()
@@ -214,7 +225,7 @@ def test_editing_a_segment_through_its_page(lead):
     assert 'value="value_tier"' in page
     response = lead.post(
         reverse("review:segment", args=[segment.slug]),
-        {"name": "Low", "attribute": ["value_tier"], "op": ["is"], "value": ["low"], "upper": [""]},
+        {"name": "Low", **_rule_rows(("value_tier", "is", "low", ""))},
     )
     assert response.status_code == 302
     segment.refresh_from_db()

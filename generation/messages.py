@@ -322,7 +322,7 @@ def message_payload(variant: Variant) -> dict:
         "prompt": variant.prompt.slug,
         "prompt_version": variant.prompt_version.number,
         "product": variant.product.sku,
-        "customer": variant.customer.external_id if variant.customer_id else None,
+        "customer": variant.customer.external_id if variant.customer else None,
         "purpose": variant.purpose,
         "language": variant.language,
         "text": variant.text if published else None,
@@ -377,7 +377,7 @@ def callback_url_check(url: str) -> list[str]:
         infos = socket.getaddrinfo(parts.hostname, parts.port or 443, type=socket.SOCK_STREAM)
     except OSError as exc:
         raise CallbackFailed(f"{url}: cannot resolve {parts.hostname} ({exc})") from exc
-    addresses = sorted({info[4][0] for info in infos})
+    addresses = sorted({str(info[4][0]) for info in infos})
     if not settings.MESSAGE_CALLBACK_ALLOW_PRIVATE:
         for address in addresses:
             if not address_public(address):
@@ -442,7 +442,8 @@ def _callback_post(url: str, address: str, *, body: bytes, headers: dict) -> int
         if parts.username
         else None
     )
-    name = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    hostname = parts.hostname or ""  # callback_url_check refused a URL without one
+    name = f"[{hostname}]" if ":" in hostname else hostname
     host_header = name + (f":{parts.port}" if parts.port else "")
     extensions = {"sni_hostname": parts.hostname} if parts.scheme == "https" else {}
     with httpx.Client(
@@ -452,7 +453,7 @@ def _callback_post(url: str, address: str, *, body: bytes, headers: dict) -> int
             target,
             content=body,
             headers={**headers, "Host": host_header},
-            auth=auth,
+            auth=auth if auth is not None else httpx.USE_CLIENT_DEFAULT,
             extensions=extensions,
         )
     return response.status_code

@@ -12,6 +12,8 @@ keeps two invariants about slots (see Variant.Meta.constraints):
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
@@ -149,7 +151,7 @@ class SegmentRuleError(ValueError):
 RANGE_OPERATORS = ("gte", "gt", "lte", "lt")
 
 
-def segment_rules_clean(rules: object) -> dict:
+def segment_rules_clean(rules: object) -> dict[str, Any]:
     """Rules as stored, or SegmentRuleError naming what is wrong. A rule per attribute:
 
     - a text, number or boolean: equals (compared as text, so "3" equals 3);
@@ -159,7 +161,7 @@ def segment_rules_clean(rules: object) -> dict:
     """
     if not isinstance(rules, dict) or not rules:
         raise SegmentRuleError("Rules are an object of attribute: rule, and cannot be empty")
-    cleaned = {}
+    cleaned: dict[str, Any] = {}
     for attribute, rule in rules.items():
         if not isinstance(attribute, str) or not attribute.strip():
             raise SegmentRuleError("An attribute name in the rules is empty")
@@ -714,7 +716,10 @@ class Variant(models.Model):
 
     @property
     def audience(self) -> Segment | Customer:
-        return self.segment or self.customer
+        audience = self.segment or self.customer
+        if audience is None:  # the check constraint variant_segment_xor_customer forbids it
+            raise ValueError(f"Variant {self.pk} has neither a segment nor a customer")
+        return audience
 
 
 class EndpointCapability(models.Model):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 from collections import Counter, defaultdict
+from collections.abc import Iterable, Iterator
+from typing import Any, ClassVar
 
 from django.db import transaction
 from django.utils.text import slugify
@@ -27,7 +29,7 @@ class SegmentError(ServiceError):
     """A segment that cannot be built, saved or previewed as asked; `field` names the
     request field (rules, name, slug, by)."""
 
-    default_field = "rules"
+    default_field: ClassVar[str | None] = "rules"
 
 
 class SegmentInUse(SegmentError):
@@ -37,6 +39,10 @@ class SegmentInUse(SegmentError):
     default_field = None
 
 
+# Each summarised attribute's values with their share of the members.
+Summary = dict[str, dict[str, float]]
+
+
 # Attributes with this many distinct values or more are identifiers or free text
 # (e-mail addresses, names), not something a segment summary should describe.
 SUMMARY_MAX_DISTINCT = 50
@@ -44,7 +50,7 @@ SUMMARY_MAX_DISTINCT = 50
 _MEMO_MAX = 100_000
 
 
-def _customer_attributes():
+def _customer_attributes() -> Iterator[dict[str, Any]]:
     for language, attributes in Customer.objects.values_list("language", "attributes").iterator(
         chunk_size=5000
     ):
@@ -62,7 +68,7 @@ def segments_refresh(*, segments: list[Segment] | None = None) -> int:
     return len(segments)
 
 
-def segment_personal_refuse(attributes, *, field: str = "rules") -> None:
+def segment_personal_refuse(attributes: Iterable[str], *, field: str = "rules") -> None:
     """SegmentError naming any personal attribute among `attributes`: a segment's rules
     and the name built from them reach the endpoint and the reviewers, so a segment is
     never made of personal attributes (by e-mail, by phone...)."""
@@ -77,7 +83,7 @@ def segment_personal_refuse(attributes, *, field: str = "rules") -> None:
         )
 
 
-def segment_preview(*, rules: object) -> tuple[int, dict]:
+def segment_preview(*, rules: object) -> tuple[int, Summary]:
     """How many customers rules would take in, and their summary; writes nothing.
     SegmentError names a bad rule."""
     try:
@@ -89,7 +95,7 @@ def segment_preview(*, rules: object) -> tuple[int, dict]:
     return tally
 
 
-def segment_tallies(segments: list[Segment]) -> list[tuple[int, dict]]:
+def segment_tallies(segments: list[Segment]) -> list[tuple[int, Summary]]:
     """(member count, summary) of each segment, from the customers.
 
     One pass over the customers:
@@ -104,13 +110,16 @@ def segment_tallies(segments: list[Segment]) -> list[tuple[int, dict]]:
     """
     if not segments:
         return []
-    matchers = [(sorted(s.rules), s, {}) for s in segments]
-    distinct: dict[str, set] = defaultdict(set)
+    matchers: list[tuple[list[str], Segment, dict[tuple[str | None, ...], bool]]] = [
+        (sorted(s.rules), s, {}) for s in segments
+    ]
+    distinct: dict[str, set[str | None]] = defaultdict(set)
     # Personal attributes are never counted: a summary is shown to copywriters and sent
     # to the endpoint.
     personal = prompting.personal_attributes()
     dropped: set[str] = set()
-    per_mask: dict[int, list] = {}
+    # mask -> [members, {attribute: Counter of values}]
+    per_mask: dict[int, list[Any]] = {}
     for attributes in _customer_attributes():
         mask = 0
         for bit, (names, segment, memo) in enumerate(matchers):
@@ -149,22 +158,22 @@ def segment_tallies(segments: list[Segment]) -> list[tuple[int, dict]]:
     tallies = []
     for bit, (_names, segment, _memo) in enumerate(matchers):
         members = 0
-        counts: dict[str, Counter] = defaultdict(Counter)
+        merged: dict[str, Counter[str]] = defaultdict(Counter)
         for mask, (count, by_attribute) in per_mask.items():
             if mask >> bit & 1:
                 members += count
                 for attribute, counter in by_attribute.items():
-                    counts[attribute].update(counter)
+                    merged[attribute].update(counter)
         summary = {
-            attribute: {v: round(c / members, 4) for v, c in counts[attribute].most_common()}
-            for attribute in sorted(counts)
+            attribute: {v: round(c / members, 4) for v, c in merged[attribute].most_common()}
+            for attribute in sorted(merged)
             if attribute not in segment.rules
         }
         tallies.append((members, summary))
     return tallies
 
 
-def _summary_value(value) -> str | None:
+def _summary_value(value: object) -> str | None:
     return None if value is None or value == "" else attribute_text(value)
 
 
@@ -183,13 +192,14 @@ def segments_build(*, by: list[str]) -> list[Segment]:
             "Name at least one attribute to segment by (--by value_tier)", field="by"
         )
     segment_personal_refuse(by, field="by")
-    combinations: set[tuple] = set()
+    combinations: set[tuple[str, ...]] = set()
     seen_attributes: set[str] = set()
     for attributes in _customer_attributes():
         seen_attributes.update(attributes)
-        values = tuple(_summary_value(attributes.get(b)) for b in by)
-        if None not in values:
-            combinations.add(values)
+        found = [_summary_value(attributes.get(b)) for b in by]
+        present = [v for v in found if v is not None]
+        if len(present) == len(found):
+            combinations.add(tuple(present))
     unknown = [b for b in by if b not in seen_attributes]
     if unknown:
         raise SegmentError(

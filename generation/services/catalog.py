@@ -7,7 +7,9 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from django.db import connection, transaction
 from django.db.models import F
@@ -49,7 +51,9 @@ class ImportResult:
         return f"{self.created} created, {self.updated} updated, {self.unchanged} unchanged"
 
 
-def _upsert(model, key: str, rows: list[dict], fields: list[str]) -> ImportResult:
+def _upsert(
+    model: type[Product], key: str, rows: list[dict[str, Any]], fields: list[str]
+) -> ImportResult:
     """Create or update `rows` keyed by `key`, in the caller's transaction."""
     existing = {
         getattr(obj, key): obj
@@ -135,7 +139,7 @@ class CustomerImportResult(ImportResult):
             text += f". Marked personal, never sent to an endpoint nor summarised: {found}"
         return text
 
-    def as_json(self) -> dict:
+    def as_json(self) -> dict[str, Any]:
         return {
             "rows": self.rows,
             "created": self.created,
@@ -149,7 +153,7 @@ class CustomerImportResult(ImportResult):
         }
 
 
-def _customers_upsert(batch: list[CustomerRow], now) -> tuple[int, int, int]:
+def _customers_upsert(batch: list[CustomerRow], now: datetime) -> tuple[int, int, int]:
     """Write one batch by external id: (created, updated, unchanged)."""
     existing = {
         external_id: (language, attributes)
@@ -180,7 +184,7 @@ def _customers_upsert(batch: list[CustomerRow], now) -> tuple[int, int, int]:
     return created, len(write) - created, unchanged
 
 
-def _upsert_customer_rows(rows: list[tuple]) -> None:
+def _upsert_customer_rows(rows: list[tuple[str, str, str, datetime, datetime]]) -> None:
     """One INSERT ... ON CONFLICT for new and changed rows alike, bypassing the ORM's
     per-value preparation (most of an import's time otherwise). SQLite and PostgreSQL
     share the syntax; PostgreSQL needs the JSON cast."""
@@ -285,8 +289,8 @@ def customers_import(
         )
         if source is not None:
             # Counts only: the listed errors quote values, which may be personal.
-            counts = {k: v for k, v in result.as_json().items() if k != "errors"}
-            source.last_import = {"file": Path(path).name, "at": now.isoformat(), **counts}
+            totals = {k: v for k, v in result.as_json().items() if k != "errors"}
+            source.last_import = {"file": Path(path).name, "at": now.isoformat(), **totals}
             source.save(update_fields=["last_import", "updated"])
     return result
 
@@ -305,7 +309,7 @@ def customer_source_save(*, slug: str, name: str = "", mapping: object) -> Custo
 
 
 @transaction.atomic
-def customer_erase(*, external_id: str) -> dict:
+def customer_erase(*, external_id: str) -> dict[str, int]:
     """Erase a customer (GDPR art. 17): their row, their attributes and every
     one-to-one variant written for them, with those variants' review history and
     engagement. Engagement they caused on segment copy stays, without them.

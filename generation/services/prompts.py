@@ -8,9 +8,12 @@ import logging
 import re
 import threading
 from collections import Counter
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.db import transaction
@@ -35,6 +38,9 @@ from generation.models import (
     Variant,
 )
 from generation.services.runs import RunEstimate, endpoint_check, prompt_regenerate, run_estimate
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +75,7 @@ def prompt_version_create(
     template: str,
     model: str,
     temperature: float = 0.7,
-    author=None,
+    author: User | None = None,
     note: str = "",
     regenerate: bool = True,
     examples: list[str] | None = None,
@@ -124,7 +130,7 @@ class BrandError(ServiceError):
     """A brand voice that cannot be saved as written."""
 
 
-def _unique_lines(values: list[str], *, key) -> list[str]:
+def _unique_lines(values: list[str], *, key: Callable[[str], str]) -> list[str]:
     """Trimmed, without empty lines or repeats (the first spelling wins)."""
     seen: set[str] = set()
     kept = []
@@ -162,7 +168,12 @@ def _banned_by_language(lines: list[str]) -> tuple[list[str], dict[str, list[str
 
 
 def brand_update(
-    *, brand: Brand, voice: str, banned_phrases: list[str], protected_terms: list[str], user
+    *,
+    brand: Brand,
+    voice: str,
+    banned_phrases: list[str],
+    protected_terms: list[str],
+    user: User | None,
 ) -> Brand:
     """Change the brand's voice (the system prompt of all its prompts) and its word lists.
 
@@ -207,7 +218,7 @@ def _draft(
     model: str = "",
     temperature: float = 0.7,
     examples: list[str] | None = None,
-):
+) -> PromptVersion:
     """An unsaved version, checked as a save checks it, then rendered once on a stand-in
     slot: a format spec the value cannot take ('{max_length:s}') passes the placeholder
     check but would fail every variant of the run. Examples: as prompt_version_create."""
@@ -244,7 +255,7 @@ def _draft_with_model(
     model: str,
     temperature: float,
     examples: list[str] | None = None,
-):
+) -> PromptVersion:
     version = _draft(
         prompt=prompt, template=template, model=model, temperature=temperature, examples=examples
     )
@@ -369,7 +380,7 @@ class TryResult:
     segment: Segment
     copy: str = ""
     rationale: str = ""
-    checks: list[dict] = field(default_factory=list)
+    checks: list[dict[str, Any]] = field(default_factory=list)
     model: str = ""
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -382,23 +393,36 @@ class TryResult:
         return sum(not c["passed"] for c in self.checks)
 
 
-class _Impatient(EndpointLimiter):
-    """The shared limiter, for a caller who cannot wait as long as a worker can."""
+class _Impatient:
+    """The shared limiter, for a caller who cannot wait as long as a worker can: a
+    request slot is given up after TRY_SLOT_SECONDS (a CallLimiter, as engine.call
+    takes)."""
 
     def __init__(self, limiter: EndpointLimiter) -> None:
-        self.__dict__.update(limiter.__dict__)
+        self._limiter = limiter
 
-    def slot(self, *, tokens: int = 0, timeout: float = TRY_SLOT_SECONDS):
-        return super().slot(tokens=tokens, timeout=min(timeout, TRY_SLOT_SECONDS))
+    def slot(self, *, tokens: int = 0) -> AbstractContextManager[None]:
+        return self._limiter.slot(tokens=tokens, timeout=TRY_SLOT_SECONDS)
+
+    def succeeded(self) -> int:
+        return self._limiter.succeeded()
+
+    def rate_limited(self) -> int:
+        return self._limiter.rate_limited()
+
+    def observe(self, headers: Mapping[str, str]) -> None:
+        self._limiter.observe(headers)
 
 
 def _try_result(outcome: engine.Outcome) -> TryResult:
     variant = outcome.job.variant
-    slot = {"product": variant.product, "segment": variant.segment}
-    if outcome.kind == "done":
-        completion = outcome.completion
+    product, segment = variant.product, variant.segment
+    assert segment is not None  # a try writes for segments
+    completion = outcome.completion
+    if outcome.kind == "done" and completion is not None:
         return TryResult(
-            **slot,
+            product=product,
+            segment=segment,
             copy=outcome.copy,
             rationale=outcome.rationale,
             checks=outcome.checks,
@@ -422,7 +446,7 @@ def _try_result(outcome: engine.Outcome) -> TryResult:
         )
     else:
         error = outcome.error
-    return TryResult(**slot, error=error)
+    return TryResult(product=product, segment=segment, error=error)
 
 
 def prompt_try(
@@ -564,7 +588,7 @@ def prompt_save(
     model: str,
     temperature: float,
     note: str = "",
-    user=None,
+    user: User | None = None,
     examples: list[str] | None = None,
 ) -> PromptVersion:
     """Save an edit from the studio as the prompt's next version; it regenerates the slots.
@@ -596,7 +620,7 @@ def prompt_save(
     )
 
 
-def prompt_rollback(*, prompt: Prompt, version: PromptVersion, user) -> PromptVersion:
+def prompt_rollback(*, prompt: Prompt, version: PromptVersion, user: User | None) -> PromptVersion:
     """Save an earlier version again as the newest ("Rollback to vN"); it regenerates
     the prompt's slots like any save. Versions are never edited or deleted."""
     if version.prompt_id != prompt.pk:

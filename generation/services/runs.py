@@ -8,6 +8,7 @@ from collections import Counter
 from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
+from typing import TYPE_CHECKING, Any
 
 import openai
 from django.conf import settings
@@ -31,6 +32,9 @@ from generation.models import (
     Segment,
     Variant,
 )
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +86,7 @@ def run_estimate(
     products: list[Product],
     audiences: list[tuple[Segment, str]],
     slots: int,
-    per_language: Counter | None = None,
+    per_language: Counter[str] | None = None,
 ) -> RunEstimate:
     """Estimate a run's tokens and cost by rendering a sample of its slots; `audiences`
     are its (segment, language) pairs (segment_slots), `per_language` the slots still
@@ -142,7 +146,7 @@ def endpoint_check(*, model: str) -> None:
         return
     known = capabilities.known(model)
     fresh = known is not None and known.checked > timezone.now() - CAPABILITY_MAX_AGE
-    if fresh and known.structured_output is not None:
+    if known is not None and fresh and known.structured_output is not None:
         return
     try:
         capabilities.probe(model=model)
@@ -198,7 +202,9 @@ def _written_slots(version: PromptVersion) -> set[tuple[int, int, str]]:
     )
 
 
-def queued_slots(version: PromptVersion, products: list[Product], segments: list[Segment]):
+def queued_slots(
+    version: PromptVersion, products: list[Product], segments: list[Segment]
+) -> list[tuple[Product, Segment, str]]:
     """(product, segment, language) of products × segments × languages this version has
     written no variant for yet."""
     done = _written_slots(version)
@@ -216,7 +222,7 @@ def run_create(
     prompt: Prompt,
     products: list[Product] | None = None,
     segments: list[Segment] | None = None,
-    user=None,
+    user: User | None = None,
     budget: Decimal | None = None,
     note: str = "",
     check_endpoint: bool = True,
@@ -362,7 +368,7 @@ def _unwritten_slots(
         .annotate(n=Count("id"))
     )
     done = sum(n for segment_id, language, n in written if (segment_id, language) in wanted)
-    return len(products) * len(audiences) - done
+    return len(products) * len(audiences) - int(done)
 
 
 def run_populate(*, run_id: int) -> int:
@@ -455,7 +461,7 @@ def _insert_slots(
             "unnest(%s::bigint[]) WITH ORDINALITY AS p(id, n) "
             "CROSS JOIN unnest(%s::bigint[], %s::text[]) WITH ORDINALITY AS s(id, lang, n)"
         )
-        params = [[p.pk for p in products], segment_ids, tags]
+        params: list[Any] = [[p.pk for p in products], segment_ids, tags]
         p_id, s_id, s_lang = "p.id", "s.id", "s.lang"
         order = "p.n, s.n"
     else:
@@ -475,7 +481,7 @@ def _insert_slots(
     )
     with connection.cursor() as cursor:
         cursor.execute(sql, [*values, *params, version.pk])
-        return cursor.rowcount
+        return int(cursor.rowcount)
 
 
 def _dispatch_on_commit(run: GenerationRun) -> None:
@@ -494,7 +500,7 @@ def run_dispatch(*, run_id: int) -> int:
         logger.info("run %s is gone or not running; nothing to start", run_id)
         return 0
     engine.finish_if_done(run_id)
-    return settings.GENERATION_TASKS_PER_RUN
+    return int(settings.GENERATION_TASKS_PER_RUN)
 
 
 def runs_revive_stuck(*, idle_seconds: float | None = None) -> list[int]:
@@ -506,7 +512,7 @@ def runs_revive_stuck(*, idle_seconds: float | None = None) -> list[int]:
     from generation.tasks import run_drain, run_populate
 
     idle = settings.GENERATION_LEASE_SECONDS if idle_seconds is None else idle_seconds
-    cutoff = timezone.now() - timezone.timedelta(seconds=idle)
+    cutoff = timezone.now() - timedelta(seconds=idle)
     moving = Variant.objects.filter(run=OuterRef("pk"), updated__gte=cutoff)
     left = Variant.objects.filter(
         run=OuterRef("pk"), status__in=[Variant.Status.QUEUED, Variant.Status.GENERATING]
@@ -639,7 +645,7 @@ def variant_regenerate(*, variant: Variant, note: str) -> Variant:
     return _requeue_alone(variant, note=note.strip())
 
 
-def prompt_regenerate(*, prompt: Prompt, user=None) -> GenerationRun | None:
+def prompt_regenerate(*, prompt: Prompt, user: User | None = None) -> GenerationRun | None:
     """Regenerate every slot of a prompt with its current version (after a new version).
 
     Older versions' variants still queued or in review become superseded; published

@@ -4,16 +4,23 @@ regeneration, in bulk, and undo. `_publish` is the one way copy goes live."""
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, ClassVar, ParamSpec, TypeVar
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from generation.errors import ServiceError
 from generation.messages import message_notify_on_commit
-from generation.models import Variant
+from generation.models import Variant, VariantQuerySet
 from review.models import ReviewEvent
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 # The decisions a reviewer can take back (see decision_undo).
 UNDOABLE = (ReviewEvent.Action.APPROVE, ReviewEvent.Action.EDIT, ReviewEvent.Action.REJECT)
@@ -22,7 +29,7 @@ UNDOABLE = (ReviewEvent.Action.APPROVE, ReviewEvent.Action.EDIT, ReviewEvent.Act
 class DecisionError(ServiceError):
     """A decision that cannot be taken on the variant as it stands now."""
 
-    default_field = "status"
+    default_field: ClassVar[str | None] = "status"
 
 
 class StaleDecision(DecisionError):
@@ -36,7 +43,7 @@ class StaleDecision(DecisionError):
         super().__init__(message)
         self.variant_id = variant_id
 
-    def body(self) -> dict:
+    def body(self) -> dict[str, object]:
         body = super().body()
         if self.variant_id is not None:
             # Read after the refused decision's transaction rolled back: what is stored.
@@ -50,11 +57,11 @@ class SlotTaken(StaleDecision):
     published variant a slot refused this one): nothing was changed."""
 
 
-def _who(user) -> str:
+def _who(user: User | None) -> str:
     return user.get_username() if user is not None else "the system"
 
 
-def _stale_message(variant: Variant, user=None) -> str:
+def _stale_message(variant: Variant, user: User | None = None) -> str:
     last = variant.review_events.select_related("user").order_by("-id").first()
     if last is None:
         return (
@@ -68,13 +75,15 @@ def _stale_message(variant: Variant, user=None) -> str:
     return f"Someone else decided this variant at {at}: {action} by {_who(last.user)}"
 
 
-def _lock_in_review(variant: Variant, revision: int | None = None, user=None) -> Variant:
+def _lock_in_review(
+    variant: Variant, revision: int | None = None, user: User | None = None
+) -> Variant:
     """Lock the variant's row; refuse unless it is in review (and at `revision`, if given).
 
     The revision is what the reviewer saw: every decision bumps it, so a form made
     before someone else's decision carries an older one.
     """
-    locked = Variant.objects.select_for_update().get(pk=variant.pk)
+    locked: Variant = Variant.objects.select_for_update().get(pk=variant.pk)
     if revision is not None and locked.revision != revision:
         raise StaleDecision(_stale_message(locked, user), variant_id=locked.pk)
     if locked.status != Variant.Status.IN_REVIEW:
@@ -85,7 +94,7 @@ def _lock_in_review(variant: Variant, revision: int | None = None, user=None) ->
     return locked
 
 
-def _live_in_slot(variant: Variant):
+def _live_in_slot(variant: Variant) -> VariantQuerySet:
     """The slot's published variant: a segment slot is one language's (or a variant
     published before slots had a language, language ""), a customer's one purpose's."""
     live = (
@@ -105,7 +114,9 @@ def _live_in_slot(variant: Variant):
     return live
 
 
-def _publish(variant: Variant, *, user, text: str | None, reason: str, record: bool = True) -> None:
+def _publish(
+    variant: Variant, *, user: User | None, text: str | None, reason: str, record: bool = True
+) -> None:
     """The one way copy goes live: approval, the review policy (through
     variant_approve) and decision imports all come here. Retire the slot's live
     variant (a retire event pointing at its replacement, a new revision), publish this
@@ -126,8 +137,8 @@ def _publish(variant: Variant, *, user, text: str | None, reason: str, record: b
         )
 
     text_before = variant.text
-    edited = text is not None and text.strip() and text.strip() != variant.text
-    if edited:
+    edited = text is not None and bool(text.strip()) and text.strip() != variant.text
+    if text is not None and edited:
         variant.text = text.strip()
     variant.status = Variant.Status.PUBLISHED
     variant.published = now
@@ -148,7 +159,7 @@ def _publish(variant: Variant, *, user, text: str | None, reason: str, record: b
 def variant_approve(
     *,
     variant: Variant,
-    user,
+    user: User | None,
     text: str | None = None,
     revision: int | None = None,
     reason: str = "",
@@ -178,7 +189,9 @@ def variant_approve(
 
 
 @transaction.atomic
-def variant_reject(*, variant: Variant, user, reason: str, revision: int | None = None) -> Variant:
+def variant_reject(
+    *, variant: Variant, user: User | None, reason: str, revision: int | None = None
+) -> Variant:
     """Reject a variant in review with a reason; the slot's live variant is untouched."""
     reason = reason.strip()
     if not reason:
@@ -201,7 +214,7 @@ def variant_reject(*, variant: Variant, user, reason: str, revision: int | None 
 
 @transaction.atomic
 def variant_request_regeneration(
-    *, variant: Variant, user, note: str, revision: int | None = None
+    *, variant: Variant, user: User | None, note: str, revision: int | None = None
 ) -> Variant:
     """Ask for a variant to be written again; the note reaches the prompt.
 
@@ -236,7 +249,7 @@ class BulkResult:
 def variants_decide(
     *,
     variants: Iterable[Variant],
-    user,
+    user: User | None,
     action: str,
     reason: str = "",
     revisions: dict[int, int] | None = None,
@@ -269,12 +282,12 @@ def variants_decide(
     return result
 
 
-def _conflicts_refused(func):
+def _conflicts_refused(func: Callable[P, R]) -> Callable[P, R]:
     """Run a decision in a savepoint; a constraint the database enforces between
     concurrent decisions (one published variant a slot) refuses it with a message."""
 
     @functools.wraps(func)
-    def decide(*args, **kwargs):
+    def decide(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             with transaction.atomic():
                 return func(*args, **kwargs)
@@ -288,7 +301,7 @@ def _conflicts_refused(func):
 
 
 @_conflicts_refused
-def decision_undo(*, event: ReviewEvent, user) -> Variant:
+def decision_undo(*, event: ReviewEvent, user: User) -> Variant:
     """Take back the user's most recent decision, if nothing happened to the variant since.
 
     1. Refuse unless `event` is an approval, edit or rejection by `user`, and their
@@ -310,7 +323,7 @@ def decision_undo(*, event: ReviewEvent, user) -> Variant:
     if latest != event.pk:
         raise DecisionError("Only your most recent decision can be undone")
 
-    variant = Variant.objects.select_for_update().get(pk=event.variant_id)
+    variant: Variant = Variant.objects.select_for_update().get(pk=event.variant_id)
     left_as = (
         Variant.Status.REJECTED if event.action == ReviewEvent.Action.REJECT
         else Variant.Status.PUBLISHED

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Any
+
 from django.db import transaction
+from django.db.models import Model
 from django.utils import timezone
 
 from generation.errors import ServiceError
 from generation.models import Customer, Product, Prompt, Segment, Variant
-from review.models import EngagementEvent
+from review.models import ApiToken, EngagementEvent
 
 
 class EngagementError(ServiceError):
@@ -17,12 +21,12 @@ class EngagementError(ServiceError):
         super().__init__("; ".join(f"{k}: {' '.join(v)}" for k, v in errors.items()))
         self.errors = errors
 
-    def body(self) -> dict:
-        return self.errors
+    def body(self) -> dict[str, object]:
+        return dict(self.errors)
 
 
 @transaction.atomic
-def engagement_record(*, events: list[dict], token=None) -> int:
+def engagement_record(*, events: list[dict[str, Any]], token: ApiToken | None = None) -> int:
     """Store validated events once each; return how many were new.
 
     1. Events repeated in the batch count once (the first wins).
@@ -31,14 +35,16 @@ def engagement_record(*, events: list[dict], token=None) -> int:
     3. Events whose id we already hold are skipped; the unique event id keeps two
        concurrent posts of one event from both counting it.
     """
-    unique: dict[str, dict] = {}
+    unique: dict[str, dict[str, Any]] = {}
     for event in events:
         unique.setdefault(event["event_id"], event)
     exposures = {e["event_id"]: e["exposure_id"] for e in unique.values()}
 
-    def existing(model, ids) -> set[int]:
-        ids = {i for i in ids if i is not None}
-        return set(model.objects.filter(pk__in=ids).values_list("pk", flat=True)) if ids else set()
+    def existing(model: type[Model], ids: Iterable[int | None]) -> set[int]:
+        wanted = {i for i in ids if i is not None}
+        if not wanted:
+            return set()
+        return set(model._default_manager.filter(pk__in=wanted).values_list("pk", flat=True))
 
     prompts = existing(Prompt, (x.prompt_id for x in exposures.values()))
     products = existing(Product, (x.product_id for x in exposures.values()))

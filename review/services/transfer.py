@@ -4,6 +4,7 @@ them elsewhere, publishing through the same path as an approval."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from django.db import transaction
 from django.utils import timezone
@@ -30,18 +31,18 @@ class DecisionImportError(ServiceError):
         super().__init__(f"{len(problems)} problem(s); nothing was imported:\n{listed}{more}")
 
 
-def _slot_of(variant: Variant) -> dict:
+def _slot_of(variant: Variant) -> dict[str, object]:
     return {
         "prompt": variant.prompt.slug,
         "version": variant.prompt_version.number,
         "product": variant.product.sku,
-        "segment": variant.segment.slug if variant.segment_id else None,
-        "customer": variant.customer.external_id if variant.customer_id else None,
+        "segment": variant.segment.slug if variant.segment else None,
+        "customer": variant.customer.external_id if variant.customer else None,
         "purpose": variant.purpose,
     }
 
 
-def decisions_export() -> dict:
+def decisions_export() -> dict[str, object]:
     """Every decision, oldest first, with the variant it was taken on named by its slot
     (prompt, version, product, segment or customer, purpose), which another instance
     that imported the same catalog and ran the same prompt versions also has."""
@@ -72,11 +73,14 @@ def decisions_export() -> dict:
     }
 
 
-def _find_variant(slot: dict) -> Variant | None:
+def _find_variant(slot: dict[str, Any]) -> Variant | None:
+    version = slot.get("version")
+    if version is None:
+        return None
     return (
         Variant.objects.filter(
             prompt__slug=slot.get("prompt"),
-            prompt_version__number=slot.get("version"),
+            prompt_version__number=version,
             product__sku=slot.get("product"),
             segment__slug=slot.get("segment") if slot.get("segment") else None,
             customer__external_id=slot.get("customer") if slot.get("customer") else None,
@@ -147,7 +151,7 @@ def decisions_import(*, data: object) -> DecisionImport:
 
     users = {u.get_username(): u for u in get_user_model().objects.all()}
     result = DecisionImport()
-    last: dict[int, tuple] = {}
+    last: dict[int, tuple[Variant, str, dict[str, Any]]] = {}
     for entry, variant, action, created in resolved:
         if action == ReviewEvent.Action.RETIRE:
             # A consequence, not a decision: publishing here retires what is live here,
@@ -162,7 +166,7 @@ def decisions_import(*, data: object) -> DecisionImport:
             reason = f"{reason} (by {author} on another instance)".strip()
         event = ReviewEvent.objects.create(
             variant=variant,
-            user=users.get(author),
+            user=users.get(author) if author else None,
             action=action,
             reason=reason,
             text_before=str(entry.get("text_before") or ""),
@@ -182,7 +186,8 @@ def decisions_import(*, data: object) -> DecisionImport:
             # The same path as an approval here: the replaced copy is retired with its
             # event and revision; the decision's own event came with the file.
             text = str(entry.get("text_after") or "") or None
-            _publish(variant, user=users.get(entry.get("user")), text=text, reason="", record=False)
+            user = users.get(entry["user"]) if entry.get("user") else None
+            _publish(variant, user=user, text=text, reason="", record=False)
             result.published += 1
         else:
             variant.status = Variant.Status.REJECTED

@@ -8,11 +8,12 @@ where it has one, so the template shows it next to that field.
 from __future__ import annotations
 
 from decimal import Decimal, InvalidOperation
+from typing import Any, cast
 
 from django import forms
 
 from generation import languages
-from generation.models import GenerationRun, Prompt, Variant
+from generation.models import CustomerSource, GenerationRun, Import, Prompt, Variant
 from review import queue as q
 
 # A page holds 20 variants; this only bounds what a hand-made request can ask.
@@ -24,7 +25,7 @@ def errors_text(form: forms.Form, *, labels: bool = True) -> str:
     region that shows one message (a partial the studio swaps in, a queue row)."""
     parts = []
     for name, errors in form.errors.items():
-        label = f"{name.capitalize()}: " if labels and name in form.fields else ""
+        label = f"{form[name].label}: " if labels and name in form.fields else ""
         parts += [f"{label}{error}" for error in errors]
     return "; ".join(parts)
 
@@ -136,8 +137,9 @@ class ReasonForm(forms.Form):
     reason = forms.CharField(required=False)
     detail = forms.CharField(required=False)
 
-    def clean(self) -> dict:
-        cleaned = super().clean()
+    def clean(self) -> dict[str, Any]:
+        super().clean()
+        cleaned = self.cleaned_data
         cleaned["reason"] = q.reject_reason(cleaned.get("reason", ""), cleaned.get("detail", ""))
         return cleaned
 
@@ -162,8 +164,9 @@ class BulkForm(ReasonForm):
     # approve or reject; anything else is refused by services.variants_decide.
     action = forms.CharField(required=False)
 
-    def clean(self) -> dict:
-        cleaned = super().clean()
+    def clean(self) -> dict[str, Any]:
+        super().clean()
+        cleaned = self.cleaned_data
         revision = forms.IntegerField(min_value=0)
         revisions = {}
         for pk in cleaned.get("ids", []):
@@ -280,17 +283,17 @@ class RunForm(BudgetForm):
 
 
 class RetryVariantForm(forms.Form):
-    variant = forms.ModelChoiceField(
-        queryset=Variant.objects.none(),
-        error_messages={
-            "required": "Name the variant to retry",
-            "invalid_choice": "The run has no variant %(value)s",
-        },
-    )
+    """One variant of `run` to write again."""
 
     def __init__(self, *args, run: GenerationRun, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["variant"].queryset = Variant.objects.filter(run=run)
+        self.fields["variant"] = forms.ModelChoiceField(
+            queryset=Variant.objects.filter(run=run),
+            error_messages={
+                "required": "Name the variant to retry",
+                "invalid_choice": "The run has no variant %(value)s",
+            },
+        )
 
 
 # --- metrics ------------------------------------------------------------------------------
@@ -361,8 +364,9 @@ class RuleRowForm(forms.Form):
         super().__init__(*args, **kwargs)
         self.number = number  # counted from 1, as the page labels the rows
 
-    def clean(self) -> dict:
-        cleaned = super().clean()
+    def clean(self) -> dict[str, Any]:
+        super().clean()
+        cleaned = self.cleaned_data
         attribute = cleaned.get("attribute")
         if not attribute or self.errors:
             return cleaned
@@ -439,11 +443,85 @@ class BaseRuleFormSet(forms.BaseFormSet):
         return [*self.non_form_errors(), *(m for form in self.forms for m in form.messages())]
 
 
-RuleFormSet = forms.formset_factory(
-    RuleRowForm,
-    formset=BaseRuleFormSet,
-    extra=RULE_ROWS,
-    max_num=RULE_ROWS_MAX,
-    absolute_max=RULE_ROWS_MAX,
-    validate_max=True,
+# formset_factory makes a subclass of `formset`; its type only says BaseFormSet.
+RuleFormSet = cast(
+    "type[BaseRuleFormSet]",
+    forms.formset_factory(
+        RuleRowForm,
+        formset=BaseRuleFormSet,
+        extra=RULE_ROWS,
+        max_num=RULE_ROWS_MAX,
+        absolute_max=RULE_ROWS_MAX,
+        validate_max=True,
+    ),
 )
+
+
+# Attribute names a form may list (the segments to generate by, a prompt's allowlist):
+# the pages offer the customers' attribute names; this bounds a hand-made request.
+ATTRIBUTES_MAX = 1000
+
+
+class SegmentsGenerateForm(forms.Form):
+    """One segment per combination of the values of the attributes named in `by`."""
+
+    by = ListField(forms.CharField(), max_items=ATTRIBUTES_MAX, required=False)
+
+
+# --- a prompt's privacy page --------------------------------------------------------------
+
+
+class PromptLanguagesForm(forms.Form):
+    """The languages a prompt writes in (tags separated by commas; none: every language
+    at least `language_min_share` percent of a segment's members read)."""
+
+    languages = forms.CharField(required=False)
+    language_min_share = forms.IntegerField(required=False)
+
+    def clean_languages(self) -> list[str]:
+        return [t.strip() for t in self.cleaned_data["languages"].split(",") if t.strip()]
+
+
+class PromptPolicyForm(forms.Form):
+    # The service names the policies and refuses any other.
+    review_policy = forms.CharField(required=False)
+    review_sample_percent = forms.IntegerField(required=False)
+
+
+class PromptAllowlistForm(forms.Form):
+    """The customer attributes a prompt may send (none ticked: every one not personal)."""
+
+    allowed = ListField(forms.CharField(), max_items=ATTRIBUTES_MAX, required=False)
+
+
+# --- imports ------------------------------------------------------------------------------
+
+KIND_MESSAGE = "Choose what the file holds: a catalog or customers."
+
+
+class ImportForm(forms.Form):
+    """An upload to record for a worker: what it holds, the file, and for customers
+    the source whose column mapping reads it and whether to skip bad rows."""
+
+    kind = forms.ChoiceField(
+        choices=Import.Kind.choices,
+        error_messages={"required": KIND_MESSAGE, "invalid_choice": KIND_MESSAGE},
+    )
+    # An empty file is the service's to refuse, naming it.
+    file = forms.FileField(
+        allow_empty_file=True, error_messages={"required": "Choose a file to import."}
+    )
+    source = forms.CharField(required=False)
+    skip_invalid = forms.BooleanField(required=False)
+
+    def clean(self) -> dict[str, Any]:
+        """The source is read for customers only (a catalog has no column mapping)."""
+        super().clean()
+        cleaned = self.cleaned_data
+        slug = cleaned.get("source", "")
+        cleaned["source"] = None
+        if cleaned.get("kind") == Import.Kind.CUSTOMERS and slug:
+            cleaned["source"] = CustomerSource.objects.filter(slug=slug).first()
+            if cleaned["source"] is None:
+                self.add_error("source", f"Unknown source '{slug}'.")
+        return cleaned

@@ -15,13 +15,14 @@ from django.views.decorators.http import require_http_methods
 
 from generation import imports
 from generation.models import CustomerSource, Import
+from review.forms import ImportForm, add_service_error
 from review.permissions import require_lead
 from review.views import HtmxHttpRequest
 
 LISTED = 50
 
 
-def _page(request: HttpRequest, *, form: dict | None = None, error: str = "", status: int = 200):
+def _page(request: HttpRequest, form: ImportForm, *, status: int = 200) -> HttpResponse:
     return render(
         request,
         "review/imports.html",
@@ -29,8 +30,7 @@ def _page(request: HttpRequest, *, form: dict | None = None, error: str = "", st
             "imports": imports.listed(Import.objects.select_related("source")[:LISTED]),
             "sources": CustomerSource.objects.all(),
             "kinds": Import.Kind.choices,
-            "form": form or {},
-            "error": error,
+            "form": form,
             "max_mb": settings.IMPORT_MAX_BYTES / 1e6,
         },
         status=status,
@@ -42,42 +42,25 @@ def _page(request: HttpRequest, *, form: dict | None = None, error: str = "", st
 def import_list(request: HttpRequest) -> HttpResponse:
     require_lead(request)
     if request.method == "GET":
-        return _page(request)
-    form = {
-        "kind": request.POST.get("kind", ""),
-        "source": request.POST.get("source", ""),
-        "skip_invalid": bool(request.POST.get("skip_invalid")),
-    }
-    upload = request.FILES.get("file")
-    source = None
-    if form["kind"] not in Import.Kind.values:
-        return _page(
-            request,
-            form=form,
-            error="Choose what the file holds: a catalog or customers.",
-            status=400,
-        )
-    if upload is None:
-        return _page(request, form=form, error="Choose a file to import.", status=400)
-    if form["kind"] == Import.Kind.CUSTOMERS and form["source"]:
-        source = CustomerSource.objects.filter(slug=form["source"]).first()
-        if source is None:
-            return _page(
-                request, form=form, error=f"Unknown source '{form['source']}'.", status=400
-            )
+        return _page(request, ImportForm())
+    form = ImportForm(request.POST, request.FILES)
+    if not form.is_valid():
+        return _page(request, form, status=400)
+    kind = form.cleaned_data["kind"]
     try:
         record = imports.receive(
-            upload,
-            kind=form["kind"],
-            source=source,
-            options={"skip_invalid": form["skip_invalid"]}
-            if form["kind"] == Import.Kind.CUSTOMERS
+            form.cleaned_data["file"],
+            kind=kind,
+            source=form.cleaned_data["source"],
+            options={"skip_invalid": form.cleaned_data["skip_invalid"]}
+            if kind == Import.Kind.CUSTOMERS
             else {},
             requested_by=imports.requester(request.user),
             via="web",
         )
     except imports.ImportRefused as exc:
-        return _page(request, form=form, error=exc.message, status=exc.status)
+        add_service_error(form, exc)
+        return _page(request, form, status=exc.status)
     return redirect("review:import", pk=record.pk)
 
 

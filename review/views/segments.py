@@ -8,7 +8,9 @@ two share the attribute names the builder offers (known_attributes).
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 
+from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
@@ -19,14 +21,18 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from generation import languages, prompting, services
 from generation import messages as gen_messages
 from generation.models import Customer, CustomerSource, Product, Prompt, Segment, describe_rules
-from hyperpers.errors import ascii_int
 from review import queue as q
 from review.forms import (
     OPERATORS,
     BaseRuleFormSet,
+    PromptAllowlistForm,
+    PromptLanguagesForm,
+    PromptPolicyForm,
     RuleFormSet,
     SegmentForm,
+    SegmentsGenerateForm,
     add_service_error,
+    errors_text,
 )
 from review.permissions import require_lead
 
@@ -34,7 +40,7 @@ from review.permissions import require_lead
 ATTRIBUTE_SAMPLE = 1000
 
 
-def known_attributes(*, also: list[str] = ()) -> list[str]:
+def known_attributes(*, also: Iterable[str] = ()) -> list[str]:
     """Attribute names of the first customers, of every source's mapping, and `also`
     (a prompt's allowlist, so that saving the page never drops a name from it)."""
     names = {"language", *also}
@@ -154,8 +160,12 @@ def segment_delete(request: HttpRequest, slug: str) -> HttpResponse:
 def segments_generate(request: HttpRequest) -> HttpResponse:
     """One segment per combination of the chosen attributes' values."""
     require_lead(request)
+    form = SegmentsGenerateForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, errors_text(form))
+        return redirect("review:segments")
     try:
-        built = services.segments_build(by=request.POST.getlist("by"))
+        built = services.segments_build(by=form.cleaned_data["by"])
     except services.SegmentError as exc:
         messages.error(request, str(exc))
     else:
@@ -166,44 +176,56 @@ def segments_generate(request: HttpRequest) -> HttpResponse:
 # --- What reaches the endpoint ----------------------------------------------------------
 
 
+# The privacy page's three forms, told apart by their `form` field (any other value:
+# the allowlist, the page's first).
+PRIVACY_FORMS: dict[str, type[forms.Form]] = {
+    "languages": PromptLanguagesForm,
+    "policy": PromptPolicyForm,
+    "allowlist": PromptAllowlistForm,
+}
+
+
+def _prompt_settings_save(prompt: Prompt, form: forms.Form) -> str:
+    """Save what one of the privacy page's forms holds; say what the prompt does now."""
+    data = form.cleaned_data
+    if isinstance(form, PromptLanguagesForm):
+        gen_messages.prompt_languages_save(
+            prompt=prompt, languages=data["languages"], min_share=data["language_min_share"]
+        )
+        written = ", ".join(prompt.languages) or (
+            f"every language {prompt.language_min_share}% of a segment's members read"
+        )
+        return f"The prompt writes in: {written}"
+    if isinstance(form, PromptPolicyForm):
+        gen_messages.prompt_policy_save(
+            prompt=prompt,
+            policy=data["review_policy"],
+            sample_percent=data["review_sample_percent"],
+        )
+        return f"Review policy: {prompt.get_review_policy_display()}"
+    gen_messages.prompt_allowlist_save(prompt=prompt, attributes=data["allowed"])
+    listed = ", ".join(prompt.allowed_attributes) or "every attribute not personal"
+    return f"The prompt now sends: {listed}"
+
+
 @login_required
 @require_http_methods(["GET", "POST"])
 def prompt_privacy(request: HttpRequest, slug: str) -> HttpResponse:
     """For one prompt: which customer attributes are sent and which are held back, the
-    exact messages one customer's prompt would send, and the review policy. POST saves
-    the allowlist (`form=allowlist`) or the policy (`form=policy`)."""
+    exact messages one customer's prompt would send, the languages it writes in, and
+    its review policy. POST saves the allowlist (`form=allowlist`), the policy
+    (`form=policy`) or the languages (`form=languages`)."""
     require_lead(request)
     prompt = get_object_or_404(Prompt.objects.select_related("brand"), slug=slug)
     if request.method == "POST":
-        try:
-            if request.POST.get("form") == "languages":
-                share = request.POST.get("language_min_share", "").strip()
-                tags = [t.strip() for t in request.POST.get("languages", "").split(",")]
-                gen_messages.prompt_languages_save(
-                    prompt=prompt,
-                    languages=[t for t in tags if t],
-                    min_share=ascii_int(share, "language_min_share") if share else None,
-                )
-                written = ", ".join(prompt.languages) or (
-                    f"every language {prompt.language_min_share}% of a segment's members read"
-                )
-                messages.success(request, f"The prompt writes in: {written}")
-            elif request.POST.get("form") == "policy":
-                percent = request.POST.get("review_sample_percent", "").strip()
-                gen_messages.prompt_policy_save(
-                    prompt=prompt,
-                    policy=request.POST.get("review_policy", ""),
-                    sample_percent=ascii_int(percent, "review_sample_percent") if percent else None,
-                )
-                messages.success(request, f"Review policy: {prompt.get_review_policy_display()}")
-            else:
-                gen_messages.prompt_allowlist_save(
-                    prompt=prompt, attributes=request.POST.getlist("allowed")
-                )
-                listed = ", ".join(prompt.allowed_attributes) or "every attribute not personal"
-                messages.success(request, f"The prompt now sends: {listed}")
-        except gen_messages.MessageError as exc:
-            messages.error(request, str(exc))
+        form = PRIVACY_FORMS.get(request.POST.get("form", ""), PromptAllowlistForm)(request.POST)
+        if not form.is_valid():
+            messages.error(request, errors_text(form))
+        else:
+            try:
+                messages.success(request, _prompt_settings_save(prompt, form))
+            except gen_messages.MessageError as exc:
+                messages.error(request, str(exc))
         return redirect("review:privacy", slug=prompt.slug)
     version = prompt.current_version
     customer = (

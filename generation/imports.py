@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from datetime import timedelta
 from pathlib import Path
+from typing import Protocol, cast
 
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
@@ -440,10 +441,19 @@ def requester(user, token=None) -> str:
     return getattr(user, "username", "") or "someone"
 
 
+class ShowsProgress(Protocol):
+    """An import as its page and the API read it: with `.progress` (progress()), kept on
+    the instance by with_progress(), as it comes from the cache and not from a column."""
+
+    progress: dict
+
+
+def with_progress(record: Import) -> Import:
+    """The import with its progress attached (`.progress`), for a page or the API."""
+    cast(ShowsProgress, record).progress = progress(record)
+    return record
+
+
 def listed(records: Iterable[Import]) -> list[Import]:
     """Imports with their progress attached (`.progress`), for a page or the API."""
-    out = []
-    for record in records:
-        record.progress = progress(record)
-        out.append(record)
-    return out
+    return [with_progress(record) for record in records]

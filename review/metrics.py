@@ -36,6 +36,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from decimal import Decimal
 from statistics import NormalDist
+from typing import TypedDict
 
 from django.conf import settings
 from django.db import transaction
@@ -190,9 +191,9 @@ def compare(
     """
     x1, n1 = min(successes, trials), trials
     x0, n0 = min(control_successes, control_trials), control_trials
-    p1, p0 = rate(x1, n1), rate(x0, n0)
     if not n1 or not n0:
-        return Comparison(p1, p0, confidence=confidence)
+        return Comparison(rate(x1, n1), rate(x0, n0), confidence=confidence)
+    p1, p0 = x1 / n1, x0 / n0
     z, p_value = two_proportion_test(x1, n1, x0, n0)
     low, high = difference_interval(x1, n1, x0, n0, confidence=confidence)
     uplift = uplift_low = uplift_high = None
@@ -253,6 +254,13 @@ class Row:
     key: object = None  # what the row is about: a version number, a segment id, a variant
     variant: Variant | None = None
     extra: dict = field(default_factory=dict)
+
+
+class _Thresholds(TypedDict):
+    """The keywords every row of one table is built with (row_build's)."""
+
+    confidence: float
+    min_trials: int
 
 
 def row_build(
@@ -464,8 +472,11 @@ def prompt_metrics(
         )
     }
     segment_ids = {s for _v, s in engagement.treated} | {s for _p, _d, s in engagement.control}
-    segments = {s.pk: s for s in Segment.objects.filter(pk__in=segment_ids - {None})}
-    build = {"confidence": confidence, "min_trials": min_trials}
+    # Keyed by int | None, as the segment ids of the counts are (None: no segment).
+    segments: dict[int | None, Segment] = {
+        s.pk: s for s in Segment.objects.filter(pk__in=segment_ids - {None})
+    }
+    build: _Thresholds = {"confidence": confidence, "min_trials": min_trials}
 
     control = Counts.total(engagement.control.values())
     variant_rows = _variant_rows(engagement, variants, **build)
@@ -479,6 +490,7 @@ def prompt_metrics(
     by_version: dict[int, Counts] = defaultdict(Counts)
     by_edit: dict[bool, Counts] = defaultdict(Counts)
     for r in variant_rows:
+        assert r.variant is not None  # _variant_rows() gives every row its variant
         by_version[r.variant.prompt_version.number] += r.counts
         by_edit[r.extra["edited"]] += r.counts
     versions = [
@@ -548,7 +560,7 @@ def best_performers(*, prompt: Prompt, limit: int = TOP_VARIANTS) -> list[Row]:
     rows = [
         r
         for r in prompt_metrics(prompt=prompt, top=0).variants
-        if r.variant.status in live and r.counts.impressions
+        if r.variant is not None and r.variant.status in live and r.counts.impressions
     ]
     rows.sort(key=lambda r: (r.ctr.enough_data, r.ctr.rate or 0, r.key), reverse=True)
     return rows[:limit]
@@ -639,6 +651,15 @@ def _comparison_columns(prefix: str, c: Comparison) -> dict:
     return {column.format(prefix): v for column, v in zip(_RATE_COLUMNS, values, strict=True)}
 
 
+def _audience_key(variant: Variant) -> str:
+    """The variant's segment's slug, or else its customer's external id."""
+    if variant.segment:
+        return variant.segment.slug
+    # The variant_segment_xor_customer constraint: a variant without a segment has a customer.
+    assert variant.customer is not None
+    return variant.customer.external_id
+
+
 def export_rows(metrics: PromptMetrics, by: str) -> list[dict]:
     """The rows of one table as flat dicts keyed by export_columns(by), for the CSV."""
     export_columns(by)  # refuses an unknown `by`
@@ -658,7 +679,7 @@ def export_rows(metrics: PromptMetrics, by: str) -> list[dict]:
                 "variant_id": v.pk,
                 "prompt_version": v.prompt_version.number,
                 "product": v.product.sku,
-                "audience": v.segment.slug if v.segment else v.customer.external_id,
+                "audience": _audience_key(v),
                 "status": v.status,
                 "edited": r.extra.get("edited", False),
                 "underperforming": v.underperforming,

@@ -58,7 +58,9 @@ def shape_answer(
     copy, _, rationale = content.partition("\n\nRationale: ")
     if profile == "json" and wants_json:
         if bad_json:
-            wrong = {"text": copy} if pick_index(pick, 1, 2) else {"copy": len(copy)}
+            wrong: dict[str, object] = (
+                {"text": copy} if pick_index(pick, 1, 2) else {"copy": len(copy)}
+            )
             return json.dumps(wrong, ensure_ascii=False), "stop", "bad_json"
         answer = json.dumps({"copy": copy, "rationale": rationale}, ensure_ascii=False)
         if pick_index(pick, 2, 4) == 0:
@@ -111,7 +113,9 @@ def shape_answers(payload: dict[str, Any], body: Any, profile: str, *, bad_json:
         if isinstance(body, dict)
         else None
     )
-    messages = body.get("messages") if isinstance(body, dict) else []
+    messages = body.get("messages") if isinstance(body, dict) else None
+    if not isinstance(messages, list):
+        messages = []  # the handler answers 400 first; this keeps the function total
     users = [m for m in messages if isinstance(m, Mapping) and m.get("role") == "user"]
     data = extract_data(message_text(users[-1].get("content"))) if users else None
     name = inline(mapping((data or {}).get("product")).get("name"), limit=300)

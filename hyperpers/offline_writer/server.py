@@ -233,8 +233,10 @@ class OfflineWriterServer(ThreadingHTTPServer):
 
     @property
     def base_url(self) -> str:
-        host, port = self.server_address[:2]
-        host = f"[{host}]" if ":" in str(host) else host
+        # server_bind() set these from the bound socket: its host is a str, where the
+        # address the server was given may have been bytes.
+        host, port = self.server_name, self.server_port
+        host = f"[{host}]" if ":" in host else host
         return f"http://{host}:{port}/v1"
 
     # ----------------------------------------------------------------------------------
@@ -487,8 +489,8 @@ class OfflineWriterServer(ThreadingHTTPServer):
             if settings.tpm_limit is None:
                 tokens = (UNLIMITED_TOKENS, UNLIMITED_TOKENS - 1, "0s")
             else:
-                window = self._token_window
-                reset = format_duration(window[0][0] + WINDOW_S - now) if window else "0s"
+                charges = self._token_window  # [time, tokens] pairs, oldest first
+                reset = format_duration(charges[0][0] + WINDOW_S - now) if charges else "0s"
                 remaining = max(0, settings.tpm_limit - math.ceil(self._tokens_used))
                 tokens = (settings.tpm_limit, remaining, reset)
         return [
@@ -772,11 +774,11 @@ class _Handler(BaseHTTPRequestHandler):
                 message = choice["message"]
                 message["content"] = message["content"].split("\n\nRationale:")[0]
         server.charge(ticket, payload["usage"]["completion_tokens"])
-        data = _dumps(payload)
+        encoded = _dumps(payload)
         if fault == "malformed":
-            data = data[: len(data) // 2]  # cut off mid-object, as a dropped proxy would
+            encoded = encoded[: len(encoded) // 2]  # cut off mid-object, as a dropped proxy would
         self._outcome = fault or "completed"
-        self._send(200, data, request_id, started)
+        self._send(200, encoded, request_id, started)
 
     def _drop_connection(self, *, reset: bool) -> None:
         """Close the connection without an answer: a TCP reset, or an orderly close."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.db.models import Prefetch
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
 from drf_spectacular.utils import OpenApiResponse, extend_schema
@@ -100,9 +101,19 @@ class VariantDetailSerializer(VariantSerializer):
 
 def variant_detail_data(variant: Variant) -> dict:
     """A variant as the detail endpoint (and a decision's answer) shows it."""
-    variant = Variant.objects.select_related(*VARIANT_RELATED).get(pk=variant.pk)
+    variant = (
+        Variant.objects.select_related(*VARIANT_RELATED)
+        .prefetch_related(
+            # The review_events field reads them from here (its source), newest first.
+            Prefetch(
+                "review_events",
+                queryset=ReviewEvent.objects.select_related("user").order_by("-id"),
+                to_attr="events_newest_first",
+            )
+        )
+        .get(pk=variant.pk)
+    )
     variant.checks = q.checks_failed_first(variant.checks)
-    variant.events_newest_first = list(variant.review_events.select_related("user").order_by("-id"))
     return VariantDetailSerializer(variant).data
 
 

@@ -119,7 +119,7 @@ class GenerationRunAdmin(admin.ModelAdmin):
 @admin.register(Variant)
 class VariantAdmin(ReadOnlyAdmin):
     """Read-only, for everyone, superusers too: a variant's status, text and publication
-    change only through review/services.py, which checks the slot, writes the audit
+    change only through review/services/, which checks the slot, writes the audit
     event and refreshes live copy. An edit here would put unreviewed copy live unseen."""
 
     list_display = ["pk", "prompt_version", "product", "segment", "customer", "status", "created"]

@@ -50,15 +50,6 @@ class MessageError(ServiceError):
     """A message request that cannot be met, naming the field."""
 
 
-def _version(prompt: Prompt):
-    version = prompt.current_version
-    if version is None:
-        raise MessageError(
-            f"Prompt '{prompt.slug}' has no version yet; save one first", field="prompt"
-        )
-    return version
-
-
 def _purpose(purpose: str) -> str:
     purpose = " ".join((purpose or "").split())
     if not purpose:
@@ -82,7 +73,7 @@ def message_create(
     customer and purpose return the message already there (a failed one is queued
     again). Generation starts after commit. `token_id`: the API token asking, the only
     one that may read the message by its id later (Variant.requested_by_token)."""
-    version = _version(prompt)
+    version = prompt.require_version(MessageError)
     purpose = _purpose(purpose)
     if callback_url:
         try:
@@ -157,7 +148,7 @@ def message_run_create(
     """
     from generation.services.runs import _dispatch_on_commit
 
-    version = _version(prompt)
+    version = prompt.require_version(MessageError)
     purpose = _purpose(purpose)
     if customers is None:
         if segment is None:

@@ -19,8 +19,9 @@ from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
+from django.utils.functional import cached_property
 
-from generation.errors import PromptHasNoVersion
+from generation.errors import PromptHasNoVersion, ServiceError
 from generation.languages import DEFAULT_LANGUAGE, base_language, languages_for
 
 
@@ -377,11 +378,12 @@ class Prompt(models.Model):
     def current_version(self) -> PromptVersion | None:
         return self.versions.order_by("-number").first()
 
-    def require_version(self) -> PromptVersion:
-        """The current version, or PromptHasNoVersion: nothing is written before one."""
+    def require_version(self, error: type[ServiceError] = PromptHasNoVersion) -> PromptVersion:
+        """The current version: nothing is written before one. Without, `error` (the
+        caller's own refusal, such as RunError) naming the field "prompt"."""
         version = self.current_version
         if version is None:
-            raise PromptHasNoVersion(f"Prompt '{self.slug}' has no version yet; save one first")
+            raise error(f"Prompt '{self.slug}' has no version yet; save one first", field="prompt")
         return version
 
     def clean(self) -> None:
@@ -713,6 +715,19 @@ class Variant(models.Model):
     def __str__(self) -> str:
         audience = self.segment or self.customer
         return f"{self.prompt.slug} × {self.product.sku} × {audience} [{self.status}]"
+
+    @cached_property
+    def sorted_checks(self) -> list[dict[str, Any]]:
+        """The automatic checks, failed ones first (each keeps its order otherwise)."""
+        return sorted(self.checks or [], key=lambda c: bool(c.get("passed", True)))
+
+    @property
+    def failed_checks(self) -> list[dict[str, Any]]:
+        return [c for c in self.sorted_checks if not c.get("passed", True)]
+
+    @property
+    def passed_checks(self) -> list[dict[str, Any]]:
+        return [c for c in self.sorted_checks if c.get("passed", True)]
 
     @property
     def audience(self) -> Segment | Customer:

@@ -1,5 +1,5 @@
 """The pages' forms. They read and check what a person sent; the services decide and
-write (review/services.py, generation.services), and the views put the two together.
+write (review/services/, generation.services), and the views put the two together.
 
 A form's errors are worded for the person at the page, and each names its field
 where it has one, so the template shows it next to that field.
@@ -13,6 +13,7 @@ from typing import Any, cast
 from django import forms
 
 from generation import languages
+from generation.errors import ServiceError
 from generation.models import CustomerSource, GenerationRun, Import, Prompt, Variant
 from review import queue as q
 
@@ -30,12 +31,11 @@ def errors_text(form: forms.Form, *, labels: bool = True) -> str:
     return "; ".join(parts)
 
 
-def add_service_error(form: forms.Form, exc: Exception) -> None:
+def add_service_error(form: forms.Form, exc: ServiceError) -> None:
     """A service's refusal on the form, beside the field it names when the form has
     that field, else above the form (the services validate what forms cannot: a
     prompt without a version, a budget the model has no price for)."""
-    field = getattr(exc, "field", None)
-    form.add_error(field if field in form.fields else None, str(exc))
+    form.add_error(exc.field if exc.field in form.fields else None, exc.message)
 
 
 class ListField(forms.Field):

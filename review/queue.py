@@ -1,6 +1,6 @@
 """The review queue's reads: filters, keyset pages, near-duplicate groups, word diffs.
 
-Nothing here writes; decisions go through review/services.py. The pages that show
+Nothing here writes; decisions go through review/services/. The pages that show
 these are review/views/queue.py; the filters' form is review/forms.py's QueueFilters.
 """
 
@@ -415,10 +415,6 @@ def word_diff(before: str, after: str) -> WordDiff:
 
 
 # --- what the focus view shows about a variant ---------------------------------------
-
-
-def checks_failed_first(checks: list[dict]) -> list[dict]:
-    return sorted(checks or [], key=lambda c: bool(c.get("passed", True)))
 
 
 def segment_summary(summary: dict, *, top: int = 3) -> list[dict]:

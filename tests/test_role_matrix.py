@@ -85,7 +85,7 @@ MATRIX = [
     ("review:profile", "get", PEOPLE),
     ("review:profile", "post", PEOPLE),
     # the Django admin: staff only, and no one changes a variant there (decisions go
-    # through review/services.py, with their audit event)
+    # through review/services/, with their audit event)
     ("admin:index", "get", {"staff"}),
     ("admin:generation_variant_changelist", "get", NOBODY),
     ("admin:generation_variant_change", "post", NOBODY),

@@ -239,9 +239,7 @@ def run_create(
        the run's estimated tokens and cost.
     3. After commit, hand the run to Celery.
     """
-    version = prompt.current_version
-    if version is None:
-        raise RunError(f"Prompt '{prompt.slug}' has no version yet; save one first", field="prompt")
+    version = prompt.require_version(RunError)
     products = list(Product.objects.all()) if products is None else products
     segments = list(Segment.objects.filter(member_count__gt=0)) if segments is None else segments
     if not products:
@@ -681,9 +679,7 @@ def prompt_regenerate(*, prompt: Prompt, user: User | None = None) -> Generation
 
 def run_estimate_for(*, prompt: Prompt) -> RunEstimate:
     """The estimate of a run of the prompt's current version over everything."""
-    version = prompt.current_version
-    if version is None:
-        raise RunError(f"Prompt '{prompt.slug}' has no version yet; save one first", field="prompt")
+    version = prompt.require_version(RunError)
     products = list(Product.objects.all())
     segments = list(Segment.objects.filter(member_count__gt=0))
     if not products or not segments:

@@ -113,7 +113,7 @@ def variant_detail_data(variant: Variant) -> dict:
         )
         .get(pk=variant.pk)
     )
-    variant.checks = q.checks_failed_first(variant.checks)
+    variant.checks = variant.sorted_checks
     return VariantDetailSerializer(variant).data
 
 

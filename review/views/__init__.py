@@ -14,8 +14,13 @@ a render or a redirect. This module holds only what several of them share.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from django.http import HttpRequest
 from django_htmx.middleware import HtmxDetails
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
 
 # Every join costs PostgreSQL planning time (eight tables made the queue page's plan
 # take 30 ms for a 0.6 ms query): join only what the templates show. The queue and
@@ -24,9 +29,11 @@ VARIANT_RELATED = ("product", "segment", "customer", "prompt_version__prompt")
 
 
 class HtmxHttpRequest(HttpRequest):
-    """A request as django-htmx's middleware leaves it: with `.htmx`."""
+    """A request to a page: django-htmx's middleware gave it `.htmx`, and
+    login_required (on every view here) a signed-in `user`."""
 
     htmx: HtmxDetails
+    user: User  # narrower than HttpRequest's: login_required
 
 
 def partial(request: HtmxHttpRequest) -> bool:

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import render
 
 from review.forms import ProfileForm
 from review.models import ReviewerProfile
+from review.views import HtmxHttpRequest
 
 
 @login_required
-def profile(request: HttpRequest) -> HttpResponse:
+def profile(request: HtmxHttpRequest) -> HttpResponse:
     """A reviewer names the languages they review; their default queue shows those first."""
     profile, _ = ReviewerProfile.objects.get_or_create(user=request.user)
     saved = False

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_http_methods
 
@@ -22,7 +22,7 @@ from review.views import HtmxHttpRequest
 LISTED = 50
 
 
-def _page(request: HttpRequest, form: ImportForm, *, status: int = 200) -> HttpResponse:
+def _page(request: HtmxHttpRequest, form: ImportForm, *, status: int = 200) -> HttpResponse:
     return render(
         request,
         "review/imports.html",
@@ -39,7 +39,7 @@ def _page(request: HttpRequest, form: ImportForm, *, status: int = 200) -> HttpR
 
 @login_required
 @require_http_methods(["GET", "POST"])
-def import_list(request: HttpRequest) -> HttpResponse:
+def import_list(request: HtmxHttpRequest) -> HttpResponse:
     require_lead(request)
     if request.method == "GET":
         return _page(request, ImportForm())
@@ -68,7 +68,8 @@ def import_list(request: HttpRequest) -> HttpResponse:
 def import_detail(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     """One import; while it runs, its progress partial polls itself."""
     require_lead(request)
-    record = get_object_or_404(Import.objects.select_related("source"), pk=pk)
-    record.progress = imports.progress(record)
+    record = imports.with_progress(
+        get_object_or_404(Import.objects.select_related("source"), pk=pk)
+    )
     template = "review/import.html#import-status" if request.htmx else "review/import.html"
     return render(request, template, {"record": record})

@@ -8,7 +8,7 @@ import csv
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest
+from django.http import Http404, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
@@ -21,7 +21,7 @@ from review.permissions import is_lead, require_lead, require_reviewer
 from review.views import HtmxHttpRequest, partial
 
 
-def _metrics_context(request: HttpRequest) -> dict:
+def _metrics_context(request: HtmxHttpRequest) -> dict:
     """The chosen prompt's metrics (the first prompt when none is named)."""
     prompts = list(Prompt.objects.only("slug", "name", "holdout_percent").order_by("slug"))
     slug = request.GET.get("prompt", "")
@@ -56,7 +56,7 @@ def metrics_dashboard(request: HtmxHttpRequest) -> HttpResponse:
 
 @login_required
 @require_GET
-def metrics_csv(request: HttpRequest) -> HttpResponse:
+def metrics_csv(request: HtmxHttpRequest) -> HttpResponse:
     """One table of the dashboard as CSV: ?prompt=<slug>&by=<one of metrics.EXPORTS>."""
     require_reviewer(request)
     by = request.GET.get("by", "variant")
@@ -84,7 +84,7 @@ def metrics_csv(request: HttpRequest) -> HttpResponse:
 
 @login_required
 @require_POST
-def metrics_flag(request: HttpRequest) -> HttpResponse:
+def metrics_flag(request: HtmxHttpRequest) -> HttpResponse:
     """Flag the prompt's underperforming variants now (a task also does it on schedule)."""
     require_lead(request)
     form = FlagForm(request.POST)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.db.models import Exists, OuterRef
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
@@ -31,13 +31,11 @@ from review.permissions import require_reviewer
 from review.views import VARIANT_RELATED, HtmxHttpRequest, partial
 
 
-def _prepare(variant: Variant) -> Variant:
-    """Split the checks for display: failed ones are flagged and shown first."""
-    checks = q.checks_failed_first(variant.checks)
-    variant.failed_checks = [c for c in checks if not c.get("passed", True)]
-    variant.passed_checks = [c for c in checks if c.get("passed", True)]
-    variant.sorted_checks = checks
-    return variant
+def _edit_diff(event: ReviewEvent) -> q.WordDiff | None:
+    """What a decision changed in the text, word by word; None if it kept the text."""
+    if not event.text_after or event.text_after == event.text_before:
+        return None
+    return q.word_diff(event.text_before, event.text_after)
 
 
 def _last_decision(user) -> ReviewEvent | None:
@@ -56,14 +54,14 @@ def _last_decision(user) -> ReviewEvent | None:
     return None if event is None or event.moved_on else event
 
 
-def _filters(request: HttpRequest) -> tuple[QueueFilters, dict, list[str]]:
+def _filters(request: HtmxHttpRequest) -> tuple[QueueFilters, dict, list[str]]:
     """The queue's filters, the language resolved with the reviewer's own languages."""
     form = QueueFilters(request.GET)
     mine = ReviewerProfile.languages_of(request.user)
     return form, q.reviewer_languages(form.values(), mine), mine
 
 
-def _queue_context(request: HttpRequest, **extra) -> dict:
+def _queue_context(request: HtmxHttpRequest, **extra) -> dict:
     form, values, mine = _filters(request)
     counts = q.status_counts(values)
     mine_done = bool(values.get("mine_default")) and not counts.get(values["status"])
@@ -75,8 +73,6 @@ def _queue_context(request: HttpRequest, **extra) -> dict:
     after = q.Key.parse(request.GET.get("after"))
     before = q.Key.parse(request.GET.get("before"))
     page = q.page_fetch(variants, after=after, before=before)
-    for variant in page.variants:
-        _prepare(variant)
     tabs = [
         {
             "status": status,
@@ -144,7 +140,7 @@ def queue(request: HtmxHttpRequest) -> HttpResponse:
     )
 
 
-def _focus_context(request: HttpRequest, variant: Variant, **extra) -> dict:
+def _focus_context(request: HtmxHttpRequest, variant: Variant, **extra) -> dict:
     _form, values, _mine = _filters(request)
     previous, following = q.neighbours(q.variants_filtered(values), variant)
     live = (
@@ -160,22 +156,21 @@ def _focus_context(request: HttpRequest, variant: Variant, **extra) -> dict:
         .select_related("prompt_version__prompt")
         .first()
     )
-    events = list(variant.review_events.select_related("user").order_by("-id"))
-    for event in events:
-        changed = event.text_after and event.text_after != event.text_before
-        event.diff = q.word_diff(event.text_before, event.text_after) if changed else None
-    if variant.segment is not None:
-        audience = q.segment_summary(variant.segment.summary)
+    events = [
+        (event, _edit_diff(event))
+        for event in variant.review_events.select_related("user").order_by("-id")
+    ]
+    whom = variant.audience
+    if isinstance(whom, Segment):
+        audience = q.segment_summary(whom.summary)
     else:
-        attributes = prompting.allowed_attributes(
-            variant.prompt_version.prompt, variant.customer.attributes
-        )
+        attributes = prompting.allowed_attributes(variant.prompt_version.prompt, whom.attributes)
         audience = q.segment_summary({k: {str(v): 1} for k, v in attributes.items()})
     last = _last_decision(request.user)
     qs = q.querystring(values)
     _name, base_copy, base_language = variant.product.base_copy(variant.language)
     return {
-        "variant": _prepare(variant),
+        "variant": variant,
         "f": values,
         "qs": qs,
         "diff": q.word_diff(base_copy, variant.text),
@@ -249,7 +244,7 @@ def _decided(
             context["undo_event"] = undo_event
             return render(request, "review/variant.html#focus", context)
         context = {
-            "variant": _prepare(variant),
+            "variant": variant,
             "qs": q.querystring(QueueFilters(request.GET).values()),
             "reject_reasons": q.REJECT_REASONS,
             "undo_event": undo_event,

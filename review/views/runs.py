@@ -8,14 +8,14 @@ from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.db.models import Count
-from django.http import Http404, HttpRequest, HttpResponse, QueryDict
+from django.http import Http404, HttpResponse, QueryDict
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
 from generation import services as generation_services
+from generation.errors import ServiceError
 from generation.limiter import endpoint_limiter
 from generation.models import GenerationRun, Prompt, Variant
-from generation.services import RunError
 from review.forms import BudgetForm, RetryVariantForm, RunForm, add_service_error, errors_text
 from review.permissions import is_lead, require_lead, require_reviewer
 from review.views import HtmxHttpRequest
@@ -31,7 +31,7 @@ def _runs_context(form: RunForm) -> dict:
 
 @login_required
 @require_GET
-def runs(request: HttpRequest) -> HttpResponse:
+def runs(request: HtmxHttpRequest) -> HttpResponse:
     require_reviewer(request)
     return render(request, "review/runs.html", _runs_context(RunForm()))
 
@@ -52,7 +52,7 @@ def run_new(request: HtmxHttpRequest) -> HttpResponse:
                 )
                 return redirect("review:run", pk=run.pk)
             context["estimate"] = generation_services.run_estimate_for(prompt=prompt)
-        except RunError as exc:
+        except ServiceError as exc:
             add_service_error(form, exc)
     template = "review/runs.html#new-run" if request.htmx else "review/runs.html"
     return render(request, template, context)
@@ -122,7 +122,7 @@ def _action_form(action: str, data: QueryDict, run: GenerationRun) -> forms.Form
 
 @login_required
 @require_POST
-def run_action(request: HttpRequest, pk: int, action: str) -> HttpResponse:
+def run_action(request: HtmxHttpRequest, pk: int, action: str) -> HttpResponse:
     """Cancel, resume (with a new budget), retry the failed variants, or one of them.
     The run page shows what happened as a message."""
     require_lead(request)
@@ -147,6 +147,6 @@ def run_action(request: HttpRequest, pk: int, action: str) -> HttpResponse:
             variant = form.cleaned_data["variant"]
             generation_services.variant_retry(variant=variant)
             messages.success(request, f"Variant {variant.pk} queued again")
-    except RunError as exc:
+    except ServiceError as exc:
         messages.error(request, str(exc))
     return redirect("review:run", pk=run.pk)

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -35,6 +35,7 @@ from review.forms import (
     errors_text,
 )
 from review.permissions import require_lead
+from review.views import HtmxHttpRequest
 
 # Customers read to offer attribute names in the builder (a hint; any name can be typed).
 ATTRIBUTE_SAMPLE = 1000
@@ -80,7 +81,7 @@ def _builder_context(
 
 @login_required
 @require_GET
-def segments(request: HttpRequest) -> HttpResponse:
+def segments(request: HtmxHttpRequest) -> HttpResponse:
     require_lead(request)
     context = _builder_context() | {"segments": _listed_segments()}
     return render(request, "review/segments.html", context)
@@ -88,7 +89,7 @@ def segments(request: HttpRequest) -> HttpResponse:
 
 @login_required
 @require_POST
-def segment_preview(request: HttpRequest) -> HttpResponse:
+def segment_preview(request: HtmxHttpRequest) -> HttpResponse:
     """The builder's "count members": the members and summary of the rules as typed."""
     require_lead(request)
     rules = RuleFormSet(request.POST)
@@ -112,7 +113,7 @@ def segment_preview(request: HttpRequest) -> HttpResponse:
 
 @login_required
 @require_http_methods(["GET", "POST"])
-def segment_edit(request: HttpRequest, slug: str | None = None) -> HttpResponse:
+def segment_edit(request: HtmxHttpRequest, slug: str | None = None) -> HttpResponse:
     """Create (no slug) or change a segment; an invalid form is shown again with why."""
     require_lead(request)
     segment = get_object_or_404(Segment, slug=slug) if slug else None
@@ -143,7 +144,7 @@ def segment_edit(request: HttpRequest, slug: str | None = None) -> HttpResponse:
 
 @login_required
 @require_POST
-def segment_delete(request: HttpRequest, slug: str) -> HttpResponse:
+def segment_delete(request: HtmxHttpRequest, slug: str) -> HttpResponse:
     require_lead(request)
     segment = get_object_or_404(Segment, slug=slug)
     try:
@@ -157,7 +158,7 @@ def segment_delete(request: HttpRequest, slug: str) -> HttpResponse:
 
 @login_required
 @require_POST
-def segments_generate(request: HttpRequest) -> HttpResponse:
+def segments_generate(request: HtmxHttpRequest) -> HttpResponse:
     """One segment per combination of the chosen attributes' values."""
     require_lead(request)
     form = SegmentsGenerateForm(request.POST)
@@ -210,7 +211,7 @@ def _prompt_settings_save(prompt: Prompt, form: forms.Form) -> str:
 
 @login_required
 @require_http_methods(["GET", "POST"])
-def prompt_privacy(request: HttpRequest, slug: str) -> HttpResponse:
+def prompt_privacy(request: HtmxHttpRequest, slug: str) -> HttpResponse:
     """For one prompt: which customer attributes are sent and which are held back, the
     exact messages one customer's prompt would send, the languages it writes in, and
     its review policy. POST saves the allowlist (`form=allowlist`), the policy

@@ -14,13 +14,14 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.db.models import Count, Max, OuterRef, Subquery
-from django.http import Http404, HttpRequest, HttpResponse, QueryDict
+from django.http import Http404, HttpResponse, QueryDict
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
 from generation import pricing, services
+from generation.errors import ServiceError
 from generation.models import Brand, Product, Prompt, PromptVersion, Segment, Variant
 from generation.prompting import OUTPUT_RULES, PLACEHOLDERS, PromptTemplateError
 from generation.prompting import template_placeholders as placeholders_in
@@ -30,7 +31,7 @@ from review.forms import BrandForm, DraftForm, errors_text
 from review.permissions import require_lead
 from review.views import HtmxHttpRequest
 
-STUDIO_ERRORS = (PromptTemplateError, services.StudioError, services.RunError)
+STUDIO_ERRORS = (PromptTemplateError, ServiceError)
 # Products offered as suggestions beside the SKU fields; any SKU can be typed.
 PRODUCT_SUGGESTIONS = 500
 HISTORY_SIZE = 50
@@ -101,7 +102,7 @@ def brand_edit(request: HtmxHttpRequest) -> HttpResponse:
 
 @login_required
 @require_GET
-def prompt_list(request: HttpRequest) -> HttpResponse:
+def prompt_list(request: HtmxHttpRequest) -> HttpResponse:
     require_lead(request)
     current = PromptVersion.objects.filter(prompt=OuterRef("pk")).order_by("-number")
     prompts = list(
@@ -120,9 +121,8 @@ def prompt_list(request: HttpRequest) -> HttpResponse:
         .order_by()
     ):
         counts.setdefault(row["prompt_id"], {})[row["status"]] = row["n"]
-    for prompt in prompts:
-        prompt.counts = counts.get(prompt.pk, {})
-    return render(request, "review/studio_list.html", {"prompts": prompts})
+    listed = [(prompt, counts.get(prompt.pk, {})) for prompt in prompts]
+    return render(request, "review/studio_list.html", {"prompts": listed})
 
 
 # --- Prompt studio -----------------------------------------------------------------------
@@ -242,16 +242,17 @@ def _examples(data: QueryDict, prompt: Prompt) -> list[str] | None:
     return kept + [texts[i] for i in ids if i in texts]
 
 
-def _examples_context(request: HttpRequest, prompt: Prompt, current) -> dict:
+def _examples_context(request: HtmxHttpRequest, prompt: Prompt, current) -> dict:
     """The examples section: the current version's, and the best performers to add."""
     old = list(current.examples) if current is not None else []
     shown = "examples_shown" in request.POST
     kept = set(request.POST.getlist("keep_example")) if shown else {str(i) for i in range(len(old))}
     chosen = set(request.POST.getlist("example_variant"))
-    best = metrics.best_performers(prompt=prompt, limit=BEST_PERFORMERS)
-    for row in best:
-        row.is_example = row.variant.text.strip() in old
-        row.chosen = str(row.variant.pk) in chosen
+    best = [
+        (row, variant.text.strip() in old, str(variant.pk) in chosen)
+        for row in metrics.best_performers(prompt=prompt, limit=BEST_PERFORMERS)
+        if (variant := row.variant) is not None
+    ]
     return {
         "current_examples": [(i, text, str(i) in kept) for i, text in enumerate(old)],
         "best_performers": best,
@@ -260,7 +261,7 @@ def _examples_context(request: HttpRequest, prompt: Prompt, current) -> dict:
     }
 
 
-def _studio_context(request: HttpRequest, prompt: Prompt, form: DraftForm) -> dict:
+def _studio_context(request: HtmxHttpRequest, prompt: Prompt, form: DraftForm) -> dict:
     data = request.POST
     template = form["template"].value() or ""
     try:
@@ -307,7 +308,7 @@ def _respond(
 
 @login_required
 @require_GET
-def studio(request: HttpRequest, slug: str) -> HttpResponse:
+def studio(request: HtmxHttpRequest, slug: str) -> HttpResponse:
     require_lead(request)
     prompt = _prompt(slug)
     form = _initial_form(prompt)

@@ -42,7 +42,7 @@ from django.db import connection, transaction
 from django.db.models import F, Field, Max, Q
 from django.utils import timezone
 
-from generation import answers, capabilities, checks, llm, messages, pricing, prompting, signals
+from generation import answers, callbacks, capabilities, checks, llm, pricing, prompting, signals
 from generation.limiter import CallLimiter, LimiterTimeout, endpoint_limiter, redis_client
 from generation.models import GenerationRun, PromptVersion, Variant, VariantQuerySet
 from hyperpers.logs import log_context
@@ -821,7 +821,7 @@ def write_outcomes(outcomes: list[Outcome], *, claim_id: str) -> int:
                 written += 1
                 if variant.callback_url:
                     variant.status = Variant.Status.FAILED
-                    messages.message_notify_on_commit(variant)
+                    callbacks.message_notify_on_commit(variant)
         else:  # release or config: back to the queue, for a resume
             owned_one.update(status=Variant.Status.QUEUED, claim="", claimed_at=None)
     for run_id, c in counts.items():

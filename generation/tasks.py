@@ -9,7 +9,7 @@ from celery import shared_task
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
 
-from generation import engine, imports, messages, services
+from generation import callbacks, engine, imports, services
 
 HANDOVER_RETRY = {"max_retries": 40, "interval_start": 0.5, "interval_step": 0.5, "interval_max": 2}
 
@@ -75,14 +75,14 @@ def generate_variants(self, variant_ids: list[int]) -> int:
 # up to 6 times; a 4xx other than 429 is an answer, not a failure, and is not retried.
 @shared_task(
     bind=True,
-    autoretry_for=(messages.CallbackFailed,),
+    autoretry_for=(callbacks.CallbackFailed,),
     retry_backoff=10,
     retry_backoff_max=600,
     retry_jitter=True,
     max_retries=6,
 )
 def message_callback(self, variant_id: int, status: str) -> int | None:
-    return messages.message_callback_send(variant_id=variant_id)
+    return callbacks.message_callback_send(variant_id=variant_id)
 
 
 @shared_task

@@ -5,7 +5,9 @@ commands and tasks call these; `from generation import services` then
 - catalog: product and customer imports, customer sources, erasure;
 - audience: segments (rules, members, summaries, building them);
 - prompts: prompt versions, the brand voice editor and the prompt studio;
-- runs: estimates, creating, populating, dispatching and steering runs.
+- runs: estimates, creating, populating, dispatching and steering runs;
+- messages: one-to-one messages and a prompt's review policy, languages and
+  allowlist (imported as `from generation.services import messages`).
 """
 
 from generation.services.audience import (

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.contrib.auth.models import User
 from django.db import transaction
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
@@ -13,7 +14,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from generation import messages, services
+from generation import callbacks, services
 from generation.models import (
     Customer,
     Product,
@@ -21,6 +22,7 @@ from generation.models import (
     Segment,
     Variant,
 )
+from generation.services import messages
 from hyperpers.errors import JSONParser
 from review.auth import TokenRateThrottle, request_token
 from review.permissions import PEOPLE_ONLY, CanImport, ReviewerReadsLeadWrites
@@ -103,7 +105,7 @@ def _message_body(request: Request, variant: Variant) -> dict:
     variant = Variant.objects.select_related("prompt", "prompt_version", "product", "customer").get(
         pk=variant.pk
     )
-    body = messages.message_payload(variant)
+    body = callbacks.message_payload(variant)
     body["url"] = request.build_absolute_uri(reverse("api-message", args=[variant.pk]))
     return body
 
@@ -231,7 +233,9 @@ class MessageRunsView(APIView):
             customers=data.get("customers"),
             segment=data.get("segment"),
             token_id=_token_id(request),
-            user=request.user if request_token(request) is None else None,
+            user=request.user
+            if request_token(request) is None and isinstance(request.user, User)
+            else None,
         )
         return Response(RunSerializer(run).data, status=202)
 

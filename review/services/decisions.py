@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, ClassVar, ParamSpec, TypeVar
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from generation.callbacks import message_notify_on_commit
 from generation.errors import ServiceError
-from generation.messages import message_notify_on_commit
 from generation.models import Variant, VariantQuerySet
 from review.models import ReviewEvent
 

@@ -9,8 +9,8 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
+from generation.callbacks import message_notify_on_commit
 from generation.errors import ServiceError
-from generation.messages import message_notify_on_commit
 from generation.models import Variant
 from review.models import ReviewEvent
 from review.services.decisions import _publish

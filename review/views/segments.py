@@ -19,8 +19,8 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from generation import languages, prompting, services
-from generation import messages as gen_messages
 from generation.models import Customer, CustomerSource, Product, Prompt, Segment, describe_rules
+from generation.services import messages as gen_messages
 from review import queue as q
 from review.forms import (
     OPERATORS,

@@ -8,8 +8,9 @@ import os
 
 import pytest
 
-from generation import messages, prompting
+from generation import callbacks, prompting
 from generation.models import Prompt, Variant
+from generation.services import messages
 from review import policy
 from review.models import ReviewEvent
 from tests.factories import (
@@ -196,7 +197,7 @@ def test_a_callback_posts_the_message_with_its_text_once_published(version, rece
     variant = _message(
         version, CustomerFactory(external_id="C9"), status="published", callback_url=receiver.url
     )
-    assert messages.message_callback_send(variant_id=variant.pk) == 204
+    assert callbacks.message_callback_send(variant_id=variant.pk) == 204
     [posted] = receiver.received
     assert posted["event"] == "message.published"
     assert posted["message"]["text"] == variant.text and posted["message"]["customer"] == "C9"
@@ -204,7 +205,7 @@ def test_a_callback_posts_the_message_with_its_text_once_published(version, rece
 
 def test_a_rejected_message_is_told_without_its_text(version, receiver):
     variant = _message(version, CustomerFactory(), status="rejected", callback_url=receiver.url)
-    messages.message_callback_send(variant_id=variant.pk)
+    callbacks.message_callback_send(variant_id=variant.pk)
     assert receiver.received[0]["message"]["text"] is None
 
 
@@ -212,25 +213,25 @@ def test_a_rejected_message_is_told_without_its_text(version, receiver):
 def test_a_callback_the_server_fails_is_retried(version, receiver, status):
     receiver.status = status
     variant = _message(version, CustomerFactory(), status="published", callback_url=receiver.url)
-    with pytest.raises(messages.CallbackFailed, match=f"HTTP {status}"):
-        messages.message_callback_send(variant_id=variant.pk)
+    with pytest.raises(callbacks.CallbackFailed, match=f"HTTP {status}"):
+        callbacks.message_callback_send(variant_id=variant.pk)
 
 
 def test_a_callback_follows_no_redirect_and_refusals_are_not_retried(version, receiver):
     receiver.status = 302
     variant = _message(version, CustomerFactory(), status="published", callback_url=receiver.url)
-    assert messages.message_callback_send(variant_id=variant.pk) == 302
+    assert callbacks.message_callback_send(variant_id=variant.pk) == 302
     assert len(receiver.received) == 1
     receiver.status = 410
-    assert messages.message_callback_send(variant_id=variant.pk) == 410
+    assert callbacks.message_callback_send(variant_id=variant.pk) == 410
 
 
 def test_an_unreachable_callback_is_a_failure_to_retry(version):
     variant = _message(
         version, CustomerFactory(), status="published", callback_url="http://127.0.0.1:9/x"
     )
-    with pytest.raises(messages.CallbackFailed):
-        messages.message_callback_send(variant_id=variant.pk)
+    with pytest.raises(callbacks.CallbackFailed):
+        callbacks.message_callback_send(variant_id=variant.pk)
 
 
 def test_approving_a_message_with_a_callback_queues_the_notification(
@@ -455,18 +456,18 @@ def test_history_comes_from_the_prompts_own_brand_only(version):
 
 def test_callbacks_to_private_addresses_are_refused_unless_allowed(version, settings, receiver):
     settings.MESSAGE_CALLBACK_ALLOW_PRIVATE = False
-    with pytest.raises(messages.CallbackRefused, match="not a public address"):
-        messages.callback_url_check(receiver.url)
+    with pytest.raises(callbacks.CallbackRefused, match="not a public address"):
+        callbacks.callback_url_check(receiver.url)
     settings.MESSAGE_CALLBACK_ALLOW_HTTP = False
-    with pytest.raises(messages.CallbackRefused, match="https URLs only"):
-        messages.callback_url_check("http://example.com/hook")
+    with pytest.raises(callbacks.CallbackRefused, match="https URLs only"):
+        callbacks.callback_url_check("http://example.com/hook")
     with pytest.raises(messages.MessageError, match=r"not a public address|https URLs only"):
         messages.message_create(
             prompt=version.prompt, product=ProductFactory(), customer=CustomerFactory(),
             purpose="x", callback_url="https://127.0.0.1/hook",
         )  # fmt: skip
     variant = _message(version, CustomerFactory(), status="published", callback_url=receiver.url)
-    assert messages.message_callback_send(variant_id=variant.pk) is None
+    assert callbacks.message_callback_send(variant_id=variant.pk) is None
     assert receiver.received == []
 
 
@@ -477,7 +478,7 @@ def test_a_callback_is_signed_with_the_shared_secret(version, settings, receiver
     settings.MESSAGE_CALLBACK_SECRET = "s3cret"
     variant = _message(version, CustomerFactory(), status="published", callback_url=receiver.url)
 
-    assert messages.message_callback_send(variant_id=variant.pk) == 204
+    assert callbacks.message_callback_send(variant_id=variant.pk) == 204
 
     body = json.dumps(receiver.received[0]).encode()
     expected = hmac.new(b"s3cret", body, hashlib.sha256).hexdigest()
@@ -507,7 +508,7 @@ def test_a_callback_connects_to_the_address_it_checked_not_a_second_lookup(
     url = f"http://user:pa%40ss@hooks.example:{port}/hook"
     variant = _message(version, CustomerFactory(), status="published", callback_url=url)
 
-    assert messages.message_callback_send(variant_id=variant.pk) == 204
+    assert callbacks.message_callback_send(variant_id=variant.pk) == 204
 
     assert lookups == ["hooks.example"]
     assert receiver.headers[0]["Host"] == f"hooks.example:{port}"
@@ -533,7 +534,7 @@ def test_a_callback_connects_to_the_address_it_checked_not_a_second_lookup(
     ],
 )
 def test_ipv6_forms_that_embed_an_ipv4_address_are_not_public(address, public):
-    assert messages.address_public(address) is public
+    assert callbacks.address_public(address) is public
 
 
 def test_the_callback_guards_are_on_even_with_debug_unless_a_setting_says_otherwise():

@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from generation import messages
 from generation.models import GenerationRun, Prompt, Variant
+from generation.services import messages
 from review import policy
 from tests.factories import CustomerFactory, ProductFactory, PromptVersionFactory, SegmentFactory
 from tests.review.test_rest_api import API, as_

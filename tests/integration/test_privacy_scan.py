@@ -15,8 +15,9 @@ import json
 
 import pytest
 
-from generation import messages, services
+from generation import services
 from generation.models import GenerationRun, Variant
+from generation.services import messages
 from tests.factories import ProductFactory, PromptVersionFactory
 from tests.integration.test_messages import _until
 from tests.review.test_rest_api import API, as_

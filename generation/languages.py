@@ -22,12 +22,16 @@ from dataclasses import dataclass
 import langcodes
 from django.utils.translation.trans_real import parse_accept_lang_header
 
+from generation.errors import ServiceError
+
 DEFAULT_LANGUAGE = "en"
 TAG_MAX = 35
 
 
-class LanguageTagError(ValueError):
+class LanguageTagError(ServiceError):
     """A language tag that cannot be used, naming it."""
+
+    default_field = "language"
 
 
 def language_tag(value: object) -> str:

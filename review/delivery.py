@@ -71,6 +71,7 @@ from django.db import connections, transaction
 from django.db.models import Q
 
 from generation import languages
+from generation.errors import NotFound
 from generation.models import Customer, Product, Prompt, PromptVersion, Segment, Variant
 from hyperpers import redis_client as redis_clients
 
@@ -89,7 +90,7 @@ REDIS_BACKOFF_SECONDS = 1.0
 BUCKETS = 64
 
 
-class DeliveryError(LookupError):
+class DeliveryError(NotFound):
     """Something the request names does not exist (an HTTP 404 with this message)."""
 
 

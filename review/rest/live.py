@@ -12,7 +12,7 @@ from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers, status
-from rest_framework.exceptions import AuthenticationFailed, NotFound, ValidationError
+from rest_framework.exceptions import AuthenticationFailed, ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -157,17 +157,14 @@ class _LiveBase(APIView):
                 wanted = languages.accept_language(self.request.headers.get("Accept-Language", ""))
             except languages.LanguageTagError as exc:
                 raise ValidationError({"Accept-Language": [str(exc)]}) from None
-        try:
-            return delivery.live_copy(
-                prompt_slug=query["prompt"],
-                skus=skus,
-                segment_slug=query.get("segment"),
-                customer_id=query.get("customer"),
-                pinned_variant_id=query.get("variant"),
-                wanted=wanted,
-            )
-        except delivery.DeliveryError as exc:
-            raise NotFound(str(exc)) from exc
+        return delivery.live_copy(
+            prompt_slug=query["prompt"],
+            skus=skus,
+            segment_slug=query.get("segment"),
+            customer_id=query.get("customer"),
+            pinned_variant_id=query.get("variant"),
+            wanted=wanted,
+        )
 
 
 class LiveView(_LiveBase):

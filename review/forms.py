@@ -14,7 +14,16 @@ from django import forms
 
 from generation import languages
 from generation.errors import ServiceError
-from generation.models import CustomerSource, GenerationRun, Import, Prompt, Variant
+from generation.models import (
+    CustomerSource,
+    GenerationRun,
+    Import,
+    Product,
+    Prompt,
+    Segment,
+    Variant,
+)
+from generation.services import TRY_MAX_SAMPLES
 from review import queue as q
 
 # A page holds 20 variants; this only bounds what a hand-made request can ask.
@@ -236,6 +245,216 @@ class DraftForm(forms.Form):
     def clean_template(self) -> str:
         # Browsers send a textarea's line ends as CRLF; versions and their diffs use LF.
         return self.cleaned_data["template"].replace("\r\n", "\n")
+
+
+# The studio's editor is one HTML form: the draft above, the slot Preview renders
+# (PreviewForm), the rows Try writes (SampleFormSet) and the examples for the next
+# version (ExamplesForm). Each action reads the ones it needs.
+
+SLOT_INCOMPLETE = "Choose both a product (its SKU) and a segment"
+
+
+def _slot(
+    form: forms.Form, product_field: str, segment_field: str
+) -> tuple[Product, Segment] | None:
+    """The product (by SKU) and segment (by slug) named by two of `form`'s fields, or
+    None with the first thing wrong added to the form, in the order a person fixes
+    them: a missing half (above the fields), then the SKU, then the segment."""
+    sku, slug = form.cleaned_data[product_field], form.cleaned_data[segment_field]
+    if not sku or not slug:
+        form.add_error(None, SLOT_INCOMPLETE)
+        return None
+    product = Product.objects.filter(sku=sku).first()
+    if product is None:
+        form.add_error(product_field, f"No product with SKU '{sku}'")
+        return None
+    segment = Segment.objects.filter(slug=slug).first()
+    if segment is None:
+        form.add_error(segment_field, f"No segment '{slug}'")
+        return None
+    return product, segment
+
+
+class PreviewForm(forms.Form):
+    """What Preview renders: the editor's template on one slot. The template is the
+    service's to check (an empty one too), as a save checks it; the model and the
+    temperature play no part. Once valid, `slot` holds (product, segment)."""
+
+    template = forms.CharField(required=False, strip=False)
+    preview_product = forms.CharField(required=False)
+    preview_segment = forms.CharField(required=False)
+
+    def clean_template(self) -> str:
+        return self.cleaned_data["template"].replace("\r\n", "\n")
+
+    def clean(self) -> dict[str, Any]:
+        super().clean()
+        cleaned = self.cleaned_data
+        if not self.errors:
+            cleaned["slot"] = _slot(self, "preview_product", "preview_segment")
+        return cleaned
+
+
+class SampleRowForm(forms.Form):
+    """One row of the samples Try writes: a product (its SKU) and a segment. A blank
+    row is left out; a row with one of the two is refused."""
+
+    sku = forms.CharField(required=False)
+    segment = forms.CharField(required=False)
+
+    def __init__(self, *args, number: int | None = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.number = number  # counted from 1, as the page labels the rows
+
+    def clean(self) -> dict[str, Any]:
+        super().clean()
+        cleaned = self.cleaned_data
+        cleaned["pair"] = None
+        if (cleaned.get("sku") or cleaned.get("segment")) and not self.errors:
+            cleaned["pair"] = _slot(self, "sku", "segment")
+        return cleaned
+
+    def messages(self) -> list[str]:
+        """The row's errors, each naming the row ("Sample 2: ...")."""
+        return [f"Sample {self.number}: {e}" for errors in self.errors.values() for e in errors]
+
+
+# Rows the studio may post: the page offers TRY_MAX_SAMPLES; this bounds a hand-made
+# request (each filled row costs two lookups).
+SAMPLE_ROWS_MAX = 20
+
+
+class BaseSampleFormSet(forms.BaseFormSet):
+    """The sample rows (posted as sample-0-sku, sample-0-segment, ... with the sample-
+    management form); once valid, `pairs` holds the filled rows' (product, segment) in
+    order. None filled: the service picks the samples."""
+
+    default_error_messages = {"too_many_forms": "At most %(num)d sample rows"}
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.pairs: list[tuple[Product, Segment]] = []
+
+    @classmethod
+    def get_default_prefix(cls) -> str:
+        return "sample"
+
+    def get_form_kwargs(self, index: int | None) -> dict:
+        return {"number": None if index is None else index + 1}
+
+    def clean(self) -> None:
+        rows = [form.cleaned_data for form in self.forms if form.is_valid()]
+        self.pairs = [row["pair"] for row in rows if row.get("pair")]
+        # A row is filled when anything but spaces was typed in it, valid or not.
+        filled = sum(1 for form in self.forms if form.has_changed())
+        if filled > TRY_MAX_SAMPLES:
+            # The service's own refusal, in its words, before any row is written.
+            raise forms.ValidationError(
+                f"Try at most {TRY_MAX_SAMPLES} samples at a time, not {filled}"
+            )
+
+    def messages(self) -> list[str]:
+        """Every error, the rows' naming their row: for the region Try swaps."""
+        return [*self.non_form_errors(), *(m for form in self.forms for m in form.messages())]
+
+
+# formset_factory makes a subclass of `formset`; its type only says BaseFormSet.
+SampleFormSet = cast(
+    "type[BaseSampleFormSet]",
+    forms.formset_factory(
+        SampleRowForm,
+        formset=BaseSampleFormSet,
+        extra=TRY_MAX_SAMPLES,
+        max_num=TRY_MAX_SAMPLES,  # the rows an unbound formset shows
+        absolute_max=SAMPLE_ROWS_MAX,
+    ),
+)
+
+
+class AsciiIntegerField(forms.IntegerField):
+    """A whole number in ASCII digits: int() also reads "١٢" as 12, which no page sends."""
+
+    def to_python(self, value: Any) -> int | None:
+        if isinstance(value, str) and not value.isascii():
+            raise forms.ValidationError(self.error_messages["invalid"], code="invalid")
+        return super().to_python(value)
+
+
+# The page offers a few best performers; this bounds a hand-made request.
+EXAMPLE_VARIANTS_MAX = 50
+
+
+class ExamplesForm(forms.Form):
+    """The examples the editor chose for `prompt`'s next version. Once valid,
+    `examples` holds them in order: the current version's that stay ticked
+    (keep_example: their positions), then the texts of the ticked best performers
+    (example_variant: ids; only the prompt's published or retired variants count, as
+    the page offers no other). Without examples_shown (a post from a form that has no
+    examples section) `examples` is None: the current version's carry over."""
+
+    examples_shown = forms.BooleanField(required=False)
+    keep_example = forms.TypedMultipleChoiceField(
+        coerce=int,
+        required=False,
+        error_messages={"invalid_choice": "The current version has no example %(value)s"},
+    )
+    example_variant = ListField(
+        AsciiIntegerField(min_value=1, max_value=2**63 - 1),
+        max_items=EXAMPLE_VARIANTS_MAX,
+        required=False,
+        error_messages={
+            "too_many": "Choose at most %(max)d best performers",
+            "invalid_item": "No variant is numbered %(value)s",
+        },
+    )
+
+    def __init__(self, *args, prompt: Prompt, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.prompt = prompt
+        current = prompt.current_version
+        self.current_examples: list[str] = list(current.examples) if current else []
+        positions = [str(i) for i in range(len(self.current_examples))]
+        keep = cast("forms.TypedMultipleChoiceField", self.fields["keep_example"])
+        keep.choices = [(i, i) for i in positions]
+        keep.initial = positions
+
+    def clean_example_variant(self) -> list[str]:
+        """The texts of the chosen variants, in the order ticked. A number that names
+        no variant (one deleted since the page was shown) is refused; a variant the
+        page does not offer (another prompt's, or not approved) is left out."""
+        ids = self.cleaned_data["example_variant"]
+        if not ids:
+            return []
+        found = Variant.objects.filter(pk__in=ids).values_list("pk", "prompt_id", "status", "text")
+        offered = {Variant.Status.PUBLISHED, Variant.Status.RETIRED}
+        texts = {
+            pk: (text if prompt_id == self.prompt.pk and status in offered else None)
+            for pk, prompt_id, status, text in found
+        }
+        missing = [pk for pk in ids if pk not in texts]
+        if missing:
+            raise forms.ValidationError([f"No variant is numbered {pk}" for pk in missing])
+        return [text for pk in ids if (text := texts[pk]) is not None]
+
+    def clean(self) -> dict[str, Any]:
+        super().clean()
+        cleaned = self.cleaned_data
+        cleaned["examples"] = None
+        if cleaned.get("examples_shown") and not self.errors:
+            kept = [self.current_examples[i] for i in cleaned["keep_example"]]
+            cleaned["examples"] = kept + cleaned["example_variant"]
+        return cleaned
+
+    def kept(self) -> set[str]:
+        """The positions of the current examples ticked, as the page shows them again:
+        as posted, or every one (a new page, or a post without the examples section)."""
+        if self.is_bound and self["examples_shown"].value():
+            return set(self["keep_example"].value() or [])
+        return set(self.fields["keep_example"].initial)
+
+    def chosen(self) -> set[str]:
+        """The best performers ticked, as posted."""
+        return {str(pk) for pk in self["example_variant"].value() or []} if self.is_bound else set()
 
 
 # --- runs ---------------------------------------------------------------------------------

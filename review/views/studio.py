@@ -3,6 +3,8 @@ studio (preview, try on samples, impact, save, history and rollback).
 
 Every view is for marketing leads and staff. Preview, try and impact write nothing;
 save and rollback go through generation.services and regenerate the prompt's slots.
+The studio's editor is one HTML form, read by review.forms: DraftForm, PreviewForm
+(the slot Preview renders), SampleFormSet (the rows Try writes) and ExamplesForm.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.db.models import Count, Max, OuterRef, Subquery
-from django.http import Http404, HttpResponse, QueryDict
+from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -25,9 +27,15 @@ from generation.errors import ServiceError
 from generation.models import Brand, Product, Prompt, PromptVersion, Segment, Variant
 from generation.prompting import OUTPUT_RULES, PLACEHOLDERS, PromptTemplateError
 from generation.prompting import template_placeholders as placeholders_in
-from hyperpers.errors import ascii_int
 from review import metrics
-from review.forms import BrandForm, DraftForm, errors_text
+from review.forms import (
+    BrandForm,
+    DraftForm,
+    ExamplesForm,
+    PreviewForm,
+    SampleFormSet,
+    errors_text,
+)
 from review.permissions import require_lead
 from review.views import HtmxHttpRequest
 
@@ -191,69 +199,17 @@ def _initial_form(prompt: Prompt) -> DraftForm:
     )
 
 
-def _slot(sku: str, slug: str) -> tuple[Product, Segment]:
-    sku, slug = sku.strip(), slug.strip()
-    if not sku or not slug:
-        raise services.StudioError("Choose both a product (its SKU) and a segment")
-    product = Product.objects.filter(sku=sku).first()
-    if product is None:
-        raise services.StudioError(f"No product with SKU '{sku}'")
-    segment = Segment.objects.filter(slug=slug).first()
-    if segment is None:
-        raise services.StudioError(f"No segment '{slug}'")
-    return product, segment
-
-
-def _sample_rows(data: QueryDict) -> list[tuple[str, str]]:
-    """The try rows as typed (SKU, segment slug), blank rows left out."""
-    rows = zip(data.getlist("sample_product"), data.getlist("sample_segment"), strict=False)
-    return [(sku.strip(), slug.strip()) for sku, slug in rows if sku.strip() or slug.strip()]
-
-
-def _sample_pairs(data: QueryDict) -> list[tuple[Product, Segment]]:
-    pairs = []
-    for number, (sku, slug) in enumerate(_sample_rows(data), start=1):
-        try:
-            pairs.append(_slot(sku, slug))
-        except services.StudioError as exc:
-            raise services.StudioError(f"Sample {number}: {exc}") from exc
-    return pairs
-
-
-def _examples(data: QueryDict, prompt: Prompt) -> list[str] | None:
-    """The examples the editor chose for the next version, in order: the current
-    version's that stay ticked, then the texts of the ticked best performers (only the
-    prompt's published or retired variants count). None when the form had no examples
-    section (a save from elsewhere): the current version's carry over."""
-    if "examples_shown" not in data:
-        return None
-    current = prompt.current_version
-    old = list(current.examples) if current is not None else []
-    keep = [ascii_int(i, "keep_example") for i in data.getlist("keep_example")]
-    kept = [old[i] for i in keep if i < len(old)]
-    ids = [ascii_int(i, "example_variant") for i in data.getlist("example_variant")]
-    texts = dict(
-        Variant.objects.filter(
-            pk__in=ids,
-            prompt=prompt,
-            status__in=[Variant.Status.PUBLISHED, Variant.Status.RETIRED],
-        ).values_list("pk", "text")
-    )
-    return kept + [texts[i] for i in ids if i in texts]
-
-
-def _examples_context(request: HtmxHttpRequest, prompt: Prompt, current) -> dict:
-    """The examples section: the current version's, and the best performers to add."""
-    old = list(current.examples) if current is not None else []
-    shown = "examples_shown" in request.POST
-    kept = set(request.POST.getlist("keep_example")) if shown else {str(i) for i in range(len(old))}
-    chosen = set(request.POST.getlist("example_variant"))
+def _examples_context(prompt: Prompt, examples: ExamplesForm) -> dict:
+    """The examples section: the current version's, and the best performers to add,
+    ticked as `examples` has them."""
+    old, kept, chosen = examples.current_examples, examples.kept(), examples.chosen()
     best = [
         (row, variant.text.strip() in old, str(variant.pk) in chosen)
         for row in metrics.best_performers(prompt=prompt, limit=BEST_PERFORMERS)
         if (variant := row.variant) is not None
     ]
     return {
+        "examples_form": examples,
         "current_examples": [(i, text, str(i) in kept) for i, text in enumerate(old)],
         "best_performers": best,
         "examples_max": services.EXAMPLES_MAX,
@@ -261,20 +217,33 @@ def _examples_context(request: HtmxHttpRequest, prompt: Prompt, current) -> dict
     }
 
 
-def _studio_context(request: HtmxHttpRequest, prompt: Prompt, form: DraftForm) -> dict:
-    data = request.POST
+def _preview_initial(prompt: Prompt) -> dict:
+    """A new page previews the first of the samples Try would pick."""
+    first = services.prompt_sample_pairs(prompt=prompt, count=1)
+    return (
+        {"preview_product": first[0][0].sku, "preview_segment": first[0][1].slug} if first else {}
+    )
+
+
+def _studio_context(prompt: Prompt, form: DraftForm, read: dict) -> dict:
+    """The whole page. The editor's forms are those the action read (in `read`); the
+    others are bound to what was posted with the draft, so that the page shows what was
+    typed, or fresh when the draft is."""
+    data = form.data if form.is_bound else None
+    if "preview_form" in read:
+        preview = read["preview_form"]
+    else:
+        preview = PreviewForm(data, initial=None if form.is_bound else _preview_initial(prompt))
+    samples = read["samples"] if "samples" in read else SampleFormSet(data)
+    if "examples_form" in read:
+        examples = read["examples_form"]
+    else:
+        examples = ExamplesForm(data, prompt=prompt)
     template = form["template"].value() or ""
     try:
         used = set(placeholders_in(template))
     except PromptTemplateError:
         used = set()
-    rows = _sample_rows(data)
-    preview_product, preview_segment = data.get("preview_product"), data.get("preview_segment")
-    if preview_product is None and preview_segment is None:
-        first = services.prompt_sample_pairs(prompt=prompt, count=1)
-        preview_product, preview_segment = (
-            (first[0][0].sku, first[0][1].slug) if first else ("", "")
-        )
     history = _history(prompt)
     return {
         "prompt": prompt,
@@ -285,11 +254,10 @@ def _studio_context(request: HtmxHttpRequest, prompt: Prompt, form: DraftForm) -
         "segments": Segment.objects.order_by("-member_count", "slug"),
         "products": Product.objects.order_by("sku").only("sku", "name")[:PRODUCT_SUGGESTIONS],
         "models": sorted(settings.LLM_PRICES),
-        "preview_product": preview_product,
-        "preview_segment": preview_segment,
-        "sample_rows": rows + [("", "")] * (services.TRY_MAX_SAMPLES - len(rows)),
+        "preview_form": preview,
+        "samples": samples,
         "max_samples": services.TRY_MAX_SAMPLES,
-        **_examples_context(request, prompt, history[0].version if history else None),
+        **_examples_context(prompt, examples),
     }
 
 
@@ -302,8 +270,13 @@ def _respond(
             request, f"review/studio.html#{partial}", {"prompt": prompt, "form": form, **context}
         )
     return render(
-        request, "review/studio.html", {**_studio_context(request, prompt, form), **context}
+        request, "review/studio.html", {**_studio_context(prompt, form, context), **context}
     )
+
+
+def _joined(*errors: str) -> str:
+    """The errors of the forms an action read, in one line for the region it swaps."""
+    return "; ".join(e for e in errors if e)
 
 
 @login_required
@@ -312,7 +285,7 @@ def studio(request: HtmxHttpRequest, slug: str) -> HttpResponse:
     require_lead(request)
     prompt = _prompt(slug)
     form = _initial_form(prompt)
-    return render(request, "review/studio.html", _studio_context(request, prompt, form))
+    return render(request, "review/studio.html", _studio_context(prompt, form, {}))
 
 
 @login_required
@@ -320,28 +293,27 @@ def studio(request: HtmxHttpRequest, slug: str) -> HttpResponse:
 def studio_preview(request: HtmxHttpRequest, slug: str) -> HttpResponse:
     require_lead(request)
     prompt = _prompt(slug)
-    form = DraftForm(request.POST)
-    context: dict = {}
-    try:
-        product, segment = _slot(
-            request.POST.get("preview_product", ""), request.POST.get("preview_segment", "")
+    form = DraftForm(request.POST)  # not read: only shown again on the whole page
+    preview = PreviewForm(request.POST)
+    examples = ExamplesForm(request.POST, prompt=prompt)
+    context: dict = {"preview_form": preview, "examples_form": examples}
+    if not all([preview.is_valid(), examples.is_valid()]):
+        context["preview_error"] = _joined(
+            errors_text(preview, labels=False), errors_text(examples, labels=False)
         )
+        return _respond(request, prompt, form, "preview", context)
+    template, (product, segment) = preview.cleaned_data["template"], preview.cleaned_data["slot"]
+    chosen = examples.cleaned_data["examples"]
+    try:
         rendered = services.prompt_preview(
-            prompt=prompt,
-            template=request.POST.get("template", "").replace("\r\n", "\n"),
-            product=product,
-            segment=segment,
-            examples=_examples(request.POST, prompt),
+            prompt=prompt, template=template, product=product, segment=segment, examples=chosen
         )
         context |= {
             "rendered": rendered,
             "preview_slot": (product, segment),
             "preview_tokens": sum(pricing.estimate_tokens(m["content"]) for m in rendered.messages),
             "prefix": services.prompt_prefix_share(
-                prompt=prompt,
-                template=request.POST.get("template", "").replace("\r\n", "\n"),
-                product=product,
-                examples=_examples(request.POST, prompt),
+                prompt=prompt, template=template, product=product, examples=chosen
             ),
         }
     except STUDIO_ERRORS as exc:
@@ -355,9 +327,13 @@ def studio_try(request: HtmxHttpRequest, slug: str) -> HttpResponse:
     require_lead(request)
     prompt = _prompt(slug)
     form = DraftForm(request.POST)
-    context: dict = {}
-    if not form.is_valid():
-        context["try_error"] = errors_text(form)
+    samples = SampleFormSet(request.POST)
+    examples = ExamplesForm(request.POST, prompt=prompt)
+    context: dict = {"samples": samples, "examples_form": examples}
+    if not all([form.is_valid(), samples.is_valid(), examples.is_valid()]):
+        context["try_error"] = _joined(
+            errors_text(form), *samples.messages(), errors_text(examples, labels=False)
+        )
         return _respond(request, prompt, form, "try-results", context)
     try:
         context["results"] = services.prompt_try(
@@ -365,8 +341,8 @@ def studio_try(request: HtmxHttpRequest, slug: str) -> HttpResponse:
             template=form.cleaned_data["template"],
             model=form.cleaned_data["model"],
             temperature=form.cleaned_data["temperature"],
-            pairs=_sample_pairs(request.POST),
-            examples=_examples(request.POST, prompt),
+            pairs=samples.pairs,
+            examples=examples.cleaned_data["examples"],
         )
     except STUDIO_ERRORS as exc:
         context["try_error"] = str(exc)
@@ -380,23 +356,24 @@ def studio_impact(request: HtmxHttpRequest, slug: str) -> HttpResponse:
     require_lead(request)
     prompt = _prompt(slug)
     form = DraftForm(request.POST)
-    context: dict = {}
-    if not form.is_valid():
-        context["impact_error"] = errors_text(form)
+    examples = ExamplesForm(request.POST, prompt=prompt)
+    context: dict = {"examples_form": examples}
+    if not all([form.is_valid(), examples.is_valid()]):
+        context["impact_error"] = _joined(errors_text(form), errors_text(examples, labels=False))
         return _respond(request, prompt, form, "impact", context)
-    examples = _examples(request.POST, prompt)
+    chosen = examples.cleaned_data["examples"]
     try:
         context["impact"] = services.prompt_impact(
             prompt=prompt,
             template=form.cleaned_data["template"],
             model=form.cleaned_data["model"],
             temperature=form.cleaned_data["temperature"],
-            examples=examples,
+            examples=chosen,
         )
     except STUDIO_ERRORS as exc:
         context["impact_error"] = str(exc)
     else:
-        context["impact_examples"] = services.prompt_examples(prompt=prompt, examples=examples)
+        context["impact_examples"] = services.prompt_examples(prompt=prompt, examples=chosen)
     return _respond(request, prompt, form, "impact", context)
 
 
@@ -419,15 +396,16 @@ def studio_save(request: HtmxHttpRequest, slug: str) -> HttpResponse:
     require_lead(request)
     prompt = _prompt(slug)
     form = DraftForm(request.POST)
-    context: dict = {}
-    if not form.is_valid():
-        context["impact_error"] = errors_text(form)
+    examples = ExamplesForm(request.POST, prompt=prompt)
+    context: dict = {"examples_form": examples}
+    if not all([form.is_valid(), examples.is_valid()]):
+        context["impact_error"] = _joined(errors_text(form), errors_text(examples, labels=False))
         return _respond(request, prompt, form, "impact", context)
     try:
         version = services.prompt_save(
             prompt=prompt,
             user=request.user,
-            examples=_examples(request.POST, prompt),
+            examples=examples.cleaned_data["examples"],
             **form.cleaned_data,
         )
     except STUDIO_ERRORS as exc:

@@ -88,3 +88,29 @@ def test_a_lead_saves_a_new_version_and_sees_its_variants_arrive(
     page.goto(f"{live_server.url}/review/?prompt={prompt.slug}")
     expect(page.locator("#variants .variant")).to_have_count(6)
     screenshot("04-queue")
+
+
+def test_a_lead_tries_the_draft_on_the_samples_they_chose(
+    page, live_server, log_in, offline_writer, screenshot
+):
+    """Try posts the sample rows as a formset: the button's HTMX request carries the
+    editor's form, management form and all, and a row's error comes back named."""
+    UserFactory(username="lead", groups=["marketing lead"])
+    v1 = PromptVersionFactory(number=1, template=TEMPLATE)
+    products = ProductFactory.create_batch(2)
+    segments = SegmentFactory.create_batch(2)
+
+    log_in("lead")
+    page.goto(f"{live_server.url}/review/prompts/{v1.prompt.slug}/")
+    page.get_by_label("Sample 2 product SKU").fill(products[1].sku)
+    page.get_by_role("button", name="Try on samples").click()
+    results = page.locator("#try-results")
+    expect(results).to_contain_text("Sample 2: Choose both a product (its SKU) and a segment")
+    assert offline_writer.requests == []
+
+    page.get_by_label("Sample 2 segment").select_option(segments[0].slug)
+    page.get_by_role("button", name="Try on samples").click()
+    expect(results.locator("article.sample")).to_have_count(1)
+    expect(results).to_contain_text(f"{products[1].name} {products[1].sku} for {segments[0].name}")
+    expect(results).not_to_contain_text("Choose both")
+    screenshot("01-tried")

@@ -21,12 +21,16 @@ from tests.test_role_matrix import MATRIX, _kwargs, _world
 pytestmark = pytest.mark.django_db
 
 TEMPLATES = Path(django_settings.BASE_DIR) / "templates"
-# The segment builder's rows are a formset: their names (rule-0-attribute, ...) are
-# rendered from the form, not written in the template.
+# The segment builder's rows and the studio's sample rows are formsets: their names
+# (rule-0-attribute, sample-0-sku, ...) are rendered from the form, not written in the
+# template.
 FORMSET_FIELDS = {
     *(f"rule-{i}-{name}" for i in range(2) for name in ("attribute", "op", "value", "upper")),
     "rule-TOTAL_FORMS",
     "rule-INITIAL_FORMS",
+    *(f"sample-{i}-{name}" for i in range(2) for name in ("sku", "segment")),
+    "sample-TOTAL_FORMS",
+    "sample-INITIAL_FORMS",
 }
 # Every field name a review page's forms post: the fuzzer fills these.
 FIELDS = sorted(

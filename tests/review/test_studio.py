@@ -59,6 +59,16 @@ def studio():
     return version.prompt, products, segments
 
 
+def _samples(*rows: tuple[str, str], blank: int = 0) -> dict:
+    """The sample rows (SKU, segment slug) as the studio's formset posts them:
+    sample-0-sku, sample-0-segment, ..., then `blank` empty rows, and the management form."""
+    rows = (*rows, *[("", "")] * blank)
+    data: dict = {"sample-TOTAL_FORMS": len(rows), "sample-INITIAL_FORMS": 0}
+    for i, (sku, slug) in enumerate(rows):
+        data |= {f"sample-{i}-sku": sku, f"sample-{i}-segment": slug}
+    return data
+
+
 def _draft(prompt, products, segments, **changes) -> dict:
     version = prompt.current_version
     return {
@@ -68,6 +78,7 @@ def _draft(prompt, products, segments, **changes) -> dict:
         "note": "",
         "preview_product": products[0].sku,
         "preview_segment": segments[0].slug,
+        **_samples(blank=5),
         **changes,
     }
 
@@ -288,8 +299,9 @@ def test_trying_writes_samples_now_and_saves_nothing(client, lead, studio, offli
     data = _draft(
         *studio,
         template="TRY " + TEMPLATE,
-        sample_product=[products[0].sku, products[1].sku, "", "", ""],
-        sample_segment=[segments[1].slug, segments[0].slug, "", "", ""],
+        **_samples(
+            (products[0].sku, segments[1].slug), (products[1].sku, segments[0].slug), blank=3
+        ),
     )
 
     response = client.post(reverse("review:studio-try", args=[prompt.slug]), data, headers=HX)
@@ -320,10 +332,74 @@ def test_trying_without_javascript_shows_the_page_with_the_samples(
 
 def test_a_half_filled_sample_row_is_named(client, lead, studio, offline_writer):
     prompt, products, _segments = studio
-    data = _draft(*studio, sample_product=[products[0].sku], sample_segment=[""])
+    data = _draft(*studio, **_samples((products[0].sku, "")))
     response = client.post(reverse("review:studio-try", args=[prompt.slug]), data, headers=HX)
     assert "Sample 1: Choose both a product" in response.content.decode()
     assert offline_writer.requests == []
+
+
+def test_the_studio_form_carries_the_sample_rows_management_form(client, lead, studio):
+    prompt = studio[0]
+    body = client.get(reverse("review:studio", args=[prompt.slug])).content.decode()
+    start = body.index('class="studio">')
+    form = body[start : body.index("</form>", start)]
+    assert 'name="sample-TOTAL_FORMS" value="5"' in form
+    assert 'name="sample-INITIAL_FORMS" value="0"' in form
+    assert 'name="sample-4-sku"' in form and 'name="sample-4-segment"' in form
+    assert 'name="sample-5-sku"' not in form
+
+
+def test_a_sample_row_with_an_unknown_sku_is_named_beside_it(client, lead, studio, offline_writer):
+    prompt, _products, segments = studio
+    data = _draft(*studio, **_samples(("", ""), ("NOPE-1", segments[0].slug), blank=3))
+    response = client.post(reverse("review:studio-try", args=[prompt.slug]), data)
+    body = response.content.decode()
+    assert response.status_code == 200 and "<html" in body
+    # Named by its place on the page, in the try's region and under the row.
+    assert body.count("Sample 2: No product with SKU &#x27;NOPE-1&#x27;") == 2
+    assert 'name="sample-1-sku" list="products" value="NOPE-1"' in body
+    assert slot_completions(offline_writer) == []
+
+
+def test_more_filled_sample_rows_than_a_try_takes_are_refused(client, lead, studio, offline_writer):
+    prompt, products, segments = studio
+    rows = [(products[i % 2].sku, segments[i // 2 % 2].slug) for i in range(6)]
+    data = _draft(*studio, **_samples(*rows))
+    response = client.post(reverse("review:studio-try", args=[prompt.slug]), data, headers=HX)
+    body = response.content.decode()
+    assert response.status_code == 200 and 'id="try-results"' in body
+    assert "Try at most 5 samples at a time, not 6" in body
+    assert slot_completions(offline_writer) == []
+
+
+@pytest.mark.parametrize("headers", [{}, HX])
+def test_a_try_without_the_sample_rows_management_form_says_so(
+    client, lead, studio, offline_writer, headers
+):
+    prompt = studio[0]
+    data = {k: v for k, v in _draft(*studio).items() if not k.startswith("sample-")}
+    response = client.post(reverse("review:studio-try", args=[prompt.slug]), data, headers=headers)
+    assert (
+        response.status_code == 200
+        and "ManagementForm data is missing" in response.content.decode()
+    )
+    assert slot_completions(offline_writer) == []
+
+
+def test_preview_of_an_unknown_product_names_it_inline(client, lead, studio):
+    prompt = studio[0]
+    data = _draft(*studio, preview_product=" NOPE-1 ")
+    response = client.post(reverse("review:studio-preview", args=[prompt.slug]), data, headers=HX)
+    body = response.content.decode()
+    assert response.status_code == 200 and 'id="preview"' in body
+    assert "No product with SKU &#x27;NOPE-1&#x27;" in body
+
+
+def test_preview_without_a_segment_asks_for_both(client, lead, studio):
+    prompt = studio[0]
+    data = _draft(*studio, preview_segment="")
+    response = client.post(reverse("review:studio-preview", args=[prompt.slug]), data, headers=HX)
+    assert "Choose both a product (its SKU) and a segment" in response.content.decode()
 
 
 def test_trying_against_an_unreachable_endpoint_says_so(client, lead, studio, settings):
@@ -440,3 +516,53 @@ def test_rolling_back_to_the_current_version_is_refused(client, lead, studio):
     response = client.post(url, {"confirm": "1"}, headers=HX)
     assert "already the current version" in response.content.decode()
     assert prompt.versions.count() == 1
+
+
+# --- examples -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("headers", [{}, HX])
+@pytest.mark.parametrize("action", ["preview", "try", "impact", "save"])
+def test_an_example_id_that_is_not_a_number_is_a_message_on_the_page(
+    client, lead, studio, action, headers
+):
+    prompt = studio[0]
+    data = _draft(
+        *studio,
+        template="Other " + TEMPLATE,
+        examples_shown="1",
+        example_variant=["١٢"],  # Arabic-Indic digits: int() reads them, the form does not
+    )
+    response = client.post(
+        reverse(f"review:studio-{action}", args=[prompt.slug]), data, headers=headers
+    )
+    assert response.status_code == 200
+    assert "No variant is numbered &#x27;١٢&#x27;" in response.content.decode()
+    assert prompt.versions.count() == 1
+
+
+def test_keeping_an_example_the_current_version_lacks_is_a_message(client, lead, studio):
+    prompt = studio[0]
+    PromptVersion.objects.filter(prompt=prompt).update(examples=["Only one."])
+    data = _draft(
+        *studio, template="Other " + TEMPLATE, examples_shown="1", keep_example=["0", "3"]
+    )
+    response = client.post(reverse("review:studio-save", args=[prompt.slug]), data)
+    body = response.content.decode()
+    assert response.status_code == 200 and "The current version has no example 3" in body
+    # The page keeps what was ticked.
+    assert 'name="keep_example" value="0" checked' in body
+    assert prompt.versions.count() == 1
+
+
+def test_a_best_performer_deleted_since_the_page_was_shown_is_named(client, lead, studio):
+    prompt = studio[0]
+    gone = VariantFactory(prompt_version=prompt.current_version, status="published")
+    gone_pk = gone.pk
+    gone.delete()
+    data = _draft(
+        *studio, template="Other " + TEMPLATE, examples_shown="1", example_variant=[gone_pk]
+    )
+    response = client.post(reverse("review:studio-impact", args=[prompt.slug]), data, headers=HX)
+    assert f"No variant is numbered {gone_pk}" in response.content.decode()
+    assert "Saving makes v2" not in response.content.decode()

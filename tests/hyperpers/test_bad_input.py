@@ -72,13 +72,22 @@ def test_a_nul_in_the_path_is_a_400():
     assert _detail(response) == "The path holds a NUL byte"
 
 
-def test_non_ascii_digits_in_bulk_ids_are_a_400_naming_the_field(client, lead):
-    response = client.post(reverse("review:bulk"), {"ids": ["²"], "action": "approve"})
-    assert response.status_code == 400
-    assert "ids: &#x27;²&#x27; is not a whole number" in response.content.decode()
+def test_non_ascii_digits_in_bulk_ids_are_refused_naming_the_value(client, lead):
+    # The bulk form reads ids (review/forms.py: BulkForm): a refusal on the queue page,
+    # not a 400 page, and nothing decided.
+    variant = VariantFactory(status="in_review")
+    response = client.post(
+        reverse("review:bulk"), {"ids": ["²", str(variant.pk)], "action": "approve"}, follow=True
+    )
+    assert response.status_code == 200
+    assert [m.message for m in response.context["messages"]] == [
+        "Variants are named by number, not '²'"
+    ]
+    variant.refresh_from_db()
+    assert variant.status == "in_review"
 
 
-def test_non_ascii_digits_in_the_studios_examples_are_a_400(client, lead):
+def test_non_ascii_digits_in_the_studios_examples_are_refused_beside_the_field(client, lead):
     version = PromptVersionFactory(template="Write about {product_name}.")
     product, segment = VariantFactory(prompt_version=version).product, None
     data = {
@@ -92,14 +101,19 @@ def test_non_ascii_digits_in_the_studios_examples_are_a_400(client, lead):
         "example_variant": ["١٢"],  # Arabic-Indic digits: "١٢".isdigit() is True
     }
     response = client.post(reverse("review:studio-save", args=[version.prompt.slug]), data)
-    assert response.status_code == 400
-    assert "example_variant" in response.content.decode()
+    # The studio's examples form (review/forms.py: ExamplesForm) names the value on the
+    # page, and no version is saved.
+    assert response.status_code == 200
+    assert "No variant is numbered &#x27;١٢&#x27;" in response.content.decode()
+    assert version.prompt.versions.count() == 1
 
 
-def test_a_variant_that_is_not_a_number_on_retry_variant_is_a_400(client, lead):
+def test_a_variant_that_is_not_a_number_on_retry_variant_is_refused(client, lead):
     variant = VariantFactory(status="failed")
     run = GenerationRun.objects.create(prompt_version=variant.prompt_version)
     url = reverse("review:run-action", args=[run.pk, "retry-variant"])
-    response = client.post(url, {"variant": "abc"})
-    assert response.status_code == 400
-    assert "variant: &#x27;abc&#x27; is not a whole number" in response.content.decode()
+    response = client.post(url, {"variant": "abc"}, follow=True)
+    assert response.status_code == 200
+    assert [m.message for m in response.context["messages"]] == ["The run has no variant abc"]
+    variant.refresh_from_db()
+    assert variant.status == "failed"

@@ -1,11 +1,13 @@
 """The live endpoint's fast path and each web process's snapshot of live copy."""
 
 import time
+from datetime import timedelta
 
 import pytest
 import redis
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 from rest_framework.test import APIClient
 
 from generation.models import Product, Variant
@@ -14,6 +16,7 @@ from review.auth import api_token_create, lease_size, token_rate_wait
 from review.models import ReviewEvent
 from review.rest import live as api
 from tests.factories import (
+    CustomerFactory,
     PromptVersionFactory,
     SegmentFactory,
     UserFactory,
@@ -289,30 +292,131 @@ def test_a_new_blocks_buckets_come_due_one_at_a_time(reader, settings):
     assert ages == pytest.approx([b * step for b in range(delivery.BUCKETS)], abs=0.5)
 
 
-def test_a_customer_costs_two_queries_once_the_snapshot_is_warm(reader, settings):
-    from tests.factories import CustomerFactory
-
-    settings.DELIVERY_SNAPSHOT_VERIFY_SECONDS = 60
+def _customer_and_slot(*, language="en", segment_language="en"):
+    """A customer of a segment with copy live for one product, no holdout."""
     segment = SegmentFactory(rules={"value_tier": "high"})
-    live = VariantFactory(status=Variant.Status.PUBLISHED, segment=segment, text="Segment copy")
+    live = VariantFactory(
+        status=Variant.Status.PUBLISHED,
+        segment=segment,
+        language=segment_language,
+        text="Segment copy",
+    )
     live.prompt.holdout_percent = 0
+    live.prompt.languages = list(dict.fromkeys(["en", segment_language]))
     live.prompt.save()
-    customer = CustomerFactory(attributes={"value_tier": "high"})
-    own = VariantFactory(
+    customer = CustomerFactory(language=language, attributes={"value_tier": "high"})
+    return live, customer
+
+
+def _own(live, customer, **fields):
+    return VariantFactory(
         status=Variant.Status.PUBLISHED,
         prompt_version=live.prompt_version,
         product=live.product,
         segment=None,
         customer=customer,
-        text="Written for one",
+        language=customer.language,
+        **fields,
     )
+
+
+@pytest.mark.parametrize("has_own", [True, False], ids=["own variant", "segment copy"])
+def test_a_customer_costs_one_query_once_the_snapshot_is_warm(
+    reader, settings, django_assert_num_queries, has_own
+):
+    """Issue 17 item 6: the customer and their own variants in one round trip, the
+    segment's copy from the snapshot. Journey tools call at 200 requests a second."""
+    settings.DELIVERY_SNAPSHOT_VERIFY_SECONDS = 60
+    live, customer = _customer_and_slot()
+    own = _own(live, customer, text="Written for one") if has_own else None
     params = {"prompt": live.prompt.slug, "product": live.product.sku}
     reader.get(LIVE, {**params, "customer": customer.external_id})
-    with CaptureQueriesContext(connection) as queries:
+    with django_assert_num_queries(1):
         body = reader.get(LIVE, {**params, "customer": customer.external_id}).json()
-    assert (body["source"], body["variant_id"], body["text"]) == ("customer", own.pk, own.text)
-    assert body["segment"] == segment.slug
-    assert len(queries) == 2  # the customer, and their own variants
+    expected = ("customer", own.pk, own.text) if own else ("segment", live.pk, live.text)
+    assert (body["source"], body["variant_id"], body["text"]) == expected
+    assert (body["segment"], body["customer"]) == (live.segment.slug, customer.external_id)
+
+
+def test_a_listing_page_for_a_customer_costs_one_query(reader, settings, django_assert_num_queries):
+    settings.DELIVERY_SNAPSHOT_VERIFY_SECONDS = 60
+    live, customer = _customer_and_slot()
+    other = VariantFactory(
+        status=Variant.Status.PUBLISHED,
+        prompt_version=live.prompt_version,
+        segment=live.segment,
+        text="Other segment copy",
+    )
+    own = _own(live, customer, text="Written for one")
+    params = {
+        "prompt": live.prompt.slug,
+        "products": f"{other.product.sku},{live.product.sku}",
+        "customer": customer.external_id,
+    }
+    reader.get("/api/v1/live/batch/", params)
+    with django_assert_num_queries(1):
+        results = reader.get("/api/v1/live/batch/", params).json()["results"]
+    assert [(r["source"], r["variant_id"]) for r in results] == [
+        ("segment", other.pk),
+        ("customer", own.pk),
+    ]
+
+
+def test_an_unknown_customer_is_a_404_with_the_snapshot_warm(reader, settings):
+    settings.DELIVERY_SNAPSHOT_VERIFY_SECONDS = 60
+    live, customer = _customer_and_slot()
+    params = {"prompt": live.prompt.slug, "product": live.product.sku}
+    assert reader.get(LIVE, {**params, "customer": customer.external_id}).status_code == 200
+    response = reader.get(LIVE, {**params, "customer": "ghost"})
+    assert response.status_code == 404
+    assert response.json() == {"detail": "Unknown customer 'ghost'"}
+
+
+def _several_purposes(live, customer):
+    """Two messages live for one product: the one published last wins."""
+    now = timezone.now()
+    _own(live, customer, purpose="welcome", text="Older", published=now)
+    _own(live, customer, purpose="winback", text="Newest", published=now + timedelta(hours=1))
+
+
+def _own_in_a_regional_language(live, customer):
+    _own(live, customer, text="Für dich geschrieben")
+
+
+@pytest.mark.parametrize(
+    ("setup", "language", "asked", "text"),
+    [
+        (None, "de", None, "Segment copy"),
+        (_several_purposes, "en", None, "Newest"),
+        (_own_in_a_regional_language, "de-ch", None, "Für dich geschrieben"),
+        (_own_in_a_regional_language, "de-ch", "de", "Für dich geschrieben"),
+        (None, "de-ch", None, "Segment copy"),
+    ],
+    ids=["segment copy", "several purposes", "own in de-ch", "own, de asked", "base language"],
+)
+def test_the_snapshot_answers_a_customer_as_the_database_does(
+    reader, monkeypatch, setup, language, asked, text
+):
+    live, customer = _customer_and_slot(language=language, segment_language="de")
+    if setup is not None:
+        setup(live, customer)
+    params = {"prompt": live.prompt.slug, "product": live.product.sku}
+    params |= {"customer": customer.external_id} | ({"language": asked} if asked else {})
+    answered = []
+    from_snapshot = delivery._live_for_customer
+    monkeypatch.setattr(
+        delivery,
+        "_live_for_customer",
+        lambda *args: answered.append(from_snapshot(*args)) or answered[-1],
+    )
+    fast = reader.get(LIVE, params)
+    monkeypatch.setattr(delivery, "_live_for_customer", lambda *args: None)
+    slow = reader.get(LIVE, params)
+    assert answered[0] is not None  # served from the snapshot, not the database
+    assert fast.status_code == slow.status_code == 200
+    assert fast.json()["text"] == text
+    assert fast.content == slow.content
+    assert fast["ETag"] == slow["ETag"]
 
 
 def test_a_load_overtaken_by_a_drop_is_not_kept(reader, monkeypatch):

@@ -127,7 +127,7 @@ class DecisionForm(forms.Form):
 
     view = forms.ChoiceField(choices=DECISION_VIEWS, required=False)
     # The revision the reviewer saw; none sent, none checked.
-    revision = forms.IntegerField(required=False, min_value=0)
+    revision = forms.IntegerField(required=False, min_value=0, max_value=2**63 - 1)
 
 
 class ApproveForm(DecisionForm):
@@ -162,7 +162,8 @@ class BulkForm(ReasonForm):
     revision the reviewer saw; none sent, none checked)."""
 
     ids = ListField(
-        forms.IntegerField(min_value=1),
+        # Bounded: `pk__in` has no overflow check (SQLite raises OverflowError).
+        forms.IntegerField(min_value=1, max_value=2**63 - 1),
         max_items=BULK_MAX,
         error_messages={
             "required": "Select at least one variant first",
@@ -176,7 +177,7 @@ class BulkForm(ReasonForm):
     def clean(self) -> dict[str, Any]:
         super().clean()
         cleaned = self.cleaned_data
-        revision = forms.IntegerField(min_value=0)
+        revision = forms.IntegerField(min_value=0, max_value=2**63 - 1)
         revisions = {}
         for pk in cleaned.get("ids", []):
             raw = self.data.get(f"rev-{pk}", "")

@@ -5,9 +5,9 @@ Plain words, no formulas; review/experiments/stats.py has the method in full.
 
 RANDOMIZATION = (
     "Each visitor is assigned to a copy by a fixed scramble of the experiment and their "
-    "id, so they keep seeing the same copy on every visit and every server. Each "
-    "exposure records which copy was shown and with what probability, so the analysis "
-    "can account for how traffic was split."
+    "id, so they see the same copy on every visit and every server while the split "
+    "stays as it is (a bandit that shrinks an arm's share moves some of its visitors). "
+    "Each exposure records which copy was shown and with what probability."
 )
 FIXED_SPLIT = (
     "Traffic is split between the copies in shares set when the experiment starts and "
@@ -47,8 +47,8 @@ HOLM = (
 BENJAMINI_HOCHBERG = (
     "With several copies and segments, each p-value is adjusted for the number of "
     "comparisons made together. Benjamini-Hochberg's correction keeps the expected "
-    "share of false verdicts among all verdicts below 5%, which finds more real "
-    "differences than Holm's but allows the odd false one."
+    "share of false verdicts among the verdicts of each look below 5%, which finds "
+    "more real differences than Holm's but allows the odd false one over many looks."
 )
 PROBABILITY_BEST = (
     "Given the clicks so far, this is the chance that each copy truly has the highest "

@@ -437,7 +437,11 @@ def compare_segments(
     for (segment, arm, control, ready, p), p_adjusted in zip(pairs, adjusted, strict=True):
         # The level at which the correction tested this arm; Bonferroni's α / m where
         # the p-value underflowed to 0.
-        level = alpha * p / p_adjusted if p_adjusted > 0 else alpha / family
+        # p / p_adjusted is at least 1/m for Holm and BH, so it cannot underflow where
+        # alpha * p would (a p-value below 5e-323 made the level 0).
+        level = alpha * (p / p_adjusted) if p_adjusted > 0 else alpha / family
+        if not level > 0:
+            level = alpha / family
         out[segment].append(
             _comparison(
                 arm=arm,

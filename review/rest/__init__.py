@@ -6,6 +6,7 @@ the workflow the pages offer, with the pages' permissions (permissions.py)."""
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
+from rest_framework.views import set_rollback
 
 from generation.errors import ServiceError
 
@@ -15,6 +16,7 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
     status and {field: [message]} (or {"detail": message}), the shape DRF gives its
     own validation errors, so a client reads both the same way."""
     if isinstance(exc, ServiceError):
+        set_rollback()  # as DRF does for its own errors, should requests be atomic
         return Response(exc.body(), status=exc.status)
     return drf_exception_handler(exc, context)
 

@@ -14,6 +14,7 @@ from django.utils import timezone
 from generation.callbacks import message_notify_on_commit
 from generation.errors import ServiceError
 from generation.models import Variant, VariantQuerySet
+from generation.services import RunError, variant_regenerate
 from review.models import ReviewEvent
 
 if TYPE_CHECKING:
@@ -47,8 +48,9 @@ class StaleDecision(DecisionError):
         body = super().body()
         if self.variant_id is not None:
             # Read after the refused decision's transaction rolled back: what is stored.
-            now = Variant.objects.only("revision", "status").get(pk=self.variant_id)
-            body.update(revision=now.revision, status=now.status)
+            now = Variant.objects.only("revision", "status").filter(pk=self.variant_id).first()
+            if now is not None:  # deleted since: the message is all there is to say
+                body.update(revision=now.revision, status=now.status)
         return body
 
 
@@ -221,8 +223,6 @@ def variant_request_regeneration(
     The text it had is kept in the audit trail (the variant keeps its row). The
     revision is bumped so that a form showing the old text cannot approve the new one.
     """
-    from generation.services import RunError, variant_regenerate
-
     variant = _lock_in_review(variant, revision, user)
     variant.revision += 1
     variant.save(update_fields=["revision", "updated"])

@@ -535,3 +535,12 @@ def test_each_explanation_is_two_sentences(name):
     text = explain.EXPLANATIONS[name]
     sentences = [s for s in re.split(r"(?<=[.!?])\s+", text.strip()) if s]
     assert len(sentences) == 2, sentences
+
+
+def test_an_overwhelming_difference_is_compared_without_underflowing_the_level():
+    # z about 38.5: the sequential p-value is a denormal float, and alpha * p once
+    # rounded to 0 and made the corrected interval's level 0 (a ValueError).
+    control = arm(CONTROL, 100_000, 2_000)
+    [comparison] = stats.compare_arms(control=control, arms=[arm("v1", 100_000, 5_229)])
+    assert comparison.adjusted_p < 1e-100
+    assert comparison.low is not None and comparison.low > 0

@@ -51,6 +51,7 @@ HOSTILE = [
     "1e309",
     "NaN",
     "9" * 400,
+    "9" * 20,  # just past a 64-bit integer: an `__in` lookup does not check overflow
     "[" * 5000 + "]" * 5000,
     '{"a":' * 3000 + "1" + "}" * 3000,
     "<script>alert(1)</script>",

@@ -150,6 +150,8 @@ class SegmentRuleError(ValueError):
 
 
 RANGE_OPERATORS = ("gte", "gt", "lte", "lt")
+# A segment needs a handful of rules; the builder page offers this many rows.
+SEGMENT_RULES_MAX = 50
 
 
 def segment_rules_clean(rules: object) -> dict[str, Any]:
@@ -162,6 +164,8 @@ def segment_rules_clean(rules: object) -> dict[str, Any]:
     """
     if not isinstance(rules, dict) or not rules:
         raise SegmentRuleError("Rules are an object of attribute: rule, and cannot be empty")
+    if len(rules) > SEGMENT_RULES_MAX:
+        raise SegmentRuleError(f"Rules: at most {SEGMENT_RULES_MAX}, not {len(rules)}")
     cleaned: dict[str, Any] = {}
     for attribute, rule in rules.items():
         if not isinstance(attribute, str) or not attribute.strip():

@@ -15,6 +15,7 @@ from django import forms
 from generation import languages
 from generation.errors import ServiceError
 from generation.models import (
+    SEGMENT_RULES_MAX,
     CustomerSource,
     GenerationRun,
     Import,
@@ -530,8 +531,8 @@ class FlagForm(forms.Form):
 OPERATORS = {"is": "is", "one_of": "is one of", "range": "is between"}
 # Blank rows the builder offers below a segment's rules (at least one).
 RULE_ROWS = 4
-# Rows a builder may post; a segment needs a handful.
-RULE_ROWS_MAX = 50
+# Rows a builder may post: as many as a segment may have rules.
+RULE_ROWS_MAX = SEGMENT_RULES_MAX
 
 
 def _scalar(text: str) -> str | int | float:

@@ -126,6 +126,13 @@ def test_a_personal_attribute_in_rules_over_the_api_is_400_naming_rules():
     assert not Segment.objects.filter(name="By mail").exists()
 
 
+def test_more_rules_than_the_builder_can_show_are_refused_over_the_api():
+    rules = {f"attribute_{n}": "x" for n in range(51)}
+    response = as_("lead").post(f"{API}/segments/", {"name": "Many", "rules": rules}, format="json")
+    assert response.status_code == 400
+    assert response.json() == {"rules": ["Rules: at most 50, not 51"]}
+
+
 def test_a_bad_rule_over_the_api_is_400_naming_rules():
     response = as_("lead").post(
         f"{API}/segments/", {"name": "X", "rules": {"age": {"from": 1}}}, format="json"

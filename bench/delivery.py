@@ -5,7 +5,7 @@ loopback. Prints one figure a line (`name: value (target ...)`) and asserts noth
 the machine is shared (2 cores for the server, the load, PostgreSQL and Redis), so
 read the header first.
 
-    .venv/bin/python -m bench.delivery             # ~5 minutes (the first seed ~40 s more)
+    .venv/bin/python -m bench.delivery             # ~7 minutes (the first seed ~2 minutes more)
     .venv/bin/python -m bench.delivery --help      # sizes, durations, worker classes
 
 The server reads `--database-url` as given, and its default asks for persistent
@@ -17,7 +17,10 @@ to one query). Drop the option from the URL to measure that.
 
 The dataset (its own database, created, migrated and seeded once, reused while its
 counts match; `--reseed`): a brand, a prompt with one version, 10,000 products, 14
-segments and a published variant in each of the 140,000 slots, written with COPY.
+segments and a published variant in each of the 420,000 slots (3 languages); 1,000,000
+customers (`--customers`, 100 a product), each of one segment by their attributes, and a
+published one-to-one variant for every tenth of them (`--customer-variants`), all
+written with COPY.
 
 For each gunicorn worker class asked (`sync`, `gthread`), on a freshly started server
 that serves the project's URLs plus `/bench/bare/` (bench/delivery_urls.py: a constant
@@ -26,9 +29,11 @@ JSON body of a live answer's size, through the same middleware in the same proce
 1. throughput: `wrk` (closed loop, `--connections` connections, one thread) on the bare
    view, then on the live endpoint, after a warm-up of each; their ratio is the target.
    bench/delivery.lua draws a random product and segment for every request, so the
-   140,000 slots are hit evenly and no cache of a few answers flatters the figure.
+   420,000 slots are hit evenly and no cache of a few answers flatters the figure.
 2. latency at a fixed rate (`--rate`, 200 req/s) on the live endpoint (the target), then
-   on the bare view. The load comes from an open-loop generator in this process
+   for customers (issue 17 item 6: a journey tool's call names a customer and a
+   product; the customer's target is the same), then on the bare view. The load comes
+   from an open-loop generator in this process
    (asyncio, raw HTTP/1.1 on keep-alive sockets), not from wrk: wrk cannot hold a rate,
    and with its Lua `delay()` each connection waits for its answer before the next
    request, so a slow answer delays the requests behind it and they are never counted
@@ -40,9 +45,11 @@ JSON body of a live answer's size, through the same middleware in the same proce
 3. the batch endpoint, 50 random products a call: wrk throughput, and latency at
    `--batch-rate` with the open-loop generator.
 
-Then, in this process (no network): the queries and Redis round trips of one live
-request through Django's WSGI handler, and a cProfile of `--profile-requests` of them
-broken down by step (token lookup, rate limit, validation, queries, signing, JSON).
+Then, in this process (no network), every block loaded first: the queries and Redis
+round trips of one live request through Django's WSGI handler, the queries of a
+customer's (and the plan of their one query), and a cProfile of `--profile-requests`
+segment and customer requests broken down by step (token lookup, rate limit,
+validation, queries, signing, JSON).
 """
 
 from __future__ import annotations
@@ -95,8 +102,12 @@ SEGMENT_PREFIX = "bd-"
 TOKEN_NAME = "bench-delivery"
 SETTINGS = "bench.delivery_settings"
 LUA = Path(__file__).resolve().parent / "delivery.lua"
+CUSTOMER_PREFIX = "BC-"
+PURPOSE = "bench-journey"
 RATIO_TARGET = 0.8
 P99_TARGET_MS = 25.0
+CUSTOMERS_A_PRODUCT = 100
+TIERS, BANDS = ("high", "mid", "low"), ("18-24", "25-34", "35-44", "45-54", "55+")
 
 OPENERS = (
     "Built for the miles you actually run",
@@ -154,6 +165,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "(default en,de,fr: 420,000 live slots); each request asks for one of them at "
         "random with language= (the default one too).",
     )
+    parser.add_argument(
+        "--customers",
+        type=int,
+        default=None,
+        help="Customers, each matching one segment (default 100 a product: 1,000,000 at "
+        "the default 10,000 products, 20,000 at --products 200).",
+    )
+    parser.add_argument(
+        "--customer-variants",
+        type=int,
+        default=None,
+        help="Published one-to-one variants, one for every n-th customer (default a tenth "
+        "of the customers: 100,000); a customer request for one of them asks for its product.",
+    )
     parser.add_argument("--reseed", action="store_true", help="Seed again even if it fits.")
     parser.add_argument(
         "--worker-classes",
@@ -183,6 +208,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=1, help="Random seed of the load.")
 
     args = parser.parse_args(argv)
+    if args.customers is None:
+        args.customers = CUSTOMERS_A_PRODUCT * args.products
+    if args.customer_variants is None:
+        args.customer_variants = args.customers // 10
+    if args.customers < 1 or not 0 <= args.customer_variants <= args.customers:
+        parser.error("--customers must be >= 1 and --customer-variants at most as many")
     unknown = set(args.worker_classes) - {"sync", "gthread"}
     if unknown:
         parser.error(f"--worker-classes: {', '.join(sorted(unknown))}: use sync or gthread")
@@ -194,14 +225,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def seeded(args: argparse.Namespace) -> bool:
-    from generation.models import Brand, Product, Prompt, Segment, Variant
+    from generation.models import Brand, Customer, Product, Prompt, Segment, Variant
 
+    variants = slots(args) + args.customer_variants
     return (
         Brand.objects.filter(name=BRAND).exists()
         and Product.objects.count() == args.products
         and Segment.objects.count() == args.segments
-        and Variant.objects.published().count() == slots(args)
-        and Variant.objects.count() == slots(args)
+        and Customer.objects.count() == args.customers
+        and Variant.objects.published().count() == variants
+        and Variant.objects.count() == variants
         and Prompt.objects.filter(slug=PROMPT, languages=bench_languages(args)).exists()
     )
 
@@ -212,6 +245,39 @@ def bench_languages(args: argparse.Namespace) -> list[str]:
 
 def slots(args: argparse.Namespace) -> int:
     return args.products * args.segments * len(bench_languages(args))
+
+
+def segment_rules(s: int) -> dict[str, str]:
+    """Segment s's rules; customer i has those of segment i % --segments, so each
+    customer matches exactly one segment (the "n" rule)."""
+    return {"value_tier": TIERS[s % 3], "age_band": BANDS[s % 5], "n": str(s)}
+
+
+def customer_language(args: argparse.Namespace, i: int) -> str:
+    """Customer i's language: the bench's languages in turn, whatever their segment."""
+    tags = bench_languages(args)
+    return tags[(i // args.segments) % len(tags)]
+
+
+def customer_stride(args: argparse.Namespace) -> int:
+    """Every this many customers, one has a published variant of their own."""
+    return max(1, args.customers // args.customer_variants) if args.customer_variants else 0
+
+
+def own_product(args: argparse.Namespace, i: int) -> int | None:
+    """The product of customer i's own variant, or None when they have none."""
+    stride = customer_stride(args)
+    if not stride or i % stride or i // stride >= args.customer_variants:
+        return None
+    return (i // stride) * 7919 % args.products
+
+
+def customer_text(i: int, p: int) -> str:
+    return (
+        f"Written for customer {i}: the {BRAND} Trail Runner {p} is back in your size, "
+        "and your next long run deserves fresh cushioning. "
+        + " ".join(MIDDLES[(i + k) % len(MIDDLES)] for k in range(3))
+    )
 
 
 def copy_rows(model: Any, rows: Iterator[Any]) -> int:
@@ -245,12 +311,21 @@ def variant_text(p: int, s: int, language: str = "en") -> str:
 
 
 def seed(args: argparse.Namespace) -> None:
-    """A brand, a prompt and its version, the products, the segments, and a published
-    variant in every slot (product × segment × language), in one transaction."""
+    """A brand, a prompt and its version, the products, the segments, a published
+    variant in every slot (product × segment × language), the customers, and a published
+    variant of their own for every n-th customer (customer_stride), in one transaction."""
     from django.db import connection, transaction
     from django.utils import timezone
 
-    from generation.models import Brand, Product, Prompt, PromptVersion, Segment, Variant
+    from generation.models import (
+        Brand,
+        Customer,
+        Product,
+        Prompt,
+        PromptVersion,
+        Segment,
+        Variant,
+    )
 
     now = timezone.now()
     with transaction.atomic():
@@ -289,12 +364,11 @@ def seed(args: argparse.Namespace) -> None:
                 for p in range(args.products)
             ),
         )
-        tiers, bands = ("high", "mid", "low"), ("18-24", "25-34", "35-44", "45-54", "55+")
         segments = Segment.objects.bulk_create(
             Segment(
                 slug=f"{SEGMENT_PREFIX}{s:02d}",
-                name=f"{tiers[s % 3].title()} value, {bands[s % 5]} ({s})",
-                rules={"value_tier": tiers[s % 3], "age_band": bands[s % 5], "n": str(s)},
+                name=f"{TIERS[s % 3].title()} value, {BANDS[s % 5]} ({s})",
+                rules=segment_rules(s),
                 member_count=200 + 37 * s,
             )
             for s in range(args.segments)
@@ -322,26 +396,71 @@ def seed(args: argparse.Namespace) -> None:
                 for language in bench_languages(args)
             ),
         )
+        copy_rows(
+            Customer,
+            (
+                Customer(
+                    external_id=f"{CUSTOMER_PREFIX}{i:07d}",
+                    language=customer_language(args, i),
+                    attributes={**segment_rules(i % args.segments), "orders": i % 17},
+                )
+                for i in range(args.customers)
+            ),
+        )
+        customer_ids = list(Customer.objects.order_by("external_id").values_list("id", flat=True))
+        stride = customer_stride(args)
+        own = [
+            (i, own_product(args, i)) for i in (range(0, args.customers, stride) if stride else ())
+        ]
+        copy_rows(
+            Variant,
+            (
+                Variant(
+                    prompt_id=prompt.pk,
+                    prompt_version_id=version.pk,
+                    product_id=product_ids[p],
+                    customer_id=customer_ids[i],
+                    status=Variant.Status.PUBLISHED,
+                    text=customer_text(i, p),
+                    original_text=customer_text(i, p),
+                    rationale="Their size is back in stock.",
+                    model="offline-writer-1",
+                    language=customer_language(args, i),
+                    purpose=PURPOSE,
+                    generated=now,
+                    published=now,
+                )
+                for i, p in own
+                if p is not None
+            ),
+        )
     with connection.cursor() as cursor:
         # Autovacuum may be off on the bench machine: without statistics on the new rows
         # the planner guesses, and index-only scans visit the heap.
-        for model in (Variant, Product, Segment, Prompt):
+        for model in (Variant, Product, Segment, Prompt, Customer):
             cursor.execute(f"VACUUM (ANALYZE) {model._meta.db_table}")
 
 
 def dataset_line() -> str:
     from django.db import connection
 
-    from generation.models import Product, Segment, Variant
+    from generation.models import Customer, Product, Prompt, Segment, Variant
 
+    sizes = []
     with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT pg_size_pretty(pg_total_relation_size(%s))", [Variant._meta.db_table]
-        )
-        size = cursor.fetchone()[0]
+        for model in (Variant, Customer):
+            cursor.execute(
+                "SELECT pg_size_pretty(pg_total_relation_size(%s))", [model._meta.db_table]
+            )
+            sizes.append(cursor.fetchone()[0])
+    published = Variant.objects.published()
+    holdout = Prompt.objects.get(slug=PROMPT).holdout_percent
     return (
         f"data: {Product.objects.count()} products × {Segment.objects.count()} segments, "
-        f"{Variant.objects.published().count()} published variants; variants table {size}"
+        f"{published.filter(segment__isnull=False).count()} published segment variants; "
+        f"{Customer.objects.count()} customers, {published.filter(customer__isnull=False).count()}"
+        f" published one-to-one variants, holdout {holdout}%; "
+        f"variants table {sizes[0]}, customers table {sizes[1]}"
     )
 
 
@@ -512,6 +631,7 @@ class Load:
     seconds: float
     errors: dict[str, int]
     latencies_ms: list[float] = field(default_factory=list)  # open loop: every request
+    paths: list[str] = field(default_factory=list)  # open loop: each latency's request
     p50_ms: float = 0.0
     p99_ms: float = 0.0
     max_ms: float = 0.0
@@ -593,12 +713,13 @@ def combined(loads: list[Load]) -> Load:
 
 async def _open_loop(
     port: int, paths: Iterator[str], key: str, rate: float, seconds: float
-) -> tuple[list[float], float, Counter, int, float]:
+) -> tuple[list[float], list[str], float, Counter, int, float]:
     """Send request i at start + i/rate on an idle keep-alive connection (or a new one);
     its latency runs from that due time to the answer's last byte."""
     loop = asyncio.get_running_loop()
     idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
     latencies: list[float] = []
+    answered: list[str] = []
     errors: Counter = Counter()
     opened = 0
     last_done = 0.0
@@ -645,6 +766,7 @@ async def _open_loop(
         now = loop.time()
         last_done = max(last_done, now)
         latencies.append((now - due) * 1000)
+        answered.append(path)
         if status != 200:
             errors[f"http_{status}"] += 1
         if close:
@@ -667,14 +789,14 @@ async def _open_loop(
         await asyncio.wait(tasks, timeout=30)
     for _reader, writer in idle:
         writer.close()
-    return latencies, max(last_done - start, 1e-9), errors, opened, worst_lag * 1000
+    return latencies, answered, max(last_done - start, 1e-9), errors, opened, worst_lag * 1000
 
 
 def run_open_loop(
     server: Server, paths: Iterator[str], key: str, rate: float, seconds: float
 ) -> Load:
     with CpuMeter(server.process.pid, "generator") as meter:
-        latencies, elapsed, errors, opened, lag = asyncio.run(
+        latencies, answered, elapsed, errors, opened, lag = asyncio.run(
             _open_loop(server.port, paths, key, rate, seconds)
         )
     return Load(
@@ -682,6 +804,7 @@ def run_open_loop(
         seconds=elapsed,
         errors=dict(errors),
         latencies_ms=latencies,
+        paths=answered,
         p50_ms=percentile(latencies, 0.5) if latencies else float("nan"),
         p99_ms=percentile(latencies, 0.99) if latencies else float("nan"),
         max_ms=max(latencies, default=float("nan")),
@@ -695,6 +818,18 @@ def random_paths(args: argparse.Namespace, mode: str, salt: int) -> Iterator[str
     base = {"live": "/api/v1/live/", "bare": "/bench/bare/"}
     tags = bench_languages(args)
     while True:
+        if mode == "customer":
+            # A journey tool's call: a customer and a product, no language (the
+            # customer's own). A customer with a variant of their own is asked about
+            # its product (a tenth of them at the defaults); the others about any.
+            i = rng.randrange(args.customers)
+            p = own_product(args, i)
+            p = rng.randrange(args.products) if p is None else p
+            yield (
+                f"/api/v1/live/?prompt={PROMPT}&product={SKU_PREFIX}{p:06d}"
+                f"&customer={CUSTOMER_PREFIX}{i:07d}"
+            )
+            continue
         segment = f"{SEGMENT_PREFIX}{rng.randrange(args.segments):02d}"
         language = f"&language={rng.choice(tags)}" if tags else ""
         if mode == "batch":
@@ -705,6 +840,22 @@ def random_paths(args: argparse.Namespace, mode: str, salt: int) -> Iterator[str
         else:
             sku = f"{SKU_PREFIX}{rng.randrange(args.products):06d}"
             yield f"{base[mode]}?prompt={PROMPT}&product={sku}&segment={segment}{language}"
+
+
+def customer_kinds_line(args: argparse.Namespace, load: Load, holdout: int) -> None:
+    """The customer run's latencies by what each request was answered with."""
+    kinds: dict[str, list[float]] = {}
+    for path, latency in zip(load.paths, load.latencies_ms, strict=True):
+        kinds.setdefault(customer_kind(args, path, holdout), []).append(latency)
+    print(
+        "    by answer: "
+        + "; ".join(
+            f"{kind} {len(found)} ({len(found) / len(load.paths):.0%}): p50 "
+            f"{percentile(found, 0.5):.1f} ms, p99 {percentile(found, 0.99):.1f} ms"
+            for kind, found in sorted(kinds.items())
+        ),
+        flush=True,
+    )
 
 
 def load_line(label: str, load: Load) -> None:
@@ -786,6 +937,10 @@ STEPS = (
     ("      as_dict (exposure id signing)", "review/delivery.py", "as_dict"),
     ("      ETag (json.dumps + sha1)", "review/rest/live.py", "_etag"),
     ("    DRF view dispatch (off the fast path)", "rest_framework/views.py", "dispatch"),
+    ("      live_copy (snapshot, else database)", "review/delivery.py", "live_copy"),
+    ("        customer path (_live_for_customer)", "review/delivery.py", "_live_for_customer"),
+    ("          customer, own variants (one query)", "review/delivery.py", "_customer_with_own"),
+    ("        database path: the audience", "review/delivery.py", "_audience"),
     ("  all SQL (cursor execute)", "django/db/backends/utils.py", "_execute"),
     ("  connecting to PostgreSQL", "django/db/backends/base/base.py", "connect"),
     ("  closing connections (request_finished)", "django/db/__init__.py", "close_old_connections"),
@@ -803,13 +958,29 @@ def cumulative(stats: pstats.Stats, suffix: str, name: str) -> float:
     )
 
 
-def in_process(args: argparse.Namespace, key: str) -> None:
-    """Queries and Redis round trips of one live request, timing and profile of many."""
+def in_process(args: argparse.Namespace, key: str, holdout: int) -> None:
+    """Queries and Redis round trips of one live request (a segment's, a customer's),
+    the plan of a customer's query, timing and profile of many of each."""
     from django.core.handlers.wsgi import WSGIHandler
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
+    from generation.models import Customer
+    from review.delivery import snapshot
+
     app = WSGIHandler()
+    # Every block this process will serve, loaded first (a query of --products rows
+    # each), as the server's warm-up does: the counts and profiles below are then the
+    # steady state, not block loads.
+    started = time.perf_counter()
+    for s in range(args.segments):
+        for tag in bench_languages(args) or [""]:
+            snapshot.block(PROMPT, f"{SEGMENT_PREFIX}{s:02d}", tag)
+    print(
+        f"  loaded {args.segments * max(1, len(bench_languages(args)))} blocks in "
+        f"{time.perf_counter() - started:.1f}s",
+        flush=True,
+    )
     paths = random_paths(args, "live", salt=3)
     for _ in range(20):
         wsgi_get(app, next(paths), key)
@@ -819,24 +990,80 @@ def in_process(args: argparse.Namespace, key: str) -> None:
         raise SystemExit(f"live request in-process answered {status}: {body[:300]!r}")
     figure("live_queries", len(captured.captured_queries))
     figure("live_redis_round_trips", redis_counts["round_trips"])
-    for query in captured.captured_queries:
-        sql = re.sub(r"SELECT .+? FROM ", "SELECT … FROM ", query["sql"], count=1)
-        print(f"    - {sql[:200]}", flush=True)
+    print_queries(captured.captured_queries)
     batch = random_paths(args, "batch", salt=4)
     with CaptureQueriesContext(connection) as captured:
         wsgi_get(app, next(batch), key)
     figure(f"batch_{args.batch_size}_queries", len(captured.captured_queries))
 
+    customers = random_paths(args, "customer", salt=3)
+    for _ in range(20):
+        wsgi_get(app, next(customers), key)
+    # One request of each kind: their own variant, their segment's, the holdout's.
+    asked: dict[str, str] = {}
+    for _ in range(10_000):
+        path = next(customers)
+        asked.setdefault(customer_kind(args, path, holdout), path)
+        if len(asked) == 3:
+            break
+    plan_sql = ""
+    for kind, path in sorted(asked.items()):
+        with CaptureQueriesContext(connection) as captured:
+            status, body = wsgi_get(app, path, key)
+        if status != 200:
+            raise SystemExit(f"customer request in-process answered {status}: {body[:300]!r}")
+        queries = captured.captured_queries
+        if kind == "holdout":
+            figure("customer_holdout_queries", len(queries))  # the database path, by design
+        else:
+            figure(f"customer_{kind}_queries", len(queries), "1", len(queries) == 1)
+            customer_table = Customer._meta.db_table
+            plan_sql = plan_sql or next(
+                (q["sql"] for q in queries if customer_table in q["sql"] and "JOIN" in q["sql"]), ""
+            )
+        print_queries(queries)
+    explain_customer_query(plan_sql)
+
     n = args.profile_requests
-    if not n:
+    if n:
+        profile(app, paths, key, n, "segment")
+        profile(app, customers, key, n, "customer")
+
+
+def print_queries(queries: list[dict[str, Any]]) -> None:
+    for query in queries:
+        sql = re.sub(r"SELECT .+? FROM ", "SELECT … FROM ", query["sql"], count=1)
+        print(f"    - {sql[:200]}", flush=True)
+
+
+def explain_customer_query(sql: str) -> None:
+    """EXPLAIN ANALYZE of a customer's one query as the server ran it: every table must
+    be read through an index (customer_query_seq_scans: 0). A table of a few pages, as
+    with --customers 100, is rightly read whole."""
+    from django.db import connection
+
+    if not sql:
         return
+    with connection.cursor() as cursor:
+        cursor.execute(f"EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) {sql}")
+        plan = [row[0] for row in cursor.fetchall()]
+    print("  the customer's query, EXPLAIN (ANALYZE, BUFFERS):", flush=True)
+    for line in plan:
+        print(f"    {line}", flush=True)
+    seq_scans = sum("Seq Scan" in line for line in plan)
+    figure("customer_query_seq_scans", seq_scans, "0", seq_scans == 0)
+
+
+def profile(app: Any, paths: Iterator[str], key: str, n: int, label: str) -> None:
+    """Time `n` requests in this process, then profile `n` more and say where time goes."""
+    section(f"in-process: {n} {label} requests")
     started, started_cpu = time.perf_counter(), time.process_time()
     for _ in range(n):
         wsgi_get(app, next(paths), key)
     wall_us = (time.perf_counter() - started) / n * 1e6
     cpu_us = (time.process_time() - started_cpu) / n * 1e6
     print(
-        f"  in-process, no profiler: {wall_us:.0f} µs a live request, of which this "
+        f"  in-process, no profiler: {wall_us:.0f} µs a {label} request, of which this "
         f"process's CPU {cpu_us:.0f} µs (the rest waits on PostgreSQL and Redis)",
         flush=True,
     )
@@ -852,12 +1079,13 @@ def in_process(args: argparse.Namespace, key: str) -> None:
         f"  under cProfile ({n} requests; the profiler slows Python, not waits; steps nest):",
         flush=True,
     )
-    for label, suffix, name in STEPS:
+    for step, suffix, name in STEPS:
         seconds = whole - view if suffix is None else cumulative(stats, suffix, name)
-        print(
-            f"    {label:<48} {seconds / n * 1e6:7.0f} µs  {seconds / whole:6.1%}",
-            flush=True,
-        )
+        if seconds:  # steps of the other path are left out
+            print(
+                f"    {step:<48} {seconds / n * 1e6:7.0f} µs  {seconds / whole:6.1%}",
+                flush=True,
+            )
     out = io.StringIO()
     pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(12)
     print("  most own time (tottime):", flush=True)
@@ -870,9 +1098,10 @@ def in_process(args: argparse.Namespace, key: str) -> None:
 # The measurements
 
 
-def check_answers(args: argparse.Namespace, server: Server, key: str) -> None:
+def check_answers(args: argparse.Namespace, server: Server, key: str, holdout: int) -> None:
     """A few live answers must be published variants of the slot asked for, not 404s nor
-    base copy; and print the sizes of a live answer and the bare body."""
+    base copy, and a few customer answers the customer's; and print the sizes of a live
+    answer and the bare body."""
     sizes = {}
     for mode in ("live", "bare"):
         paths = random_paths(args, mode, salt=5)
@@ -893,6 +1122,57 @@ def check_answers(args: argparse.Namespace, server: Server, key: str) -> None:
                     raise SystemExit(f"GET {path}: not the slot's published variant: {answer}")
             sizes[mode] = len(body)
     print(f"  body bytes: live {sizes['live']}, bare {sizes['bare']}", flush=True)
+    check_customer_answers(args, server, key, holdout)
+
+
+def customer_kind(args: argparse.Namespace, path: str, holdout: int) -> str:
+    """What a customer request is answered with: own (their variant), holdout (the base
+    copy, from the database path) or segment (their segment's variant)."""
+    from generation.models import Customer, Prompt
+    from review.delivery import in_holdout
+
+    query = urllib.parse.parse_qs(urllib.parse.urlsplit(path).query)
+    external_id = query["customer"][0]
+    if in_holdout(Prompt(slug=PROMPT, holdout_percent=holdout), Customer(external_id=external_id)):
+        return "holdout"
+    p = own_product(args, int(external_id.removeprefix(CUSTOMER_PREFIX)))
+    return "own" if p is not None and query["product"][0] == f"{SKU_PREFIX}{p:06d}" else "segment"
+
+
+def check_customer_answers(
+    args: argparse.Namespace, server: Server, key: str, holdout: int
+) -> None:
+    """Customer answers must be the customer's own variant, their segment's variant in
+    their language, or the base copy of the holdout, as the seed says."""
+    paths = random_paths(args, "customer", salt=6)
+    seen: Counter = Counter()
+    for _ in range(60):
+        path = next(paths)
+        status, body = server.get(path, key)
+        if status != 200:
+            raise SystemExit(f"GET {path} answered {status}: {body[:300]!r}")
+        answer = json.loads(body)
+        query = urllib.parse.parse_qs(urllib.parse.urlsplit(path).query)
+        i = int(query["customer"][0].removeprefix(CUSTOMER_PREFIX))
+        p = int(query["product"][0].removeprefix(SKU_PREFIX))
+        kind = customer_kind(args, path, holdout)
+        seen[kind] += 1
+        expected = {
+            "own": ("customer", customer_text(i, p), customer_language(args, i)),
+            "segment": ("segment", answer["text"], customer_language(args, i)),
+            "holdout": ("base_copy", answer["text"], answer["language"]),
+        }[kind]
+        if (
+            (answer["source"], answer["text"], answer["language"]) != expected
+            or answer["customer"] != query["customer"][0]
+            or answer["segment"] != f"{SEGMENT_PREFIX}{i % args.segments:02d}"
+            or (kind == "holdout") != (answer["fallback_reason"] == "holdout")
+        ):
+            raise SystemExit(f"GET {path}: not the customer's copy ({kind}): {answer}")
+    print(
+        "  customer answers checked: " + ", ".join(f"{k} {n}" for k, n in sorted(seen.items())),
+        flush=True,
+    )
 
 
 def warm_until_steady(args: argparse.Namespace, server: Server, key: str) -> float:
@@ -916,7 +1196,9 @@ def warm_until_steady(args: argparse.Namespace, server: Server, key: str) -> flo
     return seconds
 
 
-def measure_server(args: argparse.Namespace, worker_class: str, key: str, logs: Path) -> dict:
+def measure_server(
+    args: argparse.Namespace, worker_class: str, key: str, logs: Path, holdout: int
+) -> dict:
     import redis
 
     redis.Redis.from_url(args.redis_url).flushdb()
@@ -924,7 +1206,7 @@ def measure_server(args: argparse.Namespace, worker_class: str, key: str, logs: 
     section(f"gunicorn -w {args.workers}, {label}")
     server = Server(args, worker_class, logs)
     try:
-        check_answers(args, server, key)
+        check_answers(args, server, key, holdout)
         results: dict[str, Load] = {}
         run_wrk(args, server, "bare", key, args.warmup)
         warm_up = warm_until_steady(args, server, key)
@@ -935,13 +1217,16 @@ def measure_server(args: argparse.Namespace, worker_class: str, key: str, logs: 
                 rounds[mode].append(run_wrk(args, server, mode, key, args.duration))
                 load_line(f"wrk -c{args.connections} {mode}, round {number}", rounds[mode][-1])
         results.update({mode: combined(loads) for mode, loads in rounds.items()})
-        for mode in ("live", "bare"):
+        # The segment path, then customers (a journey tool's calls), then the bare view.
+        for mode in ("live", "customer", "bare"):
             paths = random_paths(args, mode, salt=1)
             run_open_loop(server, paths, key, args.rate, 3)
             results[f"{mode}_rate"] = run_open_loop(
                 server, paths, key, args.rate, args.rate_duration
             )
             load_line(f"open loop at {args.rate:g}/s {mode}", results[f"{mode}_rate"])
+            if mode == "customer":
+                customer_kinds_line(args, results["customer_rate"], holdout)
         run_wrk(args, server, "batch", key, args.warmup)
         results["batch"] = run_wrk(args, server, "batch", key, args.duration)
         load_line(f"wrk -c{args.connections} batch of {args.batch_size}", results["batch"])
@@ -976,6 +1261,21 @@ def measure_server(args: argparse.Namespace, worker_class: str, key: str, logs: 
     )
     figure(f"max_ms_at_{args.rate:g}rps{suffix}", rate.max_ms)
     figure(f"bare_view_p99_ms_at_{args.rate:g}rps{suffix}", results["bare_rate"].p99_ms)
+    customer = results["customer_rate"]
+    figure(f"customer_rate_achieved_rps{suffix}", customer.rate, f"{args.rate:g}")
+    figure(f"customer_p50_ms_at_{args.rate:g}rps{suffix}", customer.p50_ms)
+    figure(
+        f"customer_p99_ms_at_{args.rate:g}rps{suffix}",
+        customer.p99_ms,
+        f"< {P99_TARGET_MS:g}",
+        customer.p99_ms < P99_TARGET_MS and not customer.error_count,
+    )
+    figure(f"customer_max_ms_at_{args.rate:g}rps{suffix}", customer.max_ms)
+    # Same rate, same server, a minute apart: what a customer costs over a segment.
+    figure(
+        f"customer_to_segment_p99_ratio{suffix}",
+        customer.p99_ms / rate.p99_ms if rate.p99_ms else float("nan"),
+    )
     batch, batch_rate = results["batch"], results["batch_rate"]
     figure(f"batch_{args.batch_size}_throughput_rps{suffix}", batch.rate)
     figure(f"batch_{args.batch_size}_products_per_s{suffix}", batch.rate * args.batch_size)
@@ -1064,7 +1364,8 @@ def main(argv: list[str] | None = None) -> int:
             seed(args)
             print(
                 f"seeded {args.products} products × {args.segments} segments × "
-                f"{len(bench_languages(args))} languages in "
+                f"{len(bench_languages(args))} languages, {args.customers} customers and "
+                f"{args.customer_variants} one-to-one variants in "
                 f"{time.perf_counter() - seed_started:.1f}s (COPY, VACUUM ANALYZE)",
                 flush=True,
             )
@@ -1074,11 +1375,14 @@ def main(argv: list[str] | None = None) -> int:
         key = fresh_token()
         from django.db import connection
 
+        from generation.models import Prompt
+
+        holdout = Prompt.objects.get(slug=PROMPT).holdout_percent
         connection.close()  # the server's workers and PostgreSQL get the machine
         for worker_class in args.worker_classes:
-            measure_server(args, worker_class, key, logs)
+            measure_server(args, worker_class, key, logs, holdout)
         section("in-process: one live request, and where its time goes")
-        in_process(args, key)
+        in_process(args, key, holdout)
     except KeyboardInterrupt:
         print("\ninterrupted; the server was stopped", flush=True)
         return 130

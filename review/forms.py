@@ -326,7 +326,15 @@ class SampleRowForm(forms.Form):
 SAMPLE_ROWS_MAX = 20
 
 
-class BaseSampleFormSet(forms.BaseFormSet):
+class _RowsFormSet(forms.BaseFormSet):
+    """Rows that each name their own errors (a row form's `messages()`)."""
+
+    def messages(self) -> list[str]:
+        """Every error, the rows' naming their row: for the one region a page swaps."""
+        return [*self.non_form_errors(), *(m for form in self.forms for m in form.messages())]
+
+
+class BaseSampleFormSet(_RowsFormSet):
     """The sample rows (posted as sample-0-sku, sample-0-segment, ... with the sample-
     management form); once valid, `pairs` holds the filled rows' (product, segment) in
     order. None filled: the service picks the samples."""
@@ -354,10 +362,6 @@ class BaseSampleFormSet(forms.BaseFormSet):
             raise forms.ValidationError(
                 f"Try at most {TRY_MAX_SAMPLES} samples at a time, not {filled}"
             )
-
-    def messages(self) -> list[str]:
-        """Every error, the rows' naming their row: for the region Try swaps."""
-        return [*self.non_form_errors(), *(m for form in self.forms for m in form.messages())]
 
 
 # formset_factory makes a subclass of `formset`; its type only says BaseFormSet.
@@ -619,7 +623,7 @@ class RuleRowForm(forms.Form):
         return [f"Rule {self.number}: {e}" for errors in self.errors.values() for e in errors]
 
 
-class BaseRuleFormSet(forms.BaseFormSet):
+class BaseRuleFormSet(_RowsFormSet):
     """The builder's rows (posted as rule-0-attribute, rule-0-op, ...); once valid,
     `rules` holds what they describe: {attribute: value, list of values or bounds}."""
 
@@ -658,10 +662,6 @@ class BaseRuleFormSet(forms.BaseFormSet):
             raise forms.ValidationError(
                 "Give at least one rule: an attribute and what its value must be"
             )
-
-    def messages(self) -> list[str]:
-        """Every error, the rows' naming their row: for the member count's region."""
-        return [*self.non_form_errors(), *(m for form in self.forms for m in form.messages())]
 
 
 # formset_factory makes a subclass of `formset`; its type only says BaseFormSet.

@@ -577,6 +577,10 @@ class Variant(models.Model):
         GENERATING = "generating", "Generating"
         IN_REVIEW = "in_review", "In review"
         PUBLISHED = "published", "Published"
+        # Approved, and served as an arm of a running experiment beside the published
+        # variant of its slot (review.models.Experiment); retired when it ends unless
+        # it wins.
+        TESTING = "testing", "Approved: in an experiment"
         RETIRED = "retired", "Retired"
         REJECTED = "rejected", "Rejected"
         SUPERSEDED = "superseded", "Superseded"

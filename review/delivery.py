@@ -78,7 +78,10 @@ from hyperpers import redis_client as redis_clients
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-EXPOSURE_VERSION = "e2"  # e2 adds the language served; e1 ids (no language) still decode
+# e3 adds an experiment's arm (only on answers from a running experiment: others stay
+# e2, byte for byte); e2 adds the language served; e1 ids (no language) still decode.
+EXPOSURE_VERSION = "e3"
+_PLAIN_VERSION = "e2"
 _signer = signing.Signer(salt="hyperpers.exposure")
 
 EPOCHS_KEY = "hyperpers:live:epochs"
@@ -96,17 +99,39 @@ class DeliveryError(NotFound):
 
 @dataclass(frozen=True, slots=True)
 class Exposure:
+    """What was shown to whom, as a signed id the client quotes in engagement events.
+
+    An answer from a running experiment also says which experiment, under which
+    shares (`weights_id`, an ExperimentWeights row), with what probability the arm
+    was served (the logged propensity, kept to the millionth), whether the visitor
+    was randomized (a request without a visitor gets the default arm: False), and
+    the visitor's hash (`visitor_hash`), so analysis counts people, not page views.
+    The arm itself is the variant (None: the control, the base copy).
+    """
+
     prompt_id: int
     product_id: int
     segment_id: int | None
     customer_id: int | None
     variant_id: int | None
     language: str = ""
+    experiment_id: int | None = None
+    weights_id: int | None = None
+    probability: float | None = None
+    randomized: bool = False
+    visitor: str = ""
 
     def encode(self) -> str:
-        return _signer.sign(
-            f"{EXPOSURE_VERSION}.{self.prompt_id}.{self.product_id}.{self.segment_id or 0}."
+        plain = (
+            f"{self.prompt_id}.{self.product_id}.{self.segment_id or 0}."
             f"{self.customer_id or 0}.{self.variant_id or 0}.{self.language}"
+        )
+        if self.experiment_id is None:
+            return _signer.sign(f"{_PLAIN_VERSION}.{plain}")
+        millionths = round((self.probability or 0.0) * 1_000_000)
+        return _signer.sign(
+            f"{EXPOSURE_VERSION}.{plain}.{self.experiment_id}.{self.weights_id or 0}."
+            f"{millionths}.{int(self.randomized)}.{self.visitor}"
         )
 
     @classmethod
@@ -118,12 +143,53 @@ class Exposure:
             raise ValueError("not an exposure id issued by this API") from exc
         version, *ids = payload.split(".")
         language = ""
-        if version == EXPOSURE_VERSION and len(ids) == 6:
+        arm: list[str] = []
+        if version == EXPOSURE_VERSION and len(ids) == 11:
+            arm = ids[6:]
+            language = ids[5]
+            ids = ids[:5]
+        elif version == _PLAIN_VERSION and len(ids) == 6:
             language = ids.pop()
         elif version != "e1" or len(ids) != 5:
             raise ValueError("exposure id of an unknown format")
-        prompt, product, segment, customer, variant = (int(i) for i in ids)
-        return cls(prompt, product, segment or None, customer or None, variant or None, language)
+        try:
+            prompt, product, segment, customer, variant = (int(i) for i in ids)
+            if not arm:
+                return cls(
+                    prompt, product, segment or None, customer or None, variant or None, language
+                )
+            experiment, weights, millionths, randomized = (int(i) for i in arm[:4])
+        except ValueError as exc:  # signed, so only a bug of ours gets here
+            raise ValueError("exposure id of an unknown format") from exc
+        return cls(
+            prompt,
+            product,
+            segment or None,
+            customer or None,
+            variant or None,
+            language,
+            experiment_id=experiment,
+            weights_id=weights or None,
+            probability=millionths / 1_000_000,
+            randomized=bool(randomized),
+            visitor=arm[4],
+        )
+
+    @property
+    def arm(self) -> str:
+        """The arm's key in share mappings: 'control' or 'v<variant id>'."""
+        return "control" if self.variant_id is None else f"v{self.variant_id}"
+
+
+VISITOR_MAX_LENGTH = 200
+
+
+def visitor_hash(visitor: str) -> str:
+    """A visitor's id as exposure ids and events keep it: 16 hex digits of a keyed
+    hash, so the client's raw id (a cookie, a device or contact id) is stored nowhere
+    and cannot be matched across installations."""
+    key = hashlib.blake2b(settings.SECRET_KEY.encode(), digest_size=32).digest()
+    return hashlib.blake2b(visitor.encode(), key=key, digest_size=8).hexdigest()
 
 
 @dataclass(slots=True)

@@ -14,6 +14,14 @@ class ReviewEvent(models.Model):
         REGENERATE = "regenerate", "Asked for regeneration"
         RETIRE = "retire", "Retired (replaced)"
         UNDO = "undo", "Undid a decision"
+        # Experiments (review.services.experiments): every decision on an arm.
+        EXPERIMENT_START = "exp_start", "Started an experiment with it"
+        EXPERIMENT_JOIN = "exp_join", "Approved into the experiment"
+        EXPERIMENT_PAUSE = "exp_pause", "Paused in the experiment"
+        EXPERIMENT_RESUME = "exp_resume", "Resumed in the experiment"
+        EXPERIMENT_WINNER = "exp_winner", "Proposed as the experiment's winner"
+        EXPERIMENT_PROMOTE = "exp_promote", "Published as the experiment's winner"
+        EXPERIMENT_STOP = "exp_stop", "Its experiment stopped"
 
     variant = models.ForeignKey(
         "generation.Variant", on_delete=models.CASCADE, related_name="review_events"
@@ -66,6 +74,8 @@ class ApiToken(models.Model):
     )
     created = models.DateTimeField(auto_now_add=True)
     revoked = models.DateTimeField(null=True, blank=True)
+    # Written at most once a minute per token (review.auth), never once a request.
+    last_used = models.DateTimeField(null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["-created"]
@@ -121,10 +131,27 @@ class EngagementEvent(models.Model):
     token = models.ForeignKey(
         ApiToken, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
+    # From an e3 exposure id: the experiment and arm served, the shares in force, the
+    # probability the arm had, whether the visitor was randomized (a request without a
+    # visitor gets the default arm and is left out of comparisons), and a hash of the
+    # visitor, so analysis counts visitors rather than page views.
+    experiment = models.ForeignKey(
+        "Experiment", null=True, blank=True, on_delete=models.SET_NULL, related_name="events"
+    )
+    weights = models.ForeignKey(
+        "ExperimentWeights", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    arm = models.CharField(max_length=24, blank=True)
+    probability = models.FloatField(null=True, blank=True)
+    randomized = models.BooleanField(default=False)
+    visitor = models.CharField(max_length=32, blank=True)
 
     class Meta:
         ordering = ["-occurred", "-id"]
         indexes = [
+            models.Index(
+                fields=["experiment", "randomized", "kind", "arm"], name="engagement_experiment"
+            ),
             models.Index(fields=["prompt", "variant", "kind"], name="engagement_prompt_variant"),
             models.Index(fields=["occurred"], name="engagement_occurred"),
         ]
@@ -158,3 +185,175 @@ class ReviewerProfile(models.Model):
             return []
         profile = cls.objects.filter(user=user).only("languages").first()
         return list(profile.languages) if profile else []
+
+
+class Experiment(models.Model):
+    """Several approved variants of one slot served side by side, against the base copy.
+
+    A slot is a prompt, a product, a segment and a language: the copy one audience
+    reads in one place. While an experiment runs, the live path picks an arm for each
+    visitor by a stable hash of the experiment and the visitor (review.experiments.
+    allocation.pick_arm) with the shares in force (the latest ExperimentWeights); the
+    control is the product's base copy, the human-written text every variant must beat.
+    At most one experiment runs per slot. What the statistics say, and what they
+    decided, are in review.experiments and the audit trail (ReviewEvent).
+    """
+
+    class Status(models.TextChoices):
+        RUNNING = "running", "Running"
+        STOPPED = "stopped", "Stopped"
+
+    class Allocation(models.TextChoices):
+        FIXED = "fixed", "Fixed split"
+        THOMPSON = "thompson", "Thompson sampling (a bandit)"
+
+    class Metric(models.TextChoices):
+        CLICK = "click", "Clicks per visitor shown the copy"
+        CONVERSION = "conversion", "Conversions per visitor shown the copy"
+
+    class Correction(models.TextChoices):
+        HOLM = "holm", "Holm (controls the family-wise error rate)"
+        BENJAMINI_HOCHBERG = "fdr_bh", "Benjamini-Hochberg (controls the false discovery rate)"
+
+    prompt = models.ForeignKey("generation.Prompt", on_delete=models.CASCADE, related_name="+")
+    product = models.ForeignKey("generation.Product", on_delete=models.CASCADE, related_name="+")
+    segment = models.ForeignKey("generation.Segment", on_delete=models.CASCADE, related_name="+")
+    # The stored tag of the slot's variants ("" for those from before languages).
+    language = models.CharField(max_length=35, blank=True)
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.RUNNING)
+    allocation = models.CharField(
+        max_length=8, choices=Allocation.choices, default=Allocation.FIXED
+    )
+    metric = models.CharField(max_length=12, choices=Metric.choices, default=Metric.CLICK)
+    correction = models.CharField(max_length=8, choices=Correction.choices, default=Correction.HOLM)
+    control_share = models.FloatField(
+        default=0.10, help_text="The base copy's share of the traffic, kept under a bandit."
+    )
+    floor = models.FloatField(
+        default=0.01, help_text="The least share a variant keeps under a bandit."
+    )
+    cadence_minutes = models.PositiveIntegerField(
+        default=15, help_text="How often a bandit recomputes the shares."
+    )
+    min_exposures = models.PositiveIntegerField(
+        default=1000, help_text="Visitors every arm needs before a winner is proposed."
+    )
+    auto_pause_losers = models.BooleanField(
+        default=True, help_text="Pause an arm that is worse than the control."
+    )
+    auto_promote = models.BooleanField(
+        default=False, help_text="Publish a winner without waiting for a person."
+    )
+    started = models.DateTimeField(auto_now_add=True)
+    started_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    stopped = models.DateTimeField(null=True, blank=True)
+    stopped_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    stop_reason = models.TextField(blank=True)
+    # The arm proposed as the winner by the last analysis, and the one promoted.
+    proposed = models.ForeignKey(
+        "generation.Variant", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    winner = models.ForeignKey(
+        "generation.Variant", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    # What the last analysis (beat, review.tasks) found: when, and whether the
+    # sample-ratio check blocked automatic decisions.
+    analysed = models.DateTimeField(null=True, blank=True)
+    sample_ratio_mismatch = models.BooleanField(default=False)
+    analysis_note = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-started", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["prompt", "product", "segment", "language"],
+                condition=models.Q(status="running"),
+                name="one_running_experiment_per_slot",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(control_share__gt=0, control_share__lt=1),
+                name="experiment_control_share_between_0_and_1",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"experiment {self.pk} on {self.prompt_id}/{self.product_id}/{self.segment_id}"
+
+    @property
+    def key(self) -> str:
+        """What pick_arm hashes with the visitor: stable for the experiment's life."""
+        return f"experiment-{self.pk}"
+
+    @property
+    def is_running(self) -> bool:
+        return self.status == self.Status.RUNNING
+
+
+class ExperimentArm(models.Model):
+    """One arm: a variant, or (variant null) the control, the base copy."""
+
+    class Status(models.TextChoices):
+        ACTIVE = "active", "Serving"
+        PAUSED = "paused", "Paused"
+
+    experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="arms")
+    variant = models.ForeignKey(
+        "generation.Variant",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="experiment_arms",
+    )
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.ACTIVE)
+    added = models.DateTimeField(auto_now_add=True)
+    paused = models.DateTimeField(null=True, blank=True)
+    pause_reason = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(fields=["experiment", "variant"], name="one_arm_per_variant"),
+            models.UniqueConstraint(
+                fields=["experiment"],
+                condition=models.Q(variant__isnull=True),
+                name="one_control_per_experiment",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.key} of experiment {self.experiment_id}"
+
+    @property
+    def key(self) -> str:
+        """The arm's key in share mappings and exposure ids."""
+        return arm_key(self.variant_id)
+
+    @property
+    def is_control(self) -> bool:
+        return self.variant_id is None
+
+
+def arm_key(variant_id: int | None) -> str:
+    """'control' for the base copy, 'v<id>' for a variant."""
+    return "control" if variant_id is None else f"v{variant_id}"
+
+
+class ExperimentWeights(models.Model):
+    """The shares in force from `effective_from` until the next row: every exposure
+    names the row it was served under, so analysis knows the probability it had."""
+
+    experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="weights")
+    weights = models.JSONField(help_text="Arm key ('control', 'v<variant id>') -> share.")
+    effective_from = models.DateTimeField(auto_now_add=True, db_index=True)
+    reason = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        ordering = ["-effective_from", "-id"]
+        get_latest_by = ["effective_from", "id"]
+
+    def __str__(self) -> str:
+        return f"weights {self.pk} of experiment {self.experiment_id}"

@@ -202,6 +202,12 @@ CELERY_BEAT_SCHEDULE = {
         "task": "generation.tasks.runs_revive_stuck",
         "schedule": env.float("BEAT_REVIVE_STUCK_RUNS_SECONDS", default=300),
     },
+    # Each running experiment is reviewed at its own cadence (15 minutes by default):
+    # this tick only asks which are due.
+    "review-experiments": {
+        "task": "review.tasks.experiments_reweigh",
+        "schedule": env.float("BEAT_EXPERIMENTS_SECONDS", default=60),
+    },
     "requeue-stale-imports": {
         "task": "generation.tasks.imports_requeue_stale",
         "schedule": env.float("BEAT_REVIVE_STUCK_RUNS_SECONDS", default=300),

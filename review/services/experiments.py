@@ -13,17 +13,24 @@ The arithmetic is review.experiments (pure functions); this module reads and wri
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from django.db import IntegrityError, transaction
 from django.db.models import Count, Q
+from django.db.models.functions import TruncDate
 from django.utils import timezone
 
 from generation.errors import Conflict, ServiceError
-from generation.models import Variant
+from generation.models import GenerationRun, PromptVersion, Variant
+from generation.prompting import PromptTemplateError
+from generation.services.prompts import EXAMPLES_MAX, prompt_examples, prompt_version_create
+from generation.services.runs import endpoint_check, run_create
 from review import delivery
 from review.experiments import allocation, stats
 from review.experiments.allocation import DEFAULT_CONTROL_SHARE, DEFAULT_FLOOR
@@ -548,3 +555,435 @@ def slot_filter(experiment: Experiment) -> Q:
         segment_id=experiment.segment_id,
         language=experiment.language,
     )
+
+
+# --- what the pages and the API show (read-only) --------------------------------------
+
+
+@dataclass(frozen=True)
+class ArmReport:
+    """One arm as the experiment page and the API show it: its share now (0 while
+    paused), its randomized counts, and what the analysis says of it (None before
+    any data, and for the control's comparison)."""
+
+    arm: ExperimentArm
+    share: float
+    counts: stats.ArmCounts
+    comparison: stats.Comparison | None
+    posterior: stats.Posterior | None
+    decision: stats.ArmDecision | None
+
+    @property
+    def key(self) -> str:
+        return self.arm.key
+
+
+@dataclass(frozen=True)
+class Report:
+    experiment: Experiment
+    weights: ExperimentWeights
+    arms: list[ArmReport]  # the control first, then the variants in the order added
+    counts: Counts
+    analysis: stats.Analysis | None
+
+
+def experiment_report(experiment: Experiment) -> Report:
+    """Everything one experiment's page shows: its arms with their shares in force,
+    counts and analysis. Reads only (five queries and the statistics)."""
+    arms = list(experiment.arms.select_related("variant__prompt_version").order_by("id"))
+    weights = weights_in_force(experiment)
+    counts = experiment_counts(experiment)
+    analysis = experiment_analysis(experiment, counts)
+    comparisons = {c.arm: c for c in analysis.comparisons} if analysis else {}
+
+    def arm_counts(arm: ExperimentArm) -> stats.ArmCounts:
+        if arm.is_control:
+            return counts.control
+        return counts.arms.get(arm.key) or stats.ArmCounts(arm.key, 0, 0)
+
+    rows = [
+        ArmReport(
+            arm=arm,
+            share=float(weights.weights.get(arm.key, 0.0)),
+            counts=arm_counts(arm),
+            comparison=comparisons.get(arm.key),
+            posterior=analysis.posterior.get(arm.key) if analysis else None,
+            decision=analysis.decisions.get(arm.key) if analysis else None,
+        )
+        for arm in sorted(arms, key=lambda a: (not a.is_control, a.pk))
+    ]
+    return Report(experiment, weights, rows, counts, analysis)
+
+
+# --- closing the loop: what beat does at each experiment's cadence --------------------
+
+# Beat runs every minute and its ticks drift by a few hundred milliseconds: an
+# experiment analysed at 12:00:00.4 is due again at the 12:15 tick, not the 12:16 one.
+DUE_SLACK = timedelta(seconds=30)
+# Thompson shares that move less than this for every arm are not written again: a new
+# weights row makes every web process read the slot again, for nothing.
+REWEIGH_TOLERANCE = 1e-4
+
+
+@dataclass(frozen=True)
+class Review:
+    """What experiment_review found and did on one experiment."""
+
+    experiment_id: int
+    due: bool  # False: not running, or analysed less than its cadence ago; nothing done
+    analysed: bool = False  # there were randomized visitors to analyse
+    mismatch: bool = False  # the sample-ratio check blocked every automatic decision
+    paused: tuple[str, ...] = ()  # arm keys paused as losers
+    proposed: str | None = None  # the arm proposed as the winner
+    promoted: bool = False  # ... and promoted: the experiment stopped
+    reweighed: bool = False  # new Thompson shares written
+    note: str = ""
+
+
+def experiment_due(experiment: Experiment, now: datetime) -> bool:
+    """Running, and never analysed or analysed a cadence ago (within DUE_SLACK)."""
+    if not experiment.is_running:
+        return False
+    if experiment.analysed is None:
+        return True
+    cadence = timedelta(minutes=experiment.cadence_minutes)
+    return now - experiment.analysed >= cadence - DUE_SLACK
+
+
+def _same_shares(a: Mapping[str, float], b: Mapping[str, float]) -> bool:
+    return set(a) == set(b) and all(abs(a[k] - b[k]) <= REWEIGH_TOLERANCE for k in a)
+
+
+@transaction.atomic
+def experiment_reweigh(
+    *, experiment: Experiment, counts: Counts | None = None
+) -> ExperimentWeights | None:
+    """New Thompson-sampling shares for a bandit from its counts so far (reason
+    "reweigh"), or None when they would not move (no new visitor since the last).
+
+    The active variants share 1 − control_share in proportion to their probability of
+    being the best variant, each keeping the floor (allocation.thompson_weights); the
+    control keeps its share. Paused arms get nothing. The live path picks the new row
+    up through delivery.live_changed (_weights_write)."""
+    experiment = _lock_running(experiment)
+    if experiment.allocation != Experiment.Allocation.THOMPSON:
+        raise ExperimentError(
+            f"Experiment {experiment.pk} has a fixed split: its shares never move",
+            field="allocation",
+        )
+    arms = [a.key for a in _active_arms(experiment) if not a.is_control]
+    counts = counts or experiment_counts(experiment)
+    weights = allocation.thompson_weights(
+        arms=[counts.arms.get(k) or stats.ArmCounts(k, 0, 0) for k in arms],
+        control_share=experiment.control_share,
+        floor=min(experiment.floor, (1 - experiment.control_share) / len(arms)),
+    )
+    if _same_shares(weights, weights_in_force(experiment).weights):
+        return None
+    return _weights_write(experiment, weights, "reweigh")
+
+
+def _shares_text(shares: Mapping[str, float]) -> str:
+    return ", ".join(f"{arm} {share:.1%}" for arm, share in shares.items())
+
+
+def _winner_once(experiment: Experiment, variant: Variant, reason: str) -> None:
+    """Propose `variant`, with one EXPERIMENT_WINNER event per experiment and variant
+    however many analyses agree (beat looks every cadence)."""
+    experiment.proposed = variant
+    prefix = f"Experiment {experiment.pk}: "
+    already = ReviewEvent.objects.filter(
+        variant=variant, action=ReviewEvent.Action.EXPERIMENT_WINNER, reason__startswith=prefix
+    ).exists()
+    if not already:
+        _event(variant, None, ReviewEvent.Action.EXPERIMENT_WINNER, prefix + reason)
+
+
+@transaction.atomic
+def experiment_review(*, experiment: Experiment, now: datetime | None = None) -> Review:
+    """Analyse one experiment and take the automatic decisions its lead allowed; what
+    beat (review.tasks.experiments_reweigh) does at each experiment's cadence.
+
+    1. Lock the experiment; do nothing unless it runs and its cadence is due (a second
+       worker waiting on the lock then finds it analysed already).
+    2. Count its randomized visitors and analyse them (experiment_analysis: adaptive
+       under Thompson sampling); store when, the sample-ratio verdict and a note.
+    3. A sample-ratio mismatch blocks everything below: the traffic is not split as
+       designed, so neither the comparisons nor the bandit's counts are to be trusted.
+    4. Losers are paused when auto_pause_losers is on, with the decision's sentence as
+       the reason (user None: the system), never the last variant serving.
+    5. A winner is proposed (one audit event, however many analyses agree) and, when
+       auto_promote is on, promoted: the experiment stops with it published.
+    6. A bandit's shares are recomputed from the counts, unless a pause just did.
+    """
+    now = now or timezone.now()
+    locked: Experiment | None = (
+        Experiment.objects.select_for_update().filter(pk=experiment.pk).first()
+    )
+    if locked is None or not experiment_due(locked, now):
+        return Review(experiment.pk, due=False)
+    experiment = locked
+    counts = experiment_counts(experiment)
+    analysis = experiment_analysis(experiment, counts)
+    experiment.analysed = now
+    if analysis is None:
+        experiment.sample_ratio_mismatch = False
+        experiment.proposed = None
+        experiment.analysis_note = "No randomized visitor yet: nothing to analyse."
+        experiment.save(
+            update_fields=["analysed", "sample_ratio_mismatch", "proposed", "analysis_note"]
+        )
+        return Review(experiment.pk, due=True, note=experiment.analysis_note)
+    ratio = analysis.sample_ratio
+    experiment.sample_ratio_mismatch = ratio.mismatch
+    if ratio.mismatch:
+        experiment.proposed = None
+        experiment.analysis_note = (
+            f"Automatic decisions blocked: the traffic does not follow the intended split "
+            f"(sample-ratio check, p = {ratio.p_value:.2g}). Visitors seen: "
+            f"{_shares_text(ratio.observed)}; intended: {_shares_text(ratio.expected)}. "
+            "Until it is explained (clients that drop the visitor for one copy, impressions "
+            "posted for some arms only), no arm is paused or promoted and the shares stay."
+        )
+        experiment.save(
+            update_fields=["analysed", "sample_ratio_mismatch", "proposed", "analysis_note"]
+        )
+        note = experiment.analysis_note
+        return Review(experiment.pk, due=True, analysed=True, mismatch=True, note=note)
+
+    arms = {a.key: a for a in experiment.arms.select_related("variant")}
+    serving = {k for k, a in arms.items() if not a.is_control and a.status == a.Status.ACTIVE}
+    lines: list[str] = []
+    paused: list[str] = []
+    winner: tuple[Variant, str] | None = None
+    for key, decision in analysis.decisions.items():
+        line = f"{key}: {decision.decision} ({decision.reason})"
+        if decision.decision == stats.Decision.LOSER and key in serving:
+            if not experiment.auto_pause_losers:
+                line += "; automatic pausing is off"
+            elif len(serving) <= 1:
+                line += "; not paused: it is the last variant serving, stop the experiment"
+            else:
+                experiment_arm_pause(arm=arms[key], user=None, reason=decision.reason)
+                serving.discard(key)
+                paused.append(key)
+                line += "; paused"
+        elif decision.decision == stats.Decision.WINNER_PROPOSED:
+            variant = arms[key].variant
+            assert variant is not None  # decisions are about the variants, not the control
+            winner = (variant, decision.reason)
+        lines.append(line)
+    experiment.proposed = None
+    if winner is not None:
+        _winner_once(experiment, *winner)
+    experiment.analysis_note = "\n".join(lines)
+    experiment.save(
+        update_fields=["analysed", "sample_ratio_mismatch", "proposed", "analysis_note"]
+    )
+    proposed = arm_key(winner[0].pk) if winner else None
+    done = Review(
+        experiment.pk,
+        due=True,
+        analysed=True,
+        paused=tuple(paused),
+        proposed=proposed,
+        note=experiment.analysis_note,
+    )
+    if winner is not None and experiment.auto_promote:
+        experiment_stop(
+            experiment=experiment,
+            user=None,
+            reason=f"Promoted automatically: {winner[1]}",
+            promote=winner[0],
+        )
+        return dataclasses.replace(done, promoted=True)
+    if experiment.allocation == Experiment.Allocation.THOMPSON and not paused:
+        reweighed = experiment_reweigh(experiment=experiment, counts=counts) is not None
+        return dataclasses.replace(done, reweighed=reweighed)
+    return done
+
+
+# --- wear-out --------------------------------------------------------------------------
+
+WEAR_OUT_DAYS = 28
+
+
+def experiment_wear_out(
+    experiment: Experiment, *, today: date | None = None
+) -> dict[str, stats.WearOut]:
+    """Each variant arm's wear-out (stats.wear_out): the trend of its daily rate
+    against the control's over the last WEAR_OUT_DAYS days (UTC) of the experiment.
+
+    A day's counts are its distinct randomized visitors shown the arm, and those who
+    clicked or converted (the experiment's metric) that day, in one grouped query. A
+    warning for the page, never an automatic decision.
+    """
+    last = today or (experiment.stopped or timezone.now()).astimezone(UTC).date()
+    first = max(last - timedelta(days=WEAR_OUT_DAYS - 1), experiment.started.astimezone(UTC).date())
+    if first > last:
+        first = last
+    days = [first + timedelta(days=d) for d in range((last - first).days + 1)]
+    start = datetime.combine(first, time.min, tzinfo=UTC)
+    end = datetime.combine(last + timedelta(days=1), time.min, tzinfo=UTC)
+    rows = (
+        EngagementEvent.objects.filter(
+            experiment=experiment,
+            randomized=True,
+            kind__in=[EngagementEvent.Kind.IMPRESSION, experiment.metric],
+            occurred__gte=start,
+            occurred__lt=end,
+        )
+        .annotate(day=TruncDate("occurred", tzinfo=UTC))
+        .values_list("arm", "day", "kind")
+        .annotate(n=Count("visitor", distinct=True))
+        .values_list("arm", "day", "kind", "n")
+    )
+    found: dict[tuple[str, date, str], int] = {(a, d, k): n for a, d, k, n in rows}
+
+    def daily(key: str) -> list[stats.ArmCounts]:
+        out = []
+        for day in days:
+            shown = found.get((key, day, EngagementEvent.Kind.IMPRESSION), 0)
+            success = found.get((key, day, experiment.metric), 0)
+            # A click whose impression was never posted still proves an exposure.
+            out.append(stats.ArmCounts(key, max(shown, success), success))
+        return out
+
+    control = daily(allocation.CONTROL)
+    return {
+        arm.key: stats.wear_out(arm_days=daily(arm.key), control_days=control)
+        for arm in experiment.arms.filter(variant__isnull=False).order_by("id")
+    }
+
+
+# --- challengers: fresh copy for a slot, with its best arm as the example ---------------
+
+
+@dataclass(frozen=True)
+class Challengers:
+    """What experiment_challengers made: the version, its one-slot run, and the
+    variant whose text the version shows the model as an example."""
+
+    version: PromptVersion
+    run: GenerationRun
+    example: Variant
+
+
+def _best_variant(experiment: Experiment) -> Variant:
+    """The arm whose copy challengers learn from: the proposed winner, else the
+    variant most likely to be the best by the analysis, else the published one."""
+    if experiment.proposed_id is not None:
+        proposed: Variant = Variant.objects.get(pk=experiment.proposed_id)
+        return proposed
+    arms = {a.key: a.variant for a in experiment.arms.select_related("variant") if a.variant}
+    analysis = experiment_analysis(experiment)
+    if analysis is not None:
+        ranked = sorted(
+            (p.probability_best, key) for key, p in analysis.posterior.items() if key in arms
+        )
+        if ranked:
+            best = arms[ranked[-1][1]]
+            assert best is not None
+            return best
+    published = [v for v in arms.values() if v and v.status == Variant.Status.PUBLISHED]
+    return published[0] if published else next(v for v in arms.values() if v)
+
+
+def experiment_challengers(
+    *,
+    user: User | None,
+    experiment: Experiment | None = None,
+    variant: Variant | None = None,
+    budget: Decimal | None = None,
+) -> Challengers:
+    """One action: fresh copy for one slot that learns from what works there.
+
+    1. The slot and its example: a running experiment's best arm (_best_variant), or
+       an approved `variant` of a segment's slot, with or without an experiment.
+    2. Refuse a prompt with no version, and a prompt with a run still writing: the
+       new version would make that run's copy superseded as it is written (the engine
+       keeps one version in review per slot), paying for nothing.
+    3. Ask the endpoint about the model, before anything is written.
+    4. In one transaction: the prompt's next version, the same template, model and
+       temperature, with the example first among its examples (the oldest others
+       dropped past EXAMPLES_MAX); saved without regenerate, so no other slot is
+       written again; then a run of it over that one slot (prompt × product ×
+       segment × language).
+
+    The new variant goes to review like any other; once approved, it can join the
+    experiment (experiment_add_arm). The version is the prompt's current one from
+    now on, so the prompt's next runs show the model the same example.
+    """
+    if (experiment is None) == (variant is None):
+        raise ExperimentError("Name an experiment or a variant, not both", field="experiment")
+    if experiment is not None:
+        experiment = Experiment.objects.get(pk=experiment.pk)
+        if not experiment.is_running:
+            raise ExperimentError(
+                f"Experiment {experiment.pk} has stopped: challengers join running experiments",
+                field="experiment",
+            )
+        example = _best_variant(experiment)
+    else:
+        assert variant is not None
+        example = Variant.objects.select_related("prompt", "segment", "product").get(pk=variant.pk)
+        if example.segment_id is None:
+            raise ExperimentError(
+                f"Variant {example.pk} is a customer's own message: challengers are written "
+                "for a segment's slot",
+                field="variant",
+            )
+        if example.status not in APPROVED:
+            raise ExperimentError(
+                f"Variant {example.pk} was not approved (it is "
+                f"{example.get_status_display().lower()}): only approved copy is an example",
+                field="variant",
+            )
+    prompt = example.prompt
+    current = prompt.require_version(ExperimentError)
+    writing = GenerationRun.objects.unfinished().filter(prompt_version__prompt=prompt).first()
+    if writing is not None:
+        raise ExperimentError(
+            f"Run {writing.pk} of '{prompt.slug}' is still writing: a new version now would "
+            "supersede what it writes. Wait for it to finish, or cancel it, then try again",
+            field="prompt",
+        )
+    # The example first; the current version's others after it, the last dropped.
+    wanted = list(dict.fromkeys([example.text, *current.examples]))[:EXAMPLES_MAX]
+    try:
+        examples = prompt_examples(prompt=prompt, examples=wanted)
+    except PromptTemplateError as exc:
+        raise ExperimentError(f"Variant {example.pk} cannot be an example: {exc}") from None
+    endpoint_check(model=current.model)
+    segment = example.segment
+    assert segment is not None  # a running experiment's arms are segment slots
+    slot = (example.product_id, segment.pk, example.language)
+    where = f"experiment {experiment.pk}" if experiment is not None else "its slot"
+    with transaction.atomic():
+        version = prompt_version_create(
+            prompt=prompt,
+            template=current.template,
+            model=current.model,
+            temperature=current.temperature,
+            author=user,
+            note=f"Challengers for {where}, with variant {example.pk} as an example",
+            regenerate=False,
+            examples=examples,
+        )
+        run = run_create(
+            prompt=prompt,
+            products=[example.product],
+            segments=[segment],
+            user=user,
+            budget=budget,
+            note=f"Challengers for {where} (variant {example.pk} as an example)",
+            check_endpoint=False,
+            only_slots={slot},
+        )
+        if run.total != 1:  # the product or segment went away meanwhile
+            raise ExperimentError(
+                f"The slot of variant {example.pk} could not be queued: is its product or "
+                "segment gone?",
+                field="slot",
+            )
+    return Challengers(version=version, run=run, example=example)

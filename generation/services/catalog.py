@@ -6,6 +6,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -202,6 +203,154 @@ def _upsert_customer_rows(rows: list[tuple[str, str, str, datetime, datetime]]) 
         cursor.executemany(sql, [(*row[:3], stamp, stamp) for row in rows])
 
 
+class _BatchWriter:
+    """Upserts rows CUSTOMER_BATCH_SIZE at a time (_customers_upsert): any database,
+    and the one SQLite (the demo's) takes."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+        self.batch: list[CustomerRow] = []
+        self.counts = (0, 0, 0)
+
+    def __enter__(self) -> _BatchWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.batch.clear()
+
+    def add(self, row: CustomerRow) -> None:
+        self.batch.append(row)
+        if len(self.batch) >= CUSTOMER_BATCH_SIZE:
+            self._flush()
+
+    def finish(self) -> tuple[int, int, int]:
+        """Write what is left: (created, updated, unchanged) over the whole import."""
+        if self.batch:
+            self._flush()
+        return self.counts
+
+    def _flush(self) -> None:
+        written = _customers_upsert(self.batch, self.now)
+        self.counts = (
+            self.counts[0] + written[0],
+            self.counts[1] + written[1],
+            self.counts[2] + written[2],
+        )
+        self.batch.clear()
+
+
+# Private to the session (TEMPORARY) and gone at its transaction's end (ON COMMIT DROP).
+STAGING_TABLE = "hyperpers_customer_import"
+
+
+class _CopyWriter:
+    """PostgreSQL: every row goes by COPY into a temporary staging table, then one
+    statement upserts them all into the customers table.
+
+    Row by row, even in batches of INSERTs, PostgreSQL's import ran at a fifth of the
+    rate the file is read at: each row paid for its statement. COPY streams the rows
+    while the file is read (the server parses them on its own core), and the upsert is
+    one join that also counts what it created, changed and left alone.
+
+    Used as a context manager inside the import's transaction: leaving it on an
+    exception aborts the COPY, and the transaction's rollback takes everything back.
+    """
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+        self.pending: list[tuple[str, str, str]] = []
+        self.staged = 0
+        self._open = ExitStack()  # the cursor
+        self._copying = ExitStack()  # the COPY, until finish()
+
+    def __enter__(self) -> _CopyWriter:
+        with ExitStack() as opening, connection.wrap_database_errors:
+            self._cursor = opening.enter_context(connection.cursor())
+            # Two imports in one transaction (a test's) would find the first's table.
+            self._cursor.execute(f"DROP TABLE IF EXISTS {STAGING_TABLE}")
+            # The customers table's own types: a value too long fails the COPY.
+            self._cursor.execute(
+                f"CREATE TEMPORARY TABLE {STAGING_TABLE} ON COMMIT DROP AS "
+                f"SELECT external_id, language, attributes FROM {_customers()} WITH NO DATA"
+            )
+            self._copy = self._copying.enter_context(
+                self._cursor.copy(
+                    f"COPY {STAGING_TABLE} (external_id, language, attributes) FROM STDIN"
+                )
+            )
+            self._open = opening.pop_all()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        # On an exception (bad rows, the worker stopping) the COPY is aborted first:
+        # the connection is then usable for the rollback.
+        with connection.wrap_database_errors:
+            try:
+                self._copying.__exit__(*exc)
+            finally:
+                self._open.__exit__(*exc)
+
+    def add(self, row: CustomerRow) -> None:
+        self.pending.append(
+            (row.external_id, row.language, json.dumps(row.attributes, ensure_ascii=False))
+        )
+        if len(self.pending) >= CUSTOMER_BATCH_SIZE:
+            self._send()
+
+    def _send(self) -> None:
+        # psycopg's own errors (a NUL byte in a text) become Django's, which the
+        # import reports as "the database refused the data".
+        with connection.wrap_database_errors:
+            for values in self.pending:
+                self._copy.write_row(values)
+        self.staged += len(self.pending)
+        self.pending.clear()
+
+    def finish(self) -> tuple[int, int, int]:
+        """End the COPY and upsert the staged rows: (created, updated, unchanged)."""
+        self._send()
+        with connection.wrap_database_errors:
+            self._copying.close()  # ends the COPY
+            # A temporary table has no statistics until asked; the join's plan needs them.
+            self._cursor.execute(f"ANALYZE {STAGING_TABLE}")
+            self._cursor.execute(
+                _STAGED_UPSERT.format(staging=STAGING_TABLE, customers=_customers()),
+                [self.now, self.now],
+            )
+            created, written = self._cursor.fetchone()
+            self._cursor.execute(f"DROP TABLE {STAGING_TABLE}")
+        return created, written - created, self.staged - written
+
+
+def _customers() -> str:
+    return connection.ops.quote_name(Customer._meta.db_table)
+
+
+# New and changed rows only (an unchanged one keeps its `updated`), in one statement:
+# PostgreSQL runs a data-modifying WITH once, to completion, whether read or not.
+# The file has each external id once (the reader refuses a repeat), so no row is
+# upserted twice.
+_STAGED_UPSERT = """
+WITH changed AS (
+    SELECT s.external_id, s.language, s.attributes, c.id IS NULL AS new
+    FROM {staging} s LEFT JOIN {customers} c ON c.external_id = s.external_id
+    WHERE c.id IS NULL OR c.language <> s.language OR c.attributes <> s.attributes
+), written AS (
+    INSERT INTO {customers} (external_id, language, attributes, created, updated)
+    SELECT external_id, language, attributes, %s, %s FROM changed
+    ON CONFLICT (external_id) DO UPDATE SET
+        language = excluded.language, attributes = excluded.attributes,
+        updated = excluded.updated
+)
+SELECT count(*) FILTER (WHERE new), count(*) FROM changed
+"""
+
+
+def _customer_writer(now: datetime) -> _BatchWriter | _CopyWriter:
+    """COPY on PostgreSQL, where most instances run; batches of upserts elsewhere."""
+    return _CopyWriter(now) if connection.vendor == "postgresql" else _BatchWriter(now)
+
+
 def customers_import(
     *,
     path: Path,
@@ -226,17 +375,11 @@ def customers_import(
     reading = audience.Reading()
     errors: list[RowError] = []
     more = False
-    counts = [0, 0, 0]
-    batch: list[CustomerRow] = []
+    added = 0
     now = timezone.now()
     watch = checks.PersonalValues()
 
-    def flush() -> None:
-        for i, n in enumerate(_customers_upsert(batch, now)):
-            counts[i] += n
-        batch.clear()
-
-    with transaction.atomic():
+    with transaction.atomic(), _customer_writer(now) as writer:
         for item in audience.read_customers(path, mapping=mapping, reading=reading):
             if isinstance(item, RowError):
                 if len(errors) < max_errors:
@@ -248,16 +391,14 @@ def customers_import(
                 continue
             if errors and not skip_invalid:
                 continue  # doomed: read on only to list the bad rows
-            batch.append(item)
+            writer.add(item)
             watch.add(item.attributes)
-            if len(batch) >= CUSTOMER_BATCH_SIZE:
-                flush()
-                if progress is not None:
-                    progress(reading)
+            added += 1
+            if progress is not None and added % CUSTOMER_BATCH_SIZE == 0:
+                progress(reading)
         if errors and not skip_invalid:
             raise CustomerRowsError(path, errors, more=more)
-        if batch:
-            flush()
+        counts = writer.finish()
         if progress is not None:
             reading.done = 1.0
             progress(reading)

@@ -22,18 +22,25 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture
 def slot():
+    return experiment_slot()
+
+
+def experiment_slot():
     """A slot with its published variant and two approved challengers (retired)."""
     live = VariantFactory(status=Variant.Status.PUBLISHED, text="The live copy.")
     others = [
         VariantFactory(
             status=Variant.Status.RETIRED,
-            prompt_version=PromptVersionFactory(prompt=live.prompt, number=n),
+            # Numbers after the live one's, whatever the factory's sequence is at.
+            prompt_version=PromptVersionFactory(
+                prompt=live.prompt, number=live.prompt_version.number + n
+            ),
             prompt=live.prompt,
             product=live.product,
             segment=live.segment,
             text=f"Challenger {n}.",
         )
-        for n in (2, 3)
+        for n in (1, 2)
     ]
     return live, others
 

@@ -4,7 +4,17 @@ from csp.decorators import csp_exempt
 from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
-from review.rest import decisions, engagement, imports, live, messages, runs, segments, variants
+from review.rest import (
+    decisions,
+    engagement,
+    experiments,
+    imports,
+    live,
+    messages,
+    runs,
+    segments,
+    variants,
+)
 
 urlpatterns = [
     path("live/", live.live, name="api-live"),
@@ -48,6 +58,32 @@ urlpatterns = [
     ),
     path("variants/", variants.VariantsView.as_view(), name="api-variants"),
     path("variants/<int:pk>/", variants.VariantDetailView.as_view(), name="api-variant"),
+    path("experiments/", experiments.ExperimentsView.as_view(), name="api-experiments"),
+    path(
+        "experiments/<int:pk>/",
+        experiments.ExperimentDetailView.as_view(),
+        name="api-experiment",
+    ),
+    path(
+        "experiments/<int:pk>/stop/",
+        experiments.ExperimentStopView.as_view(),
+        name="api-experiment-stop",
+    ),
+    path(
+        "experiments/<int:pk>/arms/",
+        experiments.ExperimentArmsView.as_view(),
+        name="api-experiment-arms",
+    ),
+    path(
+        "experiments/<int:pk>/arms/<slug:key>/pause/",
+        experiments.ArmPauseView.as_view(),
+        name="api-experiment-arm-pause",
+    ),
+    path(
+        "experiments/<int:pk>/arms/<slug:key>/resume/",
+        experiments.ArmResumeView.as_view(),
+        name="api-experiment-arm-resume",
+    ),
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
     # The two documentation pages run the UIs' own inline scripts and workers: they
     # are the only pages without the content security policy.

@@ -26,6 +26,9 @@ from generation.models import (
 )
 from generation.services import TRY_MAX_SAMPLES
 from review import queue as q
+from review.experiments import allocation
+from review.models import Experiment
+from review.services import experiments as experiment_services
 
 # A page holds 20 variants; this only bounds what a hand-made request can ask.
 BULK_MAX = 100
@@ -746,3 +749,122 @@ class ImportForm(forms.Form):
             if cleaned["source"] is None:
                 self.add_error("source", f"Unknown source '{slug}'.")
         return cleaned
+
+
+# --- experiments ------------------------------------------------------------------------
+
+
+class ExperimentStartForm(forms.Form):
+    """Start an experiment from a variant's focus view: which of the slot's approved
+    variants are arms (`candidates`, the live one first: it is an arm whatever is
+    ticked), the shares in percent (equal unless set by hand), and the settings.
+
+    The service checks what the form cannot (the slot, the sums, the ranges) and names
+    the field; `settings()` and `shares()` hand it what was sent.
+    """
+
+    variants = forms.TypedMultipleChoiceField(
+        coerce=int, widget=forms.CheckboxSelectMultiple, label="Variants to test"
+    )
+    custom_shares = forms.BooleanField(required=False, label="Set the shares by hand")
+    allocation = forms.ChoiceField(
+        choices=Experiment.Allocation.choices, initial=Experiment.Allocation.FIXED
+    )
+    metric = forms.ChoiceField(choices=Experiment.Metric.choices, initial=Experiment.Metric.CLICK)
+    correction = forms.ChoiceField(
+        choices=Experiment.Correction.choices, initial=Experiment.Correction.HOLM
+    )
+    control_share = forms.FloatField(
+        initial=10, min_value=0, max_value=100, label="Base copy's share (%)"
+    )
+    floor = forms.FloatField(initial=1, min_value=0, max_value=100, label="Floor per variant (%)")
+    cadence_minutes = forms.IntegerField(
+        initial=15, min_value=1, max_value=7 * 24 * 60, label="Bandit cadence (minutes)"
+    )
+    min_exposures = forms.IntegerField(
+        initial=1000, min_value=1, max_value=10_000_000, label="Minimum visitors per arm"
+    )
+    auto_pause_losers = forms.BooleanField(
+        required=False, initial=True, label="Pause losing variants automatically"
+    )
+    auto_promote = forms.BooleanField(
+        required=False, initial=False, label="Publish a winner without waiting for me"
+    )
+
+    def __init__(self, *args: Any, candidates: list[Variant], live: Variant | None, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.candidates, self.live = candidates, live
+        self.arm_keys = ["control", *(f"v{v.pk}" for v in candidates)]
+        variants = cast(forms.TypedMultipleChoiceField, self.fields["variants"])
+        variants.choices = [(v.pk, f"Variant {v.pk}") for v in candidates]
+        # Up to DEFAULT_ARMS ticked: the live one and the newest approved after it.
+        self.fields["variants"].initial = [v.pk for v in candidates[: allocation.DEFAULT_ARMS]]
+        equal = round(90 / max(1, min(len(candidates), allocation.DEFAULT_ARMS)), 2)
+        for key in self.arm_keys:
+            self.fields[f"share_{key}"] = forms.FloatField(
+                required=False,
+                min_value=0,
+                max_value=100,
+                label=f"Share of {key} (%)",
+                initial=10 if key == "control" else equal,
+            )
+
+    def share_field(self, key: str) -> forms.BoundField:
+        return self[f"share_{key}"]
+
+    def clean_variants(self) -> list[int]:
+        chosen = self.cleaned_data["variants"]
+        if len(chosen) > allocation.MAX_ARMS:
+            raise forms.ValidationError(f"At most {allocation.MAX_ARMS} variants")
+        return chosen
+
+    def shares(self) -> dict[str, float] | None:
+        """The shares in percent by arm key, for the control, the live variant and the
+        ticked ones; None: split equally."""
+        if not self.cleaned_data.get("custom_shares"):
+            return None
+        keys = ["control", *(f"v{pk}" for pk in self.cleaned_data["variants"])]
+        if self.live is not None and f"v{self.live.pk}" not in keys:
+            keys.insert(1, f"v{self.live.pk}")
+        return {key: self.cleaned_data.get(f"share_{key}") or 0.0 for key in keys}
+
+    def settings(self) -> experiment_services.Settings:
+        data = self.cleaned_data
+        return experiment_services.Settings(
+            allocation=data["allocation"],
+            metric=data["metric"],
+            correction=data["correction"],
+            control_share=data["control_share"] / 100,
+            floor=data["floor"] / 100,
+            cadence_minutes=data["cadence_minutes"],
+            min_exposures=data["min_exposures"],
+            auto_pause_losers=data["auto_pause_losers"],
+            auto_promote=data["auto_promote"],
+        )
+
+
+class ExperimentStopForm(forms.Form):
+    """Stop an experiment: publish one of its variants, or keep the live one."""
+
+    promote = forms.TypedChoiceField(
+        coerce=int, required=False, empty_value=None, label="Then serve"
+    )
+    reason = forms.CharField(required=False, max_length=500)
+    confirm = forms.BooleanField(
+        label="Yes, stop the experiment",
+        error_messages={"required": "Tick the box to confirm: stopping cannot be undone"},
+    )
+
+    def __init__(self, *args: Any, variants: list[Variant], **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        promote = cast(forms.TypedChoiceField, self.fields["promote"])
+        promote.choices = [
+            ("", "the live variant, as now"),
+            *((v.pk, f"Variant {v.pk}") for v in variants),
+        ]
+
+
+class ArmActionForm(forms.Form):
+    """Pause or resume one arm; a pause may say why."""
+
+    reason = forms.CharField(required=False, max_length=500)

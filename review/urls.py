@@ -1,6 +1,15 @@
 from django.urls import path
 
-from review.views import account, imports, metrics, queue, runs, segments, studio
+from review.views import (
+    account,
+    experiments,
+    imports,
+    metrics,
+    queue,
+    runs,
+    segments,
+    studio,
+)
 
 app_name = "review"
 urlpatterns = [
@@ -11,6 +20,11 @@ urlpatterns = [
     path("variants/<int:pk>/approve/", queue.approve, name="approve"),
     path("variants/<int:pk>/reject/", queue.reject, name="reject"),
     path("variants/<int:pk>/regenerate/", queue.regenerate, name="regenerate"),
+    path(
+        "variants/<int:pk>/approve-into-experiment/",
+        queue.approve_into_experiment,
+        name="approve-experiment",
+    ),
     path("events/<int:pk>/undo/", queue.undo, name="undo"),
     path("profile/", account.profile, name="profile"),
     path("runs/", runs.runs, name="runs"),
@@ -20,6 +34,16 @@ urlpatterns = [
     path("metrics/", metrics.metrics_dashboard, name="metrics"),
     path("metrics.csv", metrics.metrics_csv, name="metrics-csv"),
     path("metrics/flag/", metrics.metrics_flag, name="metrics-flag"),
+    # Experiments (review/views/experiments.py): reviewers read, leads act
+    path("experiments/", experiments.experiment_list, name="experiments"),
+    path("experiments/<int:pk>/", experiments.experiment_detail, name="experiment"),
+    path("experiments/<int:pk>/stop/", experiments.experiment_stop, name="experiment-stop"),
+    path(
+        "experiments/<int:pk>/arms/<slug:key>/<slug:action>/",
+        experiments.experiment_arm,
+        name="experiment-arm",
+    ),
+    path("variants/<int:pk>/experiment/", experiments.experiment_new, name="experiment-new"),
     # The marketing lead's side
     path("brand/", studio.brand_edit, name="brand"),
     path("imports/", imports.import_list, name="imports"),

@@ -14,7 +14,7 @@ from rest_framework.test import APIClient
 
 from generation.models import GenerationRun, Import
 from review.auth import api_token_create
-from review.models import ReviewEvent
+from review.models import Experiment, ExperimentWeights, ReviewEvent
 from tests.factories import CustomerFactory, UserFactory, VariantFactory
 
 pytestmark = pytest.mark.django_db
@@ -62,6 +62,14 @@ MATRIX = [
     ("api-variant-approve", "post", PEOPLE),
     ("api-variant-reject", "post", PEOPLE),
     ("api-variant-regenerate", "post", PEOPLE),
+    # experiments: reviewers and every token read; leads and write tokens steer
+    ("api-experiments", "get", PEOPLE | {"read", "write"}),
+    ("api-experiments", "post", LEADS | {"write"}),
+    ("api-experiment", "get", PEOPLE | {"read", "write"}),
+    ("api-experiment-stop", "post", LEADS | {"write"}),
+    ("api-experiment-arms", "post", LEADS | {"write"}),
+    ("api-experiment-arm-pause", "post", LEADS | {"write"}),
+    ("api-experiment-arm-resume", "post", LEADS | {"write"}),
     # public: the API's documentation, health, the login page
     ("api-schema", "get", ALL),
     ("api-docs", "get", ALL),
@@ -82,6 +90,8 @@ MATRIX = [
     ("review:run", "get", PEOPLE),
     ("review:metrics", "get", PEOPLE),
     ("review:metrics-csv", "get", PEOPLE),
+    ("review:experiments", "get", PEOPLE),
+    ("review:experiment", "get", PEOPLE),
     ("review:profile", "get", PEOPLE),
     ("review:profile", "post", PEOPLE),
     # the Django admin: staff only, and no one changes a variant there (decisions go
@@ -94,6 +104,10 @@ MATRIX = [
     ("review:run-new", "post", LEADS),
     ("review:run-action", "post", LEADS),
     ("review:metrics-flag", "post", LEADS),
+    ("review:experiment-stop", "post", LEADS),
+    ("review:experiment-arm", "post", LEADS),
+    ("review:experiment-new", "post", LEADS),
+    ("review:approve-experiment", "post", LEADS),
     ("review:brand", "get", LEADS),
     ("review:brand", "post", LEADS),
     ("review:imports", "get", LEADS),
@@ -154,7 +168,17 @@ def _world() -> dict:
         kind="products", file_name="c.csv", size=1, format="csv", path="/nonexistent",
         requested_by="write client", via="api",
     )  # fmt: skip
-    return {"variant": variant, "event": event, "run": run, "import": upload}
+    experiment = Experiment.objects.create(
+        prompt=variant.prompt, product=variant.product, segment=variant.segment
+    )
+    ExperimentWeights.objects.create(experiment=experiment, weights={"control": 1.0})
+    return {
+        "variant": variant,
+        "event": event,
+        "run": run,
+        "import": upload,
+        "experiment": experiment,
+    }
 
 
 def _kwargs(name: str, world: dict) -> dict:
@@ -174,6 +198,16 @@ def _kwargs(name: str, world: dict) -> dict:
         return {"slug": variant.prompt.slug}
     if name.startswith("admin:generation_variant_") and short != "generation_variant_changelist":
         return {"object_id": variant.pk}
+    if short.startswith("api-experiment-arm-"):
+        return {"pk": world["experiment"].pk, "key": "control"}
+    if short == "experiment-arm":
+        return {"pk": world["experiment"].pk, "key": "control", "action": "pause"}
+    if short in ("api-experiment", "api-experiment-stop", "api-experiment-arms"):
+        return {"pk": world["experiment"].pk}
+    if short in ("experiment", "experiment-stop"):
+        return {"pk": world["experiment"].pk}
+    if short == "prompt-duplicate":
+        return {"slug": variant.prompt.slug}
     if short == "api-customer":
         return {"external_id": "C-1"}
     if short in ("api-import", "import"):

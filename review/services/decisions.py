@@ -15,7 +15,8 @@ from generation.callbacks import message_notify_on_commit
 from generation.errors import ServiceError
 from generation.models import Variant, VariantQuerySet
 from generation.services import RunError, variant_regenerate
-from review.models import ReviewEvent
+from review.models import Experiment, ReviewEvent
+from review.services import experiments as exp
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -124,8 +125,18 @@ def _publish(
     variant (a retire event pointing at its replacement, a new revision), publish this
     one with a new revision and, unless `record` is off (an imported decision brings
     its own event), its approval event. Live copy hears of both saves (post_save);
-    the caller sends the message callback (message_notify_on_commit)."""
+    the caller sends the message callback (message_notify_on_commit).
+
+    An experiment running on the slot is stopped first, keeping no arm: its live
+    variant is being replaced, and an experiment serves the slot's live variant to
+    requests without a visitor (adding the variant to the experiment instead is
+    variant_approve_into_experiment)."""
     now = timezone.now()
+    running = exp.running_for(variant)
+    if running is not None:
+        exp.experiment_stop(
+            experiment=running, user=user, reason=f"Replaced by variant {variant.pk}"
+        )
     for old in _live_in_slot(variant):
         old.status = Variant.Status.RETIRED
         old.revision += 1
@@ -188,6 +199,50 @@ def variant_approve(
         ) from None
     message_notify_on_commit(variant)
     return variant
+
+
+@transaction.atomic
+def variant_approve_into_experiment(
+    *, variant: Variant, user: User | None, revision: int | None = None
+) -> Experiment:
+    """Approve a variant in review as one more arm of its slot's experiment, instead
+    of replacing the slot's live variant; with no experiment running, start one with
+    the live variant and this one (the model's defaults: a fixed split, 10% to the base
+    copy).
+
+    1. Lock the variant; refuse unless it is still in review (at `revision`).
+    2. Mark it approved, not published: an approval event "into experiment N" (the
+       audit trail says who approved the copy, before the experiment's own events).
+    3. Add it to the running experiment, or start one; it becomes `testing`. A refusal
+       there (a full experiment, a slot with nothing live) leaves it in review.
+    """
+    variant = _lock_in_review(variant, revision, user)
+    if variant.segment_id is None:
+        raise DecisionError(
+            "A customer's own message is not tested in an experiment: approve it to publish it"
+        )
+    running = exp.running_for(variant)
+    variant.status = Variant.Status.TESTING
+    variant.revision += 1
+    variant.save(update_fields=["status", "revision", "updated"])
+    approval = ReviewEvent.objects.create(
+        variant=variant,
+        user=user,
+        action=ReviewEvent.Action.APPROVE,
+        reason="into experiment",
+        text_before=variant.text,
+        text_after=variant.text,
+    )
+    if running is not None:
+        exp.experiment_add_arm(experiment=running, variant=variant, user=user)
+        experiment = running
+    else:
+        experiment = exp.experiment_start(variant_ids=[variant.pk], user=user)
+    # The experiment's number is known only now when it was just started; one
+    # transaction, so nobody reads the event without it.
+    approval.reason = f"into experiment {experiment.pk}"
+    approval.save(update_fields=["reason"])
+    return experiment
 
 
 @transaction.atomic

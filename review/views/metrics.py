@@ -14,11 +14,35 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 from django.views.decorators.vary import vary_on_headers
 
-from generation.models import Prompt
+from generation.models import Prompt, Variant
 from review import metrics
 from review.forms import FlagForm, errors_text
+from review.models import Experiment
 from review.permissions import is_lead, require_lead, require_reviewer
 from review.views import HtmxHttpRequest, partial
+
+# The live slots listed with their experiment on the metrics page; the experiments
+# page lists every experiment.
+LIVE_SLOTS_SHOWN = 50
+
+
+def _live_slots(prompt: Prompt) -> list[dict]:
+    """The prompt's live segment slots (their published variant), each with the
+    experiment running on it, if any: two queries."""
+    live = list(
+        Variant.objects.published()
+        .filter(prompt=prompt, segment__isnull=False, customer__isnull=True)
+        .select_related("product", "segment")
+        .order_by("product__sku", "segment__slug", "language")[:LIVE_SLOTS_SHOWN]
+    )
+    running = {
+        (e.product_id, e.segment_id, e.language): e
+        for e in Experiment.objects.filter(prompt=prompt, status=Experiment.Status.RUNNING)
+    }
+    return [
+        {"variant": v, "experiment": running.get((v.product_id, v.segment_id, v.language))}
+        for v in live
+    ]
 
 
 def _metrics_context(request: HtmxHttpRequest) -> dict:
@@ -39,6 +63,8 @@ def _metrics_context(request: HtmxHttpRequest) -> dict:
         "confidence_pct": f"{metrics.confidence_level() * 100:g}%",
         "alpha_pct": f"{(1 - metrics.confidence_level()) * 100:g}%",
         "is_lead": is_lead(request.user),
+        "live_slots": _live_slots(prompt) if prompt is not None else [],
+        "live_slots_max": LIVE_SLOTS_SHOWN,
     }
 
 

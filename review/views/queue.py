@@ -3,6 +3,8 @@ them: approve (with or without an edit), reject, regenerate, undo, and bulk."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.db.models import Exists, OuterRef
@@ -14,20 +16,25 @@ from django.views.decorators.vary import vary_on_headers
 from django_htmx.http import push_url
 
 from generation import languages, prompting
+from generation.errors import ServiceError
 from generation.models import GenerationRun, Prompt, Segment, Variant
 from review import queue as q
 from review import services
+from review.experiments.allocation import MAX_ARMS
 from review.forms import (
     ApproveForm,
     BulkForm,
     DecisionForm,
+    ExperimentStartForm,
     QueueFilters,
     RegenerateForm,
     RejectForm,
     errors_text,
 )
 from review.models import ReviewerProfile, ReviewEvent
-from review.permissions import require_reviewer
+from review.permissions import is_lead, require_lead, require_reviewer
+from review.services import experiments as experiment_services
+from review.services.decisions import variant_approve_into_experiment
 from review.views import VARIANT_RELATED, HtmxHttpRequest, partial
 
 
@@ -140,7 +147,41 @@ def queue(request: HtmxHttpRequest) -> HttpResponse:
     )
 
 
-def _focus_context(request: HtmxHttpRequest, variant: Variant, **extra) -> dict:
+def _experiment_panel(
+    request: HtmxHttpRequest, variant: Variant, form: ExperimentStartForm | None = None
+) -> dict | None:
+    """The focus view's "Experiment" panel: the running experiment of the variant's
+    slot, or (for a lead, on a published or testing variant) the form to start one.
+    None for a customer's message. A variant in review whose slot has a live variant
+    is offered "add to the experiment" beside "approve" (which replaces it): `running`
+    says which experiment that is, if any."""
+    if variant.segment_id is None:
+        return None
+    running = experiment_services.running_for(variant)
+    panel: dict = {"running": running, "form": None}
+    startable = variant.status in (Variant.Status.PUBLISHED, Variant.Status.TESTING)
+    if running is None and startable and is_lead(request.user):
+        candidates = experiment_services.slot_variants(variant)
+        live = next((v for v in candidates if v.status == Variant.Status.PUBLISHED), None)
+        form = form or ExperimentStartForm(candidates=candidates, live=live)
+        chosen = form["variants"].value() or []
+        panel["form"] = form
+        # Each candidate with whether it is ticked and its share field, for the table.
+        panel["rows"] = [
+            (v, str(v.pk) in {str(pk) for pk in chosen}, form[f"share_v{v.pk}"]) for v in candidates
+        ]
+        panel["live"] = live
+        panel["max_arms"] = MAX_ARMS
+    return panel
+
+
+def _focus_context(
+    request: HtmxHttpRequest,
+    variant: Variant,
+    *,
+    experiment_form: ExperimentStartForm | None = None,
+    **extra,
+) -> dict:
     _form, values, _mine = _filters(request)
     previous, following = q.neighbours(q.variants_filtered(values), variant)
     live = (
@@ -197,6 +238,7 @@ def _focus_context(request: HtmxHttpRequest, variant: Variant, **extra) -> dict:
         "queue_url": f"{reverse('review:queue')}?{qs}",
         "reject_reasons": q.REJECT_REASONS,
         "undo_event": last if last is not None and last.variant_id == variant.pk else None,
+        "experiment_panel": _experiment_panel(request, variant, experiment_form),
         "target": "focus",
         **extra,
     }
@@ -208,8 +250,21 @@ def _focus_context(request: HtmxHttpRequest, variant: Variant, **extra) -> dict:
 def variant_detail(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     require_reviewer(request)
     variant = get_object_or_404(Variant.objects.select_related(*VARIANT_RELATED), pk=pk)
+    return focus_page(request, variant)
+
+
+def focus_page(
+    request: HtmxHttpRequest,
+    variant: Variant,
+    *,
+    experiment_form: ExperimentStartForm | None = None,
+) -> HttpResponse:
+    """The focus view of `variant` (its region alone over HTMX), with the experiment
+    form as a lead sent it when it was refused (review/views/experiments.py)."""
+    variant = Variant.objects.select_related(*VARIANT_RELATED).get(pk=variant.pk)
     template = "review/variant.html#focus" if partial(request) else "review/variant.html"
-    return render(request, template, _focus_context(request, variant))
+    context = _focus_context(request, variant, experiment_form=experiment_form)
+    return render(request, template, context)
 
 
 def _decided(
@@ -237,7 +292,7 @@ def _decided(
         latest = variant.review_events.order_by("-id").first()
         if latest and latest.user_id == request.user.pk and latest.action in services.UNDOABLE:
             undo_event = latest
-    extra = {"error": error, "kept_text": kept_text, "notice": notice}
+    extra: dict[str, Any] = {"error": error, "kept_text": kept_text, "notice": notice}
     if request.htmx:
         if from_focus:
             context = _focus_context(request, variant, **extra)
@@ -281,6 +336,27 @@ def approve(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     except services.DecisionError as exc:
         return _decided(request, form, variant, error=str(exc), kept_text=text or "")
     return _decided(request, form, variant)
+
+
+@login_required
+@require_POST
+def approve_into_experiment(request: HtmxHttpRequest, pk: int) -> HttpResponse:
+    """Approve a variant as one more arm of its slot's experiment (one is started with
+    the live variant when none runs), instead of replacing the live variant. Steering
+    traffic is a lead's decision."""
+    require_lead(request)
+    variant = get_object_or_404(Variant, pk=pk)
+    form = DecisionForm(request.POST)
+    if not form.is_valid():
+        return _decided(request, form, variant, error=errors_text(form))
+    try:
+        experiment = variant_approve_into_experiment(
+            variant=variant, user=request.user, revision=form.cleaned_data["revision"]
+        )
+    except ServiceError as exc:
+        return _decided(request, form, variant, error=exc.message)
+    notice = f"Variant {variant.pk} approved into experiment {experiment.pk}"
+    return _decided(request, form, variant, notice=notice)
 
 
 @login_required

@@ -11,9 +11,12 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, cast
 
 from django import forms
+from django.utils.text import slugify
 
 from generation import languages
+from generation.audience import ATTRIBUTE_RE, Mapping, MappingError
 from generation.errors import ServiceError
+from generation.mapping import COLUMNS_MAX
 from generation.models import (
     SEGMENT_RULES_MAX,
     CustomerSource,
@@ -868,3 +871,197 @@ class ArmActionForm(forms.Form):
     """Pause or resume one arm; a pause may say why."""
 
     reason = forms.CharField(required=False, max_length=500)
+
+
+# --- column mapping: a CDP export mapped in the browser -----------------------------------
+
+# How the page names the reader's types (generation.audience.TYPES).
+TYPE_LABELS = {
+    "text": "text",
+    "integer": "whole number",
+    "number": "number",
+    "boolean": "yes/no",
+    "date": "date",
+    "choice": "choice",
+}
+CHOICES_TEXT_MAX = 4000
+
+
+class MappingUploadForm(forms.Form):
+    """A customer file to map (an empty one is the service's to refuse, naming it)."""
+
+    file = forms.FileField(
+        allow_empty_file=True, error_messages={"required": "Choose a customer file to map."}
+    )
+
+
+class MappingForm(forms.Form):
+    """The mapping page's own fields: the source to save the mapping as, the column
+    that holds the external id (one of the file's `columns`), and whether to import the
+    good rows when some are bad."""
+
+    name = forms.CharField(
+        max_length=200,
+        error_messages={"required": "Name the source to save the mapping as."},
+    )
+    external_id = forms.ChoiceField(
+        error_messages={
+            "required": "Choose the column that holds the external id.",
+            "invalid_choice": "The file has no column '%(value)s'.",
+        }
+    )
+    skip_invalid = forms.BooleanField(required=False)
+
+    def __init__(self, *args, columns: list[str], **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        cast("forms.ChoiceField", self.fields["external_id"]).choices = [(c, c) for c in columns]
+
+    def clean_name(self) -> str:
+        name = self.cleaned_data["name"]
+        if not slugify(name):
+            raise forms.ValidationError("A source needs a name with letters or digits.")
+        return name
+
+
+class ColumnRowForm(forms.Form):
+    """One file column of the mapping: the attribute it becomes, of which type (a
+    choice's choices separated by commas), personal or required; or ignored. The
+    external id's column (`external_id`) is the external id whatever its row says.
+    Once valid, `entry` holds its mapping entry (None: ignored)."""
+
+    column = forms.CharField(widget=forms.HiddenInput, max_length=1000)
+    attribute = forms.CharField(required=False, max_length=64)
+    type = forms.ChoiceField(
+        choices=TYPE_LABELS.items(),
+        initial="text",
+        error_messages={"invalid_choice": "'%(value)s' is not a type we read"},
+    )
+    choices = forms.CharField(required=False, max_length=CHOICES_TEXT_MAX)
+    personal = forms.BooleanField(required=False)
+    required = forms.BooleanField(required=False)
+    ignore = forms.BooleanField(required=False)
+    # Bounds a saved source may hold; the page carries them, it does not edit them.
+    min = forms.FloatField(required=False, widget=forms.HiddenInput)
+    max = forms.FloatField(required=False, widget=forms.HiddenInput)
+
+    def __init__(self, *args, columns: list[str], external_id: str | None = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.columns, self.external_id = columns, external_id
+
+    def clean(self) -> dict[str, Any]:
+        super().clean()
+        cleaned = self.cleaned_data
+        cleaned["entry"] = None
+        column = cleaned.get("column")
+        if column is None or self.errors:
+            return cleaned
+        if column not in self.columns:
+            self.add_error(None, f"The file has no column '{column}'.")
+            return cleaned
+        if column == self.external_id:
+            if cleaned["ignore"]:
+                self.add_error("ignore", "The external id's column cannot be ignored.")
+            cleaned["entry"] = "external_id"
+            return cleaned
+        if cleaned["ignore"]:
+            return cleaned
+        attribute, kind = cleaned["attribute"], cleaned["type"]
+        if not attribute:
+            self.add_error("attribute", "Name the attribute, or tick Ignore.")
+        elif not ATTRIBUTE_RE.match(attribute):
+            self.add_error(
+                "attribute",
+                "An attribute is a name of letters, digits and _, starting with a letter.",
+            )
+        elif attribute == "external_id":
+            self.add_error(
+                "attribute", "Only the external id's column maps to external_id: choose it above."
+            )
+        elif attribute == "language" and kind != "text":
+            self.add_error("type", "language is text (a tag such as de or pt-BR).")
+        choices = list(dict.fromkeys(c.strip() for c in cleaned["choices"].split(",") if c.strip()))
+        if kind == "choice" and not choices:
+            self.add_error("choices", "A choice needs its choices, separated by commas.")
+        if self.errors:
+            return cleaned
+        entry: dict[str, Any] = {"attribute": attribute, "type": kind}
+        if kind == "choice":
+            entry["choices"] = choices
+        if kind in ("integer", "number"):
+            entry |= {k: cleaned[k] for k in ("min", "max") if cleaned.get(k) is not None}
+        if cleaned["required"]:
+            entry["required"] = True
+        if cleaned["personal"]:
+            entry["personal"] = True
+        cleaned["entry"] = entry
+        return cleaned
+
+    def messages(self) -> list[str]:
+        """The row's errors, each naming its column ("Column 'E-Mail': ...")."""
+        column = self["column"].value()
+        return [f"Column '{column}': {e}" for errors in self.errors.values() for e in errors]
+
+
+class BaseColumnFormSet(_RowsFormSet):
+    """The mapping's rows, one per file column (posted as col-0-column, col-0-attribute,
+    ...). Built with the file's `columns` and the external id's column as the page
+    form cleaned it. Once valid, `mapping` holds the audience.Mapping they describe."""
+
+    default_error_messages = {"too_many_forms": "At most %(num)d columns"}
+
+    def __init__(self, *args, columns: list[str], external_id: str | None = None, **kwargs) -> None:
+        self.columns, self.external_id = columns, external_id
+        self.mapping: Mapping | None = None
+        super().__init__(*args, **kwargs)
+
+    @classmethod
+    def get_default_prefix(cls) -> str:
+        return "col"
+
+    def get_form_kwargs(self, index: int | None) -> dict:
+        return {"columns": self.columns, "external_id": self.external_id}
+
+    def clean(self) -> None:
+        """Each column once, each attribute once; then the mapping as the reader parses
+        it (MappingError: what the rows could not catch, above them)."""
+        self.mapping = None
+        entries: dict[str, Any] = {}
+        attributes: dict[str, str] = {}
+        for form in self.forms:
+            if not form.is_valid() or form.cleaned_data["entry"] is None:
+                continue
+            column, entry = form.cleaned_data["column"], form.cleaned_data["entry"]
+            if column in entries:
+                form.add_error(None, "The column has two rows.")
+                continue
+            attribute = entry if isinstance(entry, str) else entry["attribute"]
+            if attribute in attributes:
+                form.add_error(
+                    "attribute",
+                    f"Column '{attributes[attribute]}' maps to '{attribute}' too: "
+                    "map each attribute once.",
+                )
+                continue
+            attributes[attribute] = column
+            entries[column] = entry
+        if any(self.errors) or self.external_id is None:
+            return  # the page form says what is missing
+        entries.setdefault(self.external_id, "external_id")
+        try:
+            self.mapping = Mapping.parse({"columns": entries, "unmapped": "drop"})
+        except MappingError as exc:
+            raise forms.ValidationError(str(exc)) from None
+
+
+# formset_factory makes a subclass of `formset`; its type only says BaseFormSet.
+ColumnFormSet = cast(
+    "type[BaseColumnFormSet]",
+    forms.formset_factory(
+        ColumnRowForm,
+        formset=BaseColumnFormSet,
+        extra=0,
+        max_num=COLUMNS_MAX,
+        absolute_max=COLUMNS_MAX,
+        validate_max=True,
+    ),
+)

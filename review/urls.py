@@ -48,6 +48,14 @@ urlpatterns = [
     path("brand/", studio.brand_edit, name="brand"),
     path("imports/", imports.import_list, name="imports"),
     path("imports/<int:pk>/", imports.import_detail, name="import"),
+    # A customer file's columns mapped in the browser, then imported (issue 18 item 2)
+    path("imports/map/", imports.mapping_upload, name="import-map"),
+    path("imports/map/<str:token>/", imports.mapping_edit, name="import-mapping"),
+    path(
+        "imports/map/<str:token>/preview/",
+        imports.mapping_preview,
+        name="import-mapping-preview",
+    ),
     path("segments/", segments.segments, name="segments"),
     path("segments/new/", segments.segment_edit, name="segment-new"),
     path("segments/preview/", segments.segment_preview, name="segment-preview"),

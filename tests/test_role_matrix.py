@@ -113,6 +113,11 @@ MATRIX = [
     ("review:imports", "get", LEADS),
     ("review:imports", "post", LEADS),
     ("review:import", "get", LEADS),
+    ("review:import-map", "get", LEADS),
+    ("review:import-map", "post", LEADS),
+    ("review:import-mapping", "get", LEADS),  # an upload no one staged: 404 for a lead
+    ("review:import-mapping", "post", LEADS),
+    ("review:import-mapping-preview", "post", LEADS),
     ("review:segments", "get", LEADS),
     ("review:segment-new", "post", LEADS),
     ("review:segment-preview", "post", LEADS),
@@ -210,6 +215,8 @@ def _kwargs(name: str, world: dict) -> dict:
         return {"slug": variant.prompt.slug}
     if short == "api-customer":
         return {"external_id": "C-1"}
+    if short in ("import-mapping", "import-mapping-preview"):
+        return {"token": "0" * 32}
     if short in ("api-import", "import"):
         return {"pk": world["import"].pk}
     if "pk" in _parameters(name):

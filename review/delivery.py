@@ -12,6 +12,16 @@ Customers in the prompt's holdout (a stable hash of prompt and customer under
 `Prompt.holdout_percent`) get the base copy even where a variant is live: they are
 the control that engagement is measured against.
 
+**Experiments.** Where the segment's slot (3.) runs an experiment (review.models.
+Experiment: same prompt, product, segment, and the language of the variant chosen), a
+request naming a `visitor` gets the arm `pick_arm` gives that visitor under the shares
+in force: the control (the base copy in the slot's language, fallback_reason
+experiment_control) or one of the approved variants. A request without one gets the
+slot's published variant, marked not randomized. A customer's own variant, a customer
+in the holdout and a pinned variant are in no experiment. The arms and the shares
+travel in the snapshot (one more query when a block or bucket is read), so picking an
+arm costs no query; experiment changes bump the slot's bucket like an approval.
+
 Every answer carries an *exposure id*: a signed, deterministic record of what was
 shown to whom (prompt, product, segment, customer, variant or base copy). Events
 posted back quote it, so a client cannot attribute a click to copy it was never
@@ -46,7 +56,10 @@ Invariants that keep this correct:
 
 A slot's answer is rendered (body and ETag) the first time it is served and kept, so
 serving it again costs a dict lookup; a slot takes about 1.5 KB with ~400 characters
-of copy once rendered. A process holds
+of copy once rendered. A visitor's answer in an experiment is kept per arm without its
+exposure id (about 1.5 KB more for each arm served), and the id, which names the
+visitor, is signed and spliced in for each request: an arm picked, a hash, a signature
+and an ETag, ~25 µs less than rendering it whole. A process holds
 at most `DELIVERY_SNAPSHOT_MAX_ROWS` slots (least recently used blocks go first); with
 more products than that a block is never held, and every request reads the database.
 """
@@ -54,6 +67,8 @@ more products than that a block is never held, and every request reads the datab
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -74,6 +89,8 @@ from generation import languages
 from generation.errors import NotFound
 from generation.models import Customer, Product, Prompt, PromptVersion, Segment, Variant
 from hyperpers import redis_client as redis_clients
+from review.experiments.allocation import CONTROL, pick_arm
+from review.models import Experiment, ExperimentArm, ExperimentWeights, arm_key
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -188,8 +205,15 @@ def visitor_hash(visitor: str) -> str:
     """A visitor's id as exposure ids and events keep it: 16 hex digits of a keyed
     hash, so the client's raw id (a cookie, a device or contact id) is stored nowhere
     and cannot be matched across installations."""
-    key = hashlib.blake2b(settings.SECRET_KEY.encode(), digest_size=32).digest()
-    return hashlib.blake2b(visitor.encode(), key=key, digest_size=8).hexdigest()
+    return hashlib.blake2b(
+        visitor.encode(), key=_visitor_key(settings.SECRET_KEY), digest_size=8
+    ).hexdigest()
+
+
+@functools.lru_cache(maxsize=4)
+def _visitor_key(secret: str) -> bytes:
+    # Once a process (by secret: tests change it), not once a request.
+    return hashlib.blake2b(secret.encode(), digest_size=32).digest()
 
 
 @dataclass(slots=True)
@@ -210,22 +234,45 @@ class Live:
     text: str
     source: str  # pinned | customer | segment | base_copy
     # no_live_variant | no_variant_in_language | holdout | no_matching_segment
-    fallback_reason: str | None
+    fallback_reason: str | None  # ... | experiment_control (the control arm)
     language: str = ""  # the language of the text served
     # Why that language: exact | base_language (de for de-ch, or the other way) |
     # default (none was asked for) | no_variant_in_language (the prompt's default
     # language, since the reader's had neither a variant nor base copy).
     language_reason: str = "default"
+    # A running experiment's answer (_serve_arm): the experiment, the shares in force
+    # (an ExperimentWeights row), the arm served and its probability, whether the
+    # visitor was randomized, and the visitor's hash. None: no experiment.
+    experiment_id: int | None = None
+    weights_id: int | None = None
+    arm: str | None = None
+    probability: float | None = None
+    randomized: bool = False
+    visitor: str = ""
 
-    def as_dict(self) -> dict[str, object]:
-        exposure = Exposure(
+    def exposure(self) -> Exposure:
+        return Exposure(
             self.prompt_id,
             self.product_id,
             self.segment_id,
             self.customer_id,
             self.variant_id,
             self.language,
+            experiment_id=self.experiment_id,
+            weights_id=self.weights_id,
+            probability=self.probability,
+            randomized=self.randomized,
+            visitor=self.visitor,
         )
+
+    def leave_experiment(self) -> None:
+        """Not an experiment's answer after all (a customer's own variant replaced it)."""
+        self.experiment_id = self.weights_id = self.arm = self.probability = None
+        self.randomized, self.visitor = False, ""
+
+    def as_dict(self, exposure_id: str | None = None) -> dict[str, object]:
+        """The answer's body; `exposure_id` in place of the encoded exposure (a
+        placeholder, see _Block.rendered)."""
         return {
             "prompt": self.prompt,
             "product": self.product,
@@ -238,14 +285,24 @@ class Live:
             "fallback_reason": self.fallback_reason,
             "language": self.language,
             "language_reason": self.language_reason,
+            "experiment": self.experiment_id,
+            "arm": self.arm,
             "text": self.text,
-            "exposure_id": exposure.encode(),
+            # Last, so that a rendered body splits around it (_Block.rendered).
+            "exposure_id": self.exposure().encode() if exposure_id is None else exposure_id,
         }
 
 
-def render(body: Mapping[str, object]) -> bytes:
+# Where a visitor's exposure id goes in an arm's rendered body (_Block.rendered).
+_SPLICE = "\x00exposure\x00"
+
+
+def render(body: Mapping[str, object] | str) -> bytes:
     """A body as DRF's JSONRenderer writes it: compact, UTF-8 rather than \\u escapes."""
     return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+_SPLICED = render(_SPLICE)
 
 
 def etag_of(content: bytes) -> str:
@@ -293,6 +350,7 @@ class _Copy(NamedTuple):
     variant_id: int
     prompt_version: int
     text: str
+    stored: str = ""  # its language as stored ("" for one from before languages)
 
 
 # (variant or None for the base copy, language served, language reason, fallback
@@ -351,6 +409,182 @@ def _choose_language(
     # depends on other languages' variants, which the snapshot does not read.
     fallback = "no_variant_in_language" if reason == "no_variant_in_language" else "no_live_variant"
     return None, default, reason, fallback, description
+
+
+# ----------------------------------------------------------------------------------
+# Experiments: several arms of one slot, picked per visitor without a query
+
+
+class _Experiment(NamedTuple):
+    """A running experiment of a slot, as one query reads it (_experiments): its id and
+    key (what pick_arm hashes), the shares in force (their ExperimentWeights row and
+    (arm key, share) pairs), and its variant arms. Tuples of numbers and strings, as a
+    slot's are."""
+
+    experiment_id: int
+    key: str
+    weights_id: int
+    shares: tuple[tuple[str, float], ...]
+    variants: tuple[_Copy, ...]
+
+
+class _Trial(NamedTuple):
+    """A slot's experiment as its product serves it in one language: the experiment
+    and the control's base copy in the slot's language (text, language, reason)."""
+
+    experiment: _Experiment
+    control_text: str
+    control_language: str
+    control_reason: str
+
+
+# (product id, the slot's stored language) -> its running experiment.
+_Experiments = dict[tuple[int, str], _Experiment]
+
+
+def _experiments(
+    prompt_id: int,
+    segment_id: int,
+    *,
+    tags: list[str] | None = None,
+    regional: str = "",
+    product_ids: list[int] | None = None,
+) -> _Experiments:
+    """The running experiments of a prompt's slots for a segment, in one query: of every
+    product or of these, in the stored languages `tags` (and those LIKE `regional`), or
+    in every language. Each with its latest shares and its variant arms (id, version
+    number, text); paused arms come too, with no share, so pick_arm never takes them.
+
+    An experiment whose shares name an arm it does not have is left out (served as a
+    plain slot) and logged: it is a bug of whoever wrote the shares.
+    """
+    connection = connections[Experiment.objects.db]
+    params: list[int | str | list[int]] = [prompt_id, segment_id, Experiment.Status.RUNNING]
+    where = ""
+    if tags is not None:
+        where += f"AND (e.language IN ({', '.join(['%s'] * len(tags))}) OR e.language LIKE %s) "
+        params += [*tags, regional]
+    if product_ids is not None and connection.vendor == "postgresql":
+        where, params = where + "AND e.product_id = ANY(%s) ", [*params, product_ids]
+    elif product_ids is not None:
+        where += f"AND e.product_id IN ({', '.join(['%s'] * len(product_ids))}) "
+        params += product_ids
+    weights = ExperimentWeights._meta.db_table
+    # Inner joins only: the slot's own query is the block's one LEFT JOIN (tests find
+    # it by that).
+    sql = (
+        "SELECT e.id, e.product_id, e.language, w.id, w.weights, v.id, pv.number, v.text "
+        f"FROM {Experiment._meta.db_table} e "
+        f"JOIN {weights} w ON w.id = (SELECT w2.id FROM {weights} w2 "
+        "WHERE w2.experiment_id = e.id ORDER BY w2.effective_from DESC, w2.id DESC LIMIT 1) "
+        f"JOIN {ExperimentArm._meta.db_table} a ON a.experiment_id = e.id "
+        f"JOIN {Variant._meta.db_table} v ON v.id = a.variant_id "
+        f"JOIN {PromptVersion._meta.db_table} pv ON pv.id = v.prompt_version_id "
+        f"WHERE e.prompt_id = %s AND e.segment_id = %s AND e.status = %s {where}"
+        "ORDER BY e.id, a.id"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        rows: list[tuple[Any, ...]] = cursor.fetchall()
+    read: dict[int, tuple[int, str, int, object, list[_Copy]]] = {}
+    for pk, product_id, tag, weights_id, shares, variant_id, number, text in rows:
+        found = read.setdefault(pk, (product_id, tag, weights_id, shares, []))
+        found[4].append(_Copy(variant_id, number, text, tag))
+    experiments: _Experiments = {}
+    for pk, (product_id, tag, weights_id, shares, variants) in read.items():
+        if isinstance(shares, str):  # SQLite, and jsonb read as text
+            shares = json.loads(shares)
+        assert isinstance(shares, dict)
+        keys = {CONTROL, *(arm_key(v.variant_id) for v in variants)}
+        if not set(shares) <= keys:
+            log.error("experiment %s: its shares name arms it does not have: %s", pk, shares)
+            continue
+        experiments[(product_id, tag)] = _Experiment(
+            pk,
+            Experiment(pk=pk).key,
+            weights_id,
+            tuple((k, float(v)) for k, v in shares.items()),
+            tuple(variants),
+        )
+    return experiments
+
+
+def _trial(
+    experiments: _Experiments,
+    product_id: int,
+    copy: _Copy | None,
+    *,
+    default: str,
+    reason: str,
+    translations: dict[str, object],
+    description: str,
+) -> _Trial | None:
+    """The experiment of the slot a product serves (`copy`, the published variant the
+    language choice took), with its control: the product's base copy in the slot's
+    language (the catalog's translation), else the default base copy. None when the
+    product serves no variant or its slot runs no experiment."""
+    if copy is None:
+        return None
+    experiment = experiments.get((product_id, copy.stored))
+    if experiment is None:
+        return None
+    tag = copy.stored or default
+    if languages.base_language(tag) == languages.base_language(default):
+        return _Trial(experiment, description, default, reason)
+    for candidate in (tag, languages.base_language(tag)):
+        found = (translations or {}).get(candidate)
+        if isinstance(found, dict) and found.get("description"):
+            return _Trial(experiment, found["description"], candidate, reason)
+    return _Trial(experiment, description, default, "no_variant_in_language")
+
+
+def _pick(trial: _Trial, visitor: str, published: int | None) -> tuple[str, float]:
+    """(arm, probability): pick_arm's for a visitor (a stable hash of the experiment and
+    the visitor under the shares in force), else the slot's published variant (the
+    default arm) with its share."""
+    shares = dict(trial.experiment.shares)
+    if visitor:
+        return pick_arm(experiment_key=trial.experiment.key, visitor=visitor, weights=shares)
+    arm = arm_key(published)
+    return arm, shares.get(arm, 0.0)
+
+
+def _serve_arm(
+    live: Live, trial: _Trial, visitor: str, picked: tuple[str, float] | None = None
+) -> None:
+    """Make `live`, the answer of a slot whose experiment runs, its experiment's answer.
+
+    1. With a visitor: the arm pick_arm gives the experiment and the visitor (a stable
+       hash, the shares in force), served with that probability, randomized.
+    2. Without one: the slot's published variant as before, with its share as the
+       probability, not randomized (analysis leaves it out of the comparisons).
+    3. The control serves the base copy (source base_copy, fallback experiment_control);
+       a variant arm its own text and prompt version.
+
+    `picked` is the arm already picked for this visitor; with it, the visitor's hash is
+    left for the caller to add (_Block.rendered keeps the answer without it).
+    """
+    experiment = trial.experiment
+    if picked is None:
+        picked = _pick(trial, visitor, live.variant_id)
+        live.visitor = visitor_hash(visitor) if visitor else ""
+    arm, probability = picked
+    live.experiment_id, live.weights_id = experiment.experiment_id, experiment.weights_id
+    live.arm, live.probability, live.randomized = arm, probability, bool(visitor)
+    if arm == CONTROL:
+        live.variant_id = live.prompt_version = None
+        live.text, live.language = trial.control_text, trial.control_language
+        live.language_reason = trial.control_reason
+        live.source, live.fallback_reason = "base_copy", "experiment_control"
+        return
+    for copy in experiment.variants:
+        if arm_key(copy.variant_id) == arm:
+            live.variant_id, live.prompt_version, live.text = (
+                copy.variant_id,
+                copy.prompt_version,
+                copy.text,
+            )
+            return
 
 
 def in_holdout(prompt: Prompt, customer: Customer) -> bool:
@@ -509,10 +743,11 @@ class _Slot(NamedTuple):
     language: str
     language_reason: str
     fallback_reason: str | None
+    trial: _Trial | None  # the slot's running experiment, if any
 
 
 # A slot's fields as _served computes them, in _Slot's order.
-_Served = tuple[int, str, int | None, int | None, str, str, str, str | None]
+_Served = tuple[int, str, int | None, int | None, str, str, str, str | None, _Trial | None]
 # A bucket's epoch in Redis (HINCRBY's counter, as HMGET returns it); None: not known.
 _Epoch = bytes | None
 
@@ -539,35 +774,58 @@ class _Block:
     # is rendered again; its exposure id is deterministic, so two threads rendering one
     # slot at once write the same bytes.
     answers: dict[str, tuple[_Slot, bytes, str]] = field(default_factory=dict)
+    # (sku, arm) -> (the slot, the body before and after the exposure id, the exposure
+    # without a visitor): a visitor's answer in an experiment, but for the exposure id,
+    # which names the visitor (see rendered()).
+    arms: dict[tuple[str, str], tuple[_Slot, bytes, bytes, Exposure]] = field(default_factory=dict)
 
-    def live(self, sku: str) -> Live | None:
+    def live(self, sku: str, visitor: str = "") -> Live | None:
         slot = self.slots.get(sku) if self.slots is not None else None
-        return None if slot is None else self.answer(sku, *slot)
+        return None if slot is None else self.answer(sku, slot, visitor)
 
-    def rendered(self, sku: str) -> tuple[bytes, str] | None:
-        """The product's answer as the API sends it: (body, ETag)."""
+    def rendered(self, sku: str, visitor: str = "") -> tuple[bytes, str] | None:
+        """The product's answer as the API sends it: (body, ETag).
+
+        Rendered once, when first asked for, and kept with the slot; a visitor's answer
+        from a running experiment is kept once an arm without its exposure id (which
+        names the visitor, so no two visitors share a body), and the id is signed and
+        put in for each request.
+        """
         slot = self.slots.get(sku) if self.slots is not None else None
         if slot is None:
             return None
+        if visitor and slot.trial is not None:
+            picked = _pick(slot.trial, visitor, slot.variant_id)
+            arm = self.arms.get((sku, picked[0]))
+            if arm is None or arm[0] is not slot:
+                live = self.answer(sku, slot)  # the slot's default arm, then the picked one
+                _serve_arm(live, slot.trial, visitor, picked)
+                # The exposure id is the body's last value: the text before it cannot
+                # be taken for the placeholder.
+                before, _, after = render(live.as_dict(exposure_id=_SPLICE)).rpartition(_SPLICED)
+                arm = self.arms[(sku, picked[0])] = (slot, before, after, live.exposure())
+            exposure = dataclasses.replace(arm[3], visitor=visitor_hash(visitor))
+            content = b"%s%s%s" % (arm[1], render(exposure.encode()), arm[2])
+            return content, etag_of(content)
         found = self.answers.get(sku)
         if found is None or found[0] is not slot:
-            content = render(self.answer(sku, *slot).as_dict())
+            content = render(self.answer(sku, slot).as_dict())
             found = self.answers[sku] = (slot, content, etag_of(content))
         return found[1], found[2]
 
-    def answer(
-        self,
-        sku: str,
-        product_id: int,
-        _description: str,
-        variant_id: int | None,
-        prompt_version: int | None,
-        text: str,
-        language: str,
-        language_reason: str,
-        fallback_reason: str | None,
-    ) -> Live:
-        return Live(
+    def answer(self, sku: str, slot: _Slot, visitor: str = "") -> Live:
+        (
+            product_id,
+            _description,
+            variant_id,
+            prompt_version,
+            text,
+            language,
+            language_reason,
+            fallback_reason,
+            trial,
+        ) = slot
+        live = Live(
             self.prompt_id,
             self.prompt,
             product_id,
@@ -584,6 +842,9 @@ class _Block:
             language,
             language_reason,
         )
+        if trial is not None:
+            _serve_arm(live, trial, visitor)
+        return live
 
 
 @dataclass
@@ -783,16 +1044,31 @@ class Snapshot:
             rows: list[tuple[Any, ...]] = cursor.fetchall()
         return rows
 
-    def _served(self, block: _Block, rows: list[tuple[Any, ...]]) -> dict[str, _Served]:
+    def _experiments_of(self, block: _Block, product_ids: list[int] | None = None) -> _Experiments:
+        """The running experiments of the block's slots (of these products), in the
+        languages _rows_of reads: one query."""
+        tags = sorted({"", block.language, block.asked, languages.base_language(block.asked)})
+        regional = f"{languages.base_language(block.asked)}-%" if block.asked else ""
+        return _experiments(
+            block.prompt_id,
+            block.segment_id,
+            tags=tags,
+            regional=regional,
+            product_ids=product_ids,
+        )
+
+    def _served(
+        self, block: _Block, rows: list[tuple[Any, ...]], experiments: _Experiments
+    ) -> dict[str, _Served]:
         """What each product's slot serves in the block's language, from _rows_of's
-        rows: sku -> its slot's fields (a slot read again with the same ones is kept, and
-        so is its rendered answer)."""
+        rows and the slots' running experiments: sku -> its slot's fields (a slot read
+        again with the same ones is kept, and so is its rendered answer)."""
         products: dict[str, tuple[int, str, object]] = {}
         live: dict[str, dict[str, _Copy]] = {}
         for sku, product_id, description, translations, variant_id, number, text, tag in rows:
             products[sku] = (product_id, description, translations)
             if variant_id is not None:
-                live.setdefault(sku, {})[tag or ""] = _Copy(variant_id, number, text)
+                live.setdefault(sku, {})[tag or ""] = _Copy(variant_id, number, text, tag or "")
         wanted = [block.asked] if block.asked else []
         served: dict[str, _Served] = {}
         for sku, (product_id, description, translations) in products.items():
@@ -805,6 +1081,19 @@ class Snapshot:
                 translations=translations or {},
                 description=description,
             )
+            trial = (
+                _trial(
+                    experiments,
+                    product_id,
+                    copy,
+                    default=block.language,
+                    reason=reason,
+                    translations=translations or {},
+                    description=description,
+                )
+                if experiments
+                else None
+            )
             served[sku] = (
                 product_id,
                 description,
@@ -814,6 +1103,7 @@ class Snapshot:
                 tag,
                 reason,
                 fallback,
+                trial,
             )
         return served
 
@@ -827,6 +1117,7 @@ class Snapshot:
         language: str,
         language_reason: str,
         fallback_reason: str | None,
+        trial: _Trial | None,
     ) -> _Slot:
         """A slot from what it serves (_Served)."""
         # Every block holds each product's base copy: share one string among them.
@@ -841,6 +1132,7 @@ class Snapshot:
             language,
             language_reason,
             fallback_reason,
+            trial,
         )
 
     def _load_block(
@@ -872,7 +1164,7 @@ class Snapshot:
             key[2],
         )
         if Product.objects.count() <= limit:
-            served = self._served(block, self._rows_of(block))
+            served = self._served(block, self._rows_of(block), self._experiments_of(block))
             block.slots = {sku: self._slot(*rest) for sku, rest in served.items()}
         with self._lock:
             if self._drops != drops:
@@ -896,7 +1188,15 @@ class Snapshot:
         wanted = set(buckets)
         held = [sku for sku, s in slots.items() if s.product_id % BUCKETS in wanted]
         product_ids = [slots[sku].product_id for sku in held]
-        served = self._served(block, self._rows_of(block, product_ids)) if held else {}
+        served = (
+            self._served(
+                block,
+                self._rows_of(block, product_ids),
+                self._experiments_of(block, product_ids),
+            )
+            if held
+            else {}
+        )
         found: dict[str, _Slot] = {}
         for sku, row in served.items():
             slot = slots.get(sku)
@@ -954,16 +1254,16 @@ def _all_found(found: list[Live | None]) -> TypeGuard[list[Live]]:
 
 
 def live_from_snapshot(
-    prompt_slug: str, skus: list[str], segment_slug: str, asked: str = ""
+    prompt_slug: str, skus: list[str], segment_slug: str, asked: str = "", visitor: str = ""
 ) -> list[Live] | None:
     """The live copy of these products for a segment, for readers who ask for the
     language `asked` ("" for none), from this process's snapshot, or None when it cannot
     say (an unknown name, a block too big to hold): the caller then asks the database,
-    which also names what is unknown."""
+    which also names what is unknown. `visitor` picks the arms of running experiments."""
     block = snapshot.block(prompt_slug, segment_slug, asked)
     if block is None:
         return None
-    found = [block.live(sku) for sku in skus]
+    found = [block.live(sku, visitor) for sku in skus]
     return found if _all_found(found) else None
 
 
@@ -1020,7 +1320,7 @@ def _customer_with_own(
 
 
 def _live_for_customer(
-    prompt_slug: str, skus: list[str], customer_id: str, asked: str = ""
+    prompt_slug: str, skus: list[str], customer_id: str, asked: str = "", visitor: str = ""
 ) -> list[Live] | None:
     """The live copy of these products for a customer with one query (the customer and
     their own published variants, _customer_with_own), the rest from the snapshot; None
@@ -1034,8 +1334,8 @@ def _live_for_customer(
     2. The customer and their own variants, in one query.
     3. Their segment from their attributes, and that segment's block in the language
        asked, else the customer's own; each product's slot from it.
-    4. A customer's own variant replaces the segment's, in its own language, as the
-       database path answers.
+    4. A customer's own variant replaces the segment's (and its experiment: one-to-one
+       copy is in none), in its own language, as the database path answers.
     """
     names = snapshot.names()
     prompt = names.prompts.get(prompt_slug)
@@ -1048,13 +1348,14 @@ def _live_for_customer(
     segment = segment_for(customer.segment_attributes(), list(names.segments.values()))
     asked = asked or customer.language  # a customer reads their own language
     block = snapshot.block(prompt_slug, segment.slug, asked) if segment is not None else None
-    found = [block.live(sku) for sku in skus] if block is not None else [None]
+    found = [block.live(sku, visitor) for sku in skus] if block is not None else [None]
     if not _all_found(found):
         return None
     for live in found:
         live.customer_id, live.customer = customer.pk, customer.external_id
         variant = own.get(live.product_id)
         if variant is not None:
+            live.leave_experiment()
             live.variant_id, live.prompt_version = variant.variant_id, variant.prompt_version
             live.text, live.source, live.fallback_reason = variant.text, "customer", None
             live.language, live.language_reason = variant.language or prompt[2], "exact"
@@ -1062,12 +1363,12 @@ def _live_for_customer(
 
 
 def rendered_from_snapshot(
-    prompt_slug: str, sku: str, segment_slug: str, asked: str = ""
+    prompt_slug: str, sku: str, segment_slug: str, asked: str = "", visitor: str = ""
 ) -> tuple[bytes, str] | None:
     """One product's answer for a segment as the API sends it, (body, ETag), from the
     snapshot; None as for live_from_snapshot."""
     block = snapshot.block(prompt_slug, segment_slug, asked)
-    return None if block is None else block.rendered(sku)
+    return None if block is None else block.rendered(sku, visitor)
 
 
 def live_copy(
@@ -1078,12 +1379,15 @@ def live_copy(
     customer_id: str | None = None,
     pinned_variant_id: int | None = None,
     wanted: list[str] | None = None,
+    visitor: str = "",
 ) -> list[Live]:
     """Resolve the live copy of each product, in the order asked, with a constant
     number of queries however many products there are.
 
     `wanted` are the languages the reader asked for (language= or Accept-Language),
     most wanted first; a customer is read in their own language unless one is asked.
+    `visitor` (the client's anonymous id; "" for none) picks the arm of a slot whose
+    experiment runs (_serve_arm); without one, the slot's published variant serves.
 
     0. With no pin and at most one language asked: from the snapshot (for a customer,
        their own variants from the database), unless it cannot say.
@@ -1094,15 +1398,17 @@ def live_copy(
        has it.
     4. Otherwise fetch every published variant of these slots in one query; take the
        customer's own, else the segment's in the reader's language (_choose_language).
+    5. Where that segment's slot runs an experiment (one more query, for them all),
+       serve the visitor's arm as the snapshot does.
     """
     wanted = list(wanted or [])
     # The snapshot holds one block per language asked: one tag, or none.
     if pinned_variant_id is None and len(wanted) <= 1 and wanted != ["*"]:
         asked = wanted[0] if wanted else ""
         if customer_id is not None:
-            snapshot_copy = _live_for_customer(prompt_slug, skus, customer_id, asked)
+            snapshot_copy = _live_for_customer(prompt_slug, skus, customer_id, asked, visitor)
         elif segment_slug is not None:
-            snapshot_copy = live_from_snapshot(prompt_slug, skus, segment_slug, asked)
+            snapshot_copy = live_from_snapshot(prompt_slug, skus, segment_slug, asked, visitor)
         else:
             snapshot_copy = None  # no audience: the database path names what is missing
         if snapshot_copy is not None:
@@ -1147,7 +1453,12 @@ def live_copy(
                 f"Variant {pinned_variant_id} is not copy of prompt '{prompt.slug}' "
                 f"for product '{product.sku}' and {who}"
             )
-        if variant.status not in (Variant.Status.PUBLISHED, Variant.Status.RETIRED):
+        # A challenger serving in an experiment (testing) is live copy too.
+        if variant.status not in (
+            Variant.Status.PUBLISHED,
+            Variant.Status.TESTING,
+            Variant.Status.RETIRED,
+        ):
             raise DeliveryError(
                 f"Variant {pinned_variant_id} was never live (it is {variant.get_status_display()})"
             )
@@ -1195,20 +1506,43 @@ def live_copy(
         else:
             found.setdefault(variant.product_id, {})[variant.language] = variant
 
+    chosen = {}
+    for product in products.values():
+        by_language = found.get(product.pk, {})
+        copies = {
+            tag: _Copy(v.pk, v.prompt_version.number, v.text, tag) for tag, v in by_language.items()
+        }
+        chosen[product.pk] = choose(product, copies)
+    experiments: _Experiments = {}
+    if segment is not None and any(
+        chosen[p.pk][0] is not None and p.pk not in own for p in products.values()
+    ):
+        experiments = _experiments(
+            prompt.pk, segment.pk, product_ids=[p.pk for p in products.values()]
+        )
+
     results = []
     for sku in skus:
         product = products[sku]
         if product.pk in own:
             results.append(answer(product, own[product.pk], "customer", language_reason="exact"))
             continue
-        by_language = found.get(product.pk, {})
-        copies = {
-            tag: _Copy(v.pk, v.prompt_version.number, v.text) for tag, v in by_language.items()
-        }
-        copy, tag, why, fallback, text = choose(product, copies)
+        copy, tag, why, fallback, text = chosen[product.pk]
         if copy is not None:
-            variant = next(v for v in by_language.values() if v.pk == copy.variant_id)
-            results.append(answer(product, variant, "segment", language=tag, language_reason=why))
+            variant = next(v for v in found[product.pk].values() if v.pk == copy.variant_id)
+            live = answer(product, variant, "segment", language=tag, language_reason=why)
+            trial = _trial(
+                experiments,
+                product.pk,
+                copy,
+                default=prompt.default_language,
+                reason=why,
+                translations=product.translations or {},
+                description=product.description,
+            )
+            if trial is not None:
+                _serve_arm(live, trial, visitor)
+            results.append(live)
             continue
         if customer is not None and segment is None:
             fallback = "no_matching_segment"

@@ -56,6 +56,15 @@ class LiveQuerySerializer(serializers.Serializer):
         "Accept-Language, then a customer's own language, then the prompt's default",
     )
 
+    visitor = serializers.CharField(
+        max_length=delivery.VISITOR_MAX_LENGTH,
+        required=False,
+        allow_blank=True,
+        help_text="An anonymous id the client already has for the reader (a cookie, a "
+        "device or contact id): where the slot runs an experiment, the reader keeps "
+        "seeing one arm. Without it (or empty), the slot's live variant, not randomized",
+    )
+
     def validate_language(self, value: str) -> str:
         try:
             return languages.language_tag(value)
@@ -104,8 +113,15 @@ class LiveCopySerializer(serializers.Serializer):
     )
     fallback = serializers.BooleanField(help_text="True when this is the product's base copy")
     fallback_reason = serializers.ChoiceField(
-        ["no_live_variant", "no_variant_in_language", "holdout", "no_matching_segment"],
+        [
+            "no_live_variant",
+            "no_variant_in_language",
+            "holdout",
+            "no_matching_segment",
+            "experiment_control",
+        ],
         allow_null=True,
+        help_text="experiment_control: the base copy as an experiment's control arm",
     )
     language = serializers.CharField(help_text="The language of the text served")
     language_reason = serializers.ChoiceField(
@@ -113,6 +129,13 @@ class LiveCopySerializer(serializers.Serializer):
         help_text="exact: the language asked for; base_language: de for de-CH (or the "
         "other way); default: none was asked for; no_variant_in_language: the prompt's "
         "default language, as the one asked for has neither a variant nor base copy",
+    )
+    experiment = serializers.IntegerField(
+        allow_null=True, help_text="The experiment the slot runs, if any"
+    )
+    arm = serializers.CharField(
+        allow_null=True,
+        help_text="In an experiment, the arm served: 'control' (the base copy) or 'v<variant id>'",
     )
     text = serializers.CharField()
     exposure_id = serializers.CharField(help_text="Quote it in engagement events")
@@ -164,6 +187,7 @@ class _LiveBase(APIView):
             customer_id=query.get("customer"),
             pinned_variant_id=query.get("variant"),
             wanted=wanted,
+            visitor=query.get("visitor", ""),
         )
 
 
@@ -213,7 +237,13 @@ class LiveBatchView(_LiveBase):
 # messages; the answer it gives is byte for byte the same (tests compare the two).
 
 _LIVE_PARAMETERS = frozenset(("prompt", "product", "segment"))
-_LIVE_WITH_LANGUAGE = _LIVE_PARAMETERS | {"language"}
+_OPTIONAL: tuple[frozenset[str], ...] = (
+    frozenset(),
+    frozenset({"language"}),
+    frozenset({"visitor"}),
+    frozenset({"language", "visitor"}),
+)
+_LIVE_QUERIES = frozenset(_LIVE_PARAMETERS | extra for extra in _OPTIONAL)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -233,8 +263,8 @@ def _fast_live(request: HttpRequest) -> HttpResponse | None:
     """The answer of the fast path, or None to hand the request to LiveView.
 
     1. A GET with a read token, and exactly a valid prompt, product and segment, and
-       perhaps a language, once each (an ASCII query string: anything else is
-       LiveView's to decode), and no Accept-Language header.
+       perhaps a language and a visitor, once each (an ASCII query string: anything
+       else is LiveView's to decode), and no Accept-Language header.
     2. Count it against the token's rate limit (LiveView answers a refusal).
     3. The copy from the snapshot; ETag, 304, cache headers as LiveView sets them.
     """
@@ -246,13 +276,21 @@ def _fast_live(request: HttpRequest) -> HttpResponse | None:
         return None  # a language to negotiate: LiveView's
     pairs = query.split("&")
     params = {name: value for name, _, value in (pair.partition("=") for pair in pairs)}
-    if len(pairs) != len(params) or params.keys() not in (_LIVE_PARAMETERS, _LIVE_WITH_LANGUAGE):
+    if len(pairs) != len(params) or frozenset(params) not in _LIVE_QUERIES:
         return None
     if "%" in query or "+" in query:  # SKUs may be quoted; slugs never are
         params = {name: unquote_plus(value) for name, value in params.items()}
     prompt, sku, segment = params["prompt"], params["product"], params["segment"]
     asked = _tag(params["language"]) if "language" in params else ""
     if asked is None:
+        return None
+    visitor = params.get("visitor", "")
+    # LiveView's field trims whitespace and refuses NUL and a long id (naming it).
+    if (
+        len(visitor) > delivery.VISITOR_MAX_LENGTH
+        or visitor.strip() != visitor
+        or "\x00" in visitor
+    ):
         return None
     if not (
         len(prompt) <= 100
@@ -273,7 +311,7 @@ def _fast_live(request: HttpRequest) -> HttpResponse | None:
     setattr(request, CHECKED_ATTRIBUTE, wait)
     if wait is not None:
         return None
-    answer = delivery.rendered_from_snapshot(prompt, sku, segment, asked)
+    answer = delivery.rendered_from_snapshot(prompt, sku, segment, asked, visitor)
     if answer is None:
         return None
     content, etag = answer

@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from generation.errors import ServiceError
 from generation.models import Customer, Product, Prompt, Segment, Variant
-from review.models import ApiToken, EngagementEvent
+from review.models import ApiToken, EngagementEvent, Experiment, ExperimentWeights
 
 
 class EngagementError(ServiceError):
@@ -30,8 +30,11 @@ def engagement_record(*, events: list[dict[str, Any]], token: ApiToken | None = 
     """Store validated events once each; return how many were new.
 
     1. Events repeated in the batch count once (the first wins).
-    2. Every exposure must still point at a prompt, a product and (for a variant's
-       exposure) a variant that exist; otherwise nothing of the batch is written.
+    2. Every exposure must still point at a prompt, a product, (for a variant's
+       exposure) a variant and (for an experiment's) an experiment that exist;
+       otherwise nothing of the batch is written. An experiment's exposure also records
+       the arm, the shares in force, the probability the arm was served with, whether
+       the visitor was randomized and the visitor's hash, as the signed id says.
     3. Events whose id we already hold are skipped; the unique event id keeps two
        concurrent posts of one event from both counting it.
     """
@@ -51,6 +54,8 @@ def engagement_record(*, events: list[dict[str, Any]], token: ApiToken | None = 
     variants = existing(Variant, (x.variant_id for x in exposures.values()))
     segments = existing(Segment, (x.segment_id for x in exposures.values()))
     customers = existing(Customer, (x.customer_id for x in exposures.values()))
+    experiments = existing(Experiment, (x.experiment_id for x in exposures.values()))
+    weights = existing(ExperimentWeights, (x.weights_id for x in exposures.values()))
     index = {
         event_id: i for i, event_id in reversed(list(enumerate(e["event_id"] for e in events)))
     }
@@ -62,6 +67,7 @@ def engagement_record(*, events: list[dict[str, Any]], token: ApiToken | None = 
                 ("prompt", x.prompt_id, prompts),
                 ("product", x.product_id, products),
                 ("variant", x.variant_id, variants),
+                ("experiment", x.experiment_id, experiments),
             )
             if pk is not None and pk not in known
         ]
@@ -89,6 +95,14 @@ def engagement_record(*, events: list[dict[str, Any]], token: ApiToken | None = 
             customer_id=x.customer_id if x.customer_id in customers else None,
             variant_id=x.variant_id,
             language=x.language,
+            experiment_id=x.experiment_id,
+            # The shares' row goes with its experiment; a row removed by hand is
+            # forgotten rather than refusing the event.
+            weights_id=x.weights_id if x.weights_id in weights else None,
+            arm=x.arm if x.experiment_id is not None else "",
+            probability=x.probability,
+            randomized=x.randomized,
+            visitor=x.visitor,
             value=event.get("value"),
             occurred=event.get("occurred") or now,
             token=token,

@@ -165,6 +165,8 @@ def test_the_published_variant_is_served_with_what_attributes_it(reader):
         "fallback_reason": None,
         "language": "en",
         "language_reason": "default",
+        "experiment": None,
+        "arm": None,
         "text": "Live copy",
     }
     assert Exposure.decode(exposure) == Exposure(
@@ -427,9 +429,9 @@ def test_a_listing_page_gets_many_products_in_one_call_in_order(
             status=Variant.Status.PUBLISHED,
         )
     skus = [p.sku for p in reversed(products)]
-    # Queries do not grow with the products asked for: the token, the prompt, the
-    # products, the segment and the variants.
-    with django_assert_max_num_queries(5):
+    # Queries do not grow with the products asked for: the token, the prompts, the
+    # segments, the products counted, their variants and their running experiments.
+    with django_assert_max_num_queries(6):
         response = reader.get(
             BATCH, {"prompt": "pdp", "segment": segment.slug, "products": ",".join(skus)}
         )

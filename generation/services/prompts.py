@@ -16,8 +16,9 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import Count, Q, Sum
+from django.utils.text import slugify
 
 from generation import (
     capabilities,
@@ -37,6 +38,7 @@ from generation.models import (
     Segment,
     Variant,
 )
+from generation.services.messages import LANGUAGES_MAX
 from generation.services.runs import RunEstimate, endpoint_check, prompt_regenerate, run_estimate
 
 if TYPE_CHECKING:
@@ -167,6 +169,101 @@ def _banned_by_language(lines: list[str]) -> tuple[list[str], dict[str, list[str
     return every, by_language
 
 
+BRAND_NAME_MAX = Brand._meta.get_field("name").max_length or 120
+
+
+def _brand_name(name: str, *, brand: Brand | None = None) -> str:
+    """The name trimmed; BrandError when it is empty, too long or another brand's
+    (whatever its case: "northpace" beside "Northpace" would be one brand twice)."""
+    name = name.strip()
+    if not name:
+        raise BrandError("A brand needs a name", field="name")
+    if len(name) > BRAND_NAME_MAX:
+        raise BrandError(f"A brand's name is at most {BRAND_NAME_MAX} characters", field="name")
+    others = Brand.objects.filter(name__iexact=name)
+    if brand is not None:
+        others = others.exclude(pk=brand.pk)
+    taken = others.values_list("name", flat=True).first()
+    if taken is not None:
+        raise BrandError(f"There is a brand '{taken}' already: choose another name", field="name")
+    return name
+
+
+@dataclass(frozen=True)
+class _BrandFields:
+    voice: str
+    banned: list[str]
+    by_language: dict[str, list[str]]
+    protected: list[str]
+
+
+def _brand_fields(
+    *, voice: str, banned_phrases: list[str], protected_terms: list[str]
+) -> _BrandFields:
+    """Steps 1 and 2 of brand_update: the voice and word lists cleaned, or BrandError
+    naming the field."""
+    voice = voice.strip()
+    if not voice:
+        raise BrandError(
+            "The brand voice cannot be empty: it is the system prompt of every prompt",
+            field="voice",
+        )
+    try:
+        banned, by_language = _banned_by_language(_unique_lines(banned_phrases, key=str.casefold))
+    except BrandError as exc:
+        raise BrandError(exc.message, field="banned_phrases") from None
+    protected = _unique_lines(protected_terms, key=str)
+    every = [*banned, *(p for phrases in by_language.values() for p in phrases)]
+    clashes = [t for t in protected if not checks.check_banned_phrases(t, phrases=every).passed]
+    if clashes:
+        raise BrandError(
+            "A protected term cannot contain a banned phrase: "
+            + ", ".join(f"'{t}'" for t in clashes),
+            field="protected_terms",
+        )
+    return _BrandFields(voice, banned, by_language, protected)
+
+
+def _saved_brand(brand: Brand, fields: list[str]) -> Brand:
+    """Save; a name another request took since it was checked is refused by name too."""
+    try:
+        with transaction.atomic():
+            if brand.pk is None:
+                brand.save()
+            else:
+                brand.save(update_fields=fields)
+    except IntegrityError:
+        raise BrandError(
+            f"There is a brand '{brand.name}' already: choose another name", field="name"
+        ) from None
+    return brand
+
+
+def brand_create(
+    *,
+    name: str,
+    voice: str,
+    banned_phrases: list[str],
+    protected_terms: list[str],
+    user: User | None,
+) -> Brand:
+    """A new brand: its name (unique whatever its case), voice and word lists, cleaned
+    and checked as brand_update does. BrandError names the field; nothing is written."""
+    cleaned = _brand_fields(
+        voice=voice, banned_phrases=banned_phrases, protected_terms=protected_terms
+    )
+    brand = Brand(
+        name=_brand_name(name),
+        voice=cleaned.voice,
+        banned_phrases=cleaned.banned,
+        banned_phrases_by_language=cleaned.by_language,
+        protected_terms=cleaned.protected,
+    )
+    _saved_brand(brand, [])
+    logger.info("brand %s (%s) created by %s", brand.pk, brand.name, user)
+    return brand
+
+
 def brand_update(
     *,
     brand: Brand,
@@ -174,39 +271,32 @@ def brand_update(
     banned_phrases: list[str],
     protected_terms: list[str],
     user: User | None,
+    name: str | None = None,
 ) -> Brand:
-    """Change the brand's voice (the system prompt of all its prompts) and its word lists.
+    """Change the brand's voice (the system prompt of all its prompts), its word lists,
+    and its name when `name` is given.
 
     1. Trim every line and drop empty ones and repeats: banned phrases whatever their
        case (the check ignores case), protected terms exactly (they are kept verbatim).
     2. Refuse an empty voice, and a protected term that contains a banned phrase: no
-       copy could pass both checks.
+       copy could pass both checks; and an empty name, or another brand's.
     3. Save. Variants already written keep their text; the next run or regeneration
-       uses the new voice and lists.
+       uses the new voice, lists and name.
     """
-    voice = voice.strip()
-    if not voice:
-        raise BrandError("The brand voice cannot be empty: it is the system prompt of every prompt")
-    banned, by_language = _banned_by_language(_unique_lines(banned_phrases, key=str.casefold))
-    protected = _unique_lines(protected_terms, key=str)
-    every = [*banned, *(p for phrases in by_language.values() for p in phrases)]
-    clashes = [t for t in protected if not checks.check_banned_phrases(t, phrases=every).passed]
-    if clashes:
-        raise BrandError(
-            "A protected term cannot contain a banned phrase: "
-            + ", ".join(f"'{t}'" for t in clashes)
-        )
-    brand.voice, brand.banned_phrases, brand.protected_terms = voice, banned, protected
-    brand.banned_phrases_by_language = by_language
-    brand.save(
-        update_fields=[
-            "voice",
-            "banned_phrases",
-            "banned_phrases_by_language",
-            "protected_terms",
-            "updated",
-        ]
+    cleaned = _brand_fields(
+        voice=voice, banned_phrases=banned_phrases, protected_terms=protected_terms
     )
+    fields = ["voice", "banned_phrases", "banned_phrases_by_language", "protected_terms"]
+    if name is not None:
+        brand.name = _brand_name(name, brand=brand)
+        fields.append("name")
+    brand.voice, brand.banned_phrases, brand.protected_terms = (
+        cleaned.voice,
+        cleaned.banned,
+        cleaned.protected,
+    )
+    brand.banned_phrases_by_language = cleaned.by_language
+    _saved_brand(brand, [*fields, "updated"])
     logger.info("brand %s (%s) updated by %s", brand.pk, brand.name, user)
     return brand
 
@@ -642,3 +732,178 @@ def prompt_rollback(*, prompt: Prompt, version: PromptVersion, user: User | None
         note=f"Rollback to v{version.number}",
         examples=list(version.examples),
     )
+
+
+# --- New prompts: from a starter template, or a copy of another ---------------------------
+
+PROMPT_NAME_MAX = Prompt._meta.get_field("name").max_length or 200
+PROMPT_SLUG_MAX = Prompt._meta.get_field("slug").max_length or 100
+# /review/prompts/new/ would shadow the studio of a prompt of this slug.
+RESERVED_PROMPT_SLUGS = frozenset({"new"})
+COPY_LENGTH_MAX = 10_000
+_SLUG = re.compile(r"[-a-zA-Z0-9_]+")
+
+
+def _prompt_identity(*, name: str, slug: str) -> tuple[str, str]:
+    """(name, slug) of a new prompt, the slug made from the name when none is given;
+    StudioError naming the field when either cannot be used (a slug in use too)."""
+    name = name.strip()
+    if not name:
+        raise StudioError("A prompt needs a name", field="name")
+    if len(name) > PROMPT_NAME_MAX:
+        raise StudioError(f"A prompt's name is at most {PROMPT_NAME_MAX} characters", field="name")
+    slug = slug.strip()
+    if not slug:
+        slug = slugify(name)[:PROMPT_SLUG_MAX].strip("-")
+        if not slug:
+            raise StudioError(
+                "Give the prompt a slug: its name has no letters or digits to make one from",
+                field="slug",
+            )
+    elif len(slug) > PROMPT_SLUG_MAX or not _SLUG.fullmatch(slug):
+        raise StudioError(
+            f"'{slug[:PROMPT_SLUG_MAX]}' is not a slug: use at most {PROMPT_SLUG_MAX} letters, "
+            "digits, hyphens and underscores, as in 'summer-sms'",
+            field="slug",
+        )
+    if slug in RESERVED_PROMPT_SLUGS:
+        raise StudioError(f"'{slug}' is reserved; choose another slug", field="slug")
+    if Prompt.objects.filter(slug=slug).exists():
+        raise StudioError(
+            f"There is a prompt with the slug '{slug}' already: choose another", field="slug"
+        )
+    return name, slug
+
+
+def _prompt_languages(tags: list[str]) -> list[str]:
+    """BCP 47 tags as stored, without repeats; StudioError naming a bad one."""
+    if len(tags) > LANGUAGES_MAX:
+        raise StudioError(f"At most {LANGUAGES_MAX} languages a prompt", field="languages")
+    try:
+        return list(dict.fromkeys(languages.language_tag(tag) for tag in tags))
+    except languages.LanguageTagError as exc:
+        raise StudioError(exc.message, field="languages") from None
+
+
+def _inserted(prompt: Prompt) -> Prompt:
+    """Insert the prompt; a slug another request took since it was checked is refused
+    by name, as _prompt_identity refuses one taken before."""
+    try:
+        with transaction.atomic():
+            prompt.save()
+    except IntegrityError:
+        raise StudioError(
+            f"There is a prompt with the slug '{prompt.slug}' already: choose another",
+            field="slug",
+        ) from None
+    return prompt
+
+
+def prompt_create(
+    *,
+    name: str,
+    slug: str,
+    brand: Brand,
+    channel: str,
+    max_length: int,
+    model: str,
+    template: str,
+    languages: list[str] | None = None,
+    temperature: float = 0.7,
+    note: str = "",
+    user: User | None = None,
+) -> Prompt:
+    """A new prompt and its first version, which writes nothing until a run is started.
+
+    1. Check everything before writing: the name and slug (unique, made from the name
+       when empty), the channel, the length limit, the languages (BCP 47), and the
+       template and model as a studio save checks them (_draft_with_model: an unknown
+       placeholder, an empty template, a template that cannot render are refused by
+       name).
+    2. Ask the endpoint about the model, as a save with a new model does.
+    3. In one transaction: the prompt, then v1 through prompt_version_create.
+    StudioError names the field; on any refusal nothing is written.
+    """
+    name, slug = _prompt_identity(name=name, slug=slug)
+    if channel not in Prompt.Channel.values:
+        raise StudioError(
+            f"'{channel}' is not a channel; choose one of "
+            + ", ".join(label for _value, label in Prompt.Channel.choices),
+            field="channel",
+        )
+    if not 1 <= max_length <= COPY_LENGTH_MAX:
+        raise StudioError(
+            f"The length limit is 1 to {COPY_LENGTH_MAX:,} characters", field="max_length"
+        )
+    if not model.strip():
+        raise StudioError("Name the model to write with", field="model")
+    prompt = Prompt(
+        name=name,
+        slug=slug,
+        brand=brand,
+        channel=channel,
+        max_length=max_length,
+        languages=_prompt_languages(languages or []),
+    )
+    try:
+        # Examples: none (the prompt has no variants yet); None would read the versions
+        # of a prompt that is not saved.
+        draft = _draft_with_model(
+            prompt=prompt, template=template, model=model, temperature=temperature, examples=[]
+        )
+    except prompting.PromptTemplateError as exc:
+        raise StudioError(str(exc), field="template") from None
+    endpoint_check(model=draft.model)
+    with transaction.atomic():
+        _inserted(prompt)
+        prompt_version_create(
+            prompt=prompt,
+            template=draft.template,
+            model=draft.model,
+            temperature=draft.temperature,
+            author=user,
+            note=note.strip(),
+            regenerate=False,
+            examples=[],
+        )
+    logger.info("prompt %s (%s) created by %s", prompt.pk, prompt.slug, user)
+    return prompt
+
+
+# What a copy of a prompt takes from it besides its current version.
+COPIED_SETTINGS = (
+    "brand",
+    "channel",
+    "max_length",
+    "copy_format",
+    "allowed_attributes",
+    "languages",
+    "language_min_share",
+    "holdout_percent",
+    "review_policy",
+    "review_sample_percent",
+)
+
+
+def prompt_duplicate(*, prompt: Prompt, name: str, slug: str, user: User | None = None) -> Prompt:
+    """A new prompt with `prompt`'s settings (COPIED_SETTINGS) and, as its v1, the
+    template, model, temperature and examples of `prompt`'s current version; none of
+    its variants, runs or history. StudioError names the field; nothing is written."""
+    name, slug = _prompt_identity(name=name, slug=slug)
+    copy = Prompt(name=name, slug=slug, **{f: getattr(prompt, f) for f in COPIED_SETTINGS})
+    source = prompt.current_version
+    with transaction.atomic():
+        _inserted(copy)
+        if source is not None:
+            prompt_version_create(
+                prompt=copy,
+                template=source.template,
+                model=source.model,
+                temperature=source.temperature,
+                author=user,
+                note=f"Copied from {source}",
+                regenerate=False,
+                examples=list(source.examples),
+            )
+    logger.info("prompt %s (%s) copied from %s by %s", copy.pk, copy.slug, prompt.slug, user)
+    return copy

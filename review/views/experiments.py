@@ -90,13 +90,6 @@ def _bar(low: float, high: float, estimate: float, scale: tuple[float, float]) -
     return Bar(at(low), max(0.5, at(high) - at(low)), at(estimate))
 
 
-def _wear_out(experiment: Experiment) -> dict[str, stats.WearOut] | None:
-    """Each arm's wear-out, when the services offer it (another change adds
-    experiment_wear_out); None: the page says it is not available."""
-    wear_out = getattr(svc, "experiment_wear_out", None)
-    return wear_out(experiment) if wear_out is not None else None
-
-
 def _explanations(experiment: Experiment) -> list[tuple[str, str]]:
     """The methods this experiment uses, each in two sentences, in the page's order."""
     thompson = experiment.allocation == Experiment.Allocation.THOMPSON
@@ -125,7 +118,7 @@ def _detail_context(request: HtmxHttpRequest, experiment: Experiment) -> dict:
     report = svc.experiment_report(experiment)
     _name, base_copy, _language = experiment.product.base_copy(experiment.language)
     scale = _scale(report.arms)
-    wear = _wear_out(experiment)
+    wear = svc.experiment_wear_out(experiment)
     rows = []
     for row in report.arms:
         c = row.comparison
@@ -137,7 +130,7 @@ def _detail_context(request: HtmxHttpRequest, experiment: Experiment) -> dict:
                 "r": row,
                 "text": row.arm.variant.text if row.arm.variant is not None else base_copy,
                 "bar": bar,
-                "wear": wear.get(row.key) if wear is not None else None,
+                "wear": wear.get(row.key),
             }
         )
     variants = [row.arm.variant for row in report.arms if row.arm.variant is not None]
@@ -148,7 +141,6 @@ def _detail_context(request: HtmxHttpRequest, experiment: Experiment) -> dict:
         "rows": rows,
         "zero": _bar(0, 0, 0, scale).left,
         "ratio": report.analysis.sample_ratio if report.analysis else None,
-        "wear_available": wear is not None,
         "history": list(experiment.weights.order_by("-effective_from", "-id")[:50]),
         "events": ReviewEvent.objects.filter(variant__in=variants, action__in=EXPERIMENT_ACTIONS)
         .select_related("user", "variant")

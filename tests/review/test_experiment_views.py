@@ -113,6 +113,7 @@ def test_the_page_shows_arms_intervals_decisions_history_and_methods(client, run
     for text in (explain.SEQUENTIAL, explain.HOLM, explain.SAMPLE_RATIO, explain.FIXED_SPLIT):
         assert escape(text) in page
     assert "Started an experiment with it" in page  # the decisions, from the audit trail
+    assert page.count("too few days") == 3  # wear-out needs a week of days
 
 
 def test_a_broken_split_warns_that_automatic_decisions_are_blocked(client, running):

@@ -953,7 +953,9 @@ def experiment_challengers(
     try:
         examples = prompt_examples(prompt=prompt, examples=wanted)
     except PromptTemplateError as exc:
-        raise ExperimentError(f"Variant {example.pk} cannot be an example: {exc}") from None
+        raise ExperimentError(
+            f"Variant {example.pk} cannot be an example: {exc}", field="variant"
+        ) from None
     endpoint_check(model=current.model)
     segment = example.segment
     assert segment is not None  # a running experiment's arms are segment slots
@@ -987,61 +989,3 @@ def experiment_challengers(
                 field="slot",
             )
     return Challengers(version=version, run=run, example=example)
-
-
-# --- what the pages and the API show (read-only) --------------------------------------
-
-
-@dataclass(frozen=True)
-class ArmReport:
-    """One arm as the experiment page and the API show it: its share now (0 while
-    paused), its randomized counts, and what the analysis says of it (None before
-    any data, and for the control's comparison)."""
-
-    arm: ExperimentArm
-    share: float
-    counts: stats.ArmCounts
-    comparison: stats.Comparison | None
-    posterior: stats.Posterior | None
-    decision: stats.ArmDecision | None
-
-    @property
-    def key(self) -> str:
-        return self.arm.key
-
-
-@dataclass(frozen=True)
-class Report:
-    experiment: Experiment
-    weights: ExperimentWeights
-    arms: list[ArmReport]  # the control first, then the variants in the order added
-    counts: Counts
-    analysis: stats.Analysis | None
-
-
-def experiment_report(experiment: Experiment) -> Report:
-    """Everything one experiment's page shows: its arms with their shares in force,
-    counts and analysis. Reads only (five queries and the statistics)."""
-    arms = list(experiment.arms.select_related("variant__prompt_version").order_by("id"))
-    weights = weights_in_force(experiment)
-    counts = experiment_counts(experiment)
-    analysis = experiment_analysis(experiment, counts)
-    comparisons = {c.arm: c for c in analysis.comparisons} if analysis else {}
-
-    def arm_counts(arm: ExperimentArm) -> stats.ArmCounts:
-        if arm.is_control:
-            return counts.control
-        return counts.arms.get(arm.key) or stats.ArmCounts(arm.key, 0, 0)
-
-    rows = [
-        ArmReport(
-            arm=arm,
-            share=float(weights.weights.get(arm.key, 0.0)),
-            counts=arm_counts(arm),
-            comparison=comparisons.get(arm.key),
-            posterior=analysis.posterior.get(arm.key) if analysis else None,
-            decision=analysis.decisions.get(arm.key) if analysis else None,
-        )
-        for arm in sorted(arms, key=lambda a: (not a.is_control, a.pk))
-    ]
-    return Report(experiment, weights, rows, counts, analysis)

@@ -1065,3 +1065,86 @@ ColumnFormSet = cast(
         validate_max=True,
     ),
 )
+
+
+# --- the catalog and the audience (review/views/catalog.py) ------------------------------
+
+# A list page's number only says which page it is (carried by the pager's links): its
+# rows are found by the key they start after, never by an offset.
+PAGE_NUMBER_MAX = 10**6
+# Longer than any SKU (64) or external id (128): a key is compared, never stored.
+PAGE_KEY_MAX = 128
+
+
+class ListPageForm(forms.Form):
+    """A list page's GET form: the search, and the key the page starts after or ends
+    before (`after`, `before`), with the page's number. Invalid values are reported
+    and left out."""
+
+    q = forms.CharField(label="Search", required=False, max_length=100, strip=True)
+    after = forms.CharField(label="After", required=False, max_length=PAGE_KEY_MAX, strip=False)
+    before = forms.CharField(label="Before", required=False, max_length=PAGE_KEY_MAX, strip=False)
+    page = AsciiIntegerField(label="Page", required=False, min_value=1, max_value=PAGE_NUMBER_MAX)
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        if cleaned.get("after") and cleaned.get("before"):
+            self.add_error("before", "Give the key a page starts after or ends before, not both.")
+        return cleaned
+
+    def values(self) -> dict[str, Any]:
+        """Every field, invalid ones as if not sent (empty, page 1)."""
+        self.is_valid()
+        cleaned = getattr(self, "cleaned_data", {})
+        return {
+            "q": cleaned.get("q") or "",
+            "after": cleaned.get("after") or "",
+            "before": cleaned.get("before") or "",
+            "page": cleaned.get("page") or 1,
+        }
+
+    def messages(self) -> list[str]:
+        """The errors, each after its field's name."""
+        return [
+            f"{self[name].label}: {error}" if name in self.fields else str(error)
+            for name, errors in self.errors.items()
+            for error in errors
+        ]
+
+
+class ProductSearchForm(ListPageForm):
+    q = forms.CharField(
+        label="Search", required=False, max_length=100, strip=True,
+        help_text="The start of a SKU, or words of the name",
+    )  # fmt: skip
+
+
+class CustomerSearchForm(ListPageForm):
+    q = forms.CharField(
+        label="External id", required=False, max_length=PAGE_KEY_MAX, strip=False,
+        help_text="The start of a customer's external id, exactly as imported",
+    )  # fmt: skip
+
+
+class CustomerEraseForm(forms.Form):
+    """Erasing a customer is confirmed by typing their external id again, so that
+    neither a stray click nor a hand-made POST erases anyone."""
+
+    confirm = forms.CharField(
+        label="External id",
+        max_length=PAGE_KEY_MAX,
+        strip=False,
+        error_messages={"required": "Type the customer's external id to confirm the erasure."},
+    )
+
+    def __init__(self, *args: Any, external_id: str, **kwargs: Any) -> None:
+        self.external_id = external_id
+        super().__init__(*args, **kwargs)
+
+    def clean_confirm(self) -> str:
+        typed = self.cleaned_data["confirm"]
+        if typed != self.external_id:
+            raise forms.ValidationError(
+                "That is not this customer's external id: nothing was erased."
+            )
+        return typed

@@ -2,6 +2,7 @@ from django.urls import path
 
 from review.views import (
     account,
+    catalog,
     experiments,
     imports,
     metrics,
@@ -34,6 +35,12 @@ urlpatterns = [
     path("metrics/", metrics.metrics_dashboard, name="metrics"),
     path("metrics.csv", metrics.metrics_csv, name="metrics-csv"),
     path("metrics/flag/", metrics.metrics_flag, name="metrics-flag"),
+    # The catalog (review/views/catalog.py): reviewers; customers: leads
+    path("products/", catalog.products, name="products"),
+    path("products/<path:sku>/", catalog.product_detail, name="product"),
+    path("customers/", catalog.customers, name="customers"),
+    path("customers/<int:pk>/", catalog.customer_detail, name="customer"),
+    path("customers/<int:pk>/erase/", catalog.customer_erase, name="customer-erase"),
     # Experiments (review/views/experiments.py): reviewers read, leads act
     path("experiments/", experiments.experiment_list, name="experiments"),
     path("experiments/<int:pk>/", experiments.experiment_detail, name="experiment"),

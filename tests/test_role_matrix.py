@@ -12,7 +12,7 @@ import pytest
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from rest_framework.test import APIClient
 
-from generation.models import GenerationRun, Import
+from generation.models import Customer, GenerationRun, Import
 from review.auth import api_token_create
 from review.models import Experiment, ExperimentWeights, ReviewEvent
 from tests.factories import CustomerFactory, UserFactory, VariantFactory
@@ -94,6 +94,8 @@ MATRIX = [
     ("review:experiment", "get", PEOPLE),
     ("review:profile", "get", PEOPLE),
     ("review:profile", "post", PEOPLE),
+    ("review:products", "get", PEOPLE),
+    ("review:product", "get", PEOPLE),
     # the Django admin: staff only, and no one changes a variant there (decisions go
     # through review/services/, with their audit event)
     ("admin:index", "get", {"staff"}),
@@ -110,6 +112,10 @@ MATRIX = [
     ("review:approve-experiment", "post", LEADS),
     ("review:brand", "get", LEADS),
     ("review:brand", "post", LEADS),
+    ("review:customers", "get", LEADS),
+    ("review:customer", "get", LEADS),
+    ("review:customer-erase", "get", LEADS),
+    ("review:customer-erase", "post", LEADS),  # an empty confirmation: erases no one
     ("review:imports", "get", LEADS),
     ("review:imports", "post", LEADS),
     ("review:import", "get", LEADS),
@@ -217,6 +223,11 @@ def _kwargs(name: str, world: dict) -> dict:
         return {"external_id": "C-1"}
     if short in ("import-mapping", "import-mapping-preview"):
         return {"token": "0" * 32}
+    if short == "product":
+        return {"sku": variant.product.sku}
+    if short in ("customer", "customer-erase"):
+        # Not C-1, which a row above may have erased through the API.
+        return {"pk": Customer.objects.get_or_create(external_id="C-PAGE")[0].pk}
     if short in ("api-import", "import"):
         return {"pk": world["import"].pk}
     if "pk" in _parameters(name):

@@ -158,12 +158,16 @@ def _meta_path(directory: Path, token: str) -> Path:
     return directory / f"{token}.json"
 
 
-def staged(token: str, *, user_id: int) -> Staged:
-    """The upload `token` names, if this user staged it and it is still there."""
-    gone = StagedUploadGone(
+def _gone() -> StagedUploadGone:
+    return StagedUploadGone(
         "This upload is no longer here (an upload waits a day for its mapping, and is "
         "gone once imported): upload the file again."
     )
+
+
+def staged(token: str, *, user_id: int) -> Staged:
+    """The upload `token` names, if this user staged it and it is still there."""
+    gone = _gone()
     if not _TOKEN_RE.match(token):
         raise gone
     directory = _staging()
@@ -217,6 +221,8 @@ def sample(staged: Staged, *, rows: int = SAMPLE_ROWS) -> Sample:
             columns = list(pq.ParquetFile(staged.path).schema_arrow.names)
     except ImportFileError as exc:
         raise MappingRefused(str(exc), field="file") from exc
+    except FileNotFoundError as exc:  # imported (or pruned) by another request meanwhile
+        raise _gone() from exc
     if staged.format == "jsonl":
         columns = list(dict.fromkeys(c for r in records for c in r.values))
     if not columns:

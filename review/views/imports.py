@@ -190,9 +190,13 @@ def _mapping_page(
     return render(request, "review/import_map.html", context, status=status)
 
 
-def _staged_or_gone(request: HtmxHttpRequest, token: str) -> mapping.Staged | HttpResponse:
+def _staged_or_gone(
+    request: HtmxHttpRequest, token: str
+) -> tuple[mapping.Staged, mapping.Sample] | HttpResponse:
+    """The user's staged upload and its first rows, or the upload page saying it is gone."""
     try:
-        return mapping.staged(token, user_id=request.user.pk)
+        staged = mapping.staged(token, user_id=request.user.pk)
+        return staged, mapping.sample(staged)
     except mapping.StagedUploadGone as exc:
         return _upload_page(request, MappingUploadForm(), status=exc.status, gone=exc.message)
 
@@ -204,10 +208,10 @@ def mapping_edit(request: HtmxHttpRequest, token: str) -> HttpResponse:
     with ?source=slug), with a preview of its first rows; POST saves the mapping as a
     source and queues the import, landing on its progress page."""
     require_lead(request)
-    staged = _staged_or_gone(request, token)
-    if isinstance(staged, HttpResponse):
-        return staged
-    read = mapping.sample(staged)
+    found = _staged_or_gone(request, token)
+    if isinstance(found, HttpResponse):
+        return found
+    staged, read = found
     source, saved = _saved_source(request.GET.get("source", ""))
     suggested = mapping.suggest(read.columns, read.records, saved=saved)
     if request.method == "GET":
@@ -264,10 +268,10 @@ def mapping_preview(request: HtmxHttpRequest, token: str) -> HttpResponse:
     """The first rows read through the mapping as posted, each error on its cell (the
     page's region, swapped in place); an invalid mapping says why there."""
     require_lead(request)
-    staged = _staged_or_gone(request, token)
-    if isinstance(staged, HttpResponse):
-        return staged
-    read = mapping.sample(staged)
+    found = _staged_or_gone(request, token)
+    if isinstance(found, HttpResponse):
+        return found
+    _staged, read = found
     form, rows = _bound(request, read.columns)
     preview, errors = None, []
     if all([form.is_valid(), rows.is_valid()]) and rows.mapping is not None:

@@ -298,3 +298,48 @@ def test_json_lines_and_parquet_are_sampled_too(tmp_path, settings):
     assert read.columns == ["KUNDEN_ID", "Alter"] and read.unit == "row"
     suggested = suggest(read.columns, read.records)
     assert suggested.external_id == "KUNDEN_ID" and suggested.columns[1].type == "integer"
+
+
+def test_a_big_upload_is_moved_into_place_not_read_into_memory(tmp_path, settings):
+    """Django spools a big upload to a temporary file: staging moves that file."""
+    from django.core.files.uploadedfile import TemporaryUploadedFile
+
+    settings.IMPORT_DIR = tmp_path
+    upload = TemporaryUploadedFile("kunden.csv", "text/csv", len(CSV.encode()), "utf-8")
+    upload.write(CSV.encode())
+    upload.flush()
+    spooled = Path(upload.temporary_file_path())
+    staged = mapping.stage(upload, user_id=1)
+    upload.close()  # as Django does after the request: a moved file is no error
+    assert not spooled.exists() and staged.path.read_text(encoding="utf-8") == CSV
+
+
+def test_only_the_start_of_a_file_is_read(tmp_path, settings):
+    """A fault far past the sampled rows is the import's to find, not the mapping's."""
+    settings.IMPORT_DIR = tmp_path
+    body = b"Kunden-ID,Stufe\n" + b"".join(b"K-%d,gold\n" for i in range(20_000))
+    body += b"K-x,\xff\xfe not UTF-8\n"  # about 200 KB in
+    staged = mapping.stage(SimpleUploadedFile("kunden.csv", body), user_id=1)
+    read = mapping.sample(staged)
+    assert len(read.records) == mapping.SAMPLE_ROWS and read.records[-1].line == 101
+
+
+def test_an_upload_gone_meanwhile_is_said_to_be_gone(staged_csv):
+    staged_csv.path.unlink()  # imported by a second click, or pruned
+    with pytest.raises(mapping.StagedUploadGone):
+        mapping.staged(staged_csv.token, user_id=7)
+    with pytest.raises(mapping.StagedUploadGone):
+        mapping.sample(staged_csv)
+
+
+def test_uploads_left_a_day_are_removed_when_the_next_is_staged(staged_csv, settings):
+    import os
+    import time
+
+    day_old = time.time() - mapping.STAGED_SECONDS - 60
+    for path in staged_csv.path.parent.iterdir():
+        os.utime(path, (day_old, day_old))
+    fresh = mapping.stage(SimpleUploadedFile("neu.csv", CSV.encode()), user_id=7)
+    assert sorted(p.name for p in fresh.path.parent.iterdir()) == sorted(
+        [fresh.path.name, f"{fresh.token}.json"]
+    )

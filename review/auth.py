@@ -7,20 +7,29 @@ A token is not a user: requests made with one carry a `TokenClient` as
 mistake a web shop for a copywriter.
 
 Each web process remembers a token it has found for TOKEN_CACHE_SECONDS, so the live
-endpoint does not look it up on every request: a token revoked in the admin, or given
-a new rate limit, keeps its old state for up to that long in processes that used it
-just before. Unknown and revoked tokens are never remembered: a new token works at once.
+endpoint does not look it up on every request: a token revoked on the tokens page or
+in the admin, or given a new rate limit, keeps its old state for up to that long in
+processes that used it just before. Unknown and revoked tokens are never remembered:
+a new token works at once.
+
+A token's last use (`last_used`, on the tokens page) is written at most once a minute
+per token, never once a request: see token_used.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import secrets
 import threading
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 
 import redis
+from django.db import DatabaseError
+from django.db.models import Q
+from django.utils import timezone
 from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication, get_authorization_header
 from rest_framework.permissions import BasePermission
@@ -42,6 +51,12 @@ LEASE_MAX = 100
 CHECKED_ATTRIBUTE = "hyperpers_token_rate_wait"
 # key hash -> (monotonic time it expires, the token); shared by a process's threads.
 _token_cache: dict[str, tuple[float, ApiToken]] = {}
+# How stale a token's `last_used` may be: the page shows minutes, not requests.
+LAST_USED_EVERY_SECONDS = 60
+# key hash -> monotonic time this process last wrote (or found fresh) its last use.
+_last_used_noted: dict[str, float] = {}
+
+logger = logging.getLogger(__name__)
 
 
 def token_digest(key: str) -> str:
@@ -65,6 +80,40 @@ def api_token_create(
     token.full_clean()
     token.save()
     return token, key
+
+
+def api_token_revoke(*, token: ApiToken) -> bool:
+    """Revoke the token: every request with it is refused (401) from now on, after at
+    most TOKEN_CACHE_SECONDS in the web processes that used it just before. False when
+    it was revoked already (the first revocation's time is kept)."""
+    revoked = ApiToken.objects.filter(pk=token.pk, revoked__isnull=True).update(
+        revoked=timezone.now()
+    )
+    _token_cache.pop(token.key_hash, None)
+    token.refresh_from_db(fields=["revoked"])
+    return bool(revoked)
+
+
+def token_used(token: ApiToken) -> None:
+    """Record that the token was used now, cheaply: at most one UPDATE a minute per token
+    in each process (this process's memory), and that UPDATE writes the row only when
+    its `last_used` is a minute old (so several processes still write it about once a
+    minute). A database that refuses is logged: serving copy matters more."""
+    now = time.monotonic()
+    noted = _last_used_noted.get(token.key_hash)
+    if noted is not None and now - noted < LAST_USED_EVERY_SECONDS:
+        return
+    if len(_last_used_noted) >= TOKEN_CACHE_MAX:
+        _last_used_noted.clear()
+    _last_used_noted[token.key_hash] = now
+    stamp = timezone.now()
+    stale = Q(last_used__isnull=True) | Q(
+        last_used__lt=stamp - timedelta(seconds=LAST_USED_EVERY_SECONDS)
+    )
+    try:
+        ApiToken.objects.filter(stale, pk=token.pk).update(last_used=stamp)
+    except DatabaseError:
+        logger.warning("could not record the last use of API token %s", token.pk, exc_info=True)
 
 
 @dataclass(frozen=True)
@@ -100,10 +149,12 @@ class TokenClient:
 
 def active_token(key_hash: str) -> ApiToken:
     """The active token of this hash, from this process's memory if it was found in the
-    last TOKEN_CACHE_SECONDS (see the module's docstring for what that delays)."""
+    last TOKEN_CACHE_SECONDS (see the module's docstring for what that delays); its
+    use is recorded (token_used)."""
     now = time.monotonic()
     cached = _token_cache.get(key_hash)
     if cached is not None and cached[0] > now:
+        token_used(cached[1])
         return cached[1]
     token = ApiToken.objects.filter(key_hash=key_hash).first()
     if token is None:
@@ -114,6 +165,7 @@ def active_token(key_hash: str) -> ApiToken:
     if len(_token_cache) >= TOKEN_CACHE_MAX:
         _token_cache.clear()
     _token_cache[key_hash] = (now + TOKEN_CACHE_SECONDS, token)
+    token_used(token)
     return token
 
 

@@ -19,6 +19,7 @@ from review import metrics
 from review.forms import FlagForm, errors_text
 from review.models import Experiment
 from review.permissions import is_lead, require_lead, require_reviewer
+from review.services import experiments as experiment_services
 from review.views import HtmxHttpRequest, partial
 
 # The live slots listed with their experiment on the metrics page; the experiments
@@ -45,6 +46,22 @@ def _live_slots(prompt: Prompt) -> list[dict]:
     ]
 
 
+# Running experiments summarised on the metrics page (each costs a few queries and
+# its statistics); their own pages show every detail.
+EXPERIMENTS_SHOWN = 10
+
+
+def _experiment_summaries(prompt: Prompt) -> list[experiment_services.Report]:
+    """The prompt's running experiments, newest first, each with its analysis."""
+    running = Experiment.objects.filter(prompt=prompt, status=Experiment.Status.RUNNING)
+    return [
+        experiment_services.experiment_report(e)
+        for e in running.select_related("product", "segment").order_by("-started", "-id")[
+            :EXPERIMENTS_SHOWN
+        ]
+    ]
+
+
 def _metrics_context(request: HtmxHttpRequest) -> dict:
     """The chosen prompt's metrics (the first prompt when none is named)."""
     prompts = list(Prompt.objects.only("slug", "name", "holdout_percent").order_by("slug"))
@@ -65,6 +82,7 @@ def _metrics_context(request: HtmxHttpRequest) -> dict:
         "is_lead": is_lead(request.user),
         "live_slots": _live_slots(prompt) if prompt is not None else [],
         "live_slots_max": LIVE_SLOTS_SHOWN,
+        "experiment_reports": _experiment_summaries(prompt) if prompt is not None else [],
     }
 
 

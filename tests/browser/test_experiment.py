@@ -55,3 +55,11 @@ def test_a_lead_starts_an_experiment_and_sees_its_winner(page, live_server, log_
     expect(page.locator("#srm")).to_contain_text("The split is as intended")
     expect(page.get_by_text("Sequential interval and p-value")).to_be_visible()
     screenshot("02-winner")
+
+    # The metrics page of the prompt shows it too, and links to it.
+    page.get_by_role("link", name=f"metrics of {live.prompt.name}").click()
+    summary = page.locator("#experiments")
+    expect(summary).to_contain_text(f"Experiment {experiment.pk}")
+    expect(summary).to_contain_text("the split is as intended")
+    expect(summary.locator(f'tr[data-arm="v{challenger.pk}"]')).to_contain_text("winner proposed")
+    screenshot("03-metrics")

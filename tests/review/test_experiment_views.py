@@ -373,3 +373,23 @@ def test_the_focus_view_events_include_the_experiments(client, running):
     _login(client, "copywriter")
     page = client.get(reverse("review:variant", args=[a.pk])).content.decode()
     assert ReviewEvent.Action.EXPERIMENT_START.label in page
+
+
+def test_the_metrics_page_summarises_running_experiments_with_their_check(client, running):
+    experiment, live, a, b = running
+    arm_traffic(
+        experiment,
+        {
+            "control": (1000, 50),
+            f"v{live.pk}": (3000, 150),
+            f"v{a.pk}": (3000, 300),
+            f"v{b.pk}": (3000, 140),
+        },
+    )
+    _login(client, "copywriter")
+    page = client.get(reverse("review:metrics"), {"prompt": live.prompt.slug}).content.decode()
+    section = page[page.index('id="experiments"') : page.index('id="live-slots"')]
+    assert f"Experiment {experiment.pk}</a>" in section
+    assert "the split is as intended" in section
+    assert section.count("winner proposed") == 1
+    assert f'data-arm="v{a.pk}"' in section

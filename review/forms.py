@@ -1115,7 +1115,7 @@ class ListPageForm(forms.Form):
 class ProductSearchForm(ListPageForm):
     q = forms.CharField(
         label="Search", required=False, max_length=100, strip=True,
-        help_text="The start of a SKU, or words of the name",
+        help_text="The start of a SKU, or any part of the name",
     )  # fmt: skip
 
 

@@ -57,11 +57,18 @@ def _customer_attributes() -> Iterator[dict[str, Any]]:
         yield {**attributes, "language": language}
 
 
-def segments_refresh(*, segments: list[Segment] | None = None) -> int:
+def segments_refresh(
+    *, segments: list[Segment] | None = None, tally: SegmentTally | None = None
+) -> int:
     """Recompute every segment's member count and summary from the customers, and save
-    those that changed. Returns the number of segments."""
-    segments = list(Segment.objects.all()) if segments is None else segments
-    for segment, (members, summary) in zip(segments, segment_tallies(segments), strict=True):
+    those that changed. Returns the number of segments. `tally`: every customer already
+    counted (an import that counted as it wrote), for its segments."""
+    if tally is not None:
+        segments, tallies = tally.segments, tally.results()
+    else:
+        segments = list(Segment.objects.all()) if segments is None else segments
+        tallies = segment_tallies(segments)
+    for segment, (members, summary) in zip(segments, tallies, strict=True):
         if (segment.member_count, segment.summary) != (members, summary):
             segment.member_count, segment.summary = members, summary
             segment.save(update_fields=["member_count", "summary", "updated"])
@@ -96,36 +103,47 @@ def segment_preview(*, rules: object) -> tuple[int, Summary]:
 
 
 def segment_tallies(segments: list[Segment]) -> list[tuple[int, Summary]]:
-    """(member count, summary) of each segment, from the customers.
+    """(member count, summary) of each segment, from the customers (SegmentTally)."""
+    tally = SegmentTally(segments)
+    for attributes in _customer_attributes():
+        tally.add(attributes)
+    return tally.results()
 
-    One pass over the customers:
-    1. each customer's set of matching segments, as a bit mask; each segment's answer
-       is memoised by the customer's values of the attributes its rules name;
-    2. per mask, the count of each value of every attribute; an attribute that shows
+
+class SegmentTally:
+    """Segments' member counts and summaries, counted one customer at a time: from the
+    database (segment_tallies), or by an import as it reads its file.
+
+    1. Each customer's set of matching segments, as a bit mask; each segment's answer
+       is memoised by the customer's values of the attributes its rules name.
+    2. Per mask, the count of each value of every attribute; an attribute that shows
        SUMMARY_MAX_DISTINCT distinct values is an identifier or free text, and is
        dropped from the counts. Memory is bounded by masks × attributes × values,
        not by customers.
     Then each segment gets its count and, for every counted attribute its rules do not
     name, the share of each value among its members. A segment without rules has none.
     """
-    if not segments:
-        return []
-    matchers: list[tuple[list[str], Segment, dict[tuple[str | None, ...], bool]]] = [
-        (sorted(s.rules), s, {}) for s in segments
-    ]
-    distinct: dict[str, set[str | None]] = defaultdict(set)
-    # Personal attributes are never counted: a summary is shown to copywriters and sent
-    # to the endpoint.
-    personal = prompting.personal_attributes()
-    dropped: set[str] = set()
-    # Names already found not personal: asking `personal` parses the name each time,
-    # which cost as much as the rest of the count at a million customers.
-    countable: set[str] = set()
-    # mask -> [members, {attribute: Counter of values}]
-    per_mask: dict[int, list[Any]] = {}
-    for attributes in _customer_attributes():
+
+    def __init__(self, segments: list[Segment]) -> None:
+        self.segments = segments
+        self.matchers: list[tuple[list[str], Segment, dict[tuple[str | None, ...], bool]]] = [
+            (sorted(s.rules), s, {}) for s in segments
+        ]
+        self.distinct: dict[str, set[str | None]] = defaultdict(set)
+        # Personal attributes are never counted: a summary is shown to copywriters and
+        # sent to the endpoint.
+        self.personal = prompting.personal_attributes()
+        self.dropped: set[str] = set()
+        # Names already found not personal: asking `personal` parses the name each
+        # time, which cost as much as the rest of the count at a million customers.
+        self.countable: set[str] = set()
+        # mask -> [members, {attribute: Counter of values}]
+        self.per_mask: dict[int, list[Any]] = {}
+
+    def add(self, attributes: dict[str, Any]) -> None:
+        """Count one customer: their attributes and their language."""
         mask = 0
-        for bit, (names, segment, memo) in enumerate(matchers):
+        for bit, (names, segment, memo) in enumerate(self.matchers):
             key = tuple(_summary_value(attributes.get(a)) for a in names)
             hit = memo.get(key)
             if hit is None:
@@ -135,17 +153,18 @@ def segment_tallies(segments: list[Segment]) -> list[tuple[int, Summary]]:
             if hit:
                 mask |= 1 << bit
         if not mask:
-            continue
-        tally = per_mask.get(mask)
+            return
+        tally = self.per_mask.get(mask)
         if tally is None:
-            tally = per_mask[mask] = [0, defaultdict(Counter)]
+            tally = self.per_mask[mask] = [0, defaultdict(Counter)]
         tally[0] += 1
         counts = tally[1]
+        dropped, countable, distinct = self.dropped, self.countable, self.distinct
         for attribute, value in attributes.items():
             if attribute in dropped or value is None or value == "":
                 continue
             if attribute not in countable:
-                if attribute in personal:
+                if attribute in self.personal:
                     dropped.add(attribute)
                     continue
                 countable.add(attribute)
@@ -153,29 +172,38 @@ def segment_tallies(segments: list[Segment]) -> list[tuple[int, Summary]]:
             seen = distinct[attribute]
             if value not in seen:
                 if len(seen) >= SUMMARY_MAX_DISTINCT - 1:
-                    dropped.add(attribute)
-                    for _count, by_attribute in per_mask.values():
-                        by_attribute.pop(attribute, None)
+                    self._drop(attribute)
                     continue
                 seen.add(value)
             counts[attribute][value] += 1
 
-    tallies = []
-    for bit, (_names, segment, _memo) in enumerate(matchers):
-        members = 0
-        merged: dict[str, Counter[str]] = defaultdict(Counter)
-        for mask, (count, by_attribute) in per_mask.items():
-            if mask >> bit & 1:
-                members += count
-                for attribute, counter in by_attribute.items():
-                    merged[attribute].update(counter)
-        summary = {
-            attribute: {v: round(c / members, 4) for v, c in merged[attribute].most_common()}
-            for attribute in sorted(merged)
-            if attribute not in segment.rules
-        }
-        tallies.append((members, summary))
-    return tallies
+    def _drop(self, attribute: str) -> None:
+        self.dropped.add(attribute)
+        for _count, by_attribute in self.per_mask.values():
+            by_attribute.pop(attribute, None)
+
+    def results(self) -> list[tuple[int, Summary]]:
+        """(member count, summary) of each segment, in the order they were given."""
+        # Found personal since counting began (an import's values): never summarised.
+        personal = prompting.personal_attributes()
+        for attribute in [a for a in self.countable if a in personal]:
+            self._drop(attribute)
+        tallies = []
+        for bit, (_names, segment, _memo) in enumerate(self.matchers):
+            members = 0
+            merged: dict[str, Counter[str]] = defaultdict(Counter)
+            for mask, (count, by_attribute) in self.per_mask.items():
+                if mask >> bit & 1:
+                    members += count
+                    for attribute, counter in by_attribute.items():
+                        merged[attribute].update(counter)
+            summary = {
+                attribute: {v: round(c / members, 4) for v, c in merged[attribute].most_common()}
+                for attribute in sorted(merged)
+                if attribute not in segment.rules
+            }
+            tallies.append((members, summary))
+        return tallies
 
 
 def _summary_value(value: object) -> str | None:

@@ -35,7 +35,7 @@ from generation.models import (
     Segment,
     Variant,
 )
-from generation.services.audience import segments_refresh
+from generation.services.audience import SegmentTally, segments_refresh
 
 logger = logging.getLogger(__name__)
 
@@ -207,6 +207,9 @@ class _BatchWriter:
     """Upserts rows CUSTOMER_BATCH_SIZE at a time (_customers_upsert): any database,
     and the one SQLite (the demo's) takes."""
 
+    # The segments are recounted from the database once the rows are written.
+    tally = None
+
     def __init__(self, now: datetime) -> None:
         self.now = now
         self.batch: list[CustomerRow] = []
@@ -252,12 +255,17 @@ class _CopyWriter:
     while the file is read (the server parses them on its own core), and the upsert is
     one join that also counts what it created, changed and left alone.
 
+    It counts the segments' members as the rows go by (`tally`), and then the customers
+    the file does not name, read from the database: reading all of them back after the
+    write cost as much as the write.
+
     Used as a context manager inside the import's transaction: leaving it on an
     exception aborts the COPY, and the transaction's rollback takes everything back.
     """
 
     def __init__(self, now: datetime) -> None:
         self.now = now
+        self.tally = SegmentTally(list(Segment.objects.all()))
         self.pending: list[tuple[str, str, str]] = []
         self.staged = 0
         self._open = ExitStack()  # the cursor
@@ -294,6 +302,7 @@ class _CopyWriter:
         self.pending.append(
             (row.external_id, row.language, json.dumps(row.attributes, ensure_ascii=False))
         )
+        self.tally.add({**row.attributes, "language": row.language})
         if len(self.pending) >= CUSTOMER_BATCH_SIZE:
             self._send()
 
@@ -311,38 +320,51 @@ class _CopyWriter:
         self._send()
         with connection.wrap_database_errors:
             self._copying.close()  # ends the COPY
-            # A temporary table has no statistics until asked; the join's plan needs them.
+            # A temporary table has no statistics until asked; the joins' plans need them.
             self._cursor.execute(f"ANALYZE {STAGING_TABLE}")
+            self._count_the_others()
             self._cursor.execute(
                 _STAGED_UPSERT.format(staging=STAGING_TABLE, customers=_customers()),
-                [self.now, self.now],
+                {"now": self.now},
             )
             created, written = self._cursor.fetchone()
             self._cursor.execute(f"DROP TABLE {STAGING_TABLE}")
         return created, written - created, self.staged - written
+
+    def _count_the_others(self) -> None:
+        """Add the customers the file does not name to the tally, as they are (the
+        upsert leaves them alone), read in chunks by a server-side cursor."""
+        with connection.chunked_cursor() as others:
+            others.execute(
+                f"SELECT c.language, c.attributes FROM {_customers()} c WHERE NOT EXISTS "
+                f"(SELECT 1 FROM {STAGING_TABLE} s WHERE s.external_id = c.external_id)"
+            )
+            while rows := others.fetchmany(5000):
+                for language, attributes in rows:
+                    # Django reads jsonb as text, for JSONField to decode.
+                    self.tally.add({**json.loads(attributes), "language": language})
 
 
 def _customers() -> str:
     return connection.ops.quote_name(Customer._meta.db_table)
 
 
-# New and changed rows only (an unchanged one keeps its `updated`), in one statement:
-# PostgreSQL runs a data-modifying WITH once, to completion, whether read or not.
-# The file has each external id once (the reader refuses a repeat), so no row is
-# upserted twice.
+# New and changed rows only (an unchanged one keeps its `updated`), in one statement
+# that also counts them: a row it created has the import's own `created` stamp (an
+# older customer keeps theirs). The file has each external id once (the reader refuses
+# a repeat), so no row is upserted twice.
 _STAGED_UPSERT = """
-WITH changed AS (
-    SELECT s.external_id, s.language, s.attributes, c.id IS NULL AS new
+WITH written AS (
+    INSERT INTO {customers} (external_id, language, attributes, created, updated)
+    SELECT s.external_id, s.language, s.attributes, %(now)s, %(now)s
     FROM {staging} s LEFT JOIN {customers} c ON c.external_id = s.external_id
     WHERE c.id IS NULL OR c.language <> s.language OR c.attributes <> s.attributes
-), written AS (
-    INSERT INTO {customers} (external_id, language, attributes, created, updated)
-    SELECT external_id, language, attributes, %s, %s FROM changed
     ON CONFLICT (external_id) DO UPDATE SET
         language = excluded.language, attributes = excluded.attributes,
         updated = excluded.updated
+    RETURNING created
 )
-SELECT count(*) FILTER (WHERE new), count(*) FROM changed
+SELECT count(*) FILTER (WHERE created = %(now)s), count(*) FROM written
 """
 
 
@@ -415,7 +437,7 @@ def customers_import(
         personal = {name: why for name, why in watch.found().items() if name not in known}
         for name, why in personal.items():
             PersonalAttribute.objects.get_or_create(name=name, defaults={"reason": why})
-        segments = segments_refresh()
+        segments = segments_refresh(tally=writer.tally)
         result = CustomerImportResult(
             created=counts[0],
             updated=counts[1],

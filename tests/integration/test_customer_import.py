@@ -173,3 +173,36 @@ def test_the_recorded_import_reports_counts_segments_and_personal_values(tmp_pat
     # Found personal by its values: never counted in a summary.
     assert PersonalAttribute.objects.filter(name="contact").exists()
     assert "contact" not in Segment.objects.get(pk=segment.pk).summary
+
+
+def test_the_segments_counted_during_the_import_match_a_recount_from_the_database(tmp_path):
+    """PostgreSQL counts the segments as the rows stream and adds the customers the file
+    leaves out; the result must be what a recount of the database finds."""
+    high = SegmentFactory(slug="high", rules={"value_tier": "high"})
+    north = SegmentFactory(slug="north-young", rules={"region": "north", "age": {"lt": 30}})
+    for i in range(30):  # not in the file: counted from the database
+        CustomerFactory(
+            external_id=f"OLD{i}",
+            language="de",
+            attributes={"value_tier": "high", "region": "south", "age": 20 + i},
+        )
+    CustomerFactory(external_id="C00001", attributes={"value_tier": "low", "region": "west"})
+    lines = [
+        {"external_id": f"C{i:05d}", "value_tier": ["low", "high"][i % 2],
+         "region": ["north", "south"][i % 3 == 0], "age": 18 + i % 40,
+         "contact": f"p{i % 3}@example.com", "club": ["gold", "silver"][i % 2]}
+        for i in range(ROWS)
+    ]  # fmt: skip
+    path = tmp_path / "c.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in lines), encoding="utf-8")
+
+    services.customers_import(path=path)
+
+    segments = [high, north]
+    recounted = services.segment_tallies(segments)
+    for segment, (members, summary) in zip(segments, recounted, strict=True):
+        segment.refresh_from_db()
+        assert (segment.member_count, segment.summary) == (members, summary), segment.slug
+    assert high.member_count == 30 + len(range(1, ROWS, 2))
+    # Personal by its values, found during this import: left out, as a recount does.
+    assert "contact" not in high.summary and set(high.summary["club"]) == {"silver"}

@@ -11,6 +11,8 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, cast
 
 from django import forms
+from django.db import models
+from django.db.models import Q, QuerySet
 from django.utils.text import slugify
 
 from generation import languages
@@ -19,6 +21,7 @@ from generation.errors import ServiceError
 from generation.mapping import COLUMNS_MAX
 from generation.models import (
     SEGMENT_RULES_MAX,
+    Customer,
     CustomerSource,
     GenerationRun,
     Import,
@@ -28,6 +31,7 @@ from generation.models import (
     Variant,
 )
 from generation.services import TRY_MAX_SAMPLES
+from generation.services import messages as gen_messages
 from review import queue as q
 from review.experiments import allocation
 from review.models import Experiment
@@ -497,9 +501,42 @@ class BudgetForm(forms.Form):
         return budget
 
 
+# What one run may list: as many products as the REST API takes, as many customers as
+# a one-to-one run writes to (generation.services.messages.RUN_CUSTOMERS_MAX).
+RUN_PRODUCTS_MAX = 100_000
+RUN_CUSTOMERS_MAX = gen_messages.RUN_CUSTOMERS_MAX
+
+
+class Audience(models.TextChoices):
+    SEGMENTS = "segments", "Segments: a variant per product and segment"
+    CUSTOMERS = "customers", "Customers: a one-to-one message each"
+
+
+def _listed(text: str) -> list[str]:
+    """Values one a line or separated by commas, each once, in the order given."""
+    values = (v.strip() for line in text.splitlines() for v in line.split(","))
+    return list(dict.fromkeys(v for v in values if v))
+
+
+def _unknown(kind: str, missing: list[str]) -> str:
+    more = f" and {len(missing) - 20} more" if len(missing) > 20 else ""
+    shown = ", ".join(missing[:20]) + more
+    return f"Unknown {kind}{'s' if len(missing) > 1 else ''}: {shown}"
+
+
 class RunForm(BudgetForm):
-    """A new run: the prompt (its current version) and an optional budget. The first
-    post shows the estimate; `confirm` starts it."""
+    """A new run, as the run builder sends it: the prompt (its current version), then
+
+    - segments: the products (every one, or those of a category, a subcategory and a
+      search by SKU or name, or a listed set of SKUs) × the ticked segments;
+    - customers: a one-to-one message about one product to each listed customer
+      (external ids) or to each member of one segment, for a purpose;
+
+    and a budget. Once valid, cleaned_data holds the prompt's `version` and the scope:
+    `products` and `segments` (segments), or `product`, `customers` and
+    `customer_segment` (customers). Nothing is written here; `confirm` asks the view
+    to start the run rather than estimate it.
+    """
 
     prompt = forms.ModelChoiceField(
         queryset=Prompt.objects.all(),
@@ -509,8 +546,137 @@ class RunForm(BudgetForm):
             "invalid_choice": "Unknown prompt '%(value)s'",
         },
     )
+    audience = forms.ChoiceField(
+        choices=Audience.choices,
+        required=False,
+        error_messages={"invalid_choice": "Write for segments or for customers"},
+    )
+    # The products of a segment run: the filters, or a list that replaces them.
+    category = forms.CharField(required=False, max_length=120)
+    subcategory = forms.CharField(required=False, max_length=120)
+    search = forms.CharField(required=False, max_length=100)
+    products = forms.CharField(required=False, widget=forms.Textarea)
+    segments = forms.ModelMultipleChoiceField(
+        queryset=Segment.objects.all(),
+        to_field_name="slug",
+        required=False,
+        error_messages={"invalid_choice": "Unknown segment '%(value)s'"},
+    )
+    # A one-to-one run: one product, what the message is for, and who gets one.
+    product = forms.CharField(required=False, max_length=64)
+    purpose = forms.CharField(required=False, max_length=gen_messages.PURPOSE_MAX)
+    customers = forms.CharField(required=False, widget=forms.Textarea)
+    customer_segment = forms.ModelChoiceField(
+        queryset=Segment.objects.all(),
+        to_field_name="slug",
+        required=False,
+        error_messages={"invalid_choice": "Unknown segment '%(value)s'"},
+    )
     confirm = forms.BooleanField(required=False)
-    field_order = ["prompt", "budget", "confirm"]
+    field_order = ["prompt", "audience", "budget", "confirm"]
+
+    def clean_audience(self) -> str:
+        return self.cleaned_data["audience"] or Audience.SEGMENTS
+
+    def clean_budget(self) -> Decimal | None:
+        budget = super().clean_budget()
+        if budget is not None and budget <= 0:
+            raise forms.ValidationError(
+                f"The budget must be a positive number of dollars, not '{self.data['budget']}'"
+            )
+        return budget
+
+    def clean_prompt(self) -> Prompt:
+        """A prompt is run as its current version: one without a version is refused."""
+        prompt = self.cleaned_data["prompt"]
+        self.cleaned_data["version"] = prompt.current_version
+        if self.cleaned_data["version"] is None:
+            raise forms.ValidationError(
+                f"Prompt '{prompt.slug}' has no version yet: save one in the studio first"
+            )
+        return prompt
+
+    def clean(self) -> dict[str, Any]:
+        super().clean()
+        if self.cleaned_data.get("audience") == Audience.CUSTOMERS:
+            self._clean_customers()
+        else:
+            self._clean_segments()
+        return self.cleaned_data
+
+    def matching_products(self) -> QuerySet[Product]:
+        """The products the filters pick (all three at once; none set: every product)."""
+        data = self.cleaned_data
+        products = Product.objects.all()
+        if data.get("category"):
+            products = products.filter(category=data["category"])
+        if data.get("subcategory"):
+            products = products.filter(subcategory=data["subcategory"])
+        if data.get("search"):
+            term = data["search"]
+            products = products.filter(Q(sku__icontains=term) | Q(name__icontains=term))
+        return products
+
+    def _clean_segments(self) -> None:
+        cleaned = self.cleaned_data
+        if "products" not in self.errors:
+            skus = _listed(cleaned.get("products", ""))
+            if len(skus) > RUN_PRODUCTS_MAX:
+                self.add_error("products", f"List at most {RUN_PRODUCTS_MAX:,} SKUs")
+            elif skus:
+                found = Product.objects.in_bulk(skus, field_name="sku")
+                missing = [sku for sku in skus if sku not in found]
+                if missing:
+                    self.add_error("products", _unknown("SKU", missing))
+                else:
+                    cleaned["products"] = [found[sku] for sku in skus]
+                    cleaned["listed"] = True
+            else:
+                cleaned["products"] = list(self.matching_products())
+                cleaned["listed"] = False
+                if not cleaned["products"]:
+                    self.add_error(
+                        "products",
+                        "No product matches: widen the category, subcategory or search"
+                        if Product.objects.exists()
+                        else "The run covers no products: import a catalog first",
+                    )
+        if "segments" not in self.errors and not cleaned.get("segments"):
+            self.add_error("segments", "Tick at least one segment to write for")
+
+    def _clean_customers(self) -> None:
+        cleaned = self.cleaned_data
+        if cleaned.get("budget") is not None:
+            self.add_error("budget", "One-to-one runs take no budget yet: leave it empty")
+        sku = cleaned.get("product", "")
+        if not sku and "product" not in self.errors:
+            self.add_error("product", "Give the SKU of the product the messages are about")
+        elif sku:
+            cleaned["product"] = Product.objects.filter(sku=sku).first()
+            if cleaned["product"] is None:
+                self.add_error("product", _unknown("SKU", [sku]))
+        if not cleaned.get("purpose") and "purpose" not in self.errors:
+            self.add_error("purpose", "Say what the message is for, e.g. 'back in stock'")
+        if "customers" in self.errors or "customer_segment" in self.errors:
+            return
+        ids = _listed(cleaned.get("customers", ""))
+        segment = cleaned.get("customer_segment")
+        cleaned["customers"] = None
+        if ids and segment is not None:
+            self.add_error("customers", "List customers or choose a segment, not both")
+        elif len(ids) > RUN_CUSTOMERS_MAX:
+            self.add_error("customers", f"List at most {RUN_CUSTOMERS_MAX:,} customers")
+        elif ids:
+            found = Customer.objects.in_bulk(ids, field_name="external_id")
+            missing = [i for i in ids if i not in found]
+            if missing:
+                self.add_error("customers", _unknown("customer", missing))
+            else:
+                cleaned["customers"] = [found[i] for i in ids]
+        elif segment is None:
+            self.add_error("customers", "List the customers' external ids, or choose a segment")
+        elif not segment.member_count:
+            self.add_error("customer_segment", f"Segment '{segment.name}' has no members")
 
 
 class RetryVariantForm(forms.Form):

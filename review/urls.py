@@ -16,6 +16,7 @@ app_name = "review"
 urlpatterns = [
     # The review queue (review/views/queue.py)
     path("", queue.queue, name="queue"),
+    path("setup/", queue.setup, name="setup"),
     path("variants/bulk/", queue.bulk, name="bulk"),
     path("variants/<int:pk>/", queue.variant_detail, name="variant"),
     path("variants/<int:pk>/approve/", queue.approve, name="approve"),
@@ -30,6 +31,7 @@ urlpatterns = [
     path("profile/", account.profile, name="profile"),
     path("runs/", runs.runs, name="runs"),
     path("runs/new/", runs.run_new, name="run-new"),
+    path("runs/new/estimate/", runs.run_estimate, name="run-estimate"),
     path("runs/<int:pk>/", runs.run_detail, name="run"),
     path("runs/<int:pk>/<slug:action>/", runs.run_action, name="run-action"),
     path("metrics/", metrics.metrics_dashboard, name="metrics"),

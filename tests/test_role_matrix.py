@@ -80,6 +80,7 @@ MATRIX = [
     ("login", "post", ALL),
     # review pages: reviewers
     ("review:queue", "get", PEOPLE),
+    ("review:setup", "get", PEOPLE),
     ("review:bulk", "post", PEOPLE),
     ("review:variant", "get", PEOPLE),
     ("review:approve", "post", PEOPLE),
@@ -103,7 +104,9 @@ MATRIX = [
     ("admin:generation_variant_change", "post", NOBODY),
     ("admin:generation_variant_delete", "post", NOBODY),
     # the lead's pages
+    ("review:run-new", "get", LEADS),
     ("review:run-new", "post", LEADS),
+    ("review:run-estimate", "get", LEADS),
     ("review:run-action", "post", LEADS),
     ("review:metrics-flag", "post", LEADS),
     ("review:experiment-stop", "post", LEADS),

@@ -35,6 +35,7 @@ from review.models import ReviewerProfile, ReviewEvent
 from review.permissions import is_lead, require_lead, require_reviewer
 from review.services import experiments as experiment_services
 from review.services.decisions import variant_approve_into_experiment
+from review.setup import checklist
 from review.views import VARIANT_RELATED, HtmxHttpRequest, partial
 
 
@@ -131,14 +132,22 @@ def _queue_context(request: HtmxHttpRequest, **extra) -> dict:
     }
 
 
+def _setup_context(*, asked: bool) -> dict:
+    """The first-run checklist (review/setup.py): shown until every step is done, or
+    when `asked` (the setup page). One query."""
+    steps = checklist()
+    return {"setup": steps, "setup_shown": asked or not steps.complete, "setup_asked": asked}
+
+
 @login_required
 @require_GET
 @vary_on_headers("HX-Request")
 def queue(request: HtmxHttpRequest) -> HttpResponse:
     require_reviewer(request)
-    context = _queue_context(request)
     if not partial(request):
+        context = _queue_context(request, **_setup_context(asked=False))
         return render(request, "review/queue.html", context)
+    context = _queue_context(request)
     # The filter form sends every field, empty ones too; the address bar gets the
     # same page's tidy URL instead.
     return push_url(
@@ -173,6 +182,17 @@ def _experiment_panel(
         panel["live"] = live
         panel["max_arms"] = MAX_ARMS
     return panel
+
+
+@login_required
+@require_GET
+def setup(request: HtmxHttpRequest) -> HttpResponse:
+    """The queue page with the first-run checklist shown, done or not: where a lead
+    goes back to it once the queue stopped showing it."""
+    require_reviewer(request)
+    return render(
+        request, "review/queue.html", _queue_context(request, **_setup_context(asked=True))
+    )
 
 
 def _focus_context(

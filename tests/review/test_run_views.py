@@ -3,10 +3,7 @@ from django.urls import reverse
 
 from generation.models import GenerationRun, Variant
 from tests.factories import (
-    ProductFactory,
-    PromptVersionFactory,
     RunFactory,
-    SegmentFactory,
     UserFactory,
     VariantFactory,
 )
@@ -50,48 +47,7 @@ def test_copywriters_can_watch_runs_but_not_start_or_steer_them(client, copywrit
     assert run.status == GenerationRun.Status.RUNNING
 
 
-def test_a_lead_sees_the_estimate_before_starting_a_run(client, lead, offline_writer):
-    version = PromptVersionFactory()
-    ProductFactory.create_batch(2)
-    SegmentFactory.create_batch(3)
-    response = client.post(
-        reverse("review:run-new"), {"prompt": version.prompt.slug}, headers={"HX-Request": "true"}
-    )
-    body = response.content.decode()
-    assert "Estimate: 6 slots" in body and "Start this run" in body
-    assert not GenerationRun.objects.exists()
-
-    response = client.post(
-        reverse("review:run-new"), {"prompt": version.prompt.slug, "confirm": "1"}
-    )
-    run = GenerationRun.objects.get()
-    assert response.status_code == 302 and response["Location"] == reverse(
-        "review:run", args=[run.pk]
-    )
-    assert run.total == 6 and run.created_by == lead
-
-
-def test_starting_a_run_against_a_bad_endpoint_shows_the_error_and_queues_nothing(
-    client, lead, settings
-):
-    settings.LLM_BASE_URL = "http://127.0.0.1:9/v1"
-    version = PromptVersionFactory()
-    ProductFactory()
-    SegmentFactory()
-    response = client.post(
-        reverse("review:run-new"), {"prompt": version.prompt.slug, "confirm": "1"}
-    )
-    assert response.status_code == 200
-    assert "Cannot reach the LLM endpoint" in response.content.decode()
-    assert not GenerationRun.objects.exists() and not Variant.objects.exists()
-
-
-def test_a_bad_budget_is_named(client, lead):
-    version = PromptVersionFactory()
-    response = client.post(
-        reverse("review:run-new"), {"prompt": version.prompt.slug, "budget": "ten"}
-    )
-    assert "not &#x27;ten&#x27;" in response.content.decode()
+# Building and starting a run: tests/review/test_run_builder.py
 
 
 def test_a_lead_cancels_and_sees_failures_with_reasons(client, lead):

@@ -56,20 +56,22 @@ Invariants that keep this correct:
 
 A slot's answer is rendered (body and ETag) the first time it is served and kept, so
 serving it again costs a dict lookup; a slot takes about 1.5 KB with ~400 characters
-of copy once rendered. A visitor's answer in an experiment is kept per arm without its
-exposure id (about 1.5 KB more for each arm served), and the id, which names the
-visitor, is signed and spliced in for each request: an arm picked, a hash, a signature
-and an ETag, ~25 µs less than rendering it whole. A process holds
+of copy once rendered. A visitor's answer in an experiment is rendered for each request
+(~22 µs: its exposure id names the visitor): keeping each arm's body without the id
+and splicing it in cost 13 µs when kept but 30 µs the first time, and up to three
+times the memory, for slots that a uniform load rarely asks twice (bench/README.md).
+A process holds
 at most `DELIVERY_SNAPSHOT_MAX_ROWS` slots (least recently used blocks go first); with
 more products than that a block is never held, and every request reads the database.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
-import dataclasses
 import functools
 import hashlib
+import hmac
 import json
 import logging
 import threading
@@ -144,9 +146,9 @@ class Exposure:
             f"{self.customer_id or 0}.{self.variant_id or 0}.{self.language}"
         )
         if self.experiment_id is None:
-            return _signer.sign(f"{_PLAIN_VERSION}.{plain}")
+            return _sign(f"{_PLAIN_VERSION}.{plain}")
         millionths = round((self.probability or 0.0) * 1_000_000)
-        return _signer.sign(
+        return _sign(
             f"{EXPOSURE_VERSION}.{plain}.{self.experiment_id}.{self.weights_id or 0}."
             f"{millionths}.{int(self.randomized)}.{self.visitor}"
         )
@@ -196,6 +198,24 @@ class Exposure:
     def arm(self) -> str:
         """The arm's key in share mappings: 'control' or 'v<variant id>'."""
         return "control" if self.variant_id is None else f"v{self.variant_id}"
+
+
+def _sign(value: str) -> str:
+    """`_signer.sign(value)`, byte for byte (a test compares them), with the HMAC of its
+    derived key made once: Signer derives the key again for every value, which is most
+    of the ~15 µs a signature costs, and a visitor's answer in an experiment is signed
+    for each request."""
+    mac = _signer_hmac(_signer.key, _signer.salt, _signer.algorithm).copy()
+    mac.update(value.encode())
+    signature = base64.urlsafe_b64encode(mac.digest()).strip(b"=").decode()
+    return f"{value}{_signer.sep}{signature}"
+
+
+@functools.lru_cache(maxsize=4)
+def _signer_hmac(key: str, salt: str, algorithm: str) -> hmac.HMAC:
+    # As django.utils.crypto.salted_hmac derives it (for base64_hmac's salt + "signer").
+    hasher = getattr(hashlib, algorithm)
+    return hmac.new(hasher(f"{salt}signer{key}".encode()).digest(), digestmod=hasher)
 
 
 VISITOR_MAX_LENGTH = 200
@@ -270,9 +290,7 @@ class Live:
         self.experiment_id = self.weights_id = self.arm = self.probability = None
         self.randomized, self.visitor = False, ""
 
-    def as_dict(self, exposure_id: str | None = None) -> dict[str, object]:
-        """The answer's body; `exposure_id` in place of the encoded exposure (a
-        placeholder, see _Block.rendered)."""
+    def as_dict(self) -> dict[str, object]:
         return {
             "prompt": self.prompt,
             "product": self.product,
@@ -288,21 +306,13 @@ class Live:
             "experiment": self.experiment_id,
             "arm": self.arm,
             "text": self.text,
-            # Last, so that a rendered body splits around it (_Block.rendered).
-            "exposure_id": self.exposure().encode() if exposure_id is None else exposure_id,
+            "exposure_id": self.exposure().encode(),
         }
 
 
-# Where a visitor's exposure id goes in an arm's rendered body (_Block.rendered).
-_SPLICE = "\x00exposure\x00"
-
-
-def render(body: Mapping[str, object] | str) -> bytes:
+def render(body: Mapping[str, object]) -> bytes:
     """A body as DRF's JSONRenderer writes it: compact, UTF-8 rather than \\u escapes."""
     return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
-
-
-_SPLICED = render(_SPLICE)
 
 
 def etag_of(content: bytes) -> str:
@@ -538,20 +548,7 @@ def _trial(
     return _Trial(experiment, description, default, "no_variant_in_language")
 
 
-def _pick(trial: _Trial, visitor: str, published: int | None) -> tuple[str, float]:
-    """(arm, probability): pick_arm's for a visitor (a stable hash of the experiment and
-    the visitor under the shares in force), else the slot's published variant (the
-    default arm) with its share."""
-    shares = dict(trial.experiment.shares)
-    if visitor:
-        return pick_arm(experiment_key=trial.experiment.key, visitor=visitor, weights=shares)
-    arm = arm_key(published)
-    return arm, shares.get(arm, 0.0)
-
-
-def _serve_arm(
-    live: Live, trial: _Trial, visitor: str, picked: tuple[str, float] | None = None
-) -> None:
+def _serve_arm(live: Live, trial: _Trial, visitor: str) -> None:
     """Make `live`, the answer of a slot whose experiment runs, its experiment's answer.
 
     1. With a visitor: the arm pick_arm gives the experiment and the visitor (a stable
@@ -560,17 +557,17 @@ def _serve_arm(
        probability, not randomized (analysis leaves it out of the comparisons).
     3. The control serves the base copy (source base_copy, fallback experiment_control);
        a variant arm its own text and prompt version.
-
-    `picked` is the arm already picked for this visitor; with it, the visitor's hash is
-    left for the caller to add (_Block.rendered keeps the answer without it).
     """
     experiment = trial.experiment
-    if picked is None:
-        picked = _pick(trial, visitor, live.variant_id)
-        live.visitor = visitor_hash(visitor) if visitor else ""
-    arm, probability = picked
+    shares = dict(experiment.shares)
+    if visitor:
+        arm, probability = pick_arm(experiment_key=experiment.key, visitor=visitor, weights=shares)
+        live.randomized, live.visitor = True, visitor_hash(visitor)
+    else:
+        arm = arm_key(live.variant_id)
+        probability = shares.get(arm, 0.0)
     live.experiment_id, live.weights_id = experiment.experiment_id, experiment.weights_id
-    live.arm, live.probability, live.randomized = arm, probability, bool(visitor)
+    live.arm, live.probability = arm, probability
     if arm == CONTROL:
         live.variant_id = live.prompt_version = None
         live.text, live.language = trial.control_text, trial.control_language
@@ -774,10 +771,6 @@ class _Block:
     # is rendered again; its exposure id is deterministic, so two threads rendering one
     # slot at once write the same bytes.
     answers: dict[str, tuple[_Slot, bytes, str]] = field(default_factory=dict)
-    # (sku, arm) -> (the slot, the body before and after the exposure id, the exposure
-    # without a visitor): a visitor's answer in an experiment, but for the exposure id,
-    # which names the visitor (see rendered()).
-    arms: dict[tuple[str, str], tuple[_Slot, bytes, bytes, Exposure]] = field(default_factory=dict)
 
     def live(self, sku: str, visitor: str = "") -> Live | None:
         slot = self.slots.get(sku) if self.slots is not None else None
@@ -787,25 +780,14 @@ class _Block:
         """The product's answer as the API sends it: (body, ETag).
 
         Rendered once, when first asked for, and kept with the slot; a visitor's answer
-        from a running experiment is kept once an arm without its exposure id (which
-        names the visitor, so no two visitors share a body), and the id is signed and
-        put in for each request.
+        from a running experiment for each request (its exposure id names the visitor:
+        see the module's docstring).
         """
         slot = self.slots.get(sku) if self.slots is not None else None
         if slot is None:
             return None
         if visitor and slot.trial is not None:
-            picked = _pick(slot.trial, visitor, slot.variant_id)
-            arm = self.arms.get((sku, picked[0]))
-            if arm is None or arm[0] is not slot:
-                live = self.answer(sku, slot)  # the slot's default arm, then the picked one
-                _serve_arm(live, slot.trial, visitor, picked)
-                # The exposure id is the body's last value: the text before it cannot
-                # be taken for the placeholder.
-                before, _, after = render(live.as_dict(exposure_id=_SPLICE)).rpartition(_SPLICED)
-                arm = self.arms[(sku, picked[0])] = (slot, before, after, live.exposure())
-            exposure = dataclasses.replace(arm[3], visitor=visitor_hash(visitor))
-            content = b"%s%s%s" % (arm[1], render(exposure.encode()), arm[2])
+            content = render(self.answer(sku, slot, visitor).as_dict())
             return content, etag_of(content)
         found = self.answers.get(sku)
         if found is None or found[0] is not slot:

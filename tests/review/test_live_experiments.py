@@ -573,3 +573,9 @@ def test_an_event_on_an_experiment_that_was_deleted_is_refused(reader, writer, s
     message = response.json()["events[0].exposure_id"][0]
     assert "experiment it names no longer exists" in message
     assert not EngagementEvent.objects.exists()
+
+
+@pytest.mark.parametrize("value", ["e2.1.2.3.0.4.en", "e3.1.2.3.0.0.de-ch.5.6.100000.1.00ff", "ü"])
+def test_exposure_ids_are_signed_as_djangos_signer_signs_them(value):
+    assert delivery._sign(value) == delivery._signer.sign(value)
+    assert delivery._signer.unsign(delivery._sign(value)) == value

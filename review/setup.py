@@ -70,8 +70,8 @@ STEPS = (
         "customers",
         "Customers",
         "Import the customers from a CDP export and map its columns.",
-        "review:imports",
-        "Imports",
+        "review:import-map",
+        "Map a customer file",
     ),
     Step(
         "segments",

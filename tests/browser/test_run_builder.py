@@ -26,6 +26,8 @@ def test_a_lead_builds_a_run_and_the_estimate_follows_the_scope(
     first, second = Segment.objects.filter(member_count__gt=0).order_by("name")[:2]
 
     log_in("run-builder")
+    asked: list[str] = []
+    page.on("request", lambda request: asked.append(request.url))
     page.goto(f"{live_server.url}/review/runs/")
     page.get_by_role("link", name="Build a run").click()
     page.get_by_label("Prompt", exact=True).select_option("product-page")
@@ -53,6 +55,8 @@ def test_a_lead_builds_a_run_and_the_estimate_follows_the_scope(
     chosen = _slots(estimate.inner_text())
     assert chosen < two
     assert page.evaluate("window.__sameDocument") is True  # all in place, no reload
+    estimates = [url for url in asked if "/runs/new/estimate/" in url]
+    assert estimates and not [url for url in estimates if "csrfmiddlewaretoken" in url]
 
     page.get_by_label("Budget in US dollars (optional)").fill("-3")
     page.get_by_role("button", name="Start the run").click()

@@ -184,6 +184,9 @@ def test_the_builder_page_asks_for_an_estimate_on_change_debounced(client, lead,
     assert f'hx-get="{ESTIMATE}"' in form and 'hx-target="#estimate"' in form
     assert 'hx-trigger="change delay:300ms, keyup delay:500ms"' in form
     assert 'hx-sync="this:replace"' in form
+    assert 'hx-params="not csrfmiddlewaretoken"' in form  # no token in the URLs
+    start = re.search(r"<button[^>]*>Start the run</button>", body).group(0)
+    assert 'hx-sync="this:drop"' in start  # not in the estimates' group, which replaces
 
 
 # --- starting ---

@@ -117,6 +117,7 @@ def test_a_lead_on_an_empty_instance_sees_the_checklist_with_a_link_per_step(cli
     for url in (
         reverse("review:brand"),
         reverse("review:imports"),
+        reverse("review:import-map"),
         reverse("review:segments"),
         reverse("review:prompts"),
         reverse("review:run-new"),

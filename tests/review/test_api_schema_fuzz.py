@@ -18,6 +18,7 @@ from generation.models import Variant
 from hyperpers.wsgi import application
 from review.auth import api_token_create
 from review.delivery import Exposure
+from review.services.experiments import experiment_start
 from tests.factories import CustomerFactory, UserFactory, VariantFactory
 
 
@@ -35,6 +36,8 @@ def _keep_the_test_connection():
 # Rows that exist, one dict of names per variant, so that generated requests reach
 # past the 404s: filled by the `credentials` fixture, read inside the test.
 KNOWN: list[dict] = []
+# A running experiment (on the first row's slot), for /experiments/{id}/ paths.
+EXPERIMENTS: list[int] = []
 
 
 @pytest.fixture
@@ -54,9 +57,11 @@ def credentials(db) -> dict[str, str]:
             "customer": customer.external_id,
             "variant": v.pk,
             "exposure_id": Exposure(v.prompt_id, v.product_id, v.segment_id, None, v.pk).encode(),
+            "key": f"v{v.pk}",
         }
         for v in variants
     ]
+    EXPERIMENTS[:] = [experiment_start(variant_ids=[variants[0].pk], user=None).pk]
     lead = UserFactory(username="fuzz-lead", is_staff=True, groups=["marketing lead"])
     return {
         "read": f"Bearer {api_token_create(name='fuzz read', kind='read')[1]}",
@@ -131,6 +136,8 @@ def test_no_generated_request_gets_a_server_error(case, credentials):
         case.body = _grounded(case.body)
     if isinstance(case.path_parameters, dict):
         case.path_parameters = _grounded(case.path_parameters)
+        if case.path.startswith("/api/v1/experiments/") and "id" in case.path_parameters:
+            case.path_parameters["id"] = EXPERIMENTS[0]
     case.call_and_validate(headers=headers, checks=checks)
     # Malformed on purpose (issue 15): NUL bytes in every string, and a body nested 500
     # deep (tests/hyperpers/test_bad_input.py sends 5,000). A 4xx, never a 5xx.

@@ -1,7 +1,7 @@
 -- wrk script of bench/delivery.py: random slots, the bearer token, figures as JSON.
 --
 -- Read from the environment (bench/delivery.py sets them):
---   BENCH_MODE      live | bare | batch
+--   BENCH_MODE      live | bare | batch | visitor (live, naming a random visitor)
 --   BENCH_TOKEN     the API key, sent as "Authorization: Bearer <key>" (bare ignores it)
 --   BENCH_PROMPT    the prompt's slug
 --   BENCH_PRODUCTS  number of products, SKUs BENCH_SKU_PREFIX .. %06d from 0
@@ -48,6 +48,12 @@ local function segment()
   return string.format("%s%02d", segment_prefix, math.random(0, segments - 1))
 end
 
+local function visitor()
+  -- A new anonymous id nearly every request, as a stream of first visits: each answer
+  -- picks an arm and signs an exposure id of its own.
+  return string.format("&visitor=%08x%08x", math.random(0, 0x7fffffff), math.random(0, 0x7fffffff))
+end
+
 local function language()
   if #tags == 0 then
     return ""
@@ -70,6 +76,9 @@ function request()
   else
     path = "/api/v1/live/?prompt=" .. prompt .. "&product=" .. sku() .. "&segment=" .. segment()
       .. language()
+    if mode == "visitor" then
+      path = path .. visitor()
+    end
   end
   return wrk.format("GET", path, headers)
 end

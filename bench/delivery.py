@@ -20,7 +20,9 @@ counts match; `--reseed`): a brand, a prompt with one version, 10,000 products, 
 segments and a published variant in each of the 420,000 slots (3 languages); 1,000,000
 customers (`--customers`, 100 a product), each of one segment by their attributes, and a
 published one-to-one variant for every tenth of them (`--customer-variants`), all
-written with COPY.
+written with COPY. Beside them, an experiment of 3 arms on every segment slot (issue
+17): the base copy as control (10%), the published variant and a challenger (45% each),
+stored stopped and started only for the experiment runs (4. below).
 
 For each gunicorn worker class asked (`sync`, `gthread`), on a freshly started server
 that serves the project's URLs plus `/bench/bare/` (bench/delivery_urls.py: a constant
@@ -44,12 +46,19 @@ JSON body of a live answer's size, through the same middleware in the same proce
    cost this process a few percent of a core (printed with the figures).
 3. the batch endpoint, 50 random products a call: wrk throughput, and latency at
    `--batch-rate` with the open-loop generator.
+4. experiments (issue 17): every slot's experiment started (one UPDATE, then the global
+   epoch bumped, as a deploy of many experiments would be), segment requests naming a
+   random visitor each (an arm picked, an exposure id signed per request): wrk against
+   the bare view alternated as in 1., then the same open loop at `--rate`; then the
+   experiments are stopped again.
 
 Then, in this process (no network), every block loaded first: the queries and Redis
 round trips of one live request through Django's WSGI handler, the queries of a
 customer's (and the plan of their one query), and a cProfile of `--profile-requests`
 segment and customer requests broken down by step (token lookup, rate limit,
-validation, queries, signing, JSON).
+validation, queries, signing, JSON); then, with the experiments running, the queries of
+a visitor's request, what its answer costs against a plain one, and the profile of as
+many visitor requests.
 """
 
 from __future__ import annotations
@@ -107,6 +116,9 @@ PURPOSE = "bench-journey"
 RATIO_TARGET = 0.8
 P99_TARGET_MS = 25.0
 CUSTOMERS_A_PRODUCT = 100
+# Every slot's experiment: the control (the base copy) and two variants.
+EXPERIMENT_ARMS = 3
+CONTROL_SHARE = 0.10
 TIERS, BANDS = ("high", "mid", "low"), ("18-24", "25-34", "35-44", "45-54", "55+")
 
 OPENERS = (
@@ -234,8 +246,21 @@ def seeded(args: argparse.Namespace) -> bool:
         and Segment.objects.count() == args.segments
         and Customer.objects.count() == args.customers
         and Variant.objects.published().count() == variants
-        and Variant.objects.count() == variants
+        and Variant.objects.exclude(status=Variant.Status.TESTING).count() == variants
         and Prompt.objects.filter(slug=PROMPT, languages=bench_languages(args)).exists()
+    )
+
+
+def experiments_seeded(args: argparse.Namespace) -> bool:
+    from generation.models import Variant
+    from review.models import Experiment, ExperimentArm, ExperimentWeights
+
+    n = slots(args)
+    return (
+        Experiment.objects.count() == n
+        and ExperimentArm.objects.count() == EXPERIMENT_ARMS * n
+        and ExperimentWeights.objects.count() == n
+        and Variant.objects.filter(status=Variant.Status.TESTING).count() == n
     )
 
 
@@ -294,6 +319,20 @@ def copy_rows(model: Any, rows: Iterator[Any]) -> int:
             copy.write_row([f.get_db_prep_save(f.pre_save(obj, True), connection) for f in fields])
             n += 1
     return n
+
+
+def challenger_text(p: int, s: int, language: str = "en") -> str:
+    """A second approved variant of the slot, about as long, written otherwise."""
+    return (f"[{language}] " if language != "en" else "") + " ".join(
+        (
+            f"New season, same trails: the {BRAND} Trail Runner {p}, tested by runners "
+            f"who go {('easy', 'hard', 'long')[s % 3]}.",
+            MIDDLES[(p + 3) % len(MIDDLES)],
+            MIDDLES[(p + s + 4) % len(MIDDLES)],
+            "Priced at 129, with free returns for 60 days if the fit is not right.",
+            CLOSERS[(p + s + 1) % len(CLOSERS)],
+        )
+    )
 
 
 def variant_text(p: int, s: int, language: str = "en") -> str:
@@ -441,6 +480,130 @@ def seed(args: argparse.Namespace) -> None:
             cursor.execute(f"VACUUM (ANALYZE) {model._meta.db_table}")
 
 
+def seed_experiments(args: argparse.Namespace) -> None:
+    """A 3-arm experiment on every segment slot (issue 17): a challenger variant
+    (testing) beside the published one, the experiment (stopped: the runs start it),
+    its arms (the control, the published variant, the challenger) and its shares (10%,
+    45%, 45%), with COPY in one transaction, after removing any from before."""
+    from django.db import connection, transaction
+    from django.utils import timezone
+
+    from generation.models import Product, Prompt, PromptVersion, Segment, Variant
+    from review.models import Experiment, ExperimentArm, ExperimentWeights
+
+    now = timezone.now()
+    tables = [m._meta.db_table for m in (ExperimentWeights, ExperimentArm, Experiment)]
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            # CASCADE: engagement events of earlier runs name these experiments. Then the
+            # challengers, in one statement (Django's delete() would load each row).
+            cursor.execute(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE")
+            cursor.execute(
+                f"DELETE FROM {Variant._meta.db_table} WHERE status = %s",
+                [Variant.Status.TESTING],
+            )
+        prompt = Prompt.objects.get(slug=PROMPT)
+        first = PromptVersion.objects.get(prompt=prompt, number=1)
+        version, _ = PromptVersion.objects.get_or_create(
+            prompt=prompt,
+            number=2,
+            defaults={"template": first.template, "model": first.model},
+        )
+        product_ids = list(Product.objects.order_by("sku").values_list("id", flat=True))
+        segment_ids = list(Segment.objects.order_by("slug").values_list("id", flat=True))
+        copy_rows(
+            Variant,
+            (
+                Variant(
+                    prompt_id=prompt.pk,
+                    prompt_version_id=version.pk,
+                    product_id=product_id,
+                    segment_id=segment_id,
+                    status=Variant.Status.TESTING,
+                    text=challenger_text(p, s, language),
+                    original_text=challenger_text(p, s, language),
+                    rationale="Leads with the season.",
+                    model="offline-writer-1",
+                    language=language,
+                    generated=now,
+                )
+                for p, product_id in enumerate(product_ids)
+                for s, segment_id in enumerate(segment_ids)
+                for language in bench_languages(args)
+            ),
+        )
+        arms: dict[tuple[int, int, str], list[int]] = {}
+        for pk, product_id, segment_id, language in (
+            Variant.objects.filter(prompt=prompt, segment__isnull=False)
+            .order_by("status", "id")  # published before testing
+            .values_list("id", "product_id", "segment_id", "language")
+            .iterator(chunk_size=20_000)
+        ):
+            arms.setdefault((product_id, segment_id, language), []).append(pk)
+        copy_rows(
+            Experiment,
+            (
+                Experiment(
+                    prompt_id=prompt.pk,
+                    product_id=product_id,
+                    segment_id=segment_id,
+                    language=language,
+                    status=Experiment.Status.STOPPED,
+                    started=now,
+                )
+                for product_id, segment_id, language in arms
+            ),
+        )
+        experiments = Experiment.objects.values_list(
+            "id", "product_id", "segment_id", "language"
+        ).iterator(chunk_size=20_000)
+        by_slot = {(p, s, tag): pk for pk, p, s, tag in experiments}
+        copy_rows(
+            ExperimentArm,
+            (
+                ExperimentArm(experiment_id=by_slot[slot], variant_id=variant_id)
+                for slot, variant_ids in arms.items()
+                for variant_id in (None, *variant_ids)
+            ),
+        )
+        control = CONTROL_SHARE
+        copy_rows(
+            ExperimentWeights,
+            (
+                ExperimentWeights(
+                    experiment_id=by_slot[slot],
+                    weights={
+                        "control": control,
+                        **{f"v{pk}": (1 - control) / len(variant_ids) for pk in variant_ids},
+                    },
+                    reason="bench",
+                )
+                for slot, variant_ids in arms.items()
+            ),
+        )
+    with connection.cursor() as cursor:
+        for model in (Variant, Experiment, ExperimentArm, ExperimentWeights):
+            cursor.execute(f"VACUUM (ANALYZE) {model._meta.db_table}")
+
+
+def experiments_set(running: bool) -> None:
+    """Start (or stop) every experiment of the bench in one UPDATE, then bump the global
+    epoch: every web process drops its snapshot and reads each block again, with its
+    experiments."""
+    from django.conf import settings
+    from django.db import connection
+
+    from review.delivery import live_changed
+    from review.models import Experiment
+
+    status = Experiment.Status.RUNNING if running else Experiment.Status.STOPPED
+    Experiment.objects.exclude(status=status).update(status=status)
+    live_changed()
+    connection.close()
+    # A web process trusts its snapshot this long before it reads the epochs again.
+    time.sleep(settings.DELIVERY_SNAPSHOT_VERIFY_SECONDS + 0.2)
+
+
 def dataset_line() -> str:
     from django.db import connection
 
@@ -453,11 +616,15 @@ def dataset_line() -> str:
                 "SELECT pg_size_pretty(pg_total_relation_size(%s))", [model._meta.db_table]
             )
             sizes.append(cursor.fetchone()[0])
+    from review.models import Experiment
+
     published = Variant.objects.published()
     holdout = Prompt.objects.get(slug=PROMPT).holdout_percent
     return (
         f"data: {Product.objects.count()} products × {Segment.objects.count()} segments, "
-        f"{published.filter(segment__isnull=False).count()} published segment variants; "
+        f"{published.filter(segment__isnull=False).count()} published segment variants, "
+        f"{Experiment.objects.count()} experiments of {EXPERIMENT_ARMS} arms "
+        f"({Variant.objects.filter(status=Variant.Status.TESTING).count()} challengers); "
         f"{Customer.objects.count()} customers, {published.filter(customer__isnull=False).count()}"
         f" published one-to-one variants, holdout {holdout}%; "
         f"variants table {sizes[0]}, customers table {sizes[1]}"
@@ -832,6 +999,13 @@ def random_paths(args: argparse.Namespace, mode: str, salt: int) -> Iterator[str
             continue
         segment = f"{SEGMENT_PREFIX}{rng.randrange(args.segments):02d}"
         language = f"&language={rng.choice(tags)}" if tags else ""
+        if mode == "visitor":  # a segment request naming a new anonymous visitor
+            sku = f"{SKU_PREFIX}{rng.randrange(args.products):06d}"
+            yield (
+                f"/api/v1/live/?prompt={PROMPT}&product={sku}&segment={segment}{language}"
+                f"&visitor={rng.getrandbits(64):016x}"
+            )
+            continue
         if mode == "batch":
             skus = ",".join(
                 f"{SKU_PREFIX}{rng.randrange(args.products):06d}" for _ in range(args.batch_size)
@@ -933,7 +1107,11 @@ STEPS = (
     ("      token lookup (active_token)", "review/auth.py", "active_token"),
     ("      rate limit (token_rate_wait, Redis a lease)", "review/auth.py", "token_rate_wait"),
     ("      snapshot (live_from_snapshot)", "review/delivery.py", "live_from_snapshot"),
+    ("      snapshot (rendered_from_snapshot)", "review/delivery.py", "rendered_from_snapshot"),
     ("        loading blocks (SQL)", "review/delivery.py", "_load_block"),
+    ("        an arm picked (pick_arm)", "review/experiments/allocation.py", "pick_arm"),
+    ("        the visitor's hash (visitor_hash)", "review/delivery.py", "visitor_hash"),
+    ("        exposure ids signed (Exposure.encode)", "review/delivery.py", "encode"),
     ("      as_dict (exposure id signing)", "review/delivery.py", "as_dict"),
     ("      ETag (json.dumps + sha1)", "review/rest/live.py", "_etag"),
     ("    DRF view dispatch (off the fast path)", "rest_framework/views.py", "dispatch"),
@@ -1028,6 +1206,70 @@ def in_process(args: argparse.Namespace, key: str, holdout: int) -> None:
     if n:
         profile(app, paths, key, n, "segment")
         profile(app, customers, key, n, "customer")
+    in_process_experiments(args, app, key)
+
+
+def in_process_experiments(args: argparse.Namespace, app: Any, key: str) -> None:
+    """With every experiment running: the queries of a visitor's request once the
+    blocks are loaded (0: the arm is picked from the snapshot), what a visitor's answer
+    costs the snapshot against a plain one, and a profile of visitor requests."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from review import delivery
+
+    section("in-process: experiments running on every slot")
+    experiments_set(True)
+    try:
+        started = time.perf_counter()
+        for s in range(args.segments):
+            for tag in bench_languages(args) or [""]:
+                delivery.snapshot.block(PROMPT, f"{SEGMENT_PREFIX}{s:02d}", tag)
+        print(f"  loaded the blocks again in {time.perf_counter() - started:.1f}s", flush=True)
+        paths = random_paths(args, "visitor", salt=8)
+        for _ in range(20):
+            wsgi_get(app, next(paths), key)
+        with CaptureQueriesContext(connection) as captured:
+            status, body = wsgi_get(app, next(paths), key)
+        if status != 200 or json.loads(body)["experiment"] is None:
+            raise SystemExit(f"visitor request in-process answered {status}: {body[:300]!r}")
+        queries = len(captured.captured_queries)
+        figure("experiment_live_queries", queries, "0", queries == 0)
+        print_queries(captured.captured_queries)
+        answer_costs(args)
+        if args.profile_requests:
+            profile(app, paths, key, args.profile_requests, "visitor (experiments)")
+    finally:
+        experiments_set(False)
+
+
+def answer_costs(args: argparse.Namespace, n: int = 20_000) -> None:
+    """What the snapshot spends on an answer, in µs, on the same slots: a visitor's in
+    an experiment (an arm picked, the visitor hashed, the exposure id signed, the body
+    rendered and hashed, every request) against a slot's plain answer rendered the
+    first time it is asked for (the same steps but the arm, then kept)."""
+    from review import delivery
+
+    rng = random.Random(args.seed)
+    tags = bench_languages(args)
+    block = delivery.snapshot.block(PROMPT, f"{SEGMENT_PREFIX}00", tags[0] if tags else "")
+    if block is None or not block.slots:
+        print("  (no block held: nothing to measure)", flush=True)
+        return
+    skus = rng.sample(sorted(block.slots), min(200, len(block.slots)))
+    visitors = [f"{rng.getrandbits(64):016x}" for _ in range(n)]
+    started = time.perf_counter()
+    for i, visitor in enumerate(visitors):
+        block.rendered(skus[i % len(skus)], visitor)
+    visitor_us = (time.perf_counter() - started) / n * 1e6
+    started = time.perf_counter()
+    for i in range(n):
+        sku = skus[i % len(skus)]
+        block.answers.pop(sku, None)
+        block.rendered(sku)
+    plain_us = (time.perf_counter() - started) / n * 1e6
+    figure("experiment_answer_us", visitor_us)
+    figure("live_answer_first_render_us", plain_us)
 
 
 def print_queries(queries: list[dict[str, Any]]) -> None:
@@ -1175,7 +1417,9 @@ def check_customer_answers(
     )
 
 
-def warm_until_steady(args: argparse.Namespace, server: Server, key: str) -> float:
+def warm_until_steady(
+    args: argparse.Namespace, server: Server, key: str, mode: str = "live"
+) -> float:
     """Warm the live endpoint until each process holds the blocks it serves: wrk runs of
     `--warmup` seconds until one is within 10% of the one before (at most 30 runs).
     With a block per segment and language asked (42 at 3 languages) a process loads
@@ -1183,17 +1427,68 @@ def warm_until_steady(args: argparse.Namespace, server: Server, key: str) -> flo
     started, previous, runs = time.perf_counter(), None, 0
     while runs < 30:
         runs += 1
-        load = run_wrk(args, server, "live", key, args.warmup)
+        load = run_wrk(args, server, mode, key, args.warmup)
         if previous is not None and load.rate and abs(load.rate - previous) <= 0.1 * previous:
             break
         previous = load.rate
     seconds = time.perf_counter() - started
     print(
-        f"  warm-up of the live endpoint: {runs} runs of {args.warmup}s, {seconds:.0f}s, "
-        f"last {load.rate:.0f}/s",
+        f"  warm-up of the live endpoint ({mode}): {runs} runs of {args.warmup}s, "
+        f"{seconds:.0f}s, last {load.rate:.0f}/s",
         flush=True,
     )
     return seconds
+
+
+def check_experiment_answers(args: argparse.Namespace, server: Server, key: str) -> None:
+    """With the experiments running, a visitor's answer must be one of the slot's three
+    arms with its own text (the control: the base copy), its exposure id saying so and
+    randomized; without a visitor, the published variant, not randomized."""
+    from review.delivery import Exposure
+
+    paths = random_paths(args, "visitor", salt=7)
+    seen: Counter = Counter()
+    for _ in range(60):
+        path = next(paths)
+        status, body = server.get(path, key)
+        if status != 200:
+            raise SystemExit(f"GET {path} answered {status}: {body[:300]!r}")
+        answer = json.loads(body)
+        query = urllib.parse.parse_qs(urllib.parse.urlsplit(path).query)
+        p = int(query["product"][0].removeprefix(SKU_PREFIX))
+        s = int(query["segment"][0].removeprefix(SEGMENT_PREFIX))
+        language = query.get("language", ["en"])[0]
+        exposure = Exposure.decode(answer["exposure_id"])
+        if answer["arm"] == "control":
+            kind = "control"
+            expected = answer["source"] == "base_copy" and answer["text"].startswith(
+                "A cushioned trail shoe"
+            )
+        else:
+            kind = "published" if answer["text"] == variant_text(p, s, language) else "challenger"
+            expected = answer["arm"] == f"v{answer['variant_id']}" and answer["text"] in (
+                variant_text(p, s, language),
+                challenger_text(p, s, language),
+            )
+        if not (
+            expected
+            and answer["experiment"] is not None
+            and exposure.experiment_id == answer["experiment"]
+            and exposure.arm == answer["arm"]
+            and exposure.randomized
+        ):
+            raise SystemExit(f"GET {path}: not an arm of the slot's experiment: {answer}")
+        seen[kind] += 1
+    path = next(random_paths(args, "live", salt=7))
+    status, body = server.get(path, key)
+    answer = json.loads(body)
+    exposure = Exposure.decode(answer["exposure_id"])
+    if status != 200 or answer["source"] != "segment" or exposure.randomized:
+        raise SystemExit(f"GET {path}: not the published variant, not randomized: {answer}")
+    print(
+        "  experiment answers checked: " + ", ".join(f"{k} {n}" for k, n in sorted(seen.items())),
+        flush=True,
+    )
 
 
 def measure_server(
@@ -1237,6 +1532,9 @@ def measure_server(
         load_line(f"open loop at {args.batch_rate:g}/s batch", results["batch_rate"])
         # Each worker holds the snapshot of the copy it served (every block by now).
         server_rss = rss_bytes(descendants([server.process.pid]))
+        experiment_loads, experiment_warm_up = measure_experiments(args, server, key)
+        results.update(experiment_loads)
+        experiment_rss = rss_bytes(descendants([server.process.pid]))
     finally:
         server.close()
 
@@ -1282,9 +1580,81 @@ def measure_server(
     figure(f"batch_{args.batch_size}_p99_ms_at_{args.batch_rate:g}rps{suffix}", batch_rate.p99_ms)
     figure(f"server_rss_mb{suffix}", server_rss / 2**20)
     figure(f"live_warm_up_seconds{suffix}", warm_up)
+    experiment_figures(args, results, suffix, experiment_warm_up)
+    figure(f"experiment_server_rss_mb{suffix}", experiment_rss / 2**20)
     errors = sum(load.error_count for load in results.values())
     figure(f"errors{suffix}", errors, "0", errors == 0)
     return results
+
+
+def measure_experiments(
+    args: argparse.Namespace, server: Server, key: str
+) -> tuple[dict[str, Load], float]:
+    """Issue 17: every slot's experiment started, segment requests naming a visitor
+    against the bare view (alternated wrk rounds after a warm-up), then at the fixed
+    rate; the experiments are stopped again whatever happens. The loads, and the
+    warm-up's seconds."""
+    experiments_set(True)
+    try:
+        check_experiment_answers(args, server, key)
+        warm_up = warm_until_steady(args, server, key, "visitor")
+        rounds: dict[str, list[Load]] = {"bare": [], "visitor": []}
+        for number in range(1, args.rounds + 1):
+            for mode in ("bare", "visitor"):
+                rounds[mode].append(run_wrk(args, server, mode, key, args.duration))
+                load_line(
+                    f"wrk -c{args.connections} {mode} (experiments), round {number}",
+                    rounds[mode][-1],
+                )
+        paths = random_paths(args, "visitor", salt=1)
+        run_open_loop(server, paths, key, args.rate, 3)
+        rate = run_open_loop(server, paths, key, args.rate, args.rate_duration)
+        load_line(f"open loop at {args.rate:g}/s visitor (experiments)", rate)
+    finally:
+        experiments_set(False)
+    loads = {
+        "experiment_bare": combined(rounds["bare"]),
+        "experiment": combined(rounds["visitor"]),
+        "experiment_rate": rate,
+    }
+    return loads, warm_up
+
+
+def experiment_figures(
+    args: argparse.Namespace, results: dict[str, Load], suffix: str, warm_up: float
+) -> None:
+    """The issue's figure: with 3-arm experiments on every slot, segment requests naming
+    a visitor against the bare view of the same rounds, and their p99 at the rate."""
+    bare, visitor, rate = (
+        results["experiment_bare"],
+        results["experiment"],
+        results["experiment_rate"],
+    )
+    figure(f"experiment_throughput_rps_bare_view{suffix}", bare.rate)
+    figure(f"experiment_throughput_rps_visitor{suffix}", visitor.rate)
+    ratio = visitor.rate / bare.rate if bare.rate else float("nan")
+    figure(
+        f"experiment_ratio_to_bare_view{suffix}",
+        ratio,
+        f">= {RATIO_TARGET:g}",
+        ratio >= RATIO_TARGET and not visitor.error_count,
+    )
+    # Against the live figure without experiments, a few minutes earlier on this server.
+    live = results["live"]
+    figure(
+        f"experiment_to_live_throughput_ratio{suffix}",
+        visitor.rate / live.rate if live.rate else float("nan"),
+    )
+    figure(f"experiment_rate_achieved_rps{suffix}", rate.rate, f"{args.rate:g}")
+    figure(f"experiment_p50_ms_at_{args.rate:g}rps{suffix}", rate.p50_ms)
+    figure(
+        f"experiment_p99_ms_at_{args.rate:g}rps{suffix}",
+        rate.p99_ms,
+        f"< {P99_TARGET_MS:g}",
+        rate.p99_ms < P99_TARGET_MS and not rate.error_count,
+    )
+    figure(f"experiment_max_ms_at_{args.rate:g}rps{suffix}", rate.max_ms)
+    figure(f"experiment_warm_up_seconds{suffix}", warm_up)
 
 
 # ----------------------------------------------------------------------------------
@@ -1371,6 +1741,15 @@ def main(argv: list[str] | None = None) -> int:
             )
         else:
             print("reusing the seeded data (--reseed to seed again)", flush=True)
+        if args.reseed or not experiments_seeded(args):
+            seed_started = time.perf_counter()
+            seed_experiments(args)
+            print(
+                f"seeded {slots(args)} experiments of {EXPERIMENT_ARMS} arms in "
+                f"{time.perf_counter() - seed_started:.1f}s (COPY, VACUUM ANALYZE)",
+                flush=True,
+            )
+        experiments_set(False)  # a run interrupted with them started left them so
         print(dataset_line(), flush=True)
         key = fresh_token()
         from django.db import connection

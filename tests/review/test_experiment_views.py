@@ -2,7 +2,10 @@
 stopping, pausing and resuming, starting one from the focus view, approving into an
 experiment, and the metrics page's links."""
 
+from io import StringIO
+
 import pytest
+from django.core.management import call_command
 from django.urls import reverse
 from django.utils.html import escape
 
@@ -393,3 +396,45 @@ def test_the_metrics_page_summarises_running_experiments_with_their_check(client
     assert "the split is as intended" in section
     assert section.count("winner proposed") == 1
     assert f'data-arm="v{a.pk}"' in section
+
+
+def test_the_demo_path_simulated_traffic_makes_one_arm_win_on_both_pages(client):
+    """The issue's demo: a lead starts a 3-arm experiment from the focus view, then
+    `simulate_engagement --experiment` sends visitors through the live path and the
+    engagement service, and the better arm wins on the experiment and metrics pages."""
+    live, (challenger, _other) = approved_slot(challengers=2)
+    _login(client, "lead")
+    body = {
+        "variants": [live.pk, challenger.pk],
+        "allocation": "fixed",
+        "metric": "click",
+        "correction": "holm",
+        "control_share": "10",
+        "floor": "1",
+        "cadence_minutes": "15",
+        "min_exposures": "500",
+        "auto_pause_losers": "on",
+    }
+    client.post(reverse("review:experiment-new", args=[live.pk]), body)
+    experiment = Experiment.objects.get()
+    rates = f"control=0.05,v{live.pk}=0.05,v{challenger.pk}=0.10"
+    call_command(
+        "simulate_engagement",
+        "--experiment",
+        str(experiment.pk),
+        "--rates",
+        rates,
+        "--visitors",
+        "10000",
+        "--seed",
+        "3",
+        stdout=StringIO(),
+    )
+    page = client.get(reverse("review:experiment", args=[experiment.pk])).content.decode()
+    row = page[page.index(f'data-arm="v{challenger.pk}"') :]
+    assert "winner proposed" in row[: row.index("</tr>")]
+    assert "The split is as intended" in page
+    metrics = client.get(reverse("review:metrics"), {"prompt": live.prompt.slug}).content.decode()
+    section = metrics[metrics.index('id="experiments"') : metrics.index('id="live-slots"')]
+    assert section.count("winner proposed") == 1
+    assert "the split is as intended" in section

@@ -511,12 +511,18 @@ def _experiments(
             continue
         experiments[(product_id, tag)] = _Experiment(
             pk,
-            Experiment(pk=pk).key,
+            experiment_key(pk),
             weights_id,
             tuple((k, float(v)) for k, v in shares.items()),
             tuple(variants),
         )
     return experiments
+
+
+def experiment_key(pk: int) -> str:
+    """Experiment.key without a model instance (a block reads thousands): a test keeps
+    the two equal."""
+    return f"experiment-{pk}"
 
 
 def _trial(
@@ -538,6 +544,10 @@ def _trial(
     experiment = experiments.get((product_id, copy.stored))
     if experiment is None:
         return None
+    # The published arm is the slot's own copy: one string of its text, not two.
+    experiment = experiment._replace(
+        variants=tuple(copy if v.variant_id == copy.variant_id else v for v in experiment.variants)
+    )
     tag = copy.stored or default
     if languages.base_language(tag) == languages.base_language(default):
         return _Trial(experiment, description, default, reason)

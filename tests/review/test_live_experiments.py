@@ -579,3 +579,9 @@ def test_an_event_on_an_experiment_that_was_deleted_is_refused(reader, writer, s
 def test_exposure_ids_are_signed_as_djangos_signer_signs_them(value):
     assert delivery._sign(value) == delivery._signer.sign(value)
     assert delivery._signer.unsign(delivery._sign(value)) == value
+
+
+def test_the_live_path_hashes_with_the_experiments_own_key(slot):
+    live, challenger = slot
+    experiment = _start(live, challenger)
+    assert delivery.experiment_key(experiment.pk) == experiment.key

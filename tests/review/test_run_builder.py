@@ -401,3 +401,25 @@ def test_messages_for_a_segment_without_members_are_refused(client, lead, shop, 
     response = client.post(NEW, _messages(customer_segment="empty", confirm="1"))
     assert "has no members" in _errors(response.content.decode())["customer_segment"]
     assert _nothing_written()
+
+
+def test_the_builder_and_its_estimate_cost_the_same_queries_for_any_catalog(
+    client, lead, shop, django_assert_max_num_queries
+):
+    """Categories, subcategories and segments are GROUP BYs and lists, never a query a
+    row; an estimate reads the products, the segments and the written slots once, and
+    renders a fixed sample of slots."""
+    SegmentFactory(slug="swimmers")
+    # 15 slots: past the estimate's sample of 12, which it renders whatever the scope.
+    scope = {"prompt": "pdp", "segments": ["runners", "yogis", "swimmers"]}
+    with django_assert_max_num_queries(100) as page_small:
+        client.get(NEW)
+    with django_assert_max_num_queries(100) as estimate_small:
+        client.get(ESTIMATE, scope, headers=HX)
+    ProductFactory.create_batch(30, category="Swim", subcategory="Goggles")
+    SegmentFactory.create_batch(20)
+    with django_assert_max_num_queries(len(page_small.captured_queries)):
+        client.get(NEW)
+    with django_assert_max_num_queries(len(estimate_small.captured_queries)):
+        client.get(ESTIMATE, {**scope, "category": ""}, headers=HX)
+    assert len(page_small.captured_queries) <= 10

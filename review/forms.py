@@ -21,6 +21,7 @@ from generation.errors import ServiceError
 from generation.mapping import COLUMNS_MAX
 from generation.models import (
     SEGMENT_RULES_MAX,
+    Brand,
     Customer,
     CustomerSource,
     GenerationRun,
@@ -34,7 +35,7 @@ from generation.services import TRY_MAX_SAMPLES
 from generation.services import messages as gen_messages
 from review import queue as q
 from review.experiments import allocation
-from review.models import Experiment
+from review.models import ApiToken, Experiment
 from review.services import experiments as experiment_services
 
 # A page holds 20 variants; this only bounds what a hand-made request can ask.
@@ -1314,3 +1315,83 @@ class CustomerEraseForm(forms.Form):
                 "That is not this customer's external id: nothing was erased."
             )
         return typed
+
+
+# --- brands, new prompts and API tokens (issue 18) -----------------------------------------
+
+
+class BrandNameForm(BrandForm):
+    """A brand as the brand pages create or edit it: its name (the service refuses one
+    in use, whatever its case), then the voice and word lists as BrandForm reads them."""
+
+    name = forms.CharField(max_length=120, error_messages={"required": "A brand needs a name"})
+    field_order = ["name", "voice", "banned_phrases", "protected_terms"]
+
+
+class _NewPromptForm(forms.Form):
+    name = forms.CharField(max_length=200, error_messages={"required": "A prompt needs a name"})
+    # Empty: made from the name. The service checks it and refuses one in use.
+    slug = forms.CharField(max_length=100, required=False)
+
+
+class PromptNewForm(_NewPromptForm):
+    """A new prompt, its settings and its first template (from a starter, edited or
+    not). The service checks the template as a studio save does, and the languages."""
+
+    starter = forms.CharField(required=False, max_length=40)
+    brand = forms.ModelChoiceField(
+        queryset=Brand.objects.order_by("name"),
+        error_messages={
+            "required": "Choose the brand whose voice it writes in",
+            "invalid_choice": "That brand does not exist (any more); choose another",
+        },
+    )
+    channel = forms.ChoiceField(
+        choices=Prompt.Channel.choices,
+        error_messages={"invalid_choice": "Choose one of the channels listed"},
+    )
+    max_length = forms.IntegerField(
+        min_value=1,
+        max_value=10_000,
+        error_messages={
+            "required": "Give the most characters of copy the channel shows",
+            "min_value": "The length limit is 1 to 10,000 characters",
+            "max_value": "The length limit is 1 to 10,000 characters",
+        },
+    )
+    model = forms.CharField(max_length=120, error_messages={"required": "Name the model"})
+    languages = forms.CharField(required=False, max_length=400)
+    template = forms.CharField(
+        widget=forms.Textarea,
+        strip=False,
+        error_messages={"required": "The template is empty: start from a starter"},
+    )
+
+    def clean_languages(self) -> list[str]:
+        raw = self.cleaned_data["languages"].replace(";", ",").split(",")
+        return [tag.strip() for tag in raw if tag.strip()]
+
+    def clean_template(self) -> str:
+        template = self.cleaned_data["template"].replace("\r\n", "\n")
+        if not template.strip():
+            raise forms.ValidationError("The template is empty: start from a starter")
+        return template
+
+
+class PromptDuplicateForm(_NewPromptForm):
+    """The copy's name and slug; the rest is the prompt's."""
+
+
+class TokenForm(forms.Form):
+    name = forms.CharField(
+        max_length=100,
+        error_messages={"required": "Name the token after who uses it, e.g. 'web shop (prod)'"},
+    )
+    kind = forms.ChoiceField(
+        choices=ApiToken.Kind.choices,
+        widget=forms.RadioSelect,
+        error_messages={
+            "required": "Choose what it may do: read or write",
+            "invalid_choice": "A token reads or writes; choose one of the two",
+        },
+    )

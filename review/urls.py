@@ -10,6 +10,7 @@ from review.views import (
     runs,
     segments,
     studio,
+    tokens,
 )
 
 app_name = "review"
@@ -55,6 +56,9 @@ urlpatterns = [
     path("variants/<int:pk>/experiment/", experiments.experiment_new, name="experiment-new"),
     # The marketing lead's side
     path("brand/", studio.brand_edit, name="brand"),
+    path("brand/new/", studio.brand_new, name="brand-new"),
+    path("tokens/", tokens.tokens, name="tokens"),
+    path("tokens/<int:pk>/revoke/", tokens.token_revoke, name="token-revoke"),
     path("imports/", imports.import_list, name="imports"),
     path("imports/<int:pk>/", imports.import_detail, name="import"),
     # A customer file's columns mapped in the browser, then imported (issue 18 item 2)
@@ -72,6 +76,8 @@ urlpatterns = [
     path("segments/<slug:slug>/", segments.segment_edit, name="segment"),
     path("segments/<slug:slug>/delete/", segments.segment_delete, name="segment-delete"),
     path("prompts/", studio.prompt_list, name="prompts"),
+    path("prompts/new/", studio.prompt_new, name="prompt-new"),
+    path("prompts/<slug:slug>/duplicate/", studio.prompt_copy, name="prompt-duplicate"),
     path("prompts/<slug:slug>/privacy/", segments.prompt_privacy, name="privacy"),
     path("prompts/<slug:slug>/", studio.studio, name="studio"),
     path("prompts/<slug:slug>/preview/", studio.studio_preview, name="studio-preview"),

@@ -1,5 +1,6 @@
-"""The marketing lead's side: the brand voice editor, the prompt list, and the prompt
-studio (preview, try on samples, impact, save, history and rollback).
+"""The marketing lead's side: the brands (list, new, edit), the prompt list, a new
+prompt from a starter template (generation/starters.py) or a copy of another, and the
+prompt studio (preview, try on samples, impact, save, history and rollback).
 
 Every view is for marketing leads and staff. Preview, try and impact write nothing;
 save and rollback go through generation.services and regenerate the prompt's slots.
@@ -22,22 +23,26 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
-from generation import pricing, services
+from generation import pricing, services, starters
 from generation.errors import ServiceError
 from generation.models import Brand, Product, Prompt, PromptVersion, Segment, Variant
 from generation.prompting import OUTPUT_RULES, PLACEHOLDERS, PromptTemplateError
 from generation.prompting import template_placeholders as placeholders_in
+from generation.services import prompts as prompt_services
 from review import metrics
 from review.forms import (
-    BrandForm,
+    BrandNameForm,
     DraftForm,
     ExamplesForm,
     PreviewForm,
+    PromptDuplicateForm,
+    PromptNewForm,
     SampleFormSet,
+    add_service_error,
     errors_text,
 )
 from review.permissions import require_lead
-from review.views import HtmxHttpRequest
+from review.views import HtmxHttpRequest, partial
 
 STUDIO_ERRORS = (PromptTemplateError, ServiceError)
 # Products offered as suggestions beside the SKU fields; any SKU can be typed.
@@ -47,12 +52,13 @@ HISTORY_SIZE = 50
 BEST_PERFORMERS = 8
 
 
-# --- Brand voice ----------------------------------------------------------------------
+# --- Brands -------------------------------------------------------------------------------
 
 
-def _brand_form(brand: Brand) -> BrandForm:
-    return BrandForm(
+def _brand_form(brand: Brand) -> BrandNameForm:
+    return BrandNameForm(
         initial={
+            "name": brand.name,
             "voice": brand.voice,
             "banned_phrases": "\n".join(
                 [
@@ -69,27 +75,39 @@ def _brand_form(brand: Brand) -> BrandForm:
     )
 
 
+def _brand_url(brand: Brand) -> str:
+    return f"{reverse('review:brand')}?brand={brand.pk}"
+
+
 @login_required
 @require_http_methods(["GET", "POST"])
 def brand_edit(request: HtmxHttpRequest) -> HttpResponse:
+    """Every brand, and the chosen one's name, voice and word lists to edit. An empty
+    instance is sent to create its first brand."""
     require_lead(request)
-    brands = list(Brand.objects.order_by("name"))
+    brands = list(Brand.objects.annotate(prompt_count=Count("prompts")).order_by("name"))
     if not brands:
-        raise Http404("No brand yet: load the demo data or add one in the admin")
+        if request.method == "GET":
+            return redirect("review:brand-new")
+        raise Http404("No brand yet: create one first")
     chosen = request.POST.get("brand") or request.GET.get("brand")
     brand = next((b for b in brands if str(b.pk) == chosen), brands[0])
     saved = False
     if request.method == "POST":
-        form = BrandForm(request.POST)
+        form = BrandNameForm(request.POST)
+        old_name = brand.name
         if form.is_valid():
             try:
                 services.brand_update(brand=brand, user=request.user, **form.cleaned_data)
             except services.BrandError as exc:
-                form.add_error(None, str(exc))
+                add_service_error(form, exc)
             else:
-                if not request.htmx:
-                    messages.success(request, f"Saved the voice and word lists of {brand.name}")
-                    return redirect(f"{reverse('review:brand')}?brand={brand.pk}")
+                if not request.htmx or brand.name != old_name:
+                    # A new name shows in the list too: the whole page, not the form.
+                    messages.success(request, f"Saved the brand {brand.name}")
+                    if request.htmx:
+                        return HttpResponseClientRedirect(_brand_url(brand))
+                    return redirect(_brand_url(brand))
                 form, saved = _brand_form(brand), True
     else:
         form = _brand_form(brand)
@@ -103,6 +121,26 @@ def brand_edit(request: HtmxHttpRequest) -> HttpResponse:
     }
     template = "review/brand.html#brand-form" if request.htmx else "review/brand.html"
     return render(request, template, context)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def brand_new(request: HtmxHttpRequest) -> HttpResponse:
+    """A new brand: its name, voice and word lists; then its page."""
+    require_lead(request)
+    form = BrandNameForm(request.POST if request.method == "POST" else None)
+    if form.is_bound and form.is_valid():
+        try:
+            brand = prompt_services.brand_create(user=request.user, **form.cleaned_data)
+        except services.BrandError as exc:
+            add_service_error(form, exc)
+        else:
+            messages.success(
+                request, f"Created the brand {brand.name}: its prompts now write in its voice"
+            )
+            return redirect(_brand_url(brand))
+    context = {"form": form, "output_rules": OUTPUT_RULES, "has_brands": Brand.objects.exists()}
+    return render(request, "review/brand_new.html", context, status=400 if form.is_bound else 200)
 
 
 # --- Prompt list ------------------------------------------------------------------------
@@ -131,6 +169,115 @@ def prompt_list(request: HtmxHttpRequest) -> HttpResponse:
         counts.setdefault(row["prompt_id"], {})[row["status"]] = row["n"]
     listed = [(prompt, counts.get(prompt.pk, {})) for prompt in prompts]
     return render(request, "review/studio_list.html", {"prompts": listed})
+
+
+# --- New prompts: from a starter, or a copy ------------------------------------------------
+
+
+def _free_slug(base: str) -> str:
+    """`base`, or `base-2`, `base-3`... whichever no prompt has yet (a suggestion: the
+    service still refuses a slug taken by the time the form is sent)."""
+    base = base[: prompt_services.PROMPT_SLUG_MAX - 4]
+    taken = set(Prompt.objects.filter(slug__startswith=base).values_list("slug", flat=True))
+    taken |= prompt_services.RESERVED_PROMPT_SLUGS
+    slug, number = base, 1
+    while slug in taken:
+        number += 1
+        slug = f"{base}-{number}"
+    return slug
+
+
+def _starter_form(starter: starters.Starter, kept: dict) -> PromptNewForm:
+    """The new prompt's form filled from a starter; the brand, model and languages the
+    lead already chose (`kept`, from the query string) stay as they were."""
+    brand = kept.get("brand") or Brand.objects.order_by("name").values_list("pk", flat=True).first()
+    return PromptNewForm(
+        initial={
+            "starter": starter.key,
+            "name": starter.name,
+            "slug": _free_slug(starter.slug),
+            "brand": brand,
+            "channel": starter.channel,
+            "max_length": starter.max_length,
+            "model": kept.get("model") or settings.LLM_DEFAULT_MODEL,
+            "languages": kept.get("languages", ""),
+            "template": starter.template,
+        }
+    )
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def prompt_new(request: HtmxHttpRequest) -> HttpResponse:
+    """Create a prompt from a starter template, then edit it in the studio.
+
+    GET ?starter=<key> fills the form from that starter (HTMX swaps the form alone);
+    POST creates the prompt and its v1 through the services, or shows why not beside
+    the field, having written nothing.
+    """
+    require_lead(request)
+    if request.method == "POST":
+        form = PromptNewForm(request.POST)
+        chosen = starters.starter(request.POST.get("starter", ""))
+        if form.is_valid():
+            data = dict(form.cleaned_data)
+            data.pop("starter")
+            try:
+                prompt = prompt_services.prompt_create(
+                    user=request.user,
+                    note=f"From the starter '{chosen.title}'" if chosen else "",
+                    **data,
+                )
+            except ServiceError as exc:
+                add_service_error(form, exc)
+            else:
+                messages.success(
+                    request,
+                    f"Created {prompt.name} with its v1. Preview it on a sample, try it, "
+                    "then start a run.",
+                )
+                return redirect("review:studio", slug=prompt.slug)
+        status = 400
+    else:
+        chosen = starters.starter(request.GET.get("starter", "")) or starters.STARTERS[0]
+        form, status = _starter_form(chosen, request.GET.dict()), 200
+    context = {
+        "form": form,
+        "starters": starters.STARTERS,
+        "chosen": chosen,
+        "has_brands": Brand.objects.exists(),
+        "models": sorted(settings.LLM_PRICES),
+        "placeholders": list(PLACEHOLDERS.items()),
+    }
+    template = "review/prompt_new.html#prompt-new" if partial(request) else "review/prompt_new.html"
+    return render(request, template, context, status=status)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def prompt_copy(request: HtmxHttpRequest, slug: str) -> HttpResponse:
+    """Duplicate a prompt under a new name and slug: its settings and its current
+    version's template, model and examples; none of its variants."""
+    require_lead(request)
+    prompt = _prompt(slug)
+    if request.method == "POST":
+        form = PromptDuplicateForm(request.POST)
+        if form.is_valid():
+            try:
+                copy = prompt_services.prompt_duplicate(
+                    prompt=prompt, user=request.user, **form.cleaned_data
+                )
+            except ServiceError as exc:
+                add_service_error(form, exc)
+            else:
+                messages.success(request, f"Created {copy.name}, a copy of {prompt.name}")
+                return redirect("review:studio", slug=copy.slug)
+        status = 400
+    else:
+        initial = {"name": f"{prompt.name} (copy)", "slug": _free_slug(f"{prompt.slug}-copy")}
+        form, status = PromptDuplicateForm(initial=initial), 200
+    context = {"prompt": prompt, "current": prompt.current_version, "form": form}
+    return render(request, "review/prompt_duplicate.html", context, status=status)
 
 
 # --- Prompt studio -----------------------------------------------------------------------

@@ -154,6 +154,7 @@ def test_a_lead_edits_the_brand_voice_and_word_lists(client, lead):
         reverse("review:brand"),
         {
             "brand": brand.pk,
+            "name": brand.name,
             "voice": "Warm and direct.",
             "banned_phrases": "miracle\r\n\r\n  Miracle \r\nguaranteed",
             "protected_terms": "Northwind\r\nNorthwind",
@@ -171,7 +172,13 @@ def test_saving_the_brand_with_htmx_returns_the_form_saved(client, lead):
     brand = BrandFactory()
     response = client.post(
         reverse("review:brand"),
-        {"brand": brand.pk, "voice": "Warm.", "banned_phrases": "", "protected_terms": ""},
+        {
+            "brand": brand.pk,
+            "name": brand.name,
+            "voice": "Warm.",
+            "banned_phrases": "",
+            "protected_terms": "",
+        },
         headers=HX,
     )
     body = response.content.decode()
@@ -186,7 +193,12 @@ def test_an_empty_voice_is_refused_and_what_was_typed_stays(client, lead, header
     brand = BrandFactory()
     response = client.post(
         reverse("review:brand"),
-        {"brand": brand.pk, "voice": "  ", "banned_phrases": "typed <b>phrase</b>"},
+        {
+            "brand": brand.pk,
+            "name": brand.name,
+            "voice": "  ",
+            "banned_phrases": "typed <b>phrase</b>",
+        },
         headers=headers,
     )
     body = response.content.decode()
@@ -203,6 +215,7 @@ def test_a_protected_term_with_a_banned_phrase_is_refused(client, lead):
         reverse("review:brand"),
         {
             "brand": brand.pk,
+            "name": brand.name,
             "voice": "V",
             "banned_phrases": "mile",
             "protected_terms": "Magic Mile",

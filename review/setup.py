@@ -55,9 +55,9 @@ STEPS = (
     Step(
         "brand",
         "Brand",
-        "Describe the brand's voice and the words it never uses.",
+        "Create the brand: its voice and the words it never uses.",
         "review:brand",
-        "Brand page",
+        "Brands",
     ),
     Step(
         "catalog",
@@ -83,9 +83,9 @@ STEPS = (
     Step(
         "prompt",
         "Prompt",
-        "Write a prompt and save its first version.",
-        "review:prompts",
-        "Prompts",
+        "Create a prompt from a starter template (its first version).",
+        "review:prompt-new",
+        "New prompt",
     ),
     Step(
         "run",
@@ -105,10 +105,9 @@ STEPS = (
     Step(
         "live",
         "Live copy",
-        "Serve the approved copy: a delivery system asks the REST API with a read token.",
-        "api-docs",
-        "API docs",
-        lead_only=False,
+        "Give the web shop or app a read token: it asks the REST API for the approved copy.",
+        "review:tokens",
+        "API tokens",
     ),
 )
 

@@ -119,9 +119,10 @@ def test_a_lead_on_an_empty_instance_sees_the_checklist_with_a_link_per_step(cli
         reverse("review:imports"),
         reverse("review:import-map"),
         reverse("review:segments"),
-        reverse("review:prompts"),
+        reverse("review:prompt-new"),
         reverse("review:run-new"),
-        reverse("api-docs"),
+        reverse("review:queue"),
+        reverse("review:tokens"),
     ):
         assert f'<a href="{url}">' in body
     assert 'data-step="brand"' in body and 'class="todo next" data-step="brand"' in body
@@ -141,7 +142,8 @@ def test_a_copywriter_sees_what_is_missing_but_no_links_to_lead_pages(client):
     _login(client, "copywriter")
     body = client.get(QUEUE).content.decode()
     assert 'id="setup"' in body and "a marketing lead does this" in body
-    assert f'<a href="{reverse("review:imports")}">' not in body
+    for lead_page in ("review:brand", "review:imports", "review:run-new", "review:tokens"):
+        assert f'<a href="{reverse(lead_page)}">' not in body
     assert f'<a href="{reverse("review:queue")}">Review queue</a>' in body
 
 
@@ -174,3 +176,10 @@ def test_anonymous_users_are_sent_to_log_in_and_outsiders_refused(client):
     assert response.status_code == 302 and "/login/" in response["Location"]
     client.force_login(UserFactory(username="outsider"))
     assert client.get(SETUP).status_code == 403
+
+
+def test_every_step_links_to_a_page_a_lead_can_open_on_an_empty_instance(client):
+    _login(client, "lead")
+    for _step, _done, url in checklist().steps:
+        response = client.get(url, follow=True)
+        assert response.status_code == 200, f"{url}: {response.status_code}"

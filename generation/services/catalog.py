@@ -242,25 +242,31 @@ class _BatchWriter:
         self.batch.clear()
 
 
-# Private to the session (TEMPORARY) and gone at its transaction's end (ON COMMIT DROP).
+# Private to the session (TEMPORARY) and gone at its transaction's end (ON COMMIT DROP):
+# a chunk's rows, and the external ids of every chunk so far.
 STAGING_TABLE = "hyperpers_customer_import"
+STAGED_IDS_TABLE = "hyperpers_customer_import_ids"
+# Rows a COPY sends before their upsert is queued: the server writes one chunk while
+# the next is read from the file.
+COPY_CHUNK_ROWS = 20_000
 
 
 class _CopyWriter:
-    """PostgreSQL: every row goes by COPY into a temporary staging table, then one
-    statement upserts them all into the customers table.
+    """PostgreSQL: rows go by COPY into a temporary staging table, a chunk at a time,
+    and one statement a chunk upserts them into the customers table.
 
     Row by row, even in batches of INSERTs, PostgreSQL's import ran at a fifth of the
-    rate the file is read at: each row paid for its statement. COPY streams the rows
-    while the file is read (the server parses them on its own core), and the upsert is
-    one join that also counts what it created, changed and left alone.
+    rate the file is read at: each row paid for its statement. A chunk's upsert is one
+    join that writes the new and changed rows and counts them. It is queued (psycopg's
+    pipeline mode) and runs on the server while the next chunk is read here; only the
+    next COPY waits for it (a COPY cannot be pipelined).
 
-    It counts the segments' members as the rows go by (`tally`), and then the customers
+    It counts the segments' members as the rows go by (`tally`), then the customers
     the file does not name, read from the database: reading all of them back after the
-    write cost as much as the write.
+    write cost as much as the write. The file's external ids are kept for that.
 
     Used as a context manager inside the import's transaction: leaving it on an
-    exception aborts the COPY, and the transaction's rollback takes everything back.
+    exception ends the pipeline, and the transaction's rollback takes everything back.
     """
 
     def __init__(self, now: datetime) -> None:
@@ -268,33 +274,33 @@ class _CopyWriter:
         self.tally = SegmentTally(list(Segment.objects.all()))
         self.pending: list[tuple[str, str, str]] = []
         self.staged = 0
-        self._open = ExitStack()  # the cursor
-        self._copying = ExitStack()  # the COPY, until finish()
+        self.upserts: list[Any] = []  # a cursor per chunk, read at the end
+        self._open = ExitStack()  # the cursor and the chunks' cursors
+        self._queued = ExitStack()  # the pipeline while a chunk's upsert runs
 
     def __enter__(self) -> _CopyWriter:
         with ExitStack() as opening, connection.wrap_database_errors:
             self._cursor = opening.enter_context(connection.cursor())
-            # Two imports in one transaction (a test's) would find the first's table.
-            self._cursor.execute(f"DROP TABLE IF EXISTS {STAGING_TABLE}")
+            # Two imports in one transaction (a test's) would find the first's tables.
+            self._cursor.execute(f"DROP TABLE IF EXISTS {STAGING_TABLE}, {STAGED_IDS_TABLE}")
             # The customers table's own types: a value too long fails the COPY.
             self._cursor.execute(
-                f"CREATE TEMPORARY TABLE {STAGING_TABLE} ON COMMIT DROP AS "
-                f"SELECT external_id, language, attributes FROM {_customers()} WITH NO DATA"
+                f"CREATE TEMPORARY TABLE {STAGING_TABLE} ON COMMIT DROP AS SELECT "
+                f"external_id, language, attributes FROM {_customers()} WITH NO DATA"
             )
-            self._copy = self._copying.enter_context(
-                self._cursor.copy(
-                    f"COPY {STAGING_TABLE} (external_id, language, attributes) FROM STDIN"
-                )
+            self._cursor.execute(
+                f"CREATE TEMPORARY TABLE {STAGED_IDS_TABLE} ON COMMIT DROP AS SELECT "
+                f"external_id FROM {_customers()} WITH NO DATA"
             )
             self._open = opening.pop_all()
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        # On an exception (bad rows, the worker stopping) the COPY is aborted first:
-        # the connection is then usable for the rollback.
+        # On an exception (bad rows, the worker stopping) the pipeline ends first: the
+        # connection is then usable for the rollback.
         with connection.wrap_database_errors:
             try:
-                self._copying.__exit__(*exc)
+                self._queued.__exit__(*exc)
             finally:
                 self._open.__exit__(*exc)
 
@@ -303,41 +309,64 @@ class _CopyWriter:
             (row.external_id, row.language, json.dumps(row.attributes, ensure_ascii=False))
         )
         self.tally.add({**row.attributes, "language": row.language})
-        if len(self.pending) >= CUSTOMER_BATCH_SIZE:
+        if len(self.pending) >= COPY_CHUNK_ROWS:
             self._send()
 
     def _send(self) -> None:
+        """COPY the pending rows as the next chunk, and queue their upsert."""
+        if not self.pending:
+            return
         # psycopg's own errors (a NUL byte in a text) become Django's, which the
         # import reports as "the database refused the data".
         with connection.wrap_database_errors:
-            for values in self.pending:
-                self._copy.write_row(values)
-        self.staged += len(self.pending)
-        self.pending.clear()
-
-    def finish(self) -> tuple[int, int, int]:
-        """End the COPY and upsert the staged rows: (created, updated, unchanged)."""
-        self._send()
-        with connection.wrap_database_errors:
-            self._copying.close()  # ends the COPY
-            # A temporary table has no statistics until asked; the joins' plans need them.
-            self._cursor.execute(f"ANALYZE {STAGING_TABLE}")
-            self._count_the_others()
-            self._cursor.execute(
+            self._queued.close()  # waits for the last chunk's upsert
+            copying = self._cursor.copy(
+                f"COPY {STAGING_TABLE} (external_id, language, attributes) FROM STDIN"
+            )
+            with copying as copy:
+                for values in self.pending:
+                    copy.write_row(values)
+            self.staged += len(self.pending)
+            self.pending.clear()
+            self._queued.enter_context(connection.connection.pipeline())
+            upsert = self._open.enter_context(connection.cursor())
+            upsert.execute(
                 _STAGED_UPSERT.format(staging=STAGING_TABLE, customers=_customers()),
                 {"now": self.now},
             )
-            created, written = self._cursor.fetchone()
-            self._cursor.execute(f"DROP TABLE {STAGING_TABLE}")
+            # Emptied for the next chunk, so that no upsert reads the rows before it.
+            self._cursor.execute(
+                f"INSERT INTO {STAGED_IDS_TABLE} SELECT external_id FROM {STAGING_TABLE}"
+            )
+            self._cursor.execute(f"TRUNCATE {STAGING_TABLE}")
+        self.upserts.append(upsert)
+
+    def finish(self) -> tuple[int, int, int]:
+        """Write the last chunk, wait for every upsert, count the customers the file
+        leaves alone: (created, updated, unchanged)."""
+        self._send()
+        with connection.wrap_database_errors:
+            self._queued.close()
+            created = written = 0
+            for upsert in self.upserts:
+                chunk_created, chunk_written = upsert.fetchone()
+                created, written = created + chunk_created, written + chunk_written
+            self._count_the_others()
+            self._cursor.execute(f"DROP TABLE {STAGING_TABLE}, {STAGED_IDS_TABLE}")
         return created, written - created, self.staged - written
 
     def _count_the_others(self) -> None:
         """Add the customers the file does not name to the tally, as they are (the
-        upsert leaves them alone), read in chunks by a server-side cursor."""
+        upserts left them alone), read in chunks by a server-side cursor."""
+        self._cursor.execute(f"SELECT count(*) FROM {_customers()}")
+        if self._cursor.fetchone()[0] == self.staged:
+            return  # every customer is one of the file's: nobody else to count
+        # A temporary table has no statistics until asked; the join's plan needs them.
+        self._cursor.execute(f"ANALYZE {STAGED_IDS_TABLE}")
         with connection.chunked_cursor() as others:
             others.execute(
                 f"SELECT c.language, c.attributes FROM {_customers()} c WHERE NOT EXISTS "
-                f"(SELECT 1 FROM {STAGING_TABLE} s WHERE s.external_id = c.external_id)"
+                f"(SELECT 1 FROM {STAGED_IDS_TABLE} s WHERE s.external_id = c.external_id)"
             )
             while rows := others.fetchmany(5000):
                 for language, attributes in rows:
@@ -349,10 +378,10 @@ def _customers() -> str:
     return connection.ops.quote_name(Customer._meta.db_table)
 
 
-# New and changed rows only (an unchanged one keeps its `updated`), in one statement
-# that also counts them: a row it created has the import's own `created` stamp (an
-# older customer keeps theirs). The file has each external id once (the reader refuses
-# a repeat), so no row is upserted twice.
+# A chunk's new and changed rows (an unchanged one keeps its `updated`), in one
+# statement that also counts them: a row it created has the import's own `created`
+# stamp (an older customer keeps theirs). The file has each external id once (the
+# reader refuses a repeat), so no row is upserted twice.
 _STAGED_UPSERT = """
 WITH written AS (
     INSERT INTO {customers} (external_id, language, attributes, created, updated)

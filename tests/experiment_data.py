@@ -16,7 +16,9 @@ def approved_slot(challengers: int = 2, **live_fields) -> tuple[Variant, list[Va
     others = [
         VariantFactory(
             status=Variant.Status.RETIRED,
-            prompt_version=PromptVersionFactory(prompt=live.prompt, number=100 + n),
+            prompt_version=PromptVersionFactory(
+                prompt=live.prompt, number=live.prompt_version.number + n
+            ),
             prompt=live.prompt,
             product=live.product,
             segment=live.segment,

@@ -14,8 +14,8 @@ from tests.factories import PromptVersionFactory, UserFactory, VariantFactory
 pytestmark = pytest.mark.django_db
 
 
-def _in_review(live: Variant, number: int = 50) -> Variant:
-    version = PromptVersionFactory(prompt=live.prompt, number=number)
+def _in_review(live: Variant) -> Variant:
+    version = PromptVersionFactory(prompt=live.prompt, number=live.prompt_version.number + 50)
     return VariantFactory(
         prompt_version=version, prompt=live.prompt, product=live.product, segment=live.segment
     )

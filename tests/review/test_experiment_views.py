@@ -302,7 +302,7 @@ def test_a_refused_start_shows_the_error_on_the_focus_view(client):
 
 def _in_review(live: Variant) -> Variant:
     """A new variant of `live`'s slot, from a later prompt version, in review."""
-    version = PromptVersionFactory(prompt=live.prompt, number=50)
+    version = PromptVersionFactory(prompt=live.prompt, number=live.prompt_version.number + 50)
     return VariantFactory(
         prompt_version=version, prompt=live.prompt, product=live.product, segment=live.segment
     )

@@ -5,6 +5,10 @@
   every check passes, and wait in review when one fails;
 - auto: published when every check passes, else reviewed.
 
+Copy for a slot that runs an experiment always waits for a person: publishing it
+would stop the experiment, and only a person can say whether it replaces the live
+variant or joins the experiment as a challenger.
+
 The engine sends generation.signals.variants_written in its write transaction, right
 after the copy is written; `variants_written` below receives it (connected in
 review/apps.py) and publishes through the one publish path, services.variant_approve.
@@ -19,6 +23,7 @@ from django.db import IntegrityError, transaction
 
 from generation.models import Prompt, Variant
 from review.services import DecisionError, variant_approve
+from review.services.experiments import running_for
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +59,10 @@ def policy_apply(variant_ids: list[int]) -> dict[str, int]:
         ):
             # A failed check, a check that asks for a person (weak signs of injected
             # instructions), or a reviewer's course correction: people read the result.
+            outcome = "held"
+        elif running_for(variant) is not None:
+            # Its slot runs an experiment: publishing would stop it. A person decides
+            # whether the copy replaces the live variant or joins the experiment.
             outcome = "held"
         else:
             outcome = "auto"

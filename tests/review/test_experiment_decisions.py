@@ -101,3 +101,20 @@ def test_approving_with_no_experiment_on_the_slot_is_unchanged():
     live.refresh_from_db()
     assert live.status == "retired"
     assert not ReviewEvent.objects.filter(action=ReviewEvent.Action.EXPERIMENT_STOP).exists()
+
+
+def test_the_review_policy_leaves_copy_of_a_slot_in_an_experiment_to_people():
+    """Auto-publishing a challenger would stop the experiment it was written for."""
+    from generation.models import Prompt
+    from review import policy
+
+    live, (a,) = approved_slot(challengers=1)
+    experiment = svc.experiment_start(variant_ids=[a.pk], user=None)
+    Prompt.objects.filter(pk=live.prompt_id).update(review_policy="auto")
+    fresh = _in_review(live)
+    elsewhere = VariantFactory(prompt_version=fresh.prompt_version, prompt=live.prompt)
+
+    assert policy.policy_apply([fresh.pk, elsewhere.pk]) == {"auto": 1, "sampled": 0, "held": 1}
+    fresh.refresh_from_db(), elsewhere.refresh_from_db(), experiment.refresh_from_db()
+    assert (fresh.status, elsewhere.status) == ("in_review", "published")
+    assert experiment.status == Experiment.Status.RUNNING

@@ -106,6 +106,12 @@ class Command(BaseCommand):
                 [sys.executable, "-m", "celery", "-A", "hyperpers", "worker",
                  "--loglevel", "INFO", "--concurrency", "2", "--hostname", "demo@%h"],
             )  # fmt: skip
+            # Beat: experiments are reviewed (losers paused, winners proposed, bandits
+            # reweighed) and underperformers flagged on their schedules.
+            spawn(
+                "beat",
+                [sys.executable, "-m", "celery", "-A", "hyperpers", "beat", "--loglevel", "INFO"],
+            )
 
             self.stdout.write("Loading demo data…")
             summary = demo_data.load()

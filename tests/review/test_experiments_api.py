@@ -164,7 +164,7 @@ def test_stop_with_a_promotion_publishes_the_variant(slot):
 
 
 def test_add_pause_and_resume_an_arm(slot):
-    live, (a, b) = slot
+    _live, (a, b) = slot
     experiment = svc.experiment_start(variant_ids=[a.pk], user=None)
     client = as_("write")
     added = client.post(f"{API}{experiment.pk}/arms/", {"variant": b.pk}, format="json")

@@ -242,10 +242,8 @@ class _BatchWriter:
         self.batch.clear()
 
 
-# Private to the session (TEMPORARY) and gone at its transaction's end (ON COMMIT DROP):
-# a chunk's rows, and the external ids of every chunk so far.
+# Private to the session (TEMPORARY) and gone at its transaction's end (ON COMMIT DROP).
 STAGING_TABLE = "hyperpers_customer_import"
-STAGED_IDS_TABLE = "hyperpers_customer_import_ids"
 # Rows a COPY sends before their upsert is queued: the server writes one chunk while
 # the next is read from the file.
 COPY_CHUNK_ROWS = 20_000
@@ -257,13 +255,14 @@ class _CopyWriter:
 
     Row by row, even in batches of INSERTs, PostgreSQL's import ran at a fifth of the
     rate the file is read at: each row paid for its statement. A chunk's upsert is one
-    join that writes the new and changed rows and counts them. It is queued (psycopg's
+    statement that writes the new and changed rows and counts them. It is queued (psycopg's
     pipeline mode) and runs on the server while the next chunk is read here; only the
     next COPY waits for it (a COPY cannot be pipelined).
 
-    It counts the segments' members as the rows go by (`tally`), then the customers
-    the file does not name, read from the database: reading all of them back after the
-    write cost as much as the write. The file's external ids are kept for that.
+    It counts the segments' members as the rows go by (`tally`): reading every customer
+    back after the write cost as much as the write. When the database holds customers
+    the file does not name, that count is not the whole and `tally` is None: the
+    segments are recounted from the database, as before.
 
     Used as a context manager inside the import's transaction: leaving it on an
     exception ends the pipeline, and the transaction's rollback takes everything back.
@@ -271,7 +270,7 @@ class _CopyWriter:
 
     def __init__(self, now: datetime) -> None:
         self.now = now
-        self.tally = SegmentTally(list(Segment.objects.all()))
+        self.tally: SegmentTally | None = SegmentTally(list(Segment.objects.all()))
         self.pending: list[tuple[str, str, str]] = []
         self.staged = 0
         self.upserts: list[Any] = []  # a cursor per chunk, read at the end
@@ -281,16 +280,12 @@ class _CopyWriter:
     def __enter__(self) -> _CopyWriter:
         with ExitStack() as opening, connection.wrap_database_errors:
             self._cursor = opening.enter_context(connection.cursor())
-            # Two imports in one transaction (a test's) would find the first's tables.
-            self._cursor.execute(f"DROP TABLE IF EXISTS {STAGING_TABLE}, {STAGED_IDS_TABLE}")
+            # Two imports in one transaction (a test's) would find the first's table.
+            self._cursor.execute(f"DROP TABLE IF EXISTS {STAGING_TABLE}")
             # The customers table's own types: a value too long fails the COPY.
             self._cursor.execute(
                 f"CREATE TEMPORARY TABLE {STAGING_TABLE} ON COMMIT DROP AS SELECT "
                 f"external_id, language, attributes FROM {_customers()} WITH NO DATA"
-            )
-            self._cursor.execute(
-                f"CREATE TEMPORARY TABLE {STAGED_IDS_TABLE} ON COMMIT DROP AS SELECT "
-                f"external_id FROM {_customers()} WITH NO DATA"
             )
             self._open = opening.pop_all()
         return self
@@ -308,7 +303,8 @@ class _CopyWriter:
         self.pending.append(
             (row.external_id, row.language, json.dumps(row.attributes, ensure_ascii=False))
         )
-        self.tally.add({**row.attributes, "language": row.language})
+        if self.tally is not None:
+            self.tally.add({**row.attributes, "language": row.language})
         if len(self.pending) >= COPY_CHUNK_ROWS:
             self._send()
 
@@ -335,15 +331,12 @@ class _CopyWriter:
                 {"now": self.now},
             )
             # Emptied for the next chunk, so that no upsert reads the rows before it.
-            self._cursor.execute(
-                f"INSERT INTO {STAGED_IDS_TABLE} SELECT external_id FROM {STAGING_TABLE}"
-            )
             self._cursor.execute(f"TRUNCATE {STAGING_TABLE}")
         self.upserts.append(upsert)
 
     def finish(self) -> tuple[int, int, int]:
-        """Write the last chunk, wait for every upsert, count the customers the file
-        leaves alone: (created, updated, unchanged)."""
+        """Write the last chunk and wait for every upsert: (created, updated,
+        unchanged)."""
         self._send()
         with connection.wrap_database_errors:
             self._queued.close()
@@ -351,46 +344,32 @@ class _CopyWriter:
             for upsert in self.upserts:
                 chunk_created, chunk_written = upsert.fetchone()
                 created, written = created + chunk_created, written + chunk_written
-            self._count_the_others()
-            self._cursor.execute(f"DROP TABLE {STAGING_TABLE}, {STAGED_IDS_TABLE}")
+            # Every staged row is a customer now: as many customers, and none is another.
+            self._cursor.execute(f"SELECT count(*) FROM {_customers()}")
+            if self._cursor.fetchone()[0] != self.staged:
+                self.tally = None
+            self._cursor.execute(f"DROP TABLE {STAGING_TABLE}")
         return created, written - created, self.staged - written
-
-    def _count_the_others(self) -> None:
-        """Add the customers the file does not name to the tally, as they are (the
-        upserts left them alone), read in chunks by a server-side cursor."""
-        self._cursor.execute(f"SELECT count(*) FROM {_customers()}")
-        if self._cursor.fetchone()[0] == self.staged:
-            return  # every customer is one of the file's: nobody else to count
-        # A temporary table has no statistics until asked; the join's plan needs them.
-        self._cursor.execute(f"ANALYZE {STAGED_IDS_TABLE}")
-        with connection.chunked_cursor() as others:
-            others.execute(
-                f"SELECT c.language, c.attributes FROM {_customers()} c WHERE NOT EXISTS "
-                f"(SELECT 1 FROM {STAGED_IDS_TABLE} s WHERE s.external_id = c.external_id)"
-            )
-            while rows := others.fetchmany(5000):
-                for language, attributes in rows:
-                    # Django reads jsonb as text, for JSONField to decode.
-                    self.tally.add({**json.loads(attributes), "language": language})
 
 
 def _customers() -> str:
     return connection.ops.quote_name(Customer._meta.db_table)
 
 
-# A chunk's new and changed rows (an unchanged one keeps its `updated`), in one
-# statement that also counts them: a row it created has the import's own `created`
-# stamp (an older customer keeps theirs). The file has each external id once (the
-# reader refuses a repeat), so no row is upserted twice.
+# A chunk's new and changed rows in one statement that also counts them. An unchanged
+# row is left alone, `updated` and all (ON CONFLICT's WHERE: one index probe a row); a
+# new one has the import's own `created` stamp, where an older customer keeps theirs.
+# The file has each external id once (the reader refuses a repeat), so no row is
+# upserted twice.
 _STAGED_UPSERT = """
 WITH written AS (
     INSERT INTO {customers} (external_id, language, attributes, created, updated)
-    SELECT s.external_id, s.language, s.attributes, %(now)s, %(now)s
-    FROM {staging} s LEFT JOIN {customers} c ON c.external_id = s.external_id
-    WHERE c.id IS NULL OR c.language <> s.language OR c.attributes <> s.attributes
+    SELECT external_id, language, attributes, %(now)s, %(now)s FROM {staging}
     ON CONFLICT (external_id) DO UPDATE SET
         language = excluded.language, attributes = excluded.attributes,
         updated = excluded.updated
+    WHERE {customers}.language <> excluded.language
+        OR {customers}.attributes <> excluded.attributes
     RETURNING created
 )
 SELECT count(*) FILTER (WHERE created = %(now)s), count(*) FROM written

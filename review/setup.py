@@ -24,9 +24,8 @@ from generation.models import (
     Product,
     PromptVersion,
     Segment,
-    Variant,
 )
-from review.models import ReviewEvent
+from review.models import ApiToken, ReviewEvent
 
 # The decisions that count as a review: a person's, or the review policy publishing
 # copy on its own (user None). Retire and undo follow from another decision.
@@ -105,7 +104,8 @@ STEPS = (
     Step(
         "live",
         "Live copy",
-        "Give the web shop or app a read token: it asks the REST API for the approved copy.",
+        "Give the web shop or app a read token: the step is done once it has fetched "
+        "approved copy from the REST API.",
         "review:tokens",
         "API tokens",
     ),
@@ -122,7 +122,11 @@ def _evidence() -> dict[str, QuerySet]:
         "prompt": PromptVersion.objects.all(),
         "run": GenerationRun.objects.all(),
         "review": ReviewEvent.objects.filter(action__in=DECISIONS),
-        "live": Variant.objects.filter(status=Variant.Status.PUBLISHED),
+        # Approved copy is not live until something asks for it: the step is done
+        # once a read token fetched copy (its last use is recorded, review.auth).
+        "live": ApiToken.objects.filter(
+            kind=ApiToken.Kind.READ, revoked__isnull=True, last_used__isnull=False
+        ),
     }
 
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import pytest
 from django.urls import reverse
+from django.utils import timezone
 
 from generation.models import GenerationRun, Variant
-from review.models import ReviewEvent
+from review.models import ApiToken, ReviewEvent
 from review.setup import STEPS, checklist, setup_done
 from tests.factories import (
     BrandFactory,
@@ -73,6 +74,8 @@ def test_each_step_is_ticked_by_the_data_it_leaves_behind(django_assert_num_quer
     assert not checklist().complete
 
     Variant.objects.filter(pk=variant.pk).update(status=Variant.Status.PUBLISHED)
+    assert not checklist().complete  # approved, but nothing asked for it yet
+    ApiToken.objects.create(name="shop", kind="read", key_hash="c" * 64, last_used=timezone.now())
     with django_assert_num_queries(1):
         steps = checklist()
     assert steps.complete and steps.done_count == 8 and steps.next_step is None
@@ -90,7 +93,19 @@ def test_undoing_a_step_unticks_it():
 def test_a_decision_of_the_review_policy_counts_as_a_review():
     variant = VariantFactory(status=Variant.Status.PUBLISHED)
     ReviewEvent.objects.create(variant=variant, user=None, action=ReviewEvent.Action.APPROVE)
-    assert {"review", "live"} <= set(_ticked())
+    assert "review" in set(_ticked())
+
+
+def test_live_copy_is_done_once_a_read_token_fetched_copy():
+    """Published copy nobody asks for is not live: a used read token is the evidence."""
+    VariantFactory(status=Variant.Status.PUBLISHED)
+    assert "live" not in _ticked()
+    token = ApiToken.objects.create(name="shop", kind="read", key_hash="a" * 64)
+    assert "live" not in _ticked()
+    ApiToken.objects.filter(pk=token.pk).update(last_used=timezone.now())
+    assert "live" in _ticked()
+    ApiToken.objects.filter(pk=token.pk).update(revoked=timezone.now())
+    assert "live" not in _ticked()
 
 
 def _everything_done() -> None:
@@ -99,6 +114,7 @@ def _everything_done() -> None:
     CustomerFactory()
     GenerationRun.objects.create(prompt_version=variant.prompt_version)
     ReviewEvent.objects.create(variant=variant, action=ReviewEvent.Action.APPROVE)
+    ApiToken.objects.create(name="shop", kind="read", key_hash="b" * 64, last_used=timezone.now())
     assert checklist().complete
 
 

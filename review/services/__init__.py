@@ -5,6 +5,10 @@ then `services.variant_approve(...)` works as it always did.
 - decisions: approve (with an edit), reject, regenerate, bulk, undo, and `_publish`,
   the one way copy goes live;
 - engagement: events posted back by delivery systems;
+- experiments: experiments on a slot (start, arms, stop, promote), the counts and
+  analysis the pages show, and the review beat runs (pause losers, propose winners,
+  reweigh bandits), wear-out and challengers; import it as a module
+  (`from review.services import experiments`);
 - transfer: exporting decisions and importing them on another instance.
 """
 

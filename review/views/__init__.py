@@ -1,11 +1,15 @@
 """The HTML and HTMX pages, one module per page family (review/urls.py routes them):
 
-- queue.py: the review queue, the focus view of one variant, decisions, bulk, undo
-- runs.py: generation runs (start, follow, cancel, resume, retry)
+- queue.py: the review queue (with the first-run checklist, review/setup.py), the focus
+  view of one variant (its experiment panel), decisions, bulk, undo
+- runs.py: generation runs (the run builder, follow, cancel, resume, retry)
 - metrics.py: the engagement dashboard, its CSV export, flagging underperformers
-- studio.py: the brand voice, the prompt list and the prompt studio
+- experiments.py: experiments on a slot (list, page, start, arms, stop)
+- studio.py: brands, the prompt list, new prompts from starters, copies, the studio
 - segments.py: the segment builder, and what of the audience a prompt sends
-- imports.py: catalog and customer imports
+- imports.py: catalog and customer imports, and mapping a CDP export's columns
+- catalog.py: the products and customers pages (and a customer's erasure)
+- tokens.py: API tokens (create, shown once; revoke)
 - account.py: the reviewer's own profile
 
 Every view is thin: a permission helper, a form from review/forms.py, one service call,

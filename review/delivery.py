@@ -457,13 +457,12 @@ def _experiments(
     segment_id: int,
     *,
     tags: list[str] | None = None,
-    regional: str = "",
     product_ids: list[int] | None = None,
 ) -> _Experiments:
     """The running experiments of a prompt's slots for a segment, in one query: of every
-    product or of these, in the stored languages `tags` (and those LIKE `regional`), or
-    in every language. Each with its latest shares and its variant arms (id, version
-    number, text); paused arms come too, with no share, so pick_arm never takes them.
+    product or of these, in the stored languages `tags`, or in every language. Each with
+    its latest shares and its variant arms (id, version number, text); paused arms come
+    too, with no share, so pick_arm never takes them.
 
     An experiment whose shares name an arm it does not have is left out (served as a
     plain slot) and logged: it is a bug of whoever wrote the shares.
@@ -472,8 +471,8 @@ def _experiments(
     params: list[int | str | list[int]] = [prompt_id, segment_id, Experiment.Status.RUNNING]
     where = ""
     if tags is not None:
-        where += f"AND (e.language IN ({', '.join(['%s'] * len(tags))}) OR e.language LIKE %s) "
-        params += [*tags, regional]
+        where += f"AND e.language IN ({', '.join(['%s'] * len(tags))}) "
+        params += tags
     if product_ids is not None and connection.vendor == "postgresql":
         where, params = where + "AND e.product_id = ANY(%s) ", [*params, product_ids]
     elif product_ids is not None:
@@ -490,8 +489,9 @@ def _experiments(
         f"JOIN {ExperimentArm._meta.db_table} a ON a.experiment_id = e.id "
         f"JOIN {Variant._meta.db_table} v ON v.id = a.variant_id "
         f"JOIN {PromptVersion._meta.db_table} pv ON pv.id = v.prompt_version_id "
+        # No ORDER BY: sorting every arm's text cost more than the rest (an external
+        # merge at 10,000 experiments a block); the arms are sorted below.
         f"WHERE e.prompt_id = %s AND e.segment_id = %s AND e.status = %s {where}"
-        "ORDER BY e.id, a.id"
     )
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
@@ -514,7 +514,7 @@ def _experiments(
             experiment_key(pk),
             weights_id,
             tuple((k, float(v)) for k, v in shares.items()),
-            tuple(variants),
+            tuple(sorted(variants)),
         )
     return experiments
 
@@ -1036,25 +1036,19 @@ class Snapshot:
             rows: list[tuple[Any, ...]] = cursor.fetchall()
         return rows
 
-    def _experiments_of(self, block: _Block, product_ids: list[int] | None = None) -> _Experiments:
-        """The running experiments of the block's slots (of these products), in the
-        languages _rows_of reads: one query."""
-        tags = sorted({"", block.language, block.asked, languages.base_language(block.asked)})
-        regional = f"{languages.base_language(block.asked)}-%" if block.asked else ""
-        return _experiments(
-            block.prompt_id,
-            block.segment_id,
-            tags=tags,
-            regional=regional,
-            product_ids=product_ids,
-        )
-
     def _served(
-        self, block: _Block, rows: list[tuple[Any, ...]], experiments: _Experiments
+        self, block: _Block, rows: list[tuple[Any, ...]], product_ids: list[int] | None = None
     ) -> dict[str, _Served]:
         """What each product's slot serves in the block's language, from _rows_of's
-        rows and the slots' running experiments: sku -> its slot's fields (a slot read
-        again with the same ones is kept, and so is its rendered answer)."""
+        rows (of every product, or of these) and the running experiments of the slots
+        chosen: sku -> its slot's fields (a slot read again with the same ones is kept,
+        and so is its rendered answer).
+
+        1. Each product's copy in the block's language (_choose_language).
+        2. The experiments of the slots chosen, in one query: only in the languages
+           those slots are stored in (mostly one), not every one _rows_of reads.
+        3. Each slot with its experiment, if one runs.
+        """
         products: dict[str, tuple[int, str, object]] = {}
         live: dict[str, dict[str, _Copy]] = {}
         for sku, product_id, description, translations, variant_id, number, text, tag in rows:
@@ -1062,17 +1056,28 @@ class Snapshot:
             if variant_id is not None:
                 live.setdefault(sku, {})[tag or ""] = _Copy(variant_id, number, text, tag or "")
         wanted = [block.asked] if block.asked else []
-        served: dict[str, _Served] = {}
+        chosen: dict[str, tuple[int, str, dict[str, object], _Choice]] = {}
         for sku, (product_id, description, translations) in products.items():
             if isinstance(translations, str):  # SQLite, and jsonb read as text
                 translations = json.loads(translations)
-            copy, tag, reason, fallback, text = _choose_language(
+            assert translations is None or isinstance(translations, dict)
+            choice = _choose_language(
                 default=block.language,
                 wanted=wanted,
                 live=live.get(sku, {}),
                 translations=translations or {},
                 description=description,
             )
+            chosen[sku] = (product_id, description, translations or {}, choice)
+        stored = sorted({c[3][0].stored for c in chosen.values() if c[3][0] is not None})
+        experiments = (
+            _experiments(block.prompt_id, block.segment_id, tags=stored, product_ids=product_ids)
+            if stored
+            else {}
+        )
+        served: dict[str, _Served] = {}
+        for sku, (product_id, description, translations, choice) in chosen.items():
+            copy, tag, reason, fallback, text = choice
             trial = (
                 _trial(
                     experiments,
@@ -1080,7 +1085,7 @@ class Snapshot:
                     copy,
                     default=block.language,
                     reason=reason,
-                    translations=translations or {},
+                    translations=translations,
                     description=description,
                 )
                 if experiments
@@ -1156,7 +1161,7 @@ class Snapshot:
             key[2],
         )
         if Product.objects.count() <= limit:
-            served = self._served(block, self._rows_of(block), self._experiments_of(block))
+            served = self._served(block, self._rows_of(block))
             block.slots = {sku: self._slot(*rest) for sku, rest in served.items()}
         with self._lock:
             if self._drops != drops:
@@ -1180,15 +1185,7 @@ class Snapshot:
         wanted = set(buckets)
         held = [sku for sku, s in slots.items() if s.product_id % BUCKETS in wanted]
         product_ids = [slots[sku].product_id for sku in held]
-        served = (
-            self._served(
-                block,
-                self._rows_of(block, product_ids),
-                self._experiments_of(block, product_ids),
-            )
-            if held
-            else {}
-        )
+        served = self._served(block, self._rows_of(block, product_ids), product_ids) if held else {}
         found: dict[str, _Slot] = {}
         for sku, row in served.items():
             slot = slots.get(sku)

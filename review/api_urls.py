@@ -70,6 +70,11 @@ urlpatterns = [
         name="api-experiment-stop",
     ),
     path(
+        "experiments/<int:pk>/challengers/",
+        experiments.ExperimentChallengersView.as_view(),
+        name="api-experiment-challengers",
+    ),
+    path(
         "experiments/<int:pk>/arms/",
         experiments.ExperimentArmsView.as_view(),
         name="api-experiment-arms",

@@ -49,6 +49,11 @@ urlpatterns = [
     path("experiments/<int:pk>/", experiments.experiment_detail, name="experiment"),
     path("experiments/<int:pk>/stop/", experiments.experiment_stop, name="experiment-stop"),
     path(
+        "experiments/<int:pk>/challengers/",
+        experiments.experiment_challengers,
+        name="experiment-challengers",
+    ),
+    path(
         "experiments/<int:pk>/arms/<slug:key>/<slug:action>/",
         experiments.experiment_arm,
         name="experiment-arm",

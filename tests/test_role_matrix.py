@@ -68,6 +68,7 @@ MATRIX = [
     ("api-experiment", "get", PEOPLE | {"read", "write"}),
     ("api-experiment-stop", "post", LEADS | {"write"}),
     ("api-experiment-arms", "post", LEADS | {"write"}),
+    ("api-experiment-challengers", "post", LEADS | {"write"}),
     ("api-experiment-arm-pause", "post", LEADS | {"write"}),
     ("api-experiment-arm-resume", "post", LEADS | {"write"}),
     # public: the API's documentation, health, the login page
@@ -110,6 +111,7 @@ MATRIX = [
     ("review:run-action", "post", LEADS),
     ("review:metrics-flag", "post", LEADS),
     ("review:experiment-stop", "post", LEADS),
+    ("review:experiment-challengers", "post", LEADS),
     ("review:experiment-arm", "post", LEADS),
     ("review:experiment-new", "post", LEADS),
     ("review:approve-experiment", "post", LEADS),
@@ -226,9 +228,14 @@ def _kwargs(name: str, world: dict) -> dict:
         return {"pk": world["experiment"].pk, "key": "control"}
     if short == "experiment-arm":
         return {"pk": world["experiment"].pk, "key": "control", "action": "pause"}
-    if short in ("api-experiment", "api-experiment-stop", "api-experiment-arms"):
+    if short in (
+        "api-experiment",
+        "api-experiment-stop",
+        "api-experiment-arms",
+        "api-experiment-challengers",
+    ):
         return {"pk": world["experiment"].pk}
-    if short in ("experiment", "experiment-stop"):
+    if short in ("experiment", "experiment-stop", "experiment-challengers"):
         return {"pk": world["experiment"].pk}
     if short == "prompt-duplicate":
         return {"slug": variant.prompt.slug}

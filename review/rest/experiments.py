@@ -11,6 +11,7 @@ already) and writes nothing.
 from __future__ import annotations
 
 import math
+from decimal import Decimal
 from typing import Any
 
 from django.contrib.auth.models import User
@@ -114,6 +115,23 @@ class ExperimentStopSerializer(serializers.Serializer):
         "keep the live one",
     )
     reason = serializers.CharField(max_length=500, required=False, allow_blank=True)
+
+
+class ChallengersSerializer(serializers.Serializer):
+    budget = serializers.DecimalField(
+        max_digits=14,
+        decimal_places=6,
+        min_value=Decimal("0.000001"),
+        required=False,
+        allow_null=True,
+        help_text="The run's budget in US dollars; default: none",
+    )
+
+
+class ChallengersResultSerializer(serializers.Serializer):
+    prompt_version = serializers.IntegerField(help_text="The new version's number")
+    run = serializers.IntegerField(help_text="The run writing the challenger (GET /runs/<id>/)")
+    example = serializers.IntegerField(help_text="The variant whose copy it learns from")
 
 
 class ArmAddSerializer(serializers.Serializer):
@@ -432,6 +450,35 @@ class ExperimentStopView(_ExperimentView):
             promote=promote,
         )
         return Response(experiment_detail(experiment))
+
+
+class ExperimentChallengersView(_ExperimentView):
+    @extend_schema(
+        summary="Write a challenger for a running experiment's slot",
+        description="A new prompt version with the best arm's copy as its first example, "
+        "and a run of it over this one slot. The challenger waits in review; approve it "
+        "into the experiment (or add it with POST .../arms/). " + _WRITES,
+        request=ChallengersSerializer,
+        responses={
+            201: ChallengersResultSerializer,
+            400: _400,
+            403: _403,
+            404: _404,
+        },
+    )
+    def post(self, request: Request, pk: int) -> Response:
+        experiment = self._experiment(pk)
+        form = ChallengersSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        made = svc.experiment_challengers(
+            user=_user(request), experiment=experiment, budget=form.validated_data.get("budget")
+        )
+        body = {
+            "prompt_version": made.version.number,
+            "run": made.run.pk,
+            "example": made.example.pk,
+        }
+        return Response(body, status=status.HTTP_201_CREATED)
 
 
 class ExperimentArmsView(_ExperimentView):

@@ -24,6 +24,7 @@ from generation.models import Prompt, Variant
 from review.experiments import explain, stats
 from review.forms import (
     ArmActionForm,
+    BudgetForm,
     ExperimentStartForm,
     ExperimentStopForm,
     add_service_error,
@@ -221,6 +222,33 @@ def experiment_arm(request: HtmxHttpRequest, pk: int, key: str, action: str) -> 
             messages.success(request, f"{key} serves again")
     except ServiceError as exc:
         messages.error(request, exc.message)
+    return redirect("review:experiment", pk=pk)
+
+
+@login_required
+@require_POST
+def experiment_challengers(request: HtmxHttpRequest, pk: int) -> HttpResponse:
+    """One action: a new prompt version learning from the experiment's best arm writes
+    a challenger for this slot (services.experiment_challengers); it waits in review,
+    and approving it offers to add it to the experiment."""
+    require_lead(request)
+    experiment = get_object_or_404(Experiment, pk=pk)
+    form = BudgetForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, errors_text(form, labels=False))
+        return redirect("review:experiment", pk=pk)
+    try:
+        made = svc.experiment_challengers(
+            user=request.user, experiment=experiment, budget=form.cleaned_data["budget"]
+        )
+    except ServiceError as exc:
+        messages.error(request, exc.message)
+    else:
+        messages.success(
+            request,
+            f"Version {made.version.number} learns from variant {made.example.pk}; run "
+            f"{made.run.pk} writes its challenger for this slot, which then waits in review",
+        )
     return redirect("review:experiment", pk=pk)
 
 

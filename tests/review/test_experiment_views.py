@@ -2,6 +2,7 @@
 stopping, pausing and resuming, starting one from the focus view, approving into an
 experiment, and the metrics page's links."""
 
+from decimal import Decimal
 from io import StringIO
 
 import pytest
@@ -438,3 +439,43 @@ def test_the_demo_path_simulated_traffic_makes_one_arm_win_on_both_pages(client)
     section = metrics[metrics.index('id="experiments"') : metrics.index('id="live-slots"')]
     assert section.count("winner proposed") == 1
     assert "the split is as intended" in section
+
+
+# --- challengers ------------------------------------------------------------------------
+
+
+def test_a_lead_writes_a_challenger_from_the_experiment_page(client, running, offline_writer):
+    from generation.models import GenerationRun
+
+    experiment, live, _a, _b = running
+    page = reverse("review:experiment", args=[experiment.pk])
+    _login(client, "copywriter")
+    assert 'id="challengers"' not in client.get(page).content.decode()
+    url = reverse("review:experiment-challengers", args=[experiment.pk])
+    assert client.post(url).status_code == 403
+    assert not GenerationRun.objects.exists()
+
+    _login(client, "lead")
+    assert 'id="challengers"' in client.get(page).content.decode()
+    response = client.post(url, {"budget": "0.50"}, follow=True)
+    (run,) = GenerationRun.objects.all()
+    assert run.total == 1 and run.budget == Decimal("0.50")
+    assert f"run {run.pk} writes its challenger" in response.content.decode()
+    assert run.prompt_version.prompt == live.prompt
+
+
+def test_a_bad_budget_or_a_stopped_experiment_writes_no_challenger(client, running, offline_writer):
+    from generation.models import GenerationRun
+
+    experiment, _live, _a, _b = running
+    _login(client, "lead")
+    url = reverse("review:experiment-challengers", args=[experiment.pk])
+    versions = experiment.prompt.versions.count()
+    response = client.post(url, {"budget": "lots"}, follow=True)
+    page = response.content.decode()
+    assert "The budget must be a number of dollars, not &#x27;lots&#x27;" in page
+    svc.experiment_stop(experiment=experiment, user=None)
+    response = client.post(url, follow=True)
+    assert "has stopped" in response.content.decode()
+    assert not GenerationRun.objects.exists()
+    assert experiment.prompt.versions.count() == versions

@@ -267,3 +267,21 @@ def test_a_second_experiment_on_a_slot_is_a_conflict(slot):
     assert response.status_code == 409
     assert "slot" in response.json()
     assert _state() == before
+
+
+def test_challengers_over_the_api(slot, offline_writer):
+    from generation.models import GenerationRun
+
+    live, (a, _b) = slot
+    experiment = svc.experiment_start(variant_ids=[a.pk], user=None)
+    url = f"/api/v1/experiments/{experiment.pk}/challengers/"
+    refused = as_("write").post(url, {"budget": "-1"}, format="json")
+    assert refused.status_code == 400 and "budget" in refused.json()
+    assert not GenerationRun.objects.exists()
+    made = as_("write").post(url, {}, format="json")
+    assert made.status_code == 201, made.content
+    run = GenerationRun.objects.get(pk=made.json()["run"])
+    assert run.total == 1 and made.json()["prompt_version"] == live.prompt.current_version.number
+    svc.experiment_stop(experiment=experiment, user=None)
+    stopped = as_("write").post(url, {}, format="json")
+    assert stopped.status_code == 400 and "has stopped" in str(stopped.json())

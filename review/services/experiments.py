@@ -886,7 +886,14 @@ def _best_variant(experiment: Experiment) -> Variant:
             assert best is not None
             return best
     published = [v for v in arms.values() if v and v.status == Variant.Status.PUBLISHED]
-    return published[0] if published else next(v for v in arms.values() if v)
+    if published:
+        return published[0]
+    variants = [v for v in arms.values() if v]
+    if not variants:
+        raise ExperimentError(
+            f"Experiment {experiment.pk} has no variant to learn from", field="experiment"
+        )
+    return variants[0]
 
 
 def experiment_challengers(

@@ -33,8 +33,12 @@ def _wait(run, condition, timeout=120):
 
 
 def _run_of_60(offline_writer) -> GenerationRun:
-    """12 products × 5 segments, the writer answering in 100 ms, its counters at 0."""
-    configure_writer(offline_writer, latency_ms=100)
+    """12 products × 5 segments, the writer answering in 400 ms, its counters at 0.
+
+    Slow enough that a fault lands mid-run on a quiet machine too: at 100 ms, 8 calls
+    in flight wrote all 60 slots in under a second, and the Redis restart came after
+    the last one (CI, 15 <= at_stop < 60 failed with 60)."""
+    configure_writer(offline_writer, latency_ms=400)
     version = PromptVersionFactory()
     run = services.run_create(
         prompt=version.prompt,

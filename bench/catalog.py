@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import secrets
 import sys
 import time
 import urllib.parse
@@ -50,6 +49,7 @@ from bench.review import (
     Page,
     brief,
     database_line,
+    django_setup,
     explain,
     get,
     load_line,
@@ -447,24 +447,9 @@ def header(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    os.environ.update(
-        {
-            "DJANGO_SETTINGS_MODULE": "hyperpers.settings",
-            "DATABASE_URL": args.database_url,
-            "DEBUG": "false",
-            "LOG_LEVEL": "WARNING",
-            "SECRET_KEY": os.environ.get("SECRET_KEY") or secrets.token_urlsafe(50),
-        }
-    )
     header(args)
     started = time.perf_counter()
-    import django
-
-    django.setup()
-    from django.core.management import call_command
-
-    # DEBUG=false serves static files through the hashed manifest (see bench/review.py).
-    call_command("collectstatic", interactive=False, verbosity=0)
+    django_setup(args.database_url)
     ensure_database(args.database_url)
     print(database_line(), flush=True)
     share = args.small_share

@@ -681,12 +681,13 @@ def database_line() -> str:
     return f"postgresql: {version}, autovacuum {autovacuum}"
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def django_setup(database_url: str) -> None:
+    """Django as production runs it, on `database_url`, for a bench of pages:
+    DEBUG off, warnings only, and the static manifest collected."""
     os.environ.update(
         {
             "DJANGO_SETTINGS_MODULE": "hyperpers.settings",
-            "DATABASE_URL": args.database_url,
+            "DATABASE_URL": database_url,
             "DEBUG": "false",
             "LOG_LEVEL": "WARNING",
             # DEBUG=false refuses the development key: bring a long random one, unless
@@ -694,8 +695,6 @@ def main(argv: list[str] | None = None) -> int:
             "SECRET_KEY": os.environ.get("SECRET_KEY") or secrets.token_urlsafe(50),
         }
     )
-    header(args)
-    started = time.perf_counter()
     import django
 
     django.setup()
@@ -704,6 +703,13 @@ def main(argv: list[str] | None = None) -> int:
     # DEBUG=false serves static files through the hashed manifest, as production does:
     # the pages render their static URLs from it, so it must exist (var/static).
     call_command("collectstatic", interactive=False, verbosity=0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    header(args)
+    started = time.perf_counter()
+    django_setup(args.database_url)
     if args.variant_related is not None:
         from review.views import queue as queue_views
 

@@ -218,12 +218,19 @@ class PersonalValues:
     def __init__(self) -> None:
         self.seen: dict[str, int] = {}
         self.kinds: dict[str, Counter] = {}
+        # Attributes sampled SAMPLE times: a row naming only these is skipped whole (a
+        # million-row import would otherwise look at every value to skip it).
+        self.sampled: set[str] = set()
 
     def add(self, attributes: dict) -> None:
+        if attributes.keys() <= self.sampled:
+            return
         for name, value in attributes.items():
             if value is None or value == "" or self.seen.get(name, 0) >= self.SAMPLE:
                 continue
             self.seen[name] = self.seen.get(name, 0) + 1
+            if self.seen[name] >= self.SAMPLE:
+                self.sampled.add(name)
             kind = personal_value_kind(value)
             if kind is not None:
                 self.kinds.setdefault(name, Counter())[kind] += 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator
+from itertools import chain, islice
 from typing import Any, ClassVar
 
 from django.db import transaction
@@ -48,6 +49,8 @@ Summary = dict[str, dict[str, float]]
 SUMMARY_MAX_DISTINCT = 50
 # Past this many distinct rule-attribute combinations, memberships are not memoised.
 _MEMO_MAX = 100_000
+# Customers SegmentTally counts at a time: their dicts are held until counted.
+_TALLY_BATCH = 2_000
 
 
 def _customer_attributes() -> Iterator[dict[str, Any]]:
@@ -105,8 +108,7 @@ def segment_preview(*, rules: object) -> tuple[int, Summary]:
 def segment_tallies(segments: list[Segment]) -> list[tuple[int, Summary]]:
     """(member count, summary) of each segment, from the customers (SegmentTally)."""
     tally = SegmentTally(segments)
-    for attributes in _customer_attributes():
-        tally.add(attributes)
+    tally.add_many(_customer_attributes())
     return tally.results()
 
 
@@ -142,40 +144,88 @@ class SegmentTally:
 
     def add(self, attributes: dict[str, Any]) -> None:
         """Count one customer: their attributes and their language."""
-        mask = 0
-        for bit, (names, segment, memo) in enumerate(self.matchers):
-            key = tuple(_summary_value(attributes.get(a)) for a in names)
-            hit = memo.get(key)
-            if hit is None:
-                hit = bool(segment.rules) and segment.matches(attributes)
-                if len(memo) < _MEMO_MAX:
-                    memo[key] = hit
-            if hit:
-                mask |= 1 << bit
-        if not mask:
+        self.add_many((attributes,))
+
+    def add_many(self, customers: Iterable[dict[str, Any]]) -> None:
+        """Count customers (each their attributes and their language), a batch at a time.
+
+        1. Each customer's mask, from the memo of each segment's answer. The memo's key
+           is the values of the attributes the rules name, with their types: True and
+           1 are equal keys of a dict, but a rule tells them apart.
+        2. The batch's (attribute, value, type) triples counted per mask in one
+           Counter, in C: counting attribute by attribute in Python cost as much as
+           reading the file did (an import counts as it writes).
+        3. The batch's counts merged into the tally as text values, where an attribute
+           found personal or with too many distinct values is dropped.
+        """
+        customers = iter(customers)
+        while batch := list(islice(customers, _TALLY_BATCH)):
+            self._add_batch(batch)
+
+    def _add_batch(self, customers: list[dict[str, Any]]) -> None:
+        by_mask: dict[int, list[dict[str, Any]]] = {}
+        for attributes in customers:
+            mask = 0
+            for bit, (names, segment, memo) in enumerate(self.matchers):
+                values = tuple(map(attributes.get, names))
+                key: tuple[Any, ...] | None = (values, tuple(map(type, values)))
+                try:
+                    hit = memo.get(key)
+                except TypeError:  # a list or an object (set through the API)
+                    key = hit = None
+                if hit is None:
+                    hit = bool(segment.rules) and segment.matches(attributes)
+                    if key is not None and len(memo) < _MEMO_MAX:
+                        memo[key] = hit
+                if hit:
+                    mask |= 1 << bit
+            if mask:
+                found = by_mask.get(mask)
+                if found is None:
+                    by_mask[mask] = [attributes]
+                else:
+                    found.append(attributes)
+        for mask, members in by_mask.items():
+            try:
+                counted = Counter(
+                    chain.from_iterable(
+                        zip(a.keys(), a.values(), map(type, a.values()), strict=True)
+                        for a in members
+                    )
+                )
+            except TypeError:  # an unhashable value: count the batch by its text
+                counted = Counter(
+                    (attribute, _summary_value(value), str)
+                    for a in members
+                    for attribute, value in a.items()
+                )
+            tally = self.per_mask.get(mask)
+            if tally is None:
+                tally = self.per_mask[mask] = [0, defaultdict(Counter)]
+            tally[0] += len(members)
+            for (attribute, value, _type), count in counted.items():
+                self._count(tally[1], attribute, value, count)
+
+    def _count(
+        self, counts: dict[str, Counter[str | None]], attribute: str, value: Any, count: int
+    ) -> None:
+        """Add `count` members with this value to one mask's counts, unless the
+        attribute is personal, has too many distinct values, or the value is empty."""
+        if attribute in self.dropped or value is None or value == "":
             return
-        tally = self.per_mask.get(mask)
-        if tally is None:
-            tally = self.per_mask[mask] = [0, defaultdict(Counter)]
-        tally[0] += 1
-        counts = tally[1]
-        dropped, countable, distinct = self.dropped, self.countable, self.distinct
-        for attribute, value in attributes.items():
-            if attribute in dropped or value is None or value == "":
-                continue
-            if attribute not in countable:
-                if attribute in self.personal:
-                    dropped.add(attribute)
-                    continue
-                countable.add(attribute)
-            value = _summary_value(value)
-            seen = distinct[attribute]
-            if value not in seen:
-                if len(seen) >= SUMMARY_MAX_DISTINCT - 1:
-                    self._drop(attribute)
-                    continue
-                seen.add(value)
-            counts[attribute][value] += 1
+        if attribute not in self.countable:
+            if attribute in self.personal:
+                self.dropped.add(attribute)
+                return
+            self.countable.add(attribute)
+        text = _summary_value(value)
+        seen = self.distinct[attribute]
+        if text not in seen:
+            if len(seen) >= SUMMARY_MAX_DISTINCT - 1:
+                self._drop(attribute)
+                return
+            seen.add(text)
+        counts[attribute][text] += count
 
     def _drop(self, attribute: str) -> None:
         self.dropped.add(attribute)

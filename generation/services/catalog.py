@@ -154,6 +154,11 @@ class CustomerImportResult(ImportResult):
         }
 
 
+# A customer's attributes as the database stores them. One encoder for the whole import:
+# json.dumps with an option builds a new one for every row.
+_attributes_json = json.JSONEncoder(ensure_ascii=False).encode
+
+
 def _customers_upsert(batch: list[CustomerRow], now: datetime) -> tuple[int, int, int]:
     """Write one batch by external id: (created, updated, unchanged)."""
     existing = {
@@ -175,7 +180,7 @@ def _customers_upsert(batch: list[CustomerRow], now: datetime) -> tuple[int, int
             (
                 row.external_id,
                 row.language,
-                json.dumps(row.attributes, ensure_ascii=False),
+                _attributes_json(row.attributes),
                 now,
                 now,
             )
@@ -247,6 +252,8 @@ STAGING_TABLE = "hyperpers_customer_import"
 # Rows a COPY sends before their upsert is queued: the server writes one chunk while
 # the next is read from the file.
 COPY_CHUNK_ROWS = 20_000
+# Rows counted for the segments at a time (SegmentTally.add_many).
+TALLY_BATCH_ROWS = 2_000
 
 
 class _CopyWriter:
@@ -272,6 +279,7 @@ class _CopyWriter:
         self.now = now
         self.tally: SegmentTally | None = SegmentTally(list(Segment.objects.all()))
         self.pending: list[tuple[str, str, str]] = []
+        self.counting: list[dict[str, Any]] = []  # rows for the tally, a batch at a time
         self.staged = 0
         self.upserts: list[Any] = []  # a cursor per chunk, read at the end
         self._open = ExitStack()  # the cursor and the chunks' cursors
@@ -300,13 +308,19 @@ class _CopyWriter:
                 self._open.__exit__(*exc)
 
     def add(self, row: CustomerRow) -> None:
-        self.pending.append(
-            (row.external_id, row.language, json.dumps(row.attributes, ensure_ascii=False))
-        )
+        self.pending.append((row.external_id, row.language, _attributes_json(row.attributes)))
         if self.tally is not None:
-            self.tally.add({**row.attributes, "language": row.language})
+            self.counting.append({**row.attributes, "language": row.language})
+            if len(self.counting) >= TALLY_BATCH_ROWS:
+                self._count()
         if len(self.pending) >= COPY_CHUNK_ROWS:
             self._send()
+
+    def _count(self) -> None:
+        """Count the rows waiting to be counted (SegmentTally counts a batch in C)."""
+        if self.tally is not None:
+            self.tally.add_many(self.counting)
+        self.counting.clear()
 
     def _send(self) -> None:
         """COPY the pending rows as the next chunk, and queue their upsert."""
@@ -337,6 +351,7 @@ class _CopyWriter:
     def finish(self) -> tuple[int, int, int]:
         """Write the last chunk and wait for every upsert: (created, updated,
         unchanged)."""
+        self._count()
         self._send()
         with connection.wrap_database_errors:
             self._queued.close()

@@ -470,3 +470,80 @@ def test_a_json_line_past_the_line_limit_is_a_bad_row_and_the_next_is_read(tmp_p
 
     assert isinstance(rows[0], RowError) and "longer than 1,048,576 bytes" in str(rows[0])
     assert isinstance(rows[1], CustomerRow) and rows[1].external_id == "C2"
+
+
+def _reference_tally(segments, customers):
+    """Each segment's (members, summary) counted the plain way, one customer and one
+    value at a time, as text: what SegmentTally's batched count must equal."""
+    from collections import Counter
+
+    from generation.models import attribute_text
+
+    personal = services_personal()
+    # An attribute with too many distinct values among everyone counted (a member of
+    # any segment) is an identifier: left out of every summary.
+    counted = [c for c in customers if any(s.rules and s.matches(c) for s in segments)]
+    distinct: dict[str, set[str]] = {}
+    for customer in counted:
+        for name, value in customer.items():
+            if value is not None and value != "":
+                distinct.setdefault(name, set()).add(attribute_text(value))
+    results = []
+    for segment in segments:
+        members = [c for c in customers if segment.rules and segment.matches(c)]
+        values: dict[str, Counter] = {}
+        for customer in members:
+            for name, value in customer.items():
+                if value is None or value == "" or name in personal:
+                    continue
+                values.setdefault(name, Counter())[attribute_text(value)] += 1
+        summary = {
+            name: {v: round(c / len(members), 4) for v, c in counter.most_common()}
+            for name, counter in sorted(values.items())
+            if name not in segment.rules and len(distinct[name]) < services.SUMMARY_MAX_DISTINCT
+        }
+        results.append((len(members), summary))
+    return results
+
+
+def services_personal():
+    from generation import prompting
+
+    return prompting.personal_attributes()
+
+
+def test_the_batched_segment_count_equals_counting_one_value_at_a_time(monkeypatch):
+    """SegmentTally counts a batch's values in one C call, keyed by value and type:
+    True and 1 are one dict key but not one rule answer or one summary value. Batches
+    smaller than the data, values of both kinds in one attribute, a list (unhashable),
+    a rule on the language, an identifier that overflows the distinct limit across
+    batches, and a personal attribute all count as one at a time would."""
+    from generation.services import audience as audience_services
+
+    monkeypatch.setattr(audience_services, "_TALLY_BATCH", 7)
+    segments = [
+        Segment(slug="flagged", rules={"flag": True}),
+        Segment(slug="one", rules={"flag": 1}),
+        Segment(slug="german", rules={"language": "de"}),
+        Segment(slug="none", rules={}),
+    ]
+    customers = [
+        {
+            "flag": [True, 1, "1", 1.0, False][i % 5],
+            "language": ["de", "en"][i % 2],
+            "tier": ["low", "high", ""][i % 3],
+            "ltv": [3, 3.0, 4.5][i % 3],
+            "member": f"M{i}",  # one distinct value each: dropped from summaries
+            "email": f"p{i % 4}@example.com",  # personal by its name
+            **({"tags": ["a", "b"]} if i == 40 else {}),
+        }
+        for i in range(120)
+    ]
+    expected = _reference_tally(segments, customers)
+    tally = audience_services.SegmentTally(segments)
+    tally.add_many(customers)
+    assert tally.results() == expected
+    flagged, one = expected[0], expected[1]
+    assert flagged[0] == 24 and one[0] == 72  # True; 1, "1" and 1.0
+    assert "member" not in flagged[1] and "email" not in flagged[1]
+    assert expected[2][1]["flag"]["true"] == round(12 / 60, 4)

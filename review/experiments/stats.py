@@ -61,6 +61,11 @@ The methods, in the order a page shows them (explain.py says each in two sentenc
 7. **Wear-out**: the trend of an arm's daily click-through relative to the control's.
 
 Counts are taken as independent Bernoulli trials (see the package docstring).
+
+scipy.special is imported by the functions that call it, not here: every Django
+process imports this module at start-up (review.services), and scipy held 30 MB of
+each (the live path's gunicorn workers, Celery workers, a customer import) that
+never computes a posterior.
 """
 
 from __future__ import annotations
@@ -73,7 +78,6 @@ from enum import StrEnum
 from typing import Literal
 
 import numpy as np
-from scipy import special
 
 from review.experiments.allocation import MAX_ARMS, shares_check
 
@@ -597,6 +601,8 @@ def _best_and_loss(arms: Sequence[ArmCounts]) -> tuple[np.ndarray, np.ndarray, n
     P(arm i best) = ∫ f_i(x) Π_{j≠i} F_j(x) dx, and E[max] = ∫ (1 − Π_j F_j(x)) dx,
     with f and F the Beta densities and distribution functions (scipy.special).
     """
+    from scipy import special  # loaded on first use: see the module docstring
+
     a, b = _beta_parameters(arms)
     x = _grid(a, b)
     cdf = special.betainc(a[:, None], b[:, None], x[None, :])
@@ -635,6 +641,8 @@ def posteriors(*, arms: Sequence[ArmCounts]) -> dict[str, Posterior]:
 
     Pass the control with the variants: "best" is among every arm passed.
     """
+    from scipy import special  # loaded on first use: see the module docstring
+
     if not 1 <= len(arms) <= MAX_ARMS + 1:
         raise ValueError(f"1 to {MAX_ARMS + 1} arms (the control included), got {len(arms)}")
     keys = [a.arm for a in arms]
@@ -690,6 +698,8 @@ def sample_ratio_check(
     scipy.stats.chisquare's; its p-value is scipy.special.chdtrc, without the
     ~0.2 ms of chisquare's wrappers (the bench calls this hourly in every experiment).
     """
+    from scipy import special  # loaded on first use: see the module docstring
+
     intended = shares_check(shares)
     if set(exposures) != set(intended):
         missing = sorted(set(intended) - set(exposures))
@@ -888,6 +898,8 @@ def wear_out(
     A fixed-horizon test over the window passed (e.g. the last 28 days): a warning for
     a person to read, never an automatic decision.
     """
+    from scipy import special  # loaded on first use: see the module docstring
+
     if len(arm_days) != len(control_days):
         raise ValueError(
             f"arm_days and control_days must cover the same days, got {len(arm_days)} "

@@ -547,3 +547,18 @@ def test_the_batched_segment_count_equals_counting_one_value_at_a_time(monkeypat
     assert flagged[0] == 24 and one[0] == 72  # True; 1, "1" and 1.0
     assert "member" not in flagged[1] and "email" not in flagged[1]
     assert expected[2][1]["flag"]["true"] == round(12 / 60, 4)
+
+
+def test_every_repeated_external_id_names_the_line_it_was_first_on(tmp_path):
+    """The ids read so far are kept without a line object each; the first repeat
+    builds the index of where each id was, and ids read after it are found too."""
+    ids = ["A", "B", "C", "A", "D", "B", "E", "D", "A"]
+    path = tmp_path / "c.csv"
+    path.write_text("external_id\n" + "".join(f"{i}\n" for i in ids), encoding="utf-8")
+    errors = [r for r in audience.read_customers(path) if isinstance(r, audience.RowError)]
+    assert [(e.line, e.message) for e in errors] == [
+        (5, "external_id 'A' appears on line 2 and line 5"),
+        (7, "external_id 'B' appears on line 3 and line 7"),
+        (9, "external_id 'D' appears on line 6 and line 9"),
+        (10, "external_id 'A' appears on line 2 and line 10"),
+    ]

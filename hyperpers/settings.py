@@ -378,6 +378,9 @@ DELIVERY_MAX_AGE = env.int("DELIVERY_MAX_AGE", default=60)
 DELIVERY_SNAPSHOT_VERIFY_SECONDS = env.float("DELIVERY_SNAPSHOT_VERIFY_SECONDS", default=1.0)
 DELIVERY_SNAPSHOT_MAX_AGE_SECONDS = env.float("DELIVERY_SNAPSHOT_MAX_AGE_SECONDS", default=600.0)
 DELIVERY_SNAPSHOT_MAX_ROWS = env.int("DELIVERY_SNAPSHOT_MAX_ROWS", default=600_000)
+# Past this many slots held, each snapshot read ends with gc.freeze() (review/delivery.py,
+# Snapshot._settle): the garbage collector stops walking the snapshot.
+DELIVERY_SNAPSHOT_FREEZE_ROWS = env.int("DELIVERY_SNAPSHOT_FREEZE_ROWS", default=50_000)
 # Products in one batch request (a product listing page).
 DELIVERY_BATCH_MAX = env.int("DELIVERY_BATCH_MAX", default=100)
 # The largest file an import over the API or the browser takes (the commands take any size).

@@ -434,3 +434,40 @@ def test_a_load_overtaken_by_a_drop_is_not_kept(reader, monkeypatch):
     monkeypatch.setattr(delivery.Snapshot, "_rows_of", read_then_drop)
     assert reader.get(LIVE, _params(live)).json()["text"] == "Fresh"
     assert not delivery.snapshot._blocks
+
+
+@pytest.fixture
+def unfreeze():
+    """gc.freeze() is the process's: the tests after this one get a collector that
+    walks everything again."""
+    import gc
+
+    yield gc
+    gc.unfreeze()
+
+
+def test_past_the_freeze_threshold_a_read_leaves_the_snapshot_out_of_collections(
+    reader, settings, unfreeze
+):
+    """A block read (and a bucket read again) ends with gc.freeze() once the process
+    holds more than DELIVERY_SNAPSHOT_FREEZE_ROWS slots, never below it; what is
+    served stays the same, and a slot changed later is served changed."""
+    gc = unfreeze
+    gc.unfreeze()
+    first, second = _two_buckets()
+    reader.get(LIVE, _params(first))
+    assert gc.get_freeze_count() == 0  # 2 slots, under the default threshold
+
+    settings.DELIVERY_SNAPSHOT_FREEZE_ROWS = 1
+    delivery.snapshot.clear()
+    assert reader.get(LIVE, _params(first)).json()["text"] == "First"
+    frozen = gc.get_freeze_count()
+    slot = delivery.snapshot.block(first.prompt.slug, first.segment.slug).slots[first.product.sku]
+    assert frozen > 0
+    assert not any(o is slot for o in gc.get_objects())  # out of every generation
+
+    newer = _in_review_beside(first, "Approved")
+    services.variant_approve(variant=newer, user=UserFactory())
+    assert reader.get(LIVE, _params(first)).json()["text"] == "Approved"
+    assert reader.get(LIVE, _params(second)).json()["text"] == "Second"
+    assert gc.get_freeze_count() > frozen  # the bucket read again was frozen too

@@ -741,8 +741,9 @@ def live_copy_changed(
 
 class _Slot(NamedTuple):
     """One product of a block: what it serves in the block's language (the published
-    variant chosen, or the base copy). A tuple of strings and numbers, which the garbage
-    collector stops tracking: a full collection does not walk the snapshot. Its answer
+    variant chosen, or the base copy). Tuples of strings and numbers, with no reference
+    cycle; the collector still tracks them (it untracks exact tuples only, not a
+    NamedTuple), which is why a big snapshot is frozen (Snapshot._settle). Its answer
     is rendered the first time it is asked for (_Block.rendered): a block of 10,000
     products loads in one query, not 10,000 renders."""
 

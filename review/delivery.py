@@ -786,6 +786,15 @@ class _Block:
     # is rendered again; its exposure id is deterministic, so two threads rendering one
     # slot at once write the same bytes.
     answers: dict[str, tuple[_Slot, bytes, str]] = field(default_factory=dict)
+    # Each bucket's SKUs, so that reading a bucket again does not walk every slot (a
+    # tenth of a bucket read's time at 10,000 products).
+    skus: list[list[str]] = field(default_factory=lambda: [[] for _ in range(BUCKETS)])
+
+    def index(self) -> None:
+        """Each bucket's SKUs, from the slots held."""
+        self.skus = [[] for _ in range(BUCKETS)]
+        for sku, slot in (self.slots or {}).items():
+            self.skus[slot.product_id % BUCKETS].append(sku)
 
     def live(self, sku: str, visitor: str = "") -> Live | None:
         slot = self.slots.get(sku) if self.slots is not None else None
@@ -1168,6 +1177,7 @@ class Snapshot:
         if Product.objects.count() <= limit:
             served = self._served(block, self._rows_of(block))
             block.slots = {sku: self._slot(*rest) for sku, rest in served.items()}
+            block.index()
         with self._lock:
             if self._drops != drops:
                 return None
@@ -1204,8 +1214,7 @@ class Snapshot:
         """Read these buckets' slots again (their epochs were read before this)."""
         slots = block.slots
         assert slots is not None  # block() loads a block too big to hold whole instead
-        wanted = set(buckets)
-        held = [sku for sku, s in slots.items() if s.product_id % BUCKETS in wanted]
+        held = [sku for b in buckets for sku in block.skus[b]]
         product_ids = [slots[sku].product_id for sku in held]
         served = self._served(block, self._rows_of(block, product_ids), product_ids) if held else {}
         found: dict[str, _Slot] = {}
@@ -1226,6 +1235,10 @@ class Snapshot:
             slots[sku] = slot
         with self._lock:
             self._rows += change
+        for b in buckets:
+            block.skus[b] = []
+        for sku, slot in found.items():
+            block.skus[slot.product_id % BUCKETS].append(sku)
         for b in buckets:
             block.epochs[b] = epochs[b]
             block.loaded[b] = now

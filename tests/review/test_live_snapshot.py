@@ -470,4 +470,36 @@ def test_past_the_freeze_threshold_a_read_leaves_the_snapshot_out_of_collections
     services.variant_approve(variant=newer, user=UserFactory())
     assert reader.get(LIVE, _params(first)).json()["text"] == "Approved"
     assert reader.get(LIVE, _params(second)).json()["text"] == "Second"
-    assert gc.get_freeze_count() > frozen  # the bucket read again was frozen too
+    # The bucket read again was frozen too (its old slot, freed, left the count).
+    block = delivery.snapshot.block(first.prompt.slug, first.segment.slug)
+    approved = block.slots[first.product.sku]
+    assert approved is not slot and approved.text == "Approved"
+    assert not any(o is approved for o in gc.get_objects())
+
+
+def test_a_bucket_read_again_follows_a_renamed_and_a_deleted_product(reader, settings):
+    """Each bucket keeps its SKUs (a bucket read does not walk the block): a product
+    renamed behind the app's back is found by its new SKU once its bucket is read
+    again, and a deleted one leaves it; the other bucket is untouched."""
+    first, second = _two_buckets()
+    reader.get(LIVE, _params(first))
+    block = delivery.snapshot.block(first.prompt.slug, first.segment.slug)
+    b1, b2 = first.product_id % delivery.BUCKETS, second.product_id % delivery.BUCKETS
+    assert block.skus[b1] == [first.product.sku] and block.skus[b2] == [second.product.sku]
+
+    Product.objects.filter(pk=first.product_id).update(sku="RENAMED-1")
+    block.loaded[b1] -= settings.DELIVERY_SNAPSHOT_MAX_AGE_SECONDS
+    assert reader.get(LIVE, {**_params(first), "product": "RENAMED-1"}).json()["text"] == "First"
+    assert block.skus[b1] == ["RENAMED-1"] and first.product.sku not in block.slots
+
+    with connection.cursor() as cursor:  # raw SQL: no signal, no epoch bumped
+        for model in (Variant, Product):
+            column = "product_id" if model is Variant else "id"
+            cursor.execute(
+                f"DELETE FROM {model._meta.db_table} WHERE {column} = %s", [second.product_id]
+            )
+    block.loaded[b2] -= settings.DELIVERY_SNAPSHOT_MAX_AGE_SECONDS
+    block.verified -= settings.DELIVERY_SNAPSHOT_VERIFY_SECONDS
+    assert delivery.snapshot.block(first.prompt.slug, first.segment.slug) is block
+    assert block.skus[b2] == [] and second.product.sku not in block.slots
+    assert block.skus[b1] == ["RENAMED-1"]

@@ -1,9 +1,14 @@
 """The project's URLs plus `/bench/bare/`: a constant JSON body of a live answer's size.
 
+And `/bench/snapshot/`: which process answered and how many blocks of live copy it
+holds, so the bench warms a server until every worker holds every block it serves.
+
 What serving any JSON costs in this stack (gunicorn, Django's middleware, URL routing,
 JSON encoding), with nothing of the live endpoint's own work: no token, no rate limit,
 no query, no signing. The bench compares the live endpoint against it.
 """
+
+import os
 
 from django.http import HttpRequest, JsonResponse
 from django.urls import path
@@ -36,9 +41,16 @@ def bare(request: HttpRequest) -> JsonResponse:
     return JsonResponse(BARE_BODY)
 
 
+def snapshot(request: HttpRequest) -> JsonResponse:
+    from review.delivery import snapshot as held
+
+    return JsonResponse({"pid": os.getpid(), "blocks": len(held._blocks)})
+
+
 # The project's patterns at the same level as the bare view's (not under an include of
 # their own): a URL routes as it does in production, with no extra level to resolve.
 urlpatterns = [
     path("bench/bare/", bare, name="bench-bare"),
+    path("bench/snapshot/", snapshot, name="bench-snapshot"),
     *project_urls.urlpatterns,
 ]

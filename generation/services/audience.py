@@ -128,7 +128,8 @@ class SegmentTally:
 
     def __init__(self, segments: list[Segment]) -> None:
         self.segments = segments
-        self.matchers: list[tuple[list[str], Segment, dict[tuple[str | None, ...], bool]]] = [
+        # (rule attributes, segment, memo of its answer by their values and types)
+        self.matchers: list[tuple[list[str], Segment, dict[tuple[Any, ...], bool]]] = [
             (sorted(s.rules), s, {}) for s in segments
         ]
         self.distinct: dict[str, set[str | None]] = defaultdict(set)
@@ -168,14 +169,15 @@ class SegmentTally:
             mask = 0
             for bit, (names, segment, memo) in enumerate(self.matchers):
                 values = tuple(map(attributes.get, names))
-                key: tuple[Any, ...] | None = (values, tuple(map(type, values)))
+                key = (values, tuple(map(type, values)))
+                hashable = True
                 try:
                     hit = memo.get(key)
                 except TypeError:  # a list or an object (set through the API)
-                    key = hit = None
+                    hashable, hit = False, None
                 if hit is None:
                     hit = bool(segment.rules) and segment.matches(attributes)
-                    if key is not None and len(memo) < _MEMO_MAX:
+                    if hashable and len(memo) < _MEMO_MAX:
                         memo[key] = hit
                 if hit:
                     mask |= 1 << bit

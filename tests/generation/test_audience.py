@@ -526,6 +526,7 @@ def test_the_batched_segment_count_equals_counting_one_value_at_a_time(monkeypat
         Segment(slug="one", rules={"flag": 1}),
         Segment(slug="german", rules={"language": "de"}),
         Segment(slug="none", rules={}),
+        Segment(slug="tagged", rules={"tags": "a"}),  # a list's answer is not memoised
     ]
     customers = [
         {

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator
-from itertools import chain, islice
+from itertools import chain
 from typing import Any, ClassVar
 
 from django.db import transaction
@@ -142,10 +142,14 @@ class SegmentTally:
         self.countable: set[str] = set()
         # mask -> [members, {attribute: Counter of values}]
         self.per_mask: dict[int, list[Any]] = {}
+        self._pending: list[dict[str, Any]] = []  # added, not counted yet (add)
 
     def add(self, attributes: dict[str, Any]) -> None:
-        """Count one customer: their attributes and their language."""
-        self.add_many((attributes,))
+        """Count one customer (their attributes and their language) with the next batch
+        of _TALLY_BATCH; `results` counts what is left."""
+        self._pending.append(attributes)
+        if len(self._pending) >= _TALLY_BATCH:
+            self._add_batch()
 
     def add_many(self, customers: Iterable[dict[str, Any]]) -> None:
         """Count customers (each their attributes and their language), a batch at a time.
@@ -159,11 +163,11 @@ class SegmentTally:
         3. The batch's counts merged into the tally as text values, where an attribute
            found personal or with too many distinct values is dropped.
         """
-        customers = iter(customers)
-        while batch := list(islice(customers, _TALLY_BATCH)):
-            self._add_batch(batch)
+        for attributes in customers:
+            self.add(attributes)
 
-    def _add_batch(self, customers: list[dict[str, Any]]) -> None:
+    def _add_batch(self) -> None:
+        customers, self._pending = self._pending, []
         by_mask: dict[int, list[dict[str, Any]]] = {}
         for attributes in customers:
             mask = 0
@@ -236,6 +240,7 @@ class SegmentTally:
 
     def results(self) -> list[tuple[int, Summary]]:
         """(member count, summary) of each segment, in the order they were given."""
+        self._add_batch()
         # Found personal since counting began (an import's values): never summarised.
         personal = prompting.personal_attributes()
         for attribute in [a for a in self.countable if a in personal]:

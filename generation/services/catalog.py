@@ -252,8 +252,6 @@ STAGING_TABLE = "hyperpers_customer_import"
 # Rows a COPY sends before their upsert is queued: the server writes one chunk while
 # the next is read from the file.
 COPY_CHUNK_ROWS = 20_000
-# Rows counted for the segments at a time (SegmentTally.add_many).
-TALLY_BATCH_ROWS = 2_000
 
 
 class _CopyWriter:
@@ -279,7 +277,6 @@ class _CopyWriter:
         self.now = now
         self.tally: SegmentTally | None = SegmentTally(list(Segment.objects.all()))
         self.pending: list[tuple[str, str, str]] = []
-        self.counting: list[dict[str, Any]] = []  # rows for the tally, a batch at a time
         self.staged = 0
         self.upserts: list[Any] = []  # a cursor per chunk, read at the end
         self._open = ExitStack()  # the cursor and the chunks' cursors
@@ -310,17 +307,9 @@ class _CopyWriter:
     def add(self, row: CustomerRow) -> None:
         self.pending.append((row.external_id, row.language, _attributes_json(row.attributes)))
         if self.tally is not None:
-            self.counting.append({**row.attributes, "language": row.language})
-            if len(self.counting) >= TALLY_BATCH_ROWS:
-                self._count()
+            self.tally.add({**row.attributes, "language": row.language})
         if len(self.pending) >= COPY_CHUNK_ROWS:
             self._send()
-
-    def _count(self) -> None:
-        """Count the rows waiting to be counted (SegmentTally counts a batch in C)."""
-        if self.tally is not None:
-            self.tally.add_many(self.counting)
-        self.counting.clear()
 
     def _send(self) -> None:
         """COPY the pending rows as the next chunk, and queue their upsert."""
@@ -351,7 +340,6 @@ class _CopyWriter:
     def finish(self) -> tuple[int, int, int]:
         """Write the last chunk and wait for every upsert: (created, updated,
         unchanged)."""
-        self._count()
         self._send()
         with connection.wrap_database_errors:
             self._queued.close()

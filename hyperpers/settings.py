@@ -372,12 +372,17 @@ SPECTACULAR_SETTINGS = {
 DELIVERY_MAX_AGE = env.int("DELIVERY_MAX_AGE", default=60)
 # Each web process keeps the live copy it serves in memory (review/delivery.py): a
 # block (a prompt's copy for one segment) is checked against Redis after this many
-# seconds; each of its parts is read again after the second figure whatever Redis says
-# (what changed behind the app's back, or while Redis was down, is at most that old);
+# seconds; each of its parts is checked against the database after the second figure
+# whatever Redis says (what changed behind the app's back, or while Redis was down, is
+# at most that old);
 # a process holds at most this many products' copy in all.
 DELIVERY_SNAPSHOT_VERIFY_SECONDS = env.float("DELIVERY_SNAPSHOT_VERIFY_SECONDS", default=1.0)
 DELIVERY_SNAPSHOT_MAX_AGE_SECONDS = env.float("DELIVERY_SNAPSHOT_MAX_AGE_SECONDS", default=600.0)
 DELIVERY_SNAPSHOT_MAX_ROWS = env.int("DELIVERY_SNAPSHOT_MAX_ROWS", default=600_000)
+# Parts due by age only are checked by a thread of each web process, not by the request
+# that finds them due (which serves what it holds meanwhile); past twice the age, or
+# with this off, the request checks them itself.
+DELIVERY_SNAPSHOT_BACKGROUND_CHECKS = env.bool("DELIVERY_SNAPSHOT_BACKGROUND_CHECKS", default=True)
 # Past this many slots held, each snapshot read ends with gc.freeze() (review/delivery.py,
 # Snapshot._settle): the garbage collector stops walking the snapshot.
 DELIVERY_SNAPSHOT_FREEZE_ROWS = env.int("DELIVERY_SNAPSHOT_FREEZE_ROWS", default=50_000)

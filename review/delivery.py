@@ -49,10 +49,13 @@ Invariants that keep this correct:
 - a write that bypasses `Model.save()` (bulk_create, QuerySet.update, raw SQL) and
   changes a product, prompt, segment or which variant is published must call
   `live_changed()`; whatever is missed is still bounded by
-  `DELIVERY_SNAPSHOT_MAX_AGE_SECONDS`, the age at which a bucket is read again anyway
-  (buckets come due one at a time, so no request waits for a whole block);
-- with Redis unreachable, buckets are served until that age and then read again
-  from the database: delivery keeps answering, at worst that stale.
+  `DELIVERY_SNAPSHOT_MAX_AGE_SECONDS`, the age at which a bucket is checked anyway
+  (buckets come due one at a time, so no request waits for a whole block). On
+  PostgreSQL the check reads only the versions of the rows the bucket was read from
+  (`Snapshot._versions`: any write moves them) and reads the bucket again only if
+  they moved, at a fifth of the cost; on SQLite the bucket is read again;
+- with Redis unreachable, buckets are served until that age and then checked the
+  same way: delivery keeps answering, at worst that stale.
 
 A slot's answer is rendered (body and ETag) the first time it is served and kept, so
 serving it again costs a dict lookup; a slot takes about 1.5 KB with ~400 characters
@@ -78,6 +81,7 @@ import hashlib
 import hmac
 import json
 import logging
+import queue
 import threading
 import time
 from collections import OrderedDict
@@ -88,7 +92,7 @@ from typing import Any, NamedTuple, TypeGuard, TypeVar, cast
 import redis
 from django.conf import settings
 from django.core import signing
-from django.db import connections, transaction
+from django.db import close_old_connections, connections, transaction
 from django.db.models import Q
 
 from generation import languages
@@ -114,6 +118,8 @@ REDIS_BACKOFF_SECONDS = 1.0
 # A block's products fall in this many buckets by id, each with an epoch of its own,
 # so that one approval makes every web process read one bucket again, not the block.
 BUCKETS = 64
+# The snapshot's checker thread closes its database connection after this long idle.
+CHECKER_IDLE_SECONDS = 5.0
 
 
 class DeliveryError(NotFound):
@@ -456,21 +462,13 @@ class _Trial(NamedTuple):
 _Experiments = dict[tuple[int, str], _Experiment]
 
 
-def _experiments(
+def _experiments_from(
     prompt_id: int,
     segment_id: int,
-    *,
-    tags: list[str] | None = None,
-    product_ids: list[int] | None = None,
-) -> _Experiments:
-    """The running experiments of a prompt's slots for a segment, in one query: of every
-    product or of these, in the stored languages `tags`, or in every language. Each with
-    its latest shares and its variant arms (id, version number, text); paused arms come
-    too, with no share, so pick_arm never takes them.
-
-    An experiment whose shares name an arm it does not have is left out (served as a
-    plain slot) and logged: it is a bug of whoever wrote the shares.
-    """
+    tags: list[str] | None,
+    product_ids: list[int] | None,
+) -> tuple[str, list[int | str | list[int]]]:
+    """The FROM, JOINs and WHERE of _experiments' rows, and their parameters."""
     connection = connections[Experiment.objects.db]
     params: list[int | str | list[int]] = [prompt_id, segment_id, Experiment.Status.RUNNING]
     where = ""
@@ -486,7 +484,6 @@ def _experiments(
     # Inner joins only: the slot's own query is the block's one LEFT JOIN (tests find
     # it by that).
     sql = (
-        "SELECT e.id, e.product_id, e.language, w.id, w.weights, v.id, pv.number, v.text "
         f"FROM {Experiment._meta.db_table} e "
         f"JOIN {weights} w ON w.id = (SELECT w2.id FROM {weights} w2 "
         "WHERE w2.experiment_id = e.id ORDER BY w2.effective_from DESC, w2.id DESC LIMIT 1) "
@@ -497,11 +494,41 @@ def _experiments(
         # merge at 10,000 experiments a block); the arms are sorted below.
         f"WHERE e.prompt_id = %s AND e.segment_id = %s AND e.status = %s {where}"
     )
+    return sql, params
+
+
+def _experiments(
+    prompt_id: int,
+    segment_id: int,
+    *,
+    tags: list[str] | None = None,
+    product_ids: list[int] | None = None,
+    versions: list[tuple[Any, ...]] | None = None,
+) -> _Experiments:
+    """The running experiments of a prompt's slots for a segment, in one query: of every
+    product or of these, in the stored languages `tags`, or in every language. Each with
+    its latest shares and its variant arms (id, version number, text); paused arms come
+    too, with no share, so pick_arm never takes them. With `versions` (PostgreSQL), the
+    versions of the rows read are added to it (see Snapshot._versions).
+
+    An experiment whose shares name an arm it does not have is left out (served as a
+    plain slot) and logged: it is a bug of whoever wrote the shares.
+    """
+    connection = connections[Experiment.objects.db]
+    joins, params = _experiments_from(prompt_id, segment_id, tags, product_ids)
+    wanted = versions is not None and connection.vendor == "postgresql"
+    sql = (
+        "SELECT e.id, e.product_id, e.language, w.id, w.weights, v.id, pv.number, v.text"
+        f"{', ' + _EXPERIMENT_VERSIONS if wanted else ''} {joins}"
+    )
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         rows: list[tuple[Any, ...]] = cursor.fetchall()
+    if wanted:
+        assert versions is not None
+        versions += [(row[1], *row[8:]) for row in rows]
     read: dict[int, tuple[int, str, int, object, list[_Copy]]] = {}
-    for pk, product_id, tag, weights_id, shares, variant_id, number, text in rows:
+    for pk, product_id, tag, weights_id, shares, variant_id, number, text, *_ in rows:
         found = read.setdefault(pk, (product_id, tag, weights_id, shares, []))
         found[4].append(_Copy(variant_id, number, text, tag))
     experiments: _Experiments = {}
@@ -521,6 +548,14 @@ def _experiments(
             tuple(sorted(variants)),
         )
     return experiments
+
+
+# What a row of _experiments and of a block's slots is made of, as PostgreSQL versions
+# rows: (xmin, ctid), which any write changes (Snapshot._versions).
+_EXPERIMENT_VERSIONS = ", ".join(
+    f"{t}.xmin::text, {t}.ctid::text" for t in ("e", "w", "a", "v", "pv")
+)
+_SLOT_VERSIONS = ", ".join(f"{t}.xmin::text, {t}.ctid::text" for t in ("p", "v", "pv"))
 
 
 def experiment_key(pk: int) -> str:
@@ -764,6 +799,29 @@ _Served = tuple[int, str, int | None, int | None, str, str, str, str | None, _Tr
 _Epoch = bytes | None
 
 
+class _Read(NamedTuple):
+    """What Snapshot._served read: each slot's fields by SKU, the stored languages whose
+    experiments it read, and the versions of every row it read (None on SQLite)."""
+
+    served: dict[str, _Served]
+    stored: tuple[str, ...]
+    versions: list[tuple[Any, ...]] | None
+
+
+def _digests(versions: list[tuple[Any, ...]] | None) -> list[int | None] | None:
+    """Each bucket's digest of row versions (each led by its product's id), or None.
+
+    Python's hash of a frozenset of tuples of strings and numbers: 64 bits, salted per
+    process (PYTHONHASHSEED), so no one can write a change that keeps a digest; two
+    different sets share one by chance once in 2**64 checks."""
+    if versions is None:
+        return None
+    buckets: list[list[tuple[Any, ...]]] = [[] for _ in range(BUCKETS)]
+    for row in versions:
+        buckets[row[0] % BUCKETS].append(row)
+    return [hash(frozenset(rows)) for rows in buckets]
+
+
 @dataclass
 class _Block:
     """A prompt's copy for one segment, as served to readers who ask for one language
@@ -778,6 +836,9 @@ class _Block:
     epochs: list[_Epoch]  # a bucket's epoch as read before it was loaded
     loaded: list[float]  # when each bucket was loaded (or is deemed to have been)
     verified: float
+    # When a request last checked it (the checker thread keeps fresh only those asked
+    # for within the maximum age).
+    requested: float
     # The prompt's default language, and the one language readers of this block ask
     # for ("" for none): the language choice is made once per slot, at load.
     language: str = languages.DEFAULT_LANGUAGE
@@ -789,6 +850,11 @@ class _Block:
     # Each bucket's SKUs, so that reading a bucket again does not walk every slot (a
     # tenth of a bucket read's time at 10,000 products).
     skus: list[list[str]] = field(default_factory=lambda: [[] for _ in range(BUCKETS)])
+    # Each bucket's digest of the row versions it was read from (Snapshot._versions;
+    # None: not known, and a bucket due by age is read again whole), and the stored
+    # languages its slots' experiments were read in (the digest covers those).
+    digests: list[int | None] = field(default_factory=lambda: [None] * BUCKETS)
+    stored: list[tuple[str, ...]] = field(default_factory=lambda: [()] * BUCKETS)
 
     def index(self) -> None:
         """Each bucket's SKUs, from the slots held."""
@@ -881,6 +947,10 @@ class Snapshot:
         # Bumped by every drop: a load that began before one is thrown away, since what
         # it read may predate the change that caused the drop.
         self._drops = 0
+        # Blocks with buckets due by age, for the checker thread (_check_in_background).
+        self._due: queue.SimpleQueue[tuple[str, str, str] | None] = queue.SimpleQueue()
+        self._queued: set[tuple[str, str, str]] = set()
+        self._checker: threading.Thread | None = None
 
     def clear(self) -> None:
         with self._lock:
@@ -947,7 +1017,9 @@ class Snapshot:
         self._rows = 0
         self._drops += 1
 
-    def block(self, prompt_slug: str, segment_slug: str, asked: str = "") -> _Block | None:
+    def block(
+        self, prompt_slug: str, segment_slug: str, asked: str = "", *, checker: bool = False
+    ) -> _Block | None:
         """The block of this prompt and segment for readers who ask for the language
         `asked` (a stored tag; "" for none), checked within the last
         DELIVERY_SNAPSHOT_VERIFY_SECONDS; None if either is unknown here.
@@ -955,14 +1027,19 @@ class Snapshot:
         1. A block checked recently enough is served as it is.
         2. Otherwise read the global epoch and the block's bucket epochs (one HMGET).
            If the global one moved, drop everything: the caller reads the database.
-        3. Read again each bucket whose epoch moved, and each older than
-           DELIVERY_SNAPSHOT_MAX_AGE_SECONDS (a new block's buckets are deemed loaded at
-           staggered times, so they come due one by one, not all at once).
+        3. Read again each bucket whose epoch moved.
+        4. Check each bucket older than DELIVERY_SNAPSHOT_MAX_AGE_SECONDS (a new block's
+           buckets are deemed loaded at staggered times, so they come due one by one):
+           the checker thread does (`checker`), and the request goes on with what is
+           held (_check_in_background); past twice that age, the request does.
         """
         key = (prompt_slug, segment_slug, asked)
         now = time.monotonic()
         block = self._blocks.get(key)
-        if block is not None and now - block.verified < settings.DELIVERY_SNAPSHOT_VERIFY_SECONDS:
+        if checker and block is None:
+            return None  # dropped since it was queued: loaded again when asked for
+        fresh = settings.DELIVERY_SNAPSHOT_VERIFY_SECONDS
+        if block is not None and now - block.verified < fresh and not checker:
             return block  # (its place in the LRU order is kept at each check, below)
         names = self.names()
         prompt, segment = names.prompts.get(prompt_slug), names.segments.get(segment_slug)
@@ -980,11 +1057,10 @@ class Snapshot:
         bucket_epochs: list[_Epoch] = epochs[1:] if epochs is not None else [None] * BUCKETS
         with key_lock:
             block = self._blocks.get(key)
-            if (
-                block is not None
-                and now - block.verified < settings.DELIVERY_SNAPSHOT_VERIFY_SECONDS
-            ):
+            if block is not None and now - block.verified < fresh and not checker:
                 return block  # another thread checked it while this one waited
+            if checker and block is None:
+                return None
             if block is None or (block.prompt_id, block.segment_id) != (prompt[0], segment.pk):
                 return self._load_block(key, prompt, segment, bucket_epochs, now, drops)
             if block.slots is None:  # too big to hold: count again once in a while
@@ -992,29 +1068,135 @@ class Snapshot:
                     return block
                 return self._load_block(key, prompt, segment, bucket_epochs, now, drops)
             max_age = settings.DELIVERY_SNAPSHOT_MAX_AGE_SECONDS
-            stale = [
-                b
-                for b in range(BUCKETS)
-                # Redis down: buckets are read again by their age alone.
-                if (epochs is not None and bucket_epochs[b] != block.epochs[b])
-                or now - block.loaded[b] >= max_age
-            ]
-            if stale:
-                self._reload_buckets(block, stale, bucket_epochs, now)
+            moved: list[int] = []
+            aged: list[int] = []
+            for b in range(BUCKETS):
+                if epochs is not None and bucket_epochs[b] != block.epochs[b]:
+                    moved.append(b)
+                elif now - block.loaded[b] >= max_age:  # Redis down: by age alone
+                    aged.append(b)
+            if aged and not checker and self._check_in_background(key, block, aged, now):
+                aged = []
+            if aged:
+                # Due by age only: read again those whose rows changed (_versions).
+                digests = self._versions(block, aged)
+                for b in aged:
+                    if digests is not None and digests[b] == block.digests[b]:
+                        block.epochs[b], block.loaded[b] = bucket_epochs[b], now
+                    else:
+                        moved.append(b)
+            if moved:
+                self._reload_buckets(block, moved, bucket_epochs, now)
             block.verified = now
+            if not checker:
+                block.requested = now
             self._touch(key)
             return block
+
+    def _check_in_background(
+        self, key: tuple[str, str, str], block: _Block, aged: list[int], now: float
+    ) -> bool:
+        """Leave a block's buckets due by age to this process's checker thread
+        (_check_due), unless one is overdue (twice the maximum age: the thread is
+        stuck or failing) or DELIVERY_SNAPSHOT_BACKGROUND_CHECKS is off. True if left.
+
+        A check waits on PostgreSQL for most of its time (~8 ms at 160 products, two
+        thirds of it the database's): in the request that found the bucket due, a sync
+        worker served nothing meanwhile, and with every worker's CPU busy the wait grew.
+        The thread waits instead, without the GIL, while requests go on with the
+        buckets held, at most a second and a check older than the maximum age.
+        """
+        max_age = settings.DELIVERY_SNAPSHOT_MAX_AGE_SECONDS
+        if not settings.DELIVERY_SNAPSHOT_BACKGROUND_CHECKS or any(
+            now - block.loaded[b] >= 2 * max_age for b in aged
+        ):
+            return False
+        with self._lock:
+            self._start_checker()
+            if key not in self._queued:
+                self._queued.add(key)
+                self._due.put(key)
+        return True
+
+    def _start_checker(self) -> None:
+        """Start this process's checker thread unless it runs (under self._lock). Started
+        by a request, so after gunicorn forks: threads do not survive a fork."""
+        if self._checker is None or not self._checker.is_alive():
+            self._checker = threading.Thread(
+                target=self._check_due, name="live-snapshot-checker", daemon=True
+            )
+            self._checker.start()
+
+    def _aged_blocks(self, now: float) -> list[tuple[str, str, str]]:
+        """The blocks held whole, asked for within the maximum age, with a bucket due by
+        age: a block nobody asks for any more is not kept fresh (its next request checks
+        it, and the LRU order drops it first)."""
+        max_age = settings.DELIVERY_SNAPSHOT_MAX_AGE_SECONDS
+        with self._lock:
+            held = list(self._blocks.items())
+        return [
+            key
+            for key, block in held
+            if block.slots is not None
+            and now - block.requested < max_age
+            and now - min(block.loaded) >= max_age
+        ]
+
+    def _check_due(self) -> None:
+        """The checker thread. Every DELIVERY_SNAPSHOT_VERIFY_SECONDS, and whenever a
+        request leaves it a block, it checks each block with buckets due by age
+        (_aged_blocks) as block() does, so buckets are checked as they come due, on a
+        clock of their own, not in bursts when traffic returns to a block. On its own
+        database connection, closed and opened again as a request's is, and closed
+        after CHECKER_IDLE_SECONDS without a check. None in the queue stops it."""
+        connected, worked = False, time.monotonic()
+        while True:
+            left: list[tuple[str, str, str]] = []
+            try:
+                key = self._due.get(timeout=settings.DELIVERY_SNAPSHOT_VERIFY_SECONDS)
+                if key is None:
+                    connections.close_all()  # this thread's
+                    return
+                left.append(key)
+            except queue.Empty:
+                pass
+            now = time.monotonic()
+            keys = list(dict.fromkeys(left + self._aged_blocks(now)))
+            if not keys:
+                if connected and now - worked >= CHECKER_IDLE_SECONDS:
+                    connections.close_all()
+                    connected = False
+                continue
+            close_old_connections()
+            connected, worked = True, now
+            for key in keys:
+                try:
+                    self.block(*key, checker=True)
+                except Exception:  # the thread lives on; a request checks past 2x the age
+                    log.exception("checking the live copy snapshot's block %s failed", key)
+                finally:
+                    with self._lock:
+                        self._queued.discard(key)
+
+    def stop_checker(self) -> None:
+        """Stop this process's checker thread, if it runs, once it has closed its
+        database connections (a test database cannot be dropped while one is open)."""
+        with self._lock:
+            thread, self._checker = self._checker, None
+        if thread is not None and thread.is_alive():
+            self._due.put(None)
+            thread.join(timeout=30)
 
     def _touch(self, key: tuple[str, str, str]) -> None:
         with contextlib.suppress(KeyError):  # dropped by another thread meanwhile
             self._blocks.move_to_end(key)
 
-    def _rows_of(
-        self, block: _Block, product_ids: list[int] | None = None
-    ) -> list[tuple[Any, ...]]:
-        """(sku, product id, base copy, translations, variant id, version number, text,
-        language) of every product, or of these: a row per published variant of the
-        segment (a product with none has one row of NULLs)."""
+    def _slots_from(
+        self, block: _Block, product_ids: list[int] | None
+    ) -> tuple[str, list[int | str | list[int]]]:
+        """The FROM, JOINs and WHERE of a block's slots, of every product or of these, and
+        their parameters: a row per published variant of the segment in a language the
+        choice can take (a product with none has one row of NULLs)."""
         # Only the languages the choice can take: the one asked, its base language and
         # that base's regional tags, the default, and "" (published before languages).
         tags = sorted({"", block.language, block.asked, languages.base_language(block.asked)})
@@ -1033,11 +1215,7 @@ class Snapshot:
         elif product_ids is not None:
             where = f"WHERE p.id IN ({', '.join(['%s'] * len(product_ids))}) "
             params += product_ids
-        # The translations only where a language is asked: the default block needs none.
-        translations = "p.translations" if block.asked else "NULL"
         sql = (
-            f"SELECT p.sku, p.id, p.description, {translations}, v.id, pv.number, v.text, "
-            "v.language "
             f"FROM {Product._meta.db_table} p "
             f"LEFT JOIN {Variant._meta.db_table} v ON v.product_id = p.id "
             "AND v.prompt_id = %s AND v.segment_id = %s AND v.status = %s "
@@ -1045,18 +1223,79 @@ class Snapshot:
             f"LEFT JOIN {PromptVersion._meta.db_table} pv ON pv.id = v.prompt_version_id "
             f"{where}"
         )
+        return sql, params
+
+    def _rows_of(
+        self, block: _Block, product_ids: list[int] | None = None
+    ) -> list[tuple[Any, ...]]:
+        """(sku, product id, base copy, translations, variant id, version number, text,
+        language) of every product, or of these (_slots_from), followed on PostgreSQL by
+        the versions of the rows read (_SLOT_VERSIONS)."""
+        connection = connections[Variant.objects.db]
+        joins, params = self._slots_from(block, product_ids)
+        # The translations only where a language is asked: the default block needs none.
+        translations = "p.translations" if block.asked else "NULL"
+        versions = f", {_SLOT_VERSIONS}" if connection.vendor == "postgresql" else ""
+        sql = (
+            f"SELECT p.sku, p.id, p.description, {translations}, v.id, pv.number, v.text, "
+            f"v.language{versions} {joins}"
+        )
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
             rows: list[tuple[Any, ...]] = cursor.fetchall()
         return rows
 
+    def _versions(self, block: _Block, buckets: list[int]) -> list[int | None] | None:
+        """Each bucket's digest of the rows it would be read from now (the other
+        buckets' digests mean nothing), or None where the database keeps no row
+        versions (SQLite: a bucket due by age is then read again whole).
+
+        A bucket is read from its products' rows and their published variants
+        (_rows_of) and from their slots' running experiments with their shares, arms and
+        texts (_experiments). The digest is of those rows' versions, not their content:
+        PostgreSQL's (xmin, ctid), which any write changes, the application's or not, in
+        its own transaction or not, and which never come back. Here the same two
+        queries read only the versions, of the same rows as the bucket's last read
+        (its experiments in the languages that read took, `block.stored`): about a
+        fifth of the cost of reading the bucket again. The digest a bucket keeps was
+        taken from the very rows it was read from (_digests), so a write after that read
+        moves it however fast it came.
+        """
+        connection = connections[Variant.objects.db]
+        slots = block.slots
+        if connection.vendor != "postgresql" or slots is None:
+            return None
+        versions: list[tuple[Any, ...]] = []
+        product_ids = [slots[sku].product_id for b in buckets for sku in block.skus[b]]
+        if not product_ids:
+            return _digests(versions)
+        joins, params = self._slots_from(block, product_ids)
+        by_stored: dict[tuple[str, ...], list[int]] = {}
+        for b in buckets:
+            by_stored.setdefault(block.stored[b], []).extend(
+                slots[sku].product_id for sku in block.skus[b]
+            )
+        with connection.cursor() as cursor:
+            cursor.execute(f"SELECT p.id, {_SLOT_VERSIONS} {joins}", params)
+            versions += cursor.fetchall()
+            for stored, ids in by_stored.items():
+                if not stored or not ids:
+                    continue
+                joins, params = _experiments_from(
+                    block.prompt_id, block.segment_id, list(stored), ids
+                )
+                cursor.execute(f"SELECT e.product_id, {_EXPERIMENT_VERSIONS} {joins}", params)
+                versions += cursor.fetchall()
+        return _digests(versions)
+
     def _served(
         self, block: _Block, rows: list[tuple[Any, ...]], product_ids: list[int] | None = None
-    ) -> dict[str, _Served]:
+    ) -> _Read:
         """What each product's slot serves in the block's language, from _rows_of's
         rows (of every product, or of these) and the running experiments of the slots
         chosen: sku -> its slot's fields (a slot read again with the same ones is kept,
-        and so is its rendered answer).
+        and so is its rendered answer); with the stored languages whose experiments were
+        read, and the versions of every row read (on PostgreSQL).
 
         1. Each product's copy in the block's language (_choose_language).
         2. The experiments of the slots chosen, in one query: only in the languages
@@ -1065,7 +1304,9 @@ class Snapshot:
         """
         products: dict[str, tuple[int, str, object]] = {}
         live: dict[str, dict[str, _Copy]] = {}
-        for sku, product_id, description, translations, variant_id, number, text, tag in rows:
+        postgresql = connections[Variant.objects.db].vendor == "postgresql"
+        versions = [(row[1], *row[8:]) for row in rows] if postgresql else None
+        for sku, product_id, description, translations, variant_id, number, text, tag, *_ in rows:
             products[sku] = (product_id, description, translations)
             if variant_id is not None:
                 live.setdefault(sku, {})[tag or ""] = _Copy(variant_id, number, text, tag or "")
@@ -1085,7 +1326,13 @@ class Snapshot:
             chosen[sku] = (product_id, description, translations or {}, choice)
         stored = sorted({c[3][0].stored for c in chosen.values() if c[3][0] is not None})
         experiments = (
-            _experiments(block.prompt_id, block.segment_id, tags=stored, product_ids=product_ids)
+            _experiments(
+                block.prompt_id,
+                block.segment_id,
+                tags=stored,
+                product_ids=product_ids,
+                versions=versions,
+            )
             if stored
             else {}
         )
@@ -1116,7 +1363,7 @@ class Snapshot:
                 fallback,
                 trial,
             )
-        return served
+        return _Read(served, tuple(stored), versions)
 
     def _slot(
         self,
@@ -1171,13 +1418,16 @@ class Snapshot:
             list(bucket_epochs),
             loaded,
             now,
+            now,
             prompt[2],
             key[2],
         )
         if Product.objects.count() <= limit:
-            served = self._served(block, self._rows_of(block))
-            block.slots = {sku: self._slot(*rest) for sku, rest in served.items()}
+            read = self._served(block, self._rows_of(block))
+            block.slots = {sku: self._slot(*rest) for sku, rest in read.served.items()}
             block.index()
+            block.digests = _digests(read.versions) or [None] * BUCKETS
+            block.stored = [read.stored] * BUCKETS
         with self._lock:
             if self._drops != drops:
                 return None
@@ -1186,6 +1436,8 @@ class Snapshot:
                 self._rows -= len(old.slots or ())
             self._blocks[key] = block
             self._rows += len(block.slots or ())
+            if settings.DELIVERY_SNAPSHOT_BACKGROUND_CHECKS:
+                self._start_checker()
             while self._rows > limit and len(self._blocks) > 1:
                 _key, evicted = self._blocks.popitem(last=False)
                 self._rows -= len(evicted.slots or ())
@@ -1216,9 +1468,16 @@ class Snapshot:
         assert slots is not None  # block() loads a block too big to hold whole instead
         held = [sku for b in buckets for sku in block.skus[b]]
         product_ids = [slots[sku].product_id for sku in held]
-        served = self._served(block, self._rows_of(block, product_ids), product_ids) if held else {}
+        read = (
+            self._served(block, self._rows_of(block, product_ids), product_ids)
+            if held
+            else _Read(
+                {}, (), [] if connections[Variant.objects.db].vendor == "postgresql" else None
+            )
+        )
+        digests = _digests(read.versions)
         found: dict[str, _Slot] = {}
-        for sku, row in served.items():
+        for sku, row in read.served.items():
             slot = slots.get(sku)
             # Mostly nothing changed (a bucket read again for its age): keep the slot
             # and its rendered answer rather than render it again.
@@ -1242,6 +1501,8 @@ class Snapshot:
         for b in buckets:
             block.epochs[b] = epochs[b]
             block.loaded[b] = now
+            block.digests[b] = digests[b] if digests is not None else None
+            block.stored[b] = read.stored
         self._settle()
 
 

@@ -30,13 +30,18 @@ def redis_service():
 
 
 @pytest.fixture(autouse=True)
-def fresh_live_snapshot():
+def fresh_live_snapshot(settings):
     """Each test starts with an empty snapshot of live copy, as a new web process does:
-    ids come back after a rollback, and Redis keeps its epochs across tests."""
+    ids come back after a rollback, and Redis keeps its epochs across tests. Its buckets
+    due by age are checked by the request, not a thread: a thread's own database
+    connection would not see the test's transaction (tests/review/test_live_snapshot.py
+    runs the thread on committed rows)."""
     from review.delivery import snapshot
 
+    settings.DELIVERY_SNAPSHOT_BACKGROUND_CHECKS = False
     snapshot.clear()
     yield
+    snapshot.stop_checker()
     snapshot.clear()
 
 

@@ -310,6 +310,48 @@ def test_a_new_weights_row_reaches_the_live_path(reader, slot):
     assert (exposure.weights_id, exposure.probability) == (row.pk, pytest.approx(0.9))
 
 
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL's row versions")
+@pytest.mark.parametrize("change", ["stopped", "new weights", "challenger text", "none"])
+def test_a_quiet_experiment_change_is_found_when_its_bucket_is_due_by_age(
+    reader, slot, settings, change
+):
+    """The snapshot's safety net covers the experiment rows a slot is read from: a write
+    behind the app's back (no signal, no epoch) is found by the check of row versions
+    once the bucket is due by age; with nothing changed, no copy is read."""
+    live, challenger = slot
+    experiment = _start(live, challenger)
+    visitor = _visitor_for(experiment, f"v{challenger.pk}")
+    assert reader.get(LIVE, _params(live, visitor=visitor)).json()["text"] == "Challenger copy"
+    expected = {
+        "stopped": "Live copy",  # the published variant, no experiment
+        "new weights": live.product.description,  # all traffic to the control
+        "challenger text": "Edited quietly",
+        "none": "Challenger copy",
+    }[change]
+    if change == "stopped":
+        Experiment.objects.filter(pk=experiment.pk).update(status=Experiment.Status.STOPPED)
+    elif change == "new weights":
+        ExperimentWeights.objects.bulk_create(
+            [
+                ExperimentWeights(
+                    experiment=experiment,
+                    weights={"control": 1.0, f"v{live.pk}": 0.0, f"v{challenger.pk}": 0.0},
+                    reason="quiet",
+                )
+            ]
+        )
+    elif change == "challenger text":
+        Variant.objects.filter(pk=challenger.pk).update(text="Edited quietly")
+    block = delivery.snapshot.block(live.prompt.slug, live.segment.slug)
+    block.loaded[live.product_id % delivery.BUCKETS] -= settings.DELIVERY_SNAPSHOT_MAX_AGE_SECONDS
+    block.verified -= settings.DELIVERY_SNAPSHOT_VERIFY_SECONDS
+    with CaptureQueriesContext(connection) as queries:
+        body = reader.get(LIVE, _params(live, visitor=visitor)).json()
+    read = [q["sql"] for q in queries if "v.text" in q["sql"]]
+    assert body["text"] == expected
+    assert (read == []) == (change == "none")
+
+
 # ---------------------------------------------------------------- snapshot and database
 
 

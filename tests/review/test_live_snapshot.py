@@ -283,6 +283,198 @@ def test_a_bucket_past_the_maximum_age_is_read_again_alone(reader, settings):
     assert reader.get(LIVE, _params(second)).json()["text"] == "Second"
 
 
+def _due_by_age(block, *variants, settings):
+    """Make the buckets of these variants' products due by age, and the block due for a
+    check of its epochs."""
+    for variant in variants:
+        block.loaded[variant.product_id % delivery.BUCKETS] -= (
+            settings.DELIVERY_SNAPSHOT_MAX_AGE_SECONDS
+        )
+    block.verified -= settings.DELIVERY_SNAPSHOT_VERIFY_SECONDS
+
+
+def _content_reads(queries) -> list[str]:
+    """The queries that read a block's slots (not only their rows' versions)."""
+    return [q["sql"] for q in queries if q["sql"].startswith("SELECT p.sku")]
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL's row versions")
+def test_a_bucket_due_by_age_with_nothing_changed_is_checked_not_read(reader, settings):
+    """The safety net's check: one query of row versions, no copy read, the slot and
+    its rendered answer kept, and the bucket deemed loaded now."""
+    first, _second = _two_buckets()
+    reader.get(LIVE, _params(first))
+    block = delivery.snapshot.block(first.prompt.slug, first.segment.slug)
+    slot, bucket = block.slots[first.product.sku], first.product_id % delivery.BUCKETS
+    _due_by_age(block, first, settings=settings)
+    with CaptureQueriesContext(connection) as queries:
+        assert reader.get(LIVE, _params(first)).json()["text"] == "First"
+    assert _content_reads(queries) == []
+    # The slots' versions and their experiments' (none run here, but the check cannot
+    # know), of the due bucket's products only.
+    slots, experiments = [q["sql"] for q in queries if "xmin" in q["sql"]]
+    assert "p.id = ANY" in slots and "e.product_id = ANY" in experiments
+    assert block.slots[first.product.sku] is slot
+    assert block.verified - block.loaded[bucket] < 1
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL's row versions")
+@pytest.mark.parametrize(
+    "change",
+    ["variant text", "variant retired", "product renamed", "a variant published"],
+)
+def test_a_quiet_change_moves_the_digest_and_the_bucket_is_read(reader, settings, change):
+    """Each kind of row the bucket is read from, written behind the app's back (no
+    signal, no epoch), inside this test's one transaction (the same xmin: the ctid
+    moves): the check finds it and reads the bucket again."""
+    first, second = _two_buckets()
+    version = PromptVersionFactory(prompt=first.prompt)  # before the block is read
+    reader.get(LIVE, _params(first))
+    block = delivery.snapshot.block(first.prompt.slug, first.segment.slug)
+    params, expected = _params(first), "Changed"
+    if change == "variant text":
+        Variant.objects.filter(pk=first.pk).update(text="Changed")
+    elif change == "variant retired":
+        Variant.objects.filter(pk=first.pk).update(status=Variant.Status.RETIRED)
+        expected = first.product.description
+    elif change == "product renamed":
+        Product.objects.filter(pk=first.product_id).update(sku="RENAMED")
+        params, expected = {**params, "product": "RENAMED"}, "First"
+    else:
+        Variant.objects.filter(pk=first.pk).update(status=Variant.Status.RETIRED)
+        Variant.objects.bulk_create(
+            [
+                Variant(
+                    prompt=first.prompt,
+                    prompt_version=version,
+                    product=first.product,
+                    segment=first.segment,
+                    status=Variant.Status.PUBLISHED,
+                    language=first.language,
+                    text="Changed",
+                )
+            ]
+        )
+    _due_by_age(block, first, settings=settings)
+    with CaptureQueriesContext(connection) as queries:
+        assert reader.get(LIVE, params).json()["text"] == expected
+    (read,) = _content_reads(queries)
+    assert "p.id = ANY" in read
+    assert block.slots[second.product.sku].text == "Second"
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL's row versions")
+def test_a_write_after_the_read_moves_the_digest_however_fast(reader, settings):
+    """The digest a bucket keeps is of the rows it was read from: a quiet write just
+    after a read (here, before the next request) is found at the next check."""
+    first, _second = _two_buckets()
+    newer = _in_review_beside(first, "Approved")
+    services.variant_approve(variant=newer, user=UserFactory())  # the bucket's epoch moves
+    reader.get(LIVE, _params(first))  # the bucket is read again, with its digest
+    block = delivery.snapshot.block(first.prompt.slug, first.segment.slug)
+    Variant.objects.filter(pk=newer.pk).update(text="Quietly after")
+    _due_by_age(block, first, settings=settings)
+    assert reader.get(LIVE, _params(first)).json()["text"] == "Quietly after"
+
+
+def test_without_row_versions_a_bucket_due_by_age_is_read_whole(reader, settings, monkeypatch):
+    """SQLite keeps no row versions (and a check that cannot tell says so): every
+    bucket due by age is read again, as before the check existed."""
+    first, _second = _two_buckets()
+    reader.get(LIVE, _params(first))
+    block = delivery.snapshot.block(first.prompt.slug, first.segment.slug)
+    monkeypatch.setattr(delivery.Snapshot, "_versions", lambda self, block, buckets: None)
+    slot = block.slots[first.product.sku]
+    _due_by_age(block, first, settings=settings)
+    with CaptureQueriesContext(connection) as queries:
+        assert reader.get(LIVE, _params(first)).json()["text"] == "First"
+    assert len(_content_reads(queries)) == 1
+    assert block.slots[first.product.sku] is slot  # read again, and equal: kept
+
+
+def _eventually(condition, seconds: float = 10.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return condition()
+
+
+@pytest.mark.django_db(transaction=True)  # the checker thread reads on its own connection
+def test_buckets_due_by_age_are_checked_by_a_thread_not_the_request(reader, settings):
+    """The request that finds a bucket due by age serves what is held and reads nothing;
+    the process's checker thread finds the quiet change, and the next request serves
+    it. A bucket overdue (twice the age: the thread stuck) is checked by the request."""
+    settings.DELIVERY_SNAPSHOT_BACKGROUND_CHECKS = True
+    settings.DELIVERY_SNAPSHOT_VERIFY_SECONDS = 30  # the thread's own round: not now
+    first, second = _two_buckets()
+    reader.get(LIVE, _params(first))
+    block = delivery.snapshot.block(first.prompt.slug, first.segment.slug)
+    Variant.objects.filter(pk=first.pk).update(text="Changed quietly")  # no signal, no epoch
+    _due_by_age(block, first, settings=settings)
+    with CaptureQueriesContext(connection) as queries:
+        assert reader.get(LIVE, _params(first)).json()["text"] == "First"
+    assert queries.captured_queries == []
+    assert _eventually(lambda: block.slots[first.product.sku].text == "Changed quietly")
+    assert reader.get(LIVE, _params(first)).json()["text"] == "Changed quietly"
+
+    Variant.objects.filter(pk=second.pk).update(text="Overdue")
+    _due_by_age(block, second, second, settings=settings)  # twice the age
+    with CaptureQueriesContext(connection) as queries:
+        assert reader.get(LIVE, _params(second)).json()["text"] == "Overdue"
+    assert len(_content_reads(queries)) == 1
+
+
+@pytest.mark.django_db(transaction=True)  # the checker thread reads on its own connection
+def test_the_checker_thread_checks_due_buckets_on_its_own_clock(reader, settings):
+    """With no request at all, a bucket that comes due is checked within a round of the
+    thread (DELIVERY_SNAPSHOT_VERIFY_SECONDS), so buckets are not left to come due in a
+    burst when traffic returns; a block nobody asked for within the maximum age is not
+    kept fresh."""
+    settings.DELIVERY_SNAPSHOT_BACKGROUND_CHECKS = True
+    settings.DELIVERY_SNAPSHOT_VERIFY_SECONDS = 0.05
+    first, second = _two_buckets()
+    reader.get(LIVE, _params(first))
+    block = delivery.snapshot.block(first.prompt.slug, first.segment.slug)
+    Variant.objects.filter(pk=first.pk).update(text="Changed quietly")
+    _due_by_age(block, first, settings=settings)
+    assert _eventually(lambda: block.slots[first.product.sku].text == "Changed quietly")
+
+    max_age = settings.DELIVERY_SNAPSHOT_MAX_AGE_SECONDS
+    now = time.monotonic()
+    _due_by_age(block, second, settings=settings)
+    key = (first.prompt.slug, first.segment.slug, "")
+    assert (
+        delivery.snapshot._aged_blocks(now) == [key]
+        or block.loaded[second.product_id % delivery.BUCKETS] > now - max_age
+    )  # (or the thread was quicker)
+    block.requested -= max_age
+    _due_by_age(block, second, settings=settings)
+    assert delivery.snapshot._aged_blocks(time.monotonic()) == []
+
+
+def test_the_checker_thread_outlives_a_failed_check(reader, settings, monkeypatch, caplog):
+    """A check that raises is logged, and the thread takes the next block."""
+    settings.DELIVERY_SNAPSHOT_BACKGROUND_CHECKS = True
+    settings.DELIVERY_SNAPSHOT_VERIFY_SECONDS = 30  # only the blocks left to it
+    first, _second = _two_buckets()
+    reader.get(LIVE, _params(first))
+    block = delivery.snapshot.block(first.prompt.slug, first.segment.slug)
+    calls = []
+
+    def failing(*args, **kwargs):
+        calls.append(args)
+        raise RuntimeError("database gone")
+
+    monkeypatch.setattr(delivery.Snapshot, "block", failing)
+    key = (first.prompt.slug, first.segment.slug, "")
+    assert delivery.snapshot._check_in_background(key, block, [0], time.monotonic())
+    assert _eventually(lambda: len(calls) == 1 and key not in delivery.snapshot._queued)
+    assert "database gone" in caplog.text
+    assert delivery.snapshot._check_in_background(key, block, [0], time.monotonic())
+    assert _eventually(lambda: len(calls) == 2)
+    assert delivery.snapshot._checker.is_alive()
+
+
 def test_a_new_blocks_buckets_come_due_one_at_a_time(reader, settings):
     live = VariantFactory(status=Variant.Status.PUBLISHED)
     reader.get(LIVE, _params(live))

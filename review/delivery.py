@@ -92,7 +92,7 @@ from typing import Any, NamedTuple, TypeGuard, TypeVar, cast
 import redis
 from django.conf import settings
 from django.core import signing
-from django.db import close_old_connections, connections, transaction
+from django.db import connections, transaction
 from django.db.models import Q
 
 from generation import languages
@@ -1147,8 +1147,10 @@ class Snapshot:
         request leaves it a block, it checks each block with buckets due by age
         (_aged_blocks) as block() does, so buckets are checked as they come due, on a
         clock of their own, not in bursts when traffic returns to a block. On its own
-        database connection, closed and opened again as a request's is, and closed
-        after CHECKER_IDLE_SECONDS without a check. None in the queue stops it."""
+        database connection, kept while it works whatever CONN_MAX_AGE says (at the
+        default, 0, a round would open one), closed after an error that left it
+        unusable and after CHECKER_IDLE_SECONDS without a check. None in the queue
+        stops it."""
         connected, worked = False, time.monotonic()
         while True:
             left: list[tuple[str, str, str]] = []
@@ -1167,7 +1169,11 @@ class Snapshot:
                     connections.close_all()
                     connected = False
                 continue
-            close_old_connections()
+            for connection in connections.all(initialized_only=True):  # this thread's
+                if connection.errors_occurred:
+                    if not connection.is_usable():
+                        connection.close()
+                    connection.errors_occurred = False
             connected, worked = True, now
             for key in keys:
                 try:

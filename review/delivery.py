@@ -53,7 +53,8 @@ Invariants that keep this correct:
   (buckets come due one at a time, so no request waits for a whole block). On
   PostgreSQL the check reads only the versions of the rows the bucket was read from
   (`Snapshot._versions`: any write moves them) and reads the bucket again only if
-  they moved, at a fifth of the cost; on SQLite the bucket is read again;
+  they moved (0.71 of a read's cost at full size, its rows cold in PostgreSQL's
+  cache); on SQLite the bucket is read again;
 - with Redis unreachable, buckets are served until that age and then checked the
   same way: delivery keeps answering, at worst that stale.
 
@@ -1100,8 +1101,8 @@ class Snapshot:
         (_check_due), unless one is overdue (twice the maximum age: the thread is
         stuck or failing) or DELIVERY_SNAPSHOT_BACKGROUND_CHECKS is off. True if left.
 
-        A check waits on PostgreSQL for most of its time (~8 ms at 160 products, two
-        thirds of it the database's): in the request that found the bucket due, a sync
+        A check waits on PostgreSQL for most of its time (~16 ms at 160 products, cold,
+        most of it the database's): in the request that found the bucket due, a sync
         worker served nothing meanwhile, and with every worker's CPU busy the wait grew.
         The thread waits instead, without the GIL, while requests go on with the
         buckets held, at most a second and a check older than the maximum age.
@@ -1262,8 +1263,9 @@ class Snapshot:
         PostgreSQL's (xmin, ctid), which any write changes, the application's or not, in
         its own transaction or not, and which never come back. Here the same two
         queries read only the versions, of the same rows as the bucket's last read
-        (its experiments in the languages that read took, `block.stored`): about a
-        fifth of the cost of reading the bucket again. The digest a bucket keeps was
+        (its experiments in the languages that read took, `block.stored`): 16 ms
+        against 22 ms for reading the bucket again at full size (bench/delivery.py),
+        the same joins on rows gone cold in PostgreSQL's cache. The digest a bucket keeps was
         taken from the very rows it was read from (_digests), so a write after that read
         moves it however fast it came.
         """
@@ -1272,15 +1274,16 @@ class Snapshot:
         if connection.vendor != "postgresql" or slots is None:
             return None
         versions: list[tuple[Any, ...]] = []
-        product_ids = [slots[sku].product_id for b in buckets for sku in block.skus[b]]
-        if not product_ids:
-            return _digests(versions)
-        joins, params = self._slots_from(block, product_ids)
+        # The buckets' products, by the stored languages their last read took.
         by_stored: dict[tuple[str, ...], list[int]] = {}
         for b in buckets:
             by_stored.setdefault(block.stored[b], []).extend(
                 slots[sku].product_id for sku in block.skus[b]
             )
+        product_ids = [pk for ids in by_stored.values() for pk in ids]
+        if not product_ids:
+            return _digests(versions)
+        joins, params = self._slots_from(block, product_ids)
         with connection.cursor() as cursor:
             cursor.execute(f"SELECT p.id, {_SLOT_VERSIONS} {joins}", params)
             versions += cursor.fetchall()

@@ -1297,8 +1297,60 @@ def age_check_costs(args: argparse.Namespace, buckets: int = 64) -> None:
     per_second = (
         len(snapshot._blocks) * delivery.BUCKETS / settings.DELIVERY_SNAPSHOT_MAX_AGE_SECONDS
     )
-    figure("age_checks_a_second_a_process", per_second)
-    figure("age_check_ms_a_second_a_process", per_second * check_ms)
+    figure("age_checks_a_second_a_process_unshared", per_second)
+    figure("age_check_ms_a_second_a_process_unshared", per_second * check_ms)
+    shared_check_costs(args, keys[0], buckets, check_ms, per_second)
+
+
+def shared_check_costs(
+    args: argparse.Namespace,
+    key: tuple[str, str, str],
+    buckets: int,
+    check_ms: float,
+    per_second: float,
+) -> None:
+    """Checks shared by the fleet (Snapshot._shared_checks): another process (a second
+    Snapshot here, on its own claims and the same Redis) checks each bucket of a block
+    as it comes due and publishes it; this process's bucket, due too, takes that check.
+    What taking one costs, the queries it makes (none is the point), and what the checks
+    then cost each of the --workers processes a second."""
+    from django.conf import settings
+    from django.db import connection
+
+    from review import delivery
+
+    snapshot, other = delivery.snapshot, delivery.Snapshot()
+    mine, theirs = snapshot._blocks[key], other.block(*key)
+    if theirs is None or theirs.digests != mine.digests:
+        raise SystemExit("two snapshots of one block disagree on its digests")
+    max_age = settings.DELIVERY_SNAPSHOT_MAX_AGE_SECONDS
+    queries: list[str] = []
+
+    def count(execute, sql, params, many, context):
+        queries.append(sql)
+        return execute(sql, params, many, context)
+
+    takes = []
+    for b in range(buckets):
+        for block in (mine, theirs):
+            block.loaded[b] -= max_age
+            block.verified -= settings.DELIVERY_SNAPSHOT_VERIFY_SECONDS
+        other.block(*key, checker=True)
+        started = time.perf_counter()
+        with connection.execute_wrapper(count):
+            snapshot.block(*key, checker=True)
+        takes.append(time.perf_counter() - started)
+        if time.monotonic() - mine.loaded[b] >= max_age:
+            raise SystemExit(f"bucket {b}: the other process's check was not taken")
+    take_ms = statistics.median(takes) * 1000
+    figure("shared_check_take_ms_a_bucket", take_ms)
+    figure("shared_check_take_queries", len(queries), "0", not queries)
+    # Each bucket is checked once by the fleet and taken by the others.
+    workers = args.workers
+    figure(
+        f"age_check_ms_a_second_a_process_shared_by_{workers}",
+        per_second * (check_ms + (workers - 1) * take_ms) / workers,
+    )
 
 
 def answer_costs(args: argparse.Namespace, n: int = 20_000) -> None:

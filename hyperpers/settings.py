@@ -383,6 +383,10 @@ DELIVERY_SNAPSHOT_MAX_ROWS = env.int("DELIVERY_SNAPSHOT_MAX_ROWS", default=600_0
 # that finds them due (which serves what it holds meanwhile); past twice the age, or
 # with this off, the request checks them itself.
 DELIVERY_SNAPSHOT_BACKGROUND_CHECKS = env.bool("DELIVERY_SNAPSHOT_BACKGROUND_CHECKS", default=True)
+# A check of a part due by age is published in Redis, and every other web process that
+# holds the same rows takes it as its own: the fleet checks each part about once per
+# maximum age, not once in each process.
+DELIVERY_SNAPSHOT_SHARE_CHECKS = env.bool("DELIVERY_SNAPSHOT_SHARE_CHECKS", default=True)
 # Past this many slots held, each snapshot read ends with gc.freeze() (review/delivery.py,
 # Snapshot._settle): the garbage collector stops walking the snapshot.
 DELIVERY_SNAPSHOT_FREEZE_ROWS = env.int("DELIVERY_SNAPSHOT_FREEZE_ROWS", default=50_000)

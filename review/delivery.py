@@ -82,7 +82,9 @@ import hashlib
 import hmac
 import json
 import logging
+import os
 import queue
+import secrets
 import threading
 import time
 from collections import OrderedDict
@@ -121,6 +123,12 @@ REDIS_BACKOFF_SECONDS = 1.0
 BUCKETS = 64
 # The snapshot's checker thread closes its database connection after this long idle.
 CHECKER_IDLE_SECONDS = 5.0
+# Checks of buckets due by age, shared by every process (Snapshot._shared_checks): a
+# hash of "prompt:segment:language asked:bucket" -> "digest wall-time who", and a
+# claim a bucket while one process checks it.
+CHECKS_KEY = "hyperpers:live:checks"
+CLAIM_PREFIX = "hyperpers:live:checking:"
+CHECK_CLAIM_SECONDS = 10.0
 
 
 class DeliveryError(NotFound):
@@ -504,7 +512,7 @@ def _experiments(
     *,
     tags: list[str] | None = None,
     product_ids: list[int] | None = None,
-    versions: list[tuple[Any, ...]] | None = None,
+    versions: _Versions | None = None,
 ) -> _Experiments:
     """The running experiments of a prompt's slots for a segment, in one query: of every
     product or of these, in the stored languages `tags`, or in every language. Each with
@@ -527,7 +535,7 @@ def _experiments(
         rows: list[tuple[Any, ...]] = cursor.fetchall()
     if wanted:
         assert versions is not None
-        versions += [(row[1], *row[8:]) for row in rows]
+        versions += [(row[1], row[8]) for row in rows]
     read: dict[int, tuple[int, str, int, object, list[_Copy]]] = {}
     for pk, product_id, tag, weights_id, shares, variant_id, number, text, *_ in rows:
         found = read.setdefault(pk, (product_id, tag, weights_id, shares, []))
@@ -551,12 +559,17 @@ def _experiments(
     return experiments
 
 
-# What a row of _experiments and of a block's slots is made of, as PostgreSQL versions
-# rows: (xmin, ctid), which any write changes (Snapshot._versions).
-_EXPERIMENT_VERSIONS = ", ".join(
-    f"{t}.xmin::text, {t}.ctid::text" for t in ("e", "w", "a", "v", "pv")
-)
-_SLOT_VERSIONS = ", ".join(f"{t}.xmin::text, {t}.ctid::text" for t in ("p", "v", "pv"))
+def _row_versions(*tables: str) -> str:
+    """One text of the PostgreSQL versions of the rows a result row is made of: each
+    table's (xmin, ctid), which any write changes (Snapshot._versions). One column, not
+    two a table: half the time the check spends turning columns into Python objects.
+    A NULL (a LEFT JOIN that found nothing) is left out: the tables come in a fixed
+    order and each joins on the one before, so the count of fields tells which ones."""
+    return "concat_ws(' ', " + ", ".join(f"{t}.xmin, {t}.ctid" for t in tables) + ")"
+
+
+_EXPERIMENT_VERSIONS = _row_versions("e", "w", "a", "v", "pv")
+_SLOT_VERSIONS = _row_versions("p", "v", "pv")
 
 
 def experiment_key(pk: int) -> str:
@@ -771,6 +784,24 @@ def live_copy_changed(
     live_changed(prompt_id=prompt_id, product_id=product_id, segment_id=segment_id)
 
 
+def _check_field(block: _Block, bucket: int) -> str:
+    return f"{block.prompt_id}:{block.segment_id}:{block.asked}:{bucket}"
+
+
+def _published_check(record: bytes | None) -> tuple[str, float, str] | None:
+    """A check another process published (digest, wall-clock time, who), or None for
+    none or for one this version cannot read."""
+    if record is None:
+        return None
+    parts = record.decode(errors="replace").split(" ")
+    if len(parts) != 3:
+        return None
+    try:
+        return parts[0], float(parts[1]), parts[2]
+    except ValueError:
+        return None
+
+
 # ----------------------------------------------------------------------------------
 # The snapshot
 
@@ -800,27 +831,43 @@ _Served = tuple[int, str, int | None, int | None, str, str, str, str | None, _Tr
 _Epoch = bytes | None
 
 
+# The versions of the rows a bucket was read from: (product id, the versions of the
+# rows a result row was made of, _row_versions), one tuple a result row.
+_Versions = list[tuple[int, str]]
+
+
 class _Read(NamedTuple):
     """What Snapshot._served read: each slot's fields by SKU, the stored languages whose
     experiments it read, and the versions of every row it read (None on SQLite)."""
 
     served: dict[str, _Served]
     stored: tuple[str, ...]
-    versions: list[tuple[Any, ...]] | None
+    versions: _Versions | None
 
 
-def _digests(versions: list[tuple[Any, ...]] | None) -> list[int | None] | None:
-    """Each bucket's digest of row versions (each led by its product's id), or None.
+def _digests(
+    versions: _Versions | None, block: _Block, stored: list[tuple[str, ...]]
+) -> list[str | None] | None:
+    """Each bucket's digest of the versions of the rows it was read from, or None.
 
-    Python's hash of a frozenset of tuples of strings and numbers: 64 bits, salted per
-    process (PYTHONHASHSEED), so no one can write a change that keeps a digest; two
-    different sets share one by chance once in 2**64 checks."""
+    BLAKE2b (128 bits) of the block's languages, the bucket's stored languages (`stored`,
+    which its experiments were read in) and its rows' versions, sorted: the same rows
+    give the same digest in every process, which is what lets one process take another's
+    check as its own (Snapshot._shared_checks). A write cannot keep a digest: PostgreSQL
+    picks the versions, and two sets share a digest by chance once in 2**128."""
     if versions is None:
         return None
-    buckets: list[list[tuple[Any, ...]]] = [[] for _ in range(BUCKETS)]
-    for row in versions:
-        buckets[row[0] % BUCKETS].append(row)
-    return [hash(frozenset(rows)) for rows in buckets]
+    buckets: list[list[str]] = [[] for _ in range(BUCKETS)]
+    for product_id, row in versions:
+        buckets[product_id % BUCKETS].append(row)
+    digests: list[str | None] = []
+    for b, rows in enumerate(buckets):
+        rows.sort()
+        head = f"{block.language} {block.asked} {','.join(stored[b])}\n"
+        digests.append(
+            hashlib.blake2b((head + "\n".join(rows)).encode(), digest_size=16).hexdigest()
+        )
+    return digests
 
 
 @dataclass
@@ -854,7 +901,7 @@ class _Block:
     # Each bucket's digest of the row versions it was read from (Snapshot._versions;
     # None: not known, and a bucket due by age is read again whole), and the stored
     # languages its slots' experiments were read in (the digest covers those).
-    digests: list[int | None] = field(default_factory=lambda: [None] * BUCKETS)
+    digests: list[str | None] = field(default_factory=lambda: [None] * BUCKETS)
     stored: list[tuple[str, ...]] = field(default_factory=lambda: [()] * BUCKETS)
 
     def index(self) -> None:
@@ -952,6 +999,8 @@ class Snapshot:
         self._due: queue.SimpleQueue[tuple[str, str, str] | None] = queue.SimpleQueue()
         self._queued: set[tuple[str, str, str]] = set()
         self._checker: threading.Thread | None = None
+        # With the pid, who signs this process's checks (_owner).
+        self._token = secrets.token_hex(4)
 
     def clear(self) -> None:
         with self._lock:
@@ -1035,7 +1084,7 @@ class Snapshot:
            held (_check_in_background); past twice that age, the request does.
         """
         key = (prompt_slug, segment_slug, asked)
-        now = time.monotonic()
+        now, wall = time.monotonic(), time.time()
         block = self._blocks.get(key)
         if checker and block is None:
             return None  # dropped since it was queued: loaded again when asked for
@@ -1078,21 +1127,126 @@ class Snapshot:
                     aged.append(b)
             if aged and not checker and self._check_in_background(key, block, aged, now):
                 aged = []
-            if aged:
-                # Due by age only: read again those whose rows changed (_versions).
-                digests = self._versions(block, aged)
-                for b in aged:
-                    if digests is not None and digests[b] == block.digests[b]:
-                        block.epochs[b], block.loaded[b] = bucket_epochs[b], now
-                    else:
-                        moved.append(b)
-            if moved:
-                self._reload_buckets(block, moved, bucket_epochs, now)
+            claims: list[str] = []
+            if aged and epochs is not None and settings.DELIVERY_SNAPSHOT_SHARE_CHECKS:
+                # Another process may have checked them: take its check, or claim them.
+                aged, claims = self._shared_checks(block, aged, now, wall)
+            try:
+                if aged:
+                    # Due by age only: read again those whose rows changed (_versions).
+                    digests = self._versions(block, aged)
+                    for b in aged:
+                        if digests is not None and digests[b] == block.digests[b]:
+                            block.epochs[b], block.loaded[b] = bucket_epochs[b], now
+                        else:
+                            moved.append(b)
+                if moved:
+                    self._reload_buckets(block, moved, bucket_epochs, now)
+            finally:
+                if aged or moved or claims:
+                    self._publish_checks(block, [*aged, *moved], now, wall, claims)
             block.verified = now
             if not checker:
                 block.requested = now
             self._touch(key)
             return block
+
+    def _owner(self) -> str:
+        """Who signs this process's checks in Redis: a forked worker has its own pid."""
+        return f"{os.getpid()}.{self._token}"
+
+    def _shared_checks(
+        self, block: _Block, aged: list[int], now: float, wall: float
+    ) -> tuple[list[int], list[str]]:
+        """Of a block's buckets due by age, those this process checks itself, and the
+        claims it took on them in Redis (to give back in _publish_checks).
+
+        Every process holds the same buckets and would check each once per maximum age.
+        A check of one process is as good for any other that holds the same rows: the
+        same digest (_digests) means the same rows, current when that check began. So a
+        process publishes its checks (CHECKS_KEY: digest, time, who), and one whose bucket
+        comes due takes a check published by another process with its own digest as its
+        own: the bucket is deemed loaded then. A bucket still due is claimed (SET NX, for
+        CHECK_CLAIM_SECONDS) before it is checked; a bucket another process is checking
+        waits for the next round (DELIVERY_SNAPSHOT_VERIFY_SECONDS), when that check is
+        published, unless it is overdue (twice the maximum age). So the fleet checks a
+        bucket about once per maximum age, not once in each process.
+
+        Published times are wall-clock times: a host whose clock runs behind another's
+        takes that host's checks as that much older than they were, and one whose clock
+        runs ahead takes them as that much newer (milliseconds under NTP, against a
+        maximum age of minutes). With Redis unreachable, every due bucket is checked here.
+        """
+        max_age = settings.DELIVERY_SNAPSHOT_MAX_AGE_SECONDS
+        if any(block.digests[b] is None for b in aged):
+            return aged, []  # no digest to compare (SQLite): nothing to share
+        fields = [_check_field(block, b) for b in aged]
+        records = redis_round_trip(
+            "shared snapshot checks",
+            lambda client: cast("list[bytes | None]", client.hmget(CHECKS_KEY, fields)),
+        )
+        if records is None:
+            return aged, []
+        owner = self._owner()
+        due: list[int] = []
+        for b, record in zip(aged, records, strict=True):
+            published = _published_check(record)
+            if published is not None and published[2] != owner:
+                digest, at, _owner = published
+                if digest == block.digests[b]:
+                    # Its time on this process's clock, and never in the future.
+                    block.loaded[b] = max(block.loaded[b], now - max(0.0, wall - at))
+            if now - block.loaded[b] >= max_age:
+                due.append(b)
+        if not due:
+            return [], []
+        claim_fields = [_check_field(block, b) for b in due]
+
+        def claim(client: redis.Redis) -> list[Any]:
+            pipe = client.pipeline(transaction=False)
+            for name in claim_fields:
+                pipe.set(CLAIM_PREFIX + name, owner, nx=True, px=int(CHECK_CLAIM_SECONDS * 1000))
+            return pipe.execute()
+
+        won = redis_round_trip("shared snapshot checks", claim)
+        if won is None:
+            return due, []
+        mine = [b for b, ours in zip(due, won, strict=True) if ours]
+        overdue = [
+            b
+            for b, ours in zip(due, won, strict=True)
+            if not ours and now - block.loaded[b] >= 2 * max_age
+        ]
+        claims = [CLAIM_PREFIX + _check_field(block, b) for b in mine]
+        return sorted(mine + overdue), claims
+
+    def _publish_checks(
+        self, block: _Block, buckets: list[int], now: float, wall: float, claims: list[str]
+    ) -> None:
+        """Publish the digests of the buckets checked or read again just now (those
+        loaded at `now`), with the time, and give back the claims taken on them."""
+        if not settings.DELIVERY_SNAPSHOT_SHARE_CHECKS:
+            return
+        owner = self._owner()
+        mapping = {
+            _check_field(block, b): f"{block.digests[b]} {wall!r} {owner}"
+            for b in buckets
+            if block.loaded[b] == now and block.digests[b] is not None
+        }
+        if not mapping and not claims:
+            return
+
+        def publish(client: redis.Redis) -> list[Any]:
+            pipe = client.pipeline(transaction=False)
+            if mapping:
+                pipe.hset(CHECKS_KEY, mapping=mapping)
+                # Fields of blocks no process holds any more go with the key, in time.
+                pipe.expire(CHECKS_KEY, int(2 * settings.DELIVERY_SNAPSHOT_MAX_AGE_SECONDS) + 60)
+            if claims:
+                pipe.delete(*claims)
+            return pipe.execute()
+
+        redis_round_trip("shared snapshot checks", publish)
 
     def _check_in_background(
         self, key: tuple[str, str, str], block: _Block, aged: list[int], now: float
@@ -1252,7 +1406,7 @@ class Snapshot:
             rows: list[tuple[Any, ...]] = cursor.fetchall()
         return rows
 
-    def _versions(self, block: _Block, buckets: list[int]) -> list[int | None] | None:
+    def _versions(self, block: _Block, buckets: list[int]) -> list[str | None] | None:
         """Each bucket's digest of the rows it would be read from now (the other
         buckets' digests mean nothing), or None where the database keeps no row
         versions (SQLite: a bucket due by age is then read again whole).
@@ -1273,7 +1427,7 @@ class Snapshot:
         slots = block.slots
         if connection.vendor != "postgresql" or slots is None:
             return None
-        versions: list[tuple[Any, ...]] = []
+        versions: _Versions = []
         # The buckets' products, by the stored languages their last read took.
         by_stored: dict[tuple[str, ...], list[int]] = {}
         for b in buckets:
@@ -1282,7 +1436,7 @@ class Snapshot:
             )
         product_ids = [pk for ids in by_stored.values() for pk in ids]
         if not product_ids:
-            return _digests(versions)
+            return _digests(versions, block, block.stored)
         joins, params = self._slots_from(block, product_ids)
         with connection.cursor() as cursor:
             cursor.execute(f"SELECT p.id, {_SLOT_VERSIONS} {joins}", params)
@@ -1295,7 +1449,7 @@ class Snapshot:
                 )
                 cursor.execute(f"SELECT e.product_id, {_EXPERIMENT_VERSIONS} {joins}", params)
                 versions += cursor.fetchall()
-        return _digests(versions)
+        return _digests(versions, block, block.stored)
 
     def _served(
         self, block: _Block, rows: list[tuple[Any, ...]], product_ids: list[int] | None = None
@@ -1314,7 +1468,7 @@ class Snapshot:
         products: dict[str, tuple[int, str, object]] = {}
         live: dict[str, dict[str, _Copy]] = {}
         postgresql = connections[Variant.objects.db].vendor == "postgresql"
-        versions = [(row[1], *row[8:]) for row in rows] if postgresql else None
+        versions = [(row[1], row[8]) for row in rows] if postgresql else None
         for sku, product_id, description, translations, variant_id, number, text, tag, *_ in rows:
             products[sku] = (product_id, description, translations)
             if variant_id is not None:
@@ -1435,8 +1589,8 @@ class Snapshot:
             read = self._served(block, self._rows_of(block))
             block.slots = {sku: self._slot(*rest) for sku, rest in read.served.items()}
             block.index()
-            block.digests = _digests(read.versions) or [None] * BUCKETS
             block.stored = [read.stored] * BUCKETS
+            block.digests = _digests(read.versions, block, block.stored) or [None] * BUCKETS
         with self._lock:
             if self._drops != drops:
                 return None
@@ -1484,7 +1638,7 @@ class Snapshot:
                 {}, (), [] if connections[Variant.objects.db].vendor == "postgresql" else None
             )
         )
-        digests = _digests(read.versions)
+        digests = _digests(read.versions, block, [read.stored] * BUCKETS)
         found: dict[str, _Slot] = {}
         for sku, row in read.served.items():
             slot = slots.get(sku)

@@ -392,6 +392,115 @@ def test_without_row_versions_a_bucket_due_by_age_is_read_whole(reader, settings
     assert block.slots[first.product.sku] is slot  # read again, and equal: kept
 
 
+def test_a_digest_is_the_same_for_the_same_rows_in_any_order():
+    """Digests are compared across processes (each with its own hash salt): the same
+    rows give the same digest whatever order they come in; a version moved, or other
+    stored languages for the bucket, give another."""
+    block = delivery._Block(1, "p", 2, "s", {}, [], [], 0.0, 0.0)
+    rows = [(0, "10 (0,1)"), (64, "10 (0,2) 11 (3,4) 9 (1,1)"), (1, "12 (5,5)")]
+    stored = [()] * delivery.BUCKETS
+    digests = delivery._digests(rows, block, stored)
+    assert delivery._digests(rows[::-1], block, stored) == digests
+    assert len(digests[0]) == 32 and digests[1] != digests[0]
+    moved = delivery._digests([(0, "10 (0,1)"), (64, "10 (0,2) 11 (3,5) 9 (1,1)")], block, stored)
+    assert moved[0] != digests[0] and moved[1] != digests[1]
+    assert delivery._digests(rows, block, [("de",)] * delivery.BUCKETS)[0] != digests[0]
+    assert delivery._digests(None, block, stored) is None
+
+
+def _held_by_two_processes(reader, settings):
+    """Two published variants in two buckets, held by this process's snapshot and by
+    another's (a second Snapshot: its own claims and checks, the same Redis)."""
+    first, second = _two_buckets()
+    reader.get(LIVE, _params(first))
+    other = delivery.Snapshot()
+    mine = delivery.snapshot.block(first.prompt.slug, first.segment.slug)
+    theirs = other.block(first.prompt.slug, first.segment.slug)
+    assert mine.digests == theirs.digests  # the same rows: the same digests
+    return first, second, mine, other, theirs
+
+
+def _versions_reads(queries) -> list[str]:
+    return [q["sql"] for q in queries if "xmin" in q["sql"]]
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL's row versions")
+def test_a_check_another_process_published_is_taken_not_repeated(reader, settings):
+    """The fleet checks a bucket once per maximum age: a process whose bucket comes due
+    takes another's check of the same rows as its own, with that check's time."""
+    first, _second, mine, other, theirs = _held_by_two_processes(reader, settings)
+    bucket = first.product_id % delivery.BUCKETS
+    _due_by_age(mine, first, settings=settings)
+    _due_by_age(theirs, first, settings=settings)
+    before = time.monotonic()
+    with CaptureQueriesContext(connection) as queries:
+        other.block(first.prompt.slug, first.segment.slug)
+    assert len(_versions_reads(queries)) == 2  # the other process checked: slots, experiments
+    assert theirs.loaded[bucket] >= before
+
+    with CaptureQueriesContext(connection) as queries:
+        assert reader.get(LIVE, _params(first)).json()["text"] == "First"
+    assert _versions_reads(queries) == [] and _content_reads(queries) == []
+    assert mine.loaded[bucket] >= before  # deemed checked when the other one checked
+    assert mine.loaded[bucket] <= time.monotonic()
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL's row versions")
+def test_a_published_check_of_other_rows_is_not_taken(reader, settings):
+    """A process that missed a change (no epoch told it) holds a digest the other
+    process's check no longer finds: it checks itself, and reads the bucket again."""
+    first, _second, mine, other, theirs = _held_by_two_processes(reader, settings)
+    Variant.objects.filter(pk=first.pk).update(text="Changed quietly")
+    _due_by_age(mine, first, settings=settings)
+    _due_by_age(theirs, first, settings=settings)
+    other.block(first.prompt.slug, first.segment.slug)
+    assert theirs.slots[first.product.sku].text == "Changed quietly"
+    with CaptureQueriesContext(connection) as queries:
+        assert reader.get(LIVE, _params(first)).json()["text"] == "Changed quietly"
+    assert len(_content_reads(queries)) == 1
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL's row versions")
+def test_a_bucket_another_process_is_checking_waits_unless_overdue(reader, settings):
+    """While another process holds the claim on a bucket (it is checking it), this one
+    does not check it too: it serves what it holds until that check is published. A
+    bucket overdue (twice the maximum age) is checked whatever the claim."""
+    first, _second, mine, _other, _theirs = _held_by_two_processes(reader, settings)
+    bucket = first.product_id % delivery.BUCKETS
+    claim = delivery.CLAIM_PREFIX + delivery._check_field(mine, bucket)
+    delivery._redis().set(claim, "another process", ex=30)
+    _due_by_age(mine, first, settings=settings)
+    due = mine.loaded[bucket]
+    with CaptureQueriesContext(connection) as queries:
+        assert reader.get(LIVE, _params(first)).json()["text"] == "First"
+    assert _versions_reads(queries) == []
+    assert mine.loaded[bucket] == due  # still due: next round, the other's check
+
+    _due_by_age(mine, first, settings=settings)  # now twice the age
+    with CaptureQueriesContext(connection) as queries:
+        assert reader.get(LIVE, _params(first)).json()["text"] == "First"
+    assert len(_versions_reads(queries)) == 2
+    assert delivery._redis().get(claim) == b"another process"  # not taken: not given back
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL's row versions")
+def test_a_check_gives_back_its_claim_and_publishes_what_it_found(reader, settings):
+    first, _second, mine, _other, _theirs = _held_by_two_processes(reader, settings)
+    bucket = first.product_id % delivery.BUCKETS
+    field = delivery._check_field(mine, bucket)
+    _due_by_age(mine, first, settings=settings)
+    wall = time.time()
+    reader.get(LIVE, _params(first))
+    client = delivery._redis()
+    assert client.get(delivery.CLAIM_PREFIX + field) is None
+    digest, at, owner = delivery._published_check(client.hget(delivery.CHECKS_KEY, field))
+    assert digest == mine.digests[bucket] and at >= wall
+    assert owner == delivery.snapshot._owner()
+    assert (
+        0 < client.ttl(delivery.CHECKS_KEY) <= 2 * settings.DELIVERY_SNAPSHOT_MAX_AGE_SECONDS + 60
+    )
+
+
 def _eventually(condition, seconds: float = 10.0) -> bool:
     deadline = time.monotonic() + seconds
     while not condition() and time.monotonic() < deadline:

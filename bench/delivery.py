@@ -1266,8 +1266,10 @@ def age_check_costs(args: argparse.Namespace, buckets: int = 64) -> None:
     due by age checked (its rows' versions read, Snapshot._versions) against read
     again (the content; before the check, every bucket due by age was), one bucket at
     a time through the first blocks; and what the checks cost a process a second at
-    DELIVERY_SNAPSHOT_MAX_AGE_SECONDS."""
-    from django.conf import settings
+    DELIVERY_SNAPSHOT_MAX_AGE_SECONDS. Without the checker thread: this process's own
+    would check the buckets made due here, or hold their claims, in the measurements'
+    midst."""
+    from django.test import override_settings
 
     from review import delivery
 
@@ -1275,6 +1277,19 @@ def age_check_costs(args: argparse.Namespace, buckets: int = 64) -> None:
     keys = [key for key in list(snapshot._blocks) if snapshot._blocks[key].slots]
     if not keys:
         return
+    with override_settings(DELIVERY_SNAPSHOT_BACKGROUND_CHECKS=False):
+        snapshot.stop_checker()
+        _age_check_costs(args, keys, buckets)
+
+
+def _age_check_costs(
+    args: argparse.Namespace, keys: list[tuple[str, str, str]], buckets: int
+) -> None:
+    from django.conf import settings
+
+    from review import delivery
+
+    snapshot = delivery.snapshot
     checks, reads = [], []
     for b in range(buckets):
         block = snapshot._blocks[keys[b % len(keys)]]
@@ -1330,6 +1345,16 @@ def shared_check_costs(
         queries.append(sql)
         return execute(sql, params, many, context)
 
+    # Neither block has a bucket due but the one each step makes due: the blocks were
+    # loaded a while ago, and their own buckets would come due along the way. And no
+    # check of this block is published yet: this process's checker thread published
+    # those of its buckets that came due meanwhile, which the other process would take
+    # (this one ignores its own), and the ages made up here would not have come due.
+    for block in (mine, theirs):
+        block.loaded[:] = [time.monotonic()] * delivery.BUCKETS
+    delivery._redis().hdel(
+        delivery.CHECKS_KEY, *(delivery._check_field(mine, b) for b in range(delivery.BUCKETS))
+    )
     takes = []
     for b in range(buckets):
         for block in (mine, theirs):
@@ -1345,6 +1370,8 @@ def shared_check_costs(
     take_ms = statistics.median(takes) * 1000
     figure("shared_check_take_ms_a_bucket", take_ms)
     figure("shared_check_take_queries", len(queries), "0", not queries)
+    for sql in sorted(set(queries)):
+        print(f"  a query while taking checks: {sql[:160]}", flush=True)
     # Each bucket is checked once by the fleet and taken by the others.
     workers = args.workers
     figure(

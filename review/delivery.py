@@ -54,7 +54,10 @@ Invariants that keep this correct:
   PostgreSQL the check reads only the versions of the rows the bucket was read from
   (`Snapshot._versions`: any write moves them) and reads the bucket again only if
   they moved (0.71 of a read's cost at full size, its rows cold in PostgreSQL's
-  cache); on SQLite the bucket is read again;
+  cache); on SQLite the bucket is read again. A check is published in Redis, and
+  every other process holding the same rows takes it as its own
+  (`Snapshot._shared_checks`): the fleet checks a bucket about once per maximum age,
+  not once a process;
 - with Redis unreachable, buckets are served until that age and then checked the
   same way: delivery keeps answering, at worst that stale.
 
@@ -741,10 +744,16 @@ def live_changed(
 
 
 # The statuses a variant's save leaves it in when the save can change what its slot
-# shows: published (approve, undo), retired (replaced), in review (an approval undone).
+# shows: published (approve, undo), retired (replaced), in review (an approval undone),
+# testing (an arm of the slot's experiment, whose text visitors are shown).
 # Queued, generating, failed, rejected and superseded never follow a published one.
 _LIVE_CHANGING = frozenset(
-    (Variant.Status.PUBLISHED, Variant.Status.RETIRED, Variant.Status.IN_REVIEW)
+    (
+        Variant.Status.PUBLISHED,
+        Variant.Status.RETIRED,
+        Variant.Status.IN_REVIEW,
+        Variant.Status.TESTING,
+    )
 )
 
 

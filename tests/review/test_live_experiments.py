@@ -290,6 +290,20 @@ def test_experiment_changes_reach_the_live_path_at_once(reader, slot):
     assert body["exposure_id"].startswith("e2.")
 
 
+def test_a_challengers_text_saved_reaches_its_visitors_at_once(reader, slot):
+    """An arm's variant is `testing`: a save of its text (an admin's fix) bumps the
+    slot's bucket as a published variant's does, rather than wait for the safety net."""
+    live, challenger = slot
+    experiment = _start(live, challenger)
+    visitor = _visitor_for(experiment, f"v{challenger.pk}")
+    assert reader.get(LIVE, _params(live, visitor=visitor)).json()["text"] == "Challenger copy"
+    challenger.refresh_from_db()
+    assert challenger.status == Variant.Status.TESTING
+    challenger.text = "Challenger, fixed"
+    challenger.save(update_fields=["text"])
+    assert reader.get(LIVE, _params(live, visitor=visitor)).json()["text"] == "Challenger, fixed"
+
+
 def test_a_new_weights_row_reaches_the_live_path(reader, slot):
     """The beat writes new shares (a bandit): the exposure ids name the new row."""
     live, challenger = slot

@@ -1200,34 +1200,35 @@ class Snapshot:
         due: list[int] = []
         for b, record in zip(aged, records, strict=True):
             published = _published_check(record)
-            if published is not None and published[2] != owner:
-                digest, at, _owner = published
-                if digest == block.digests[b]:
+            if published is not None:
+                digest, at, who = published
+                if who != owner and digest == block.digests[b]:
                     # Its time on this process's clock, and never in the future.
                     block.loaded[b] = max(block.loaded[b], now - max(0.0, wall - at))
             if now - block.loaded[b] >= max_age:
                 due.append(b)
         if not due:
             return [], []
-        claim_fields = [_check_field(block, b) for b in due]
+        claim_keys = [CLAIM_PREFIX + _check_field(block, b) for b in due]
 
         def claim(client: redis.Redis) -> list[Any]:
             pipe = client.pipeline(transaction=False)
-            for name in claim_fields:
-                pipe.set(CLAIM_PREFIX + name, owner, nx=True, px=int(CHECK_CLAIM_SECONDS * 1000))
+            for name in claim_keys:
+                pipe.set(name, owner, nx=True, px=int(CHECK_CLAIM_SECONDS * 1000))
             return pipe.execute()
 
         won = redis_round_trip("shared snapshot checks", claim)
         if won is None:
             return due, []
-        mine = [b for b, ours in zip(due, won, strict=True) if ours]
-        overdue = [
-            b
-            for b, ours in zip(due, won, strict=True)
-            if not ours and now - block.loaded[b] >= 2 * max_age
-        ]
-        claims = [CLAIM_PREFIX + _check_field(block, b) for b in mine]
-        return sorted(mine + overdue), claims
+        checked: list[int] = []
+        claims: list[str] = []
+        for b, name, ours in zip(due, claim_keys, won, strict=True):
+            if ours:
+                checked.append(b)
+                claims.append(name)
+            elif now - block.loaded[b] >= 2 * max_age:  # overdue: whoever holds it
+                checked.append(b)
+        return checked, claims
 
     def _publish_checks(
         self, block: _Block, buckets: list[int], now: float, wall: float, claims: list[str]

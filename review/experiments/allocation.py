@@ -164,8 +164,30 @@ def pick_arm(*, experiment_key: str, visitor: str, weights: Mapping[str, float])
 
     About 1 µs an arm (blake2b and a log); no numpy. ValueError if the shares are not
     numbers >= 0 summing to 1 with the control among them: the caller passes the
-    mapping `shares_check` accepted.
+    mapping `shares_check` accepted. A caller that picks for many visitors under the
+    same shares checks them once (`split_of`) and calls `pick`.
     """
+    return pick(split_of(weights), experiment_key=experiment_key, visitor=visitor)
+
+
+class Split(NamedTuple):
+    """A share mapping checked once and laid out for `pick`: the control's share, the
+    variants that have a share (key, share) in the mapping's order, and the total of
+    the shares. The live snapshot keeps one an experiment, in place of the mapping."""
+
+    control: float
+    variants: tuple[tuple[str, float], ...]
+    total: float
+
+    def share(self, arm: str) -> float:
+        """The arm's share (0 for a paused or unknown one)."""
+        if arm == CONTROL:
+            return self.control
+        return next((share for key, share in self.variants if key == arm), 0.0)
+
+
+def split_of(weights: Mapping[str, float]) -> Split:
+    """`weights` checked as pick_arm checks them (ValueError naming what is wrong)."""
     total = 0.0
     for arm, share in weights.items():
         if not share >= 0:  # also refuses NaN
@@ -175,20 +197,26 @@ def pick_arm(*, experiment_key: str, visitor: str, weights: Mapping[str, float])
         raise ValueError(f"shares must sum to 1, they sum to {total:.6g}")
     if CONTROL not in weights:
         raise ValueError(f"shares must include the control, {CONTROL!r}")
+    variants = tuple(
+        (arm, float(share)) for arm, share in weights.items() if share and arm != CONTROL
+    )
+    return Split(float(weights[CONTROL]), variants, total)
+
+
+def pick(split: Split, *, experiment_key: str, visitor: str) -> Assignment:
+    """pick_arm under shares already checked: the live path's, once a request."""
     prefix = hashlib.blake2b(digest_size=8)
     # Length-prefixed, so ("ab", "c") and ("a", "bc") hash differently.
     key, who = experiment_key.encode(), visitor.encode()
     prefix.update(b"%d:%s%d:%s" % (len(key), key, len(who), who))
-    if _uniform(prefix, CONTROL) < weights[CONTROL]:
-        return Assignment(CONTROL, weights[CONTROL] / total)
-    best_arm, best_score = CONTROL, math.inf
-    for arm, share in weights.items():
-        if share == 0 or arm == CONTROL:
-            continue
+    if _uniform(prefix, CONTROL) < split.control:
+        return Assignment(CONTROL, split.control / split.total)
+    best_arm, best_share, best_score = CONTROL, split.control, math.inf
+    for arm, share in split.variants:
         score = -math.log(_uniform(prefix, arm)) / share
         if score < best_score or (score == best_score and arm < best_arm):
-            best_arm, best_score = arm, score
-    return Assignment(best_arm, weights[best_arm] / total)
+            best_arm, best_share, best_score = arm, share, score
+    return Assignment(best_arm, best_share / split.total)
 
 
 def _uniform(prefix: hashlib.blake2b, arm: str) -> float:

@@ -1,6 +1,7 @@
 """review/experiments/allocation.py: shares that sum to 1 and keep their floors, and a
 visitor who keeps their arm. Pure: no database."""
 
+import math
 import os
 import subprocess
 import sys
@@ -196,3 +197,32 @@ def test_the_live_path_never_loads_numpy_or_scipy():
         [sys.executable, "-c", code], cwd=PROJECT_DIR, capture_output=True, text=True, check=True
     )
     assert out.stdout.strip() == "[]"
+
+
+def test_pick_under_a_split_checked_once_is_pick_arm():
+    # The live snapshot checks an experiment's shares when it reads them (split_of) and
+    # calls pick for each visitor: the same arm and probability as pick_arm, arm order
+    # and paused arms included.
+    for weights in (WEIGHTS, dict(reversed(WEIGHTS.items())), {**WEIGHTS, "v1": 0.0, "v2": 0.75}):
+        split = allocation.split_of(weights)
+        for i in range(3000):
+            assert allocation.pick(split, experiment_key="e5", visitor=str(i)) == (
+                allocation.pick_arm(experiment_key="e5", visitor=str(i), weights=weights)
+            )
+    split = allocation.split_of({CONTROL: 0.1, "v1": 0.0, "v2": 0.9})
+    assert (split.share(CONTROL), split.share("v1"), split.share("v2")) == (0.1, 0.0, 0.9)
+    assert split.share("v404") == 0.0
+
+
+@pytest.mark.parametrize(
+    ("weights", "message"),
+    [
+        ({CONTROL: 0.1, "v1": 0.8}, r"shares must sum to 1, they sum to 0\.9"),
+        ({CONTROL: 1.5, "v1": -0.5}, r"arm 'v1': share must be >= 0, got -0\.5"),
+        ({CONTROL: math.nan, "v1": 1.0}, r"arm 'control': share must be >= 0, got nan"),
+        ({"v1": 0.5, "v2": 0.5}, r"shares must include the control, 'control'"),
+    ],
+)
+def test_a_split_refuses_what_pick_arm_refuses(weights, message):
+    with pytest.raises(ValueError, match=message):
+        allocation.split_of(weights)

@@ -172,6 +172,79 @@ def test_without_a_visitor_the_live_variant_serves_not_randomized(reader, slot):
         assert exposure.weights_id == _weights(experiment).pk
 
 
+def test_shares_that_are_not_a_split_leave_the_slot_plain_and_are_logged(reader, slot, caplog):
+    """Shares written past experiment_start's checks (here: summing to 0.9) are refused
+    once, when the snapshot reads them, not on every visitor's request."""
+    live, challenger = slot
+    experiment = _start(live, challenger)
+    ExperimentWeights.objects.create(
+        experiment=experiment,
+        weights={"control": 0.1, f"v{live.pk}": 0.4, f"v{challenger.pk}": 0.4},
+        reason="manual",
+    )
+    delivery.live_changed(
+        prompt_id=live.prompt_id, segment_id=live.segment_id, product_id=live.product_id
+    )
+    with caplog.at_level("ERROR", logger="review.delivery"):
+        body = reader.get(LIVE, _params(live, visitor="cookie-1")).json()
+    assert (body["experiment"], body["variant_id"], body["text"]) == (None, live.pk, "Live copy")
+    assert f"experiment {experiment.pk}: its shares are not a split" in caplog.text
+    assert "shares must sum to 1, they sum to 0.9" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {},
+        {"segment_id": None, "segment": None, "customer_id": 9, "customer": "C-9"},
+        {"variant_id": None, "prompt_version": None, "fallback_reason": "no_live_variant"},
+        {"text": 'Say "hi" \\ to a\ttab, a\nline, \x00, \x1f, \u2028, ü, 漢字 and 🏃'},
+        {"language": "de-CH", "language_reason": "base_language", "product": 'SKU "1"/ü'},
+        {
+            "experiment_id": 4,
+            "weights_id": 7,
+            "arm": "v12",
+            "probability": 0.45,
+            "randomized": True,
+            "visitor": "00ff00ff00ff00ff",
+        },
+        {
+            "variant_id": None,
+            "prompt_version": None,
+            "source": "base_copy",
+            "fallback_reason": "experiment_control",
+            "experiment_id": 4,
+            "weights_id": 7,
+            "arm": "control",
+            "probability": 0.1,
+        },
+    ],
+)
+def test_a_live_answers_body_is_its_dict_as_the_api_renders_it(fields):
+    """Live.body writes the JSON itself, for speed: byte for byte what rendering as_dict
+    writes (and DRF's JSONRenderer: the fast path and the view agree, tested above)."""
+    live = delivery.Live(
+        **{
+            "prompt_id": 1,
+            "prompt": "pdp",
+            "product_id": 2,
+            "product": "SKU-1",
+            "segment_id": 3,
+            "segment": "high-value",
+            "customer_id": None,
+            "customer": None,
+            "variant_id": 12,
+            "prompt_version": 2,
+            "text": "Live copy",
+            "source": "segment",
+            "fallback_reason": None,
+            **fields,
+        }
+    )
+    assert live.body() == delivery.render(live.as_dict())
+    assert json.loads(live.body())["exposure_id"] == live.exposure().encode()
+
+
 def test_a_slot_without_an_experiment_answers_as_before(reader, slot):
     live, _challenger = slot
     body = reader.get(LIVE, _params(live, visitor="cookie-1")).json()

@@ -35,7 +35,13 @@ class RejectNulMiddleware:
     def __call__(self, request: HttpRequest) -> HttpResponse:
         if "\x00" in request.path:
             raise BadRequest("The path holds a NUL byte")
-        params = [("query parameter", request.GET)]
+        params = []
+        query = request.META.get("QUERY_STRING", "")
+        # A decoded parameter holds a NUL only where the raw query has one, or %00 (an
+        # overlong UTF-8 form decodes to U+FFFD, not NUL): without either, the query is
+        # not parsed here, which was 18 µs of a 200 µs API request.
+        if "%00" in query or "\x00" in query:
+            params.append(("query parameter", request.GET))
         if request.method == "POST" and request.content_type in (
             "application/x-www-form-urlencoded",
             "multipart/form-data",

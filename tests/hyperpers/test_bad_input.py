@@ -117,3 +117,13 @@ def test_a_variant_that_is_not_a_number_on_retry_variant_is_refused(client, lead
     assert [m.message for m in response.context["messages"]] == ["The run has no variant abc"]
     variant.refresh_from_db()
     assert variant.status == "failed"
+
+
+def test_a_percent_sign_before_00_is_not_a_nul(client, lead):
+    # The middleware parses the query only when its raw text could hold a NUL: %2500
+    # decodes to the text "%00", which is no NUL byte.
+    response = client.get(reverse("review:metrics-csv") + "?prompt=%2500")
+    assert "holds a NUL byte" not in response.content.decode()
+    response = client.get(reverse("review:metrics-csv") + "?pro%00mpt=x")
+    assert response.status_code == 400
+    assert "The query parameter &#x27;pro" in response.content.decode()

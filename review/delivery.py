@@ -165,19 +165,8 @@ class Exposure:
     visitor: str = ""
 
     def encode(self) -> str:
-        return _exposure_id(
-            self.prompt_id,
-            self.product_id,
-            self.segment_id,
-            self.customer_id,
-            self.variant_id,
-            self.language,
-            self.experiment_id,
-            self.weights_id,
-            self.probability,
-            self.randomized,
-            self.visitor,
-        )
+        # The fields in their order, which is _exposure_id's.
+        return _exposure_id(*(getattr(self, name) for name in self.__slots__))
 
     @classmethod
     def decode(cls, exposure_id: str) -> Exposure:
@@ -239,8 +228,8 @@ def _exposure_id(
     randomized: bool,
     visitor: str,
 ) -> str:
-    """Exposure(...).encode(), from the fields as they are: Live.body signs a visitor's
-    answer with no Exposure made first (2 µs of the ~12 the answer costs)."""
+    """Exposure(...).encode(), from the fields in Exposure's order: a live answer is
+    signed with no Exposure made first (2 µs of the ~12 a visitor's answer costs)."""
     plain = (
         f"{prompt_id}.{product_id}.{segment_id or 0}.{customer_id or 0}.{variant_id or 0}."
         f"{language}"
@@ -325,18 +314,22 @@ class Live:
     visitor: str = ""
 
     def exposure(self) -> Exposure:
-        return Exposure(
+        return Exposure(*self._exposed())
+
+    def _exposed(self) -> tuple[Any, ...]:
+        """Exposure's fields, in its order (and _exposure_id's)."""
+        return (
             self.prompt_id,
             self.product_id,
             self.segment_id,
             self.customer_id,
             self.variant_id,
             self.language,
-            experiment_id=self.experiment_id,
-            weights_id=self.weights_id,
-            probability=self.probability,
-            randomized=self.randomized,
-            visitor=self.visitor,
+            self.experiment_id,
+            self.weights_id,
+            self.probability,
+            self.randomized,
+            self.visitor,
         )
 
     def leave_experiment(self) -> None:
@@ -360,7 +353,7 @@ class Live:
             "experiment": self.experiment_id,
             "arm": self.arm,
             "text": self.text,
-            "exposure_id": self.exposure().encode(),
+            "exposure_id": _exposure_id(*self._exposed()),
         }
 
     def body(self) -> bytes:
@@ -368,19 +361,7 @@ class Live:
         without the dict: the fast path renders a visitor's answer for each request,
         and json.dumps of the dict cost 6 µs of it against 3 µs here. Each string is
         escaped by json's own encoder, the one json.dumps(ensure_ascii=False) uses."""
-        exposure_id = _exposure_id(
-            self.prompt_id,
-            self.product_id,
-            self.segment_id,
-            self.customer_id,
-            self.variant_id,
-            self.language,
-            self.experiment_id,
-            self.weights_id,
-            self.probability,
-            self.randomized,
-            self.visitor,
-        )
+        exposure_id = _exposure_id(*self._exposed())
         return (
             f'{{"prompt":{_string(self.prompt)},"product":{_string(self.product)},'
             f'"segment":{_optional(self.segment)},"customer":{_optional(self.customer)},'

@@ -378,7 +378,7 @@ class Live:
 
 
 # A str as json.dumps(ensure_ascii=False) writes it (the C encoder where there is one).
-_string: Callable[[str], str] = json.encoder.encode_basestring  # type: ignore[attr-defined]
+_string: Callable[[str], str] = json.encoder.encode_basestring
 
 
 def _optional(value: str | None) -> str:

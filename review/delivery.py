@@ -621,7 +621,7 @@ def _experiments(
             continue
         try:
             split = split_of(shares)
-        except ValueError as exc:
+        except (TypeError, ValueError) as exc:  # TypeError: a share that is no number
             log.error("experiment %s: its shares are not a split (%s): %s", pk, exc, shares)
             continue
         experiments[(product_id, tag)] = _Experiment(

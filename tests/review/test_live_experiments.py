@@ -172,14 +172,21 @@ def test_without_a_visitor_the_live_variant_serves_not_randomized(reader, slot):
         assert exposure.weights_id == _weights(experiment).pk
 
 
-def test_shares_that_are_not_a_split_leave_the_slot_plain_and_are_logged(reader, slot, caplog):
-    """Shares written past experiment_start's checks (here: summing to 0.9) are refused
-    once, when the snapshot reads them, not on every visitor's request."""
+@pytest.mark.parametrize(
+    ("control", "message"),
+    [(0.1, "shares must sum to 1, they sum to 0.9"), ("0.2", "'>=' not supported")],
+)
+def test_shares_that_are_not_a_split_leave_the_slot_plain_and_are_logged(
+    reader, slot, caplog, control, message
+):
+    """Shares written past experiment_start's checks (summing to 0.9, or a share that is
+    text) are refused once, when the snapshot reads them, not on every visitor's
+    request, and the slot serves its published variant."""
     live, challenger = slot
     experiment = _start(live, challenger)
     ExperimentWeights.objects.create(
         experiment=experiment,
-        weights={"control": 0.1, f"v{live.pk}": 0.4, f"v{challenger.pk}": 0.4},
+        weights={"control": control, f"v{live.pk}": 0.4, f"v{challenger.pk}": 0.4},
         reason="manual",
     )
     delivery.live_changed(
@@ -189,7 +196,7 @@ def test_shares_that_are_not_a_split_leave_the_slot_plain_and_are_logged(reader,
         body = reader.get(LIVE, _params(live, visitor="cookie-1")).json()
     assert (body["experiment"], body["variant_id"], body["text"]) == (None, live.pk, "Live copy")
     assert f"experiment {experiment.pk}: its shares are not a split" in caplog.text
-    assert "shares must sum to 1, they sum to 0.9" in caplog.text
+    assert message in caplog.text
 
 
 @pytest.mark.parametrize(

@@ -751,9 +751,10 @@ def connections_held(pid: int, inodes: set[str]) -> int:
 
 class ConnectionSplit:
     """How a gthread server's kept-alive connections sat on its workers during a run,
-    sampled every half second: a worker holding 12 of wrk's 16 serves them on its one
-    core while the other idles, and a round's rate moved by 25% with the split alone.
-    Nothing for a sync server (it closes each connection after its answer)."""
+    sampled every half second, so that a round slowed by a skewed split (all 16 on one
+    worker once halved a round: see Server) can be told from one slowed by something
+    else (the slow gthread rounds of 2026-12-07 were 8/8: bench/README.md). Nothing
+    for a sync server (it closes each connection after its answer)."""
 
     def __init__(self, server: Server) -> None:
         self.server = server
